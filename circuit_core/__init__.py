@@ -1,0 +1,1 @@
+"""Circuit validation: faithfulness, completeness and minimality of transformer circuits."""

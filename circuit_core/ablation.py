@@ -1,0 +1,147 @@
+"""How nodes outside a node set are knocked out: methodology, means, keep-masks.
+
+A node is (layer, head, position role). `position` "*" stands for every position.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+import torch
+
+from .circuit import ALL_POSITIONS
+
+Node = tuple[int, int, str]
+
+
+class Ablation(str, Enum):
+    MEAN = "mean"  # mean of the reference prompts of the prompt's own group (template and order)
+    MEAN_POOLED = "mean-pooled"  # mean of all reference prompts at the same token index
+    RESAMPLE = "resample"  # the activation of one reference prompt of the same group (seeded)
+    ZERO = "zero"  # hook_z set to zero
+
+
+class PositionScope(str, Enum):
+    CIRCUIT = "circuit"  # a circuit head is kept only at its class's position (the paper)
+    ALL = "all"  # a circuit head is kept at every position
+
+
+@dataclass(frozen=True)
+class Methodology:
+    """Every choice that moves the numbers. A run record stores it whole."""
+
+    task: str = "ioi"
+    n: int = 100
+    seed: int = 0
+    mode: str = "mixed"
+    prepend_bos: bool = False
+    ablation: str = Ablation.MEAN.value
+    positions: str = PositionScope.CIRCUIT.value
+    bootstrap: int = 1000  # resamples for 95% intervals
+
+    def __post_init__(self):
+        # Validate early so a typo never silently falls back to a default.
+        Ablation(self.ablation)
+        PositionScope(self.positions)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes) -> "Methodology":
+        return Methodology(**{**self.to_dict(), **changes})
+
+    def dataset_kwargs(self) -> dict:
+        return {"n": self.n, "seed": self.seed, "mode": self.mode, "prepend_bos": self.prepend_bos}
+
+
+@dataclass(frozen=True)
+class NodeSet:
+    """The nodes kept intact; every other head-position is ablated.
+
+    With complement=True the meaning flips: every node is kept except `nodes`. So the full
+    model M is NodeSet(complement=True), the empty circuit is NodeSet(), and M\\K is
+    NodeSet(K, complement=True).
+    """
+
+    nodes: frozenset = field(default_factory=frozenset)
+    complement: bool = False
+    label: str = ""
+
+    @classmethod
+    def model(cls, label: str = "M") -> "NodeSet":
+        return cls(frozenset(), True, label)
+
+    @classmethod
+    def empty(cls, label: str = "∅") -> "NodeSet":
+        return cls(frozenset(), False, label)
+
+
+def keep_mask(node_set: NodeSet, positions: dict[str, torch.Tensor], n_prompts: int, seq_len: int,
+              n_layers: int, n_heads: int) -> torch.Tensor:
+    """Bool [N, seq, layer, head]: True where the head's output is left intact.
+
+    Rows are indexed prompt by prompt (arange(N), positions[role]); indexing with the position
+    vector alone would keep every prompt's head at the union of all prompts' positions.
+    """
+    mask = torch.full((n_prompts, seq_len, n_layers, n_heads), node_set.complement, dtype=torch.bool)
+    rows = torch.arange(n_prompts)
+    value = not node_set.complement
+    for (layer, head, role) in node_set.nodes:
+        if role == ALL_POSITIONS:
+            mask[:, :, layer, head] = value
+        else:
+            mask[rows, positions[role], layer, head] = value
+    return mask
+
+
+def reference_z(model, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """hook_z of every layer on `tokens`: float [N, seq, layer, head, d_head]."""
+    names = [f"blocks.{l}.attn.hook_z" for l in range(model.n_layers)]
+    out = []
+    with model.lock, torch.no_grad():
+        for start in range(0, len(tokens), batch_size):
+            store = {}
+
+            def grab(z, hook):
+                store[hook.name] = z.detach()
+                return z
+
+            model.bridge.run_with_hooks(tokens[start : start + batch_size].to(model.device),
+                                        fwd_hooks=[(n, grab) for n in names])
+            out.append(torch.stack([store[n] for n in names], dim=2).cpu())
+    return torch.cat(out)
+
+
+def ablation_values(model, dataset, methodology: Methodology) -> torch.Tensor:
+    """What replaces an ablated head's output, per prompt: float [N, seq, layer, head, d_head].
+
+    Computed once per (model, dataset, methodology) and reused by every node set.
+    """
+    kind = Ablation(methodology.ablation)
+    n, seq = dataset.tokens.shape
+    if kind is Ablation.ZERO:
+        shape = (n, seq, model.n_layers, model.n_heads, model.d_head)
+        return torch.zeros(shape)
+    z_ref = reference_z(model, dataset.reference_tokens)
+    if kind is Ablation.MEAN:
+        values = torch.empty_like(z_ref)
+        for g in dataset.groups.unique():
+            members = dataset.groups == g
+            values[members] = z_ref[members].mean(0, keepdim=True)
+        return values
+    if kind is Ablation.MEAN_POOLED:
+        valid = torch.arange(seq)[None, :] < dataset.lengths[:, None]
+        w = valid.float()[:, :, None, None, None]
+        pooled = (z_ref * w).sum(0) / w.sum(0).clamp(min=1)
+        return pooled.expand_as(z_ref).clone()
+    # RESAMPLE: each prompt takes a different reference prompt of its own group when there is one.
+    gen = torch.Generator().manual_seed(methodology.seed)
+    source = torch.empty(n, dtype=torch.long)
+    for g in dataset.groups.unique():
+        members = torch.nonzero(dataset.groups == g).flatten()
+        if len(members) == 1:
+            source[members] = members
+            continue
+        shift = torch.randint(1, len(members), (len(members),), generator=gen)
+        source[members] = members[(torch.arange(len(members)) + shift) % len(members)]
+    return z_ref[source]

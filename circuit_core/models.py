@@ -1,0 +1,176 @@
+"""Load a transformer through TransformerLens' TransformerBridge, from a hub name or a local folder.
+
+Every model the project touches — GPT-2 from the hub, a user's folder, the bundled demo, the tiny
+models built by the tests — goes through `load_model`, so the tests exercise the real path.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEMO_MODEL_DIR = DATA_DIR / "models" / "ioi-demo"
+DEMO_ALIASES = {"demo", "ioi-demo"}
+DEFAULT_MODEL = "gpt2"
+HUB_HOST = "huggingface.co"
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be had. The message says what was tried and what to do instead."""
+
+
+@dataclass
+class LoadedModel:
+    """A bridge plus what the rest of the code needs to know about it.
+
+    `lock` guards hooked forward passes: hooks live on the model object, and Streamlit sessions
+    share one cached model across threads.
+    """
+
+    bridge: object
+    name: str  # what the user asked for ("gpt2", a folder, "demo")
+    source: str  # "hub", "folder" or "demo"
+    device: str
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def tokenizer(self):
+        return self.bridge.tokenizer
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.bridge.cfg.n_heads)
+
+    @property
+    def d_head(self) -> int:
+        return int(self.bridge.cfg.d_head)
+
+    def describe(self) -> dict:
+        """Plain facts for a run record."""
+        cfg = self.bridge.cfg
+        return {
+            "name": self.name,
+            "source": self.source,
+            "architecture": type(self.bridge.original_model).__name__,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "d_model": int(cfg.d_model),
+            "d_head": self.d_head,
+            "d_vocab": int(cfg.d_vocab),
+            "device": self.device,
+        }
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    # A quick probe, so an offline machine fails in seconds instead of after the hub client's
+    # retries (about half a minute).
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _in_hub_cache(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:
+        return False
+
+
+def resolve(name_or_path: str) -> tuple[str, str]:
+    """Map what the user typed to (source, location): demo alias, existing folder, or hub name."""
+    if name_or_path in DEMO_ALIASES:
+        return "demo", str(DEMO_MODEL_DIR)
+    path = Path(name_or_path).expanduser()
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path and path.exists()
+    if path.is_dir():
+        return "folder", str(path.resolve())
+    if looks_like_path:
+        raise ModelLoadError(
+            f"Could not load model '{name_or_path}': no such folder. Pass a folder holding a "
+            "Hugging Face model (config.json, weights, tokenizer files), a hub name such as "
+            "'gpt2', or 'demo' for the bundled demo model."
+        )
+    return "hub", name_or_path
+
+
+def load_model(name_or_path: str, device: str | None = None) -> LoadedModel:
+    """Load `name_or_path` (hub name, local folder, or "demo") with compatibility mode on.
+
+    Raises ModelLoadError when the model cannot be had.
+    """
+    source, location = resolve(name_or_path)
+    device = device or default_device()
+    if source in ("folder", "demo"):
+        if not (Path(location) / "config.json").exists():
+            hint = (
+                "The bundled demo model is missing from this checkout."
+                if source == "demo"
+                else "Expected a Hugging Face model folder (config.json, model weights, tokenizer files)."
+            )
+            raise ModelLoadError(f"Could not load model '{name_or_path}' from folder {location}: no config.json. {hint}")
+    elif not os.environ.get("HF_HUB_OFFLINE") and not _in_hub_cache(location) and not _hub_reachable():
+        raise ModelLoadError(
+            f"Could not load model '{name_or_path}': it is not in the local Hugging Face cache and "
+            f"the hub ({HUB_HOST}) cannot be reached. Download it on a connected machine and pass "
+            "its local folder (--model path/to/folder), or copy it into the cache and set "
+            "HF_HUB_OFFLINE=1; '--model demo' uses the bundled demo model."
+        )
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        bridge = TransformerBridge.boot_transformers(location, device=device)
+        bridge.enable_compatibility_mode()
+    except Exception as exc:  # the hub client, transformers and TL raise many kinds
+        raise ModelLoadError(
+            f"Could not load model '{name_or_path}' (tried {source} '{location}'): "
+            f"{type(exc).__name__}: {exc}. Check the name (any TransformerLens-supported hub "
+            "name), or pass a local Hugging Face folder; offline, set HF_HUB_OFFLINE=1 to use "
+            "the local cache; '--model demo' uses the bundled demo model."
+        ) from exc
+    bridge.eval()
+    return LoadedModel(bridge=bridge, name=name_or_path, source=source, device=device)
+
+
+def load_model_or_demo(name_or_path: str, device: str | None = None) -> tuple[LoadedModel, str | None]:
+    """Load the requested model; if it cannot be had, fall back to the bundled demo.
+
+    Returns (model, notice) where notice is a one-line explanation when the fallback happened.
+    """
+    try:
+        return load_model(name_or_path, device), None
+    except ModelLoadError as exc:
+        if resolve_quietly(name_or_path) == "demo":
+            raise
+        logging.getLogger(__name__).info("falling back to demo: %s", exc)
+        notice = f"Model '{name_or_path}' could not be loaded ({_first_sentence(exc)}); using the bundled demo model."
+        return load_model("demo", device), notice
+
+
+def resolve_quietly(name_or_path: str) -> str | None:
+    try:
+        return resolve(name_or_path)[0]
+    except ModelLoadError:
+        return None
+
+
+def _first_sentence(exc: Exception) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[-1].split(". ")[0]

@@ -1,0 +1,71 @@
+"""Small GPT-2-architecture models the project builds itself: for tests, benchmarks and the demo.
+
+`save_random_gpt2` writes a Hugging Face folder (config, safetensors, tokenizer) that
+`models.load_model` then loads through the same path as any real model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+BOS = "<|endoftext|>"
+UNK = "<unk>"
+
+
+def ioi_vocabulary() -> list[str]:
+    """Every text piece an IOI prompt can contain, as GPT-2 would split it (leading spaces kept)."""
+    from .tasks.ioi import NAMES, OBJECTS, PLACES, template_words
+
+    words = set(template_words())
+    words.update(" " + w for w in NAMES + PLACES + OBJECTS)
+    return sorted(words)
+
+
+def word_level_tokenizer(words: list[str]):
+    """A GPT-2-style tokenizer with one token per word: byte-level pre-splitting (so ' John' is one
+    piece, as in GPT-2), a fixed word list, and <|endoftext|> as BOS/EOS/pad."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    split = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    vocab = {BOS: 0, UNK: 1}
+    for w in words:
+        for piece, _ in split.pre_tokenize_str(w):
+            vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = split
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=BOS, unk_token=UNK)
+
+
+def gpt2_config(vocab_size: int, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, n_positions: int = 64,
+                init_std: float = 0.02):
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                      n_head=n_head, initializer_range=init_std, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+
+
+def save_random_gpt2(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0,
+                     words: list[str] | None = None, random_biases: bool = True, init_std: float = 0.02):
+    """Write a randomly initialised GPT-2 with a word-level tokenizer to `folder`; returns the HF model.
+
+    random_biases: Hugging Face initialises biases at zero, which would hide bias bugs in tests.
+    init_std: a larger spread (e.g. 0.3) gives a random model whose heads visibly matter.
+    """
+    from transformers import GPT2LMHeadModel
+
+    folder = Path(folder)
+    tokenizer = word_level_tokenizer(words or ioi_vocabulary())
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(gpt2_config(len(tokenizer), n_layer, n_head, n_embd, init_std=init_std))
+    if random_biases:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(".bias"):
+                    p.normal_(0, 0.1)
+    model.eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model
