@@ -163,3 +163,16 @@ class Evaluator:
         end_resid = resid[rows, self.end[prompts].to(device)]  # [rows, d_model]
         normed = self.model.bridge.ln_final(end_resid[:, None, :])[:, 0]
         return (normed * self._answer_dir[prompts].to(device)).sum(-1) + self._answer_bias[prompts].to(device)
+
+
+def build_evaluator(model, methodology: Methodology | None = None, max_rows: int | None = None) -> Evaluator:
+    """Dataset for the methodology's task, N and seed on this model's tokenizer, then its evaluator."""
+    from .tasks import build_dataset
+
+    methodology = methodology or Methodology()
+    dataset = build_dataset(methodology.task, model.tokenizer, **methodology.dataset_kwargs())
+    return Evaluator(model, dataset, methodology, max_rows=max_rows)
+
+
+class Cancelled(Exception):
+    """Raised by long searches when their `should_stop()` callback says so (checked between steps)."""

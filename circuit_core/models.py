@@ -134,7 +134,9 @@ def load_model(name_or_path: str, device: str | None = None) -> LoadedModel:
             "HF_HUB_OFFLINE=1; '--model demo' uses the bundled demo model."
         )
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in tables and logs
     try:
         bridge = TransformerBridge.boot_transformers(location, device=device)
         bridge.enable_compatibility_mode()
@@ -161,7 +163,10 @@ def load_model_or_demo(name_or_path: str, device: str | None = None) -> tuple[Lo
             raise
         logging.getLogger(__name__).info("falling back to demo: %s", exc)
         notice = f"Model '{name_or_path}' could not be loaded ({_first_sentence(exc)}); using the bundled demo model."
-        return load_model("demo", device), notice
+        try:
+            return load_model("demo", device), notice
+        except ModelLoadError as demo_exc:
+            raise ModelLoadError(f"{exc} The bundled demo could not be loaded either: {demo_exc}") from exc
 
 
 def resolve_quietly(name_or_path: str) -> str | None:

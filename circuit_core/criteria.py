@@ -1,0 +1,101 @@
+"""Wang et al.'s criteria built on the evaluator. This module: faithfulness."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .ablation import NodeSet
+from .circuit import Circuit
+
+
+def circuit_node_set(circuit: Circuit, positions: str = "circuit", label: str = "C") -> NodeSet:
+    """C: the circuit's heads, each kept at its class's position (or everywhere, positions='all')."""
+    return NodeSet(circuit.nodes(positions), label=label)
+
+
+def faithfulness_stats(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray) -> dict[str, float]:
+    """F(M), F(C), F(∅) and the derived numbers, from per-prompt logit differences (ratio of means)."""
+    fm, fc, fe = float(np.mean(model)), float(np.mean(circuit)), float(np.mean(empty))
+    return {
+        "F_model": fm,
+        "F_circuit": fc,
+        "F_empty": fe,
+        "gap": fm - fc,
+        "ratio": fc / fm if fm != 0 else float("nan"),
+        "normalized": (fc - fe) / (fm - fe) if fm != fe else float("nan"),
+    }
+
+
+def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile intervals for every key `statistic` returns, resampling prompts (paired)."""
+    n = len(next(iter(per_prompt.values())))
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        for k, v in statistic(**{name: arr[idx] for name, arr in per_prompt.items()}).items():
+            draws.setdefault(k, []).append(v)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {k: (float(np.nanpercentile(v, lo)), float(np.nanpercentile(v, hi))) for k, v in draws.items()}
+
+
+@dataclass
+class Faithfulness:
+    """F(M), F(C), F(∅), the gap, the ratio F(C)/F(M) and the normalised score, with 95% intervals."""
+
+    stats: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    per_prompt: dict[str, np.ndarray]  # model / circuit / empty -> [N]
+    by_order: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        if name != "stats" and name in self.__dict__.get("stats", {}):
+            return self.stats[name]
+        raise AttributeError(name)
+
+    def to_dict(self) -> dict:
+        return {
+            **self.stats,
+            "intervals_95": {k: list(v) for k, v in self.intervals.items()},
+            "by_order": self.by_order,
+            "per_prompt": {k: v.tolist() for k, v in self.per_prompt.items()},
+        }
+
+
+def faithfulness(evaluator, circuit: Circuit, progress=None) -> Faithfulness:
+    """Evaluate M, C and ∅ in one batched call and summarise."""
+    meth = evaluator.methodology
+    sets = [NodeSet.model(), circuit_node_set(circuit, meth.positions), NodeSet.empty()]
+    diffs = evaluator.logit_diffs(sets, progress).numpy()
+    per_prompt = {"model": diffs[0], "circuit": diffs[1], "empty": diffs[2]}
+    stats = faithfulness_stats(**per_prompt)
+    stats["accuracy_model"] = float(np.mean(diffs[0] > 0))
+    stats["accuracy_circuit"] = float(np.mean(diffs[1] > 0))
+    intervals = bootstrap_intervals(per_prompt, faithfulness_stats, meth.bootstrap, meth.seed)
+    by_order = {}
+    orders = np.array([evaluator.dataset.group_names[g].split("-")[0] for g in evaluator.dataset.groups.tolist()])
+    for order in ("ABBA", "BABA"):
+        sel = orders == order
+        if sel.any():
+            by_order[order] = {**faithfulness_stats(**{k: v[sel] for k, v in per_prompt.items()}), "n": int(sel.sum())}
+    return Faithfulness(stats, intervals, per_prompt, by_order)
+
+
+def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray]):
+    """A tidy table: one row per (group, which) with the mean logit difference and its count."""
+    import pandas as pd
+
+    rows = []
+    groups = dataset.groups.numpy()
+    for g in np.unique(groups):
+        sel = groups == g
+        for which, values in per_prompt.items():
+            rows.append({"group": dataset.group_names[g], "order": dataset.group_names[g].split("-")[0],
+                         "which": which, "F": float(values[sel].mean()), "n": int(sel.sum())})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["Faithfulness", "faithfulness", "circuit_node_set", "faithfulness_stats", "bootstrap_intervals",
+           "breakdown_by_group"]
