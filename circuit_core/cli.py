@@ -76,7 +76,8 @@ def fmt_ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def print_faithfulness(f, out=sys.stdout) -> None:
+def print_faithfulness(f, out=None) -> None:
+    out = out or sys.stdout
     rows = [("F(M)", "F_model"), ("F(C)", "F_circuit"), ("F(∅)", "F_empty"), ("F(M) - F(C)", "gap"),
             ("F(C) / F(M)", "ratio"), ("(F(C)-F(∅)) / (F(M)-F(∅))", "normalized")]
     print(f"  {'quantity':<28}{'value':>9}   95% interval", file=out)
@@ -113,7 +114,143 @@ def _headline(f) -> dict:
             "per_prompt": {k: v.tolist() for k, v in f.per_prompt.items()}}
 
 
-COMMANDS = {"faithfulness": cmd_faithfulness}
+def _k_text(K) -> str:
+    return "{" + ", ".join(K) + "}"
+
+
+def print_completeness(c, out=None, top_greedy: int = 10) -> None:
+    """Every fixed K, then the top greedy sets; the run record holds them all."""
+    out = out or sys.stdout
+    t = c.table
+    greedy = t[t.family == "greedy"]
+    shown = [t[t.family != "greedy"], greedy.nlargest(top_greedy, "incompleteness")]
+    print(f"  F(M) = {c.F_model:.3f}", file=out)
+    print(f"  {'family':<8}{'K':<24}{'|K|':>4}{'F(C\\K)':>9}{'F(M\\K)':>9}{'|diff|':>9}{'% F(M)':>9}   95% interval  members",
+          file=out)
+    for part in shown:
+        for r in part.to_dict("records"):
+            print(f"  {r['family']:<8}{r['name'][:23]:<24}{r['size']:>4}{r['F_C_minus_K']:>9.3f}{r['F_M_minus_K']:>9.3f}"
+                  f"{r['incompleteness']:>9.3f}{r['incompleteness_pct']:>8.1f}%   {fmt_ci((r['ci_low'], r['ci_high']))}"
+                  f"  {_k_text(r['K'])}", file=out)
+    if len(greedy) > top_greedy:
+        print(f"  ... and {len(greedy) - top_greedy} more greedy sets (all in the run record)", file=out)
+    if len(t):
+        b = c.best()
+        print(f"  Largest incompleteness: {b.incompleteness:.3f} ({b.incompleteness_pct:.1f}% of F(M)) for "
+              f"K = {_k_text(b.K)} ({b.family})", file=out)
+    if c.cancelled:
+        print("  (search cancelled: partial result)", file=out)
+
+
+def print_minimality(m, out=None) -> None:
+    out = out or sys.stdout
+    print(f"  F(M) = {m.F_model:.3f}; flagged below {m.threshold_pct:g}% of F(M)", file=out)
+    print(f"  {'head':<7}{'class':<20}{'K from':<8}{'F(C\\K)':>9}{'F(C\\K∪v)':>10}{'score':>9}{'% F(M)':>9}"
+          f"   95% interval      K", file=out)
+    for r in m.table.to_dict("records"):
+        flag = "  LOW" if r["below_threshold"] else "     "
+        print(f"  {r['head']:<7}{r['class'][:19]:<20}{r['k_source']:<8}{r['F_C_minus_K']:>9.3f}"
+              f"{r['F_C_minus_K_and_v']:>10.3f}{r['score']:>9.3f}{r['pct_of_F_M']:>8.1f}%   "
+              f"{fmt_ci((r['ci_low'], r['ci_high']))}{flag}  {_k_text(r['K'])}", file=out)
+    flagged = m.flagged
+    print(f"  Below threshold: {', '.join(flagged) if flagged else 'none'}", file=out)
+    if m.cancelled:
+        print("  (search cancelled: partial result)", file=out)
+
+
+def _evaluator(args):
+    from .evaluate import build_evaluator
+
+    model = open_model(args)
+    circuit = open_circuit(args, model)
+    return model, circuit, build_evaluator(model, methodology_from(args))
+
+
+def _completeness(args, ev, circuit):
+    from .completeness import completeness
+
+    return completeness(ev, circuit, n_random=args.random, user_k=args.k, greedy_k=args.greedy_k,
+                        greedy_steps=args.greedy_steps, greedy_runs=10 if args.greedy_runs is None else args.greedy_runs,
+                        progress=progress_bar("completeness"))
+
+
+def _minimality(args, ev, circuit):
+    from .minimality import minimality
+
+    return minimality(ev, circuit, k_source=args.k_source, threshold_pct=args.threshold, search_k=args.greedy_k,
+                      search_steps=args.greedy_steps, search_runs=1 if args.greedy_runs is None else args.greedy_runs,
+                      progress=progress_bar("minimality"))
+
+
+def _save(args, ev, circuit, results: dict) -> None:
+    from .report import run_record, save_record
+
+    if args.out:
+        print(f"Run record written to {save_record(run_record(ev, circuit, results), args.out)}")
+
+
+def cmd_completeness(args) -> int:
+    model, circuit, ev = _evaluator(args)
+    c = _completeness(args, ev, circuit)
+    print(f"Completeness of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}: |F(C\\K) - F(M\\K)|")
+    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
+    print_completeness(c)
+    _save(args, ev, circuit, {"completeness": c.to_dict()})
+    return 0
+
+
+def cmd_minimality(args) -> int:
+    model, circuit, ev = _evaluator(args)
+    m = _minimality(args, ev, circuit)
+    print(f"Minimality of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}: |F(C\\(K∪{{v}})) - F(C\\K)|")
+    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
+    print_minimality(m)
+    _save(args, ev, circuit, {"minimality": m.to_dict()})
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .criteria import faithfulness
+
+    model, circuit, ev = _evaluator(args)
+    print(f"Validation of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}")
+    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
+    f = faithfulness(ev, circuit, progress_bar("faithfulness"))
+    print("Faithfulness")
+    print_faithfulness(f)
+    c = _completeness(args, ev, circuit)
+    print("Completeness: |F(C\\K) - F(M\\K)|")
+    print_completeness(c)
+    m = _minimality(args, ev, circuit)
+    print("Minimality: |F(C\\(K∪{v})) - F(C\\K)|")
+    print_minimality(m)
+    _save(args, ev, circuit, {"faithfulness": f.to_dict(), "completeness": c.to_dict(), "minimality": m.to_dict(),
+                              **_headline(f)})
+    return 0
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--greedy-k", type=int, default=10,
+                   help="candidates sampled per greedy step (paper: 10 for the full IOI circuit, 5 for the naive one)")
+    p.add_argument("--greedy-steps", type=int, default=10, help="greedy steps per run (default 10)")
+    p.add_argument("--greedy-runs", type=int, default=None,
+                   help="greedy runs (default: 10 for completeness, 0 turns it off; 1 for the minimality search)")
+
+
+def add_completeness_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--random", type=int, default=10, metavar="N", help="random K (each head in with probability 1/2)")
+    p.add_argument("--k", action="append", default=[], metavar="'l.h,l.h'", help="a K of your own (repeatable)")
+
+
+def add_minimality_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k-source", default="file", choices=["file", "class", "search"],
+                   help="K per head: the circuit file's minimality_k (class rule where it has none), the class rule, "
+                        "or a greedy search (default: file)")
+    p.add_argument("--threshold", type=float, default=1.0, help="flag heads under this %% of F(M) (default 1)")
+
+
+COMMANDS = {"faithfulness": cmd_faithfulness, "completeness": cmd_completeness, "minimality": cmd_minimality,
+            "validate": cmd_validate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Validate a transformer circuit by mean ablation (Wang et al. 2022).")
     sub = parser.add_subparsers(dest="command", required=True)
     add_common(sub.add_parser("faithfulness", help="F(M), F(C), F(∅) and faithfulness with 95%% intervals"))
+    p = sub.add_parser("completeness", help="|F(C\\K) - F(M\\K)| for K = ∅, classes, random, greedy and your own")
+    add_common(p)
+    add_completeness_options(p)
+    add_search_options(p)
+    p = sub.add_parser("minimality", help="|F(C\\(K∪{v})) - F(C\\K)| for every head v, as %% of F(M)")
+    add_common(p)
+    add_minimality_options(p)
+    add_search_options(p)
+    p = sub.add_parser("validate", help="faithfulness, completeness and minimality in one run record")
+    add_common(p)
+    add_completeness_options(p)
+    add_minimality_options(p)
+    add_search_options(p)
     return parser
 
 

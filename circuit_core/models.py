@@ -139,7 +139,10 @@ def load_model(name_or_path: str, device: str | None = None) -> LoadedModel:
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in tables and logs
     try:
         bridge = TransformerBridge.boot_transformers(location, device=device)
-        bridge.enable_compatibility_mode()
+        # Value biases stay inside hook_z, so a head's z is exactly its output in the model's own
+        # parametrisation: zero ablation then removes the head's whole contribution (but b_O),
+        # as it would in plain Hugging Face code. Mean and resample ablation do not depend on this.
+        bridge.enable_compatibility_mode(disable_warnings=True, fold_value_biases=False)
     except Exception as exc:  # the hub client, transformers and TL raise many kinds
         raise ModelLoadError(
             f"Could not load model '{name_or_path}' (tried {source} '{location}'): "

@@ -1,0 +1,329 @@
+"""Completeness (Wang et al. 2022, §4 and App. M): is anything that matters left out of C?
+
+For K ⊆ C the incompleteness score is |F(C\\K) − F(M\\K)|:
+- C\\K keeps the circuit minus K's heads, so K joins the ablated set (ablated at every position);
+- M\\K is the intact model with only K's nodes ablated, each at its kept class position.
+A complete circuit scores low for every K. K is drawn from: ∅, each whole class, random subsets
+(each head in with probability ½), the paper's greedy search, and any sets the user gives.
+
+Also here, because minimality uses them too: the node-set cache (`FCache`) and the lockstep greedy
+search (`Search`, `greedy_search`).
+
+Long runs report progress(done, total) in greedy steps and check should_stop() between steps; when
+it says stop they return the partial result with `cancelled=True` (they do not raise).
+
+    >>> c = completeness(evaluator, circuit, n_random=10, greedy_runs=10)
+    >>> c.table.sort_values("incompleteness").tail()
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .ablation import NodeSet
+from .circuit import Circuit, CircuitError, Head, head_name, parse_head
+
+Progress = Callable[[int, int], None]
+StopCheck = Callable[[], bool]
+
+
+# --- node sets -------------------------------------------------------------------------------------
+def heads_label(K: Iterable[Head], circuit: Circuit | None = None) -> list[str]:
+    """K as 'l.h' strings, in circuit order when a circuit is given (else sorted)."""
+    K = set(K)
+    order = [h for h in circuit.heads if h in K] if circuit is not None else []
+    return [head_name(h) for h in order + sorted(K - set(order))]
+
+
+def c_minus(circuit: Circuit, K: Iterable[Head], positions: str = "circuit") -> NodeSet:
+    """C\\K: the circuit's nodes except K's heads, so K is ablated at every position."""
+    K = set(K)
+    label = "C\\{" + ",".join(heads_label(K, circuit)) + "}"
+    return NodeSet(frozenset(n for n in circuit.nodes(positions) if n[:2] not in K), label=label)
+
+
+def m_minus(circuit: Circuit, K: Iterable[Head], positions: str = "circuit") -> NodeSet:
+    """M\\K: the whole model except K's nodes, each ablated only at its kept class position."""
+    K = set(K)
+    label = "M\\{" + ",".join(heads_label(K, circuit)) + "}"
+    return NodeSet(frozenset(n for n in circuit.nodes(positions) if n[:2] in K), complement=True, label=label)
+
+
+def incompleteness_sets(circuit: Circuit, K: Iterable[Head], positions: str = "circuit") -> list[NodeSet]:
+    """[C\\K, M\\K]."""
+    K = frozenset(K)
+    return [c_minus(circuit, K, positions), m_minus(circuit, K, positions)]
+
+
+def parse_heads(text: str | Sequence, circuit: Circuit | None = None) -> frozenset[Head]:
+    """'9.9, 10.0' (or a list of heads) -> {(9, 9), (10, 0)}; with a circuit, every head must be in it."""
+    items = [t for t in text.split(",") if t.strip()] if isinstance(text, str) else list(text)
+    K = frozenset(parse_head(t) for t in items)
+    if circuit is not None:
+        outside = [head_name(h) for h in K if h not in circuit.heads]
+        if outside:
+            raise CircuitError(f"K must be a subset of the circuit; not in it: {', '.join(sorted(outside))}.")
+    return K
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+class FCache:
+    """Per-prompt logit differences of node sets, each set evaluated at most once.
+
+    `get` sends every set it has not seen in ONE `logit_diffs` call, so a step's sets share a batch,
+    and sets that recur (∅, a class that a random draw repeats, greedy revisits) cost nothing.
+    """
+
+    def __init__(self, evaluator):
+        self.evaluator = evaluator
+        self._values: dict = {}
+
+    def get(self, node_sets: Sequence[NodeSet], progress: Progress | None = None) -> np.ndarray:
+        """float64 [len(node_sets), N]."""
+        missing = {}
+        for s in node_sets:
+            key = (s.nodes, s.complement)
+            if key not in self._values:
+                missing.setdefault(key, s)
+        if missing:
+            diffs = self.evaluator.logit_diffs(list(missing.values()), progress).numpy()
+            self._values.update(zip(missing, diffs))
+        n = self.evaluator.dataset.n
+        if not node_sets:
+            return np.empty((0, n))
+        return np.stack([self._values[(s.nodes, s.complement)] for s in node_sets])
+
+
+def abs_diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95):
+    """95% percentile intervals of |mean(a) − mean(b)| per row, resampling prompts (paired).
+
+    a, b: [rows, N] per-prompt values. One resample = one weight vector over prompts, shared by rows.
+    """
+    rows, n = a.shape
+    if n_boot <= 0 or rows == 0:
+        return np.full(rows, np.nan), np.full(rows, np.nan)
+    rng = np.random.default_rng(seed)
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) / n
+    stat = np.abs((a - b) @ weights.T)  # [rows, n_boot]
+    lo, hi = np.percentile(stat, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1)
+    return lo, hi
+
+
+def pct_of(value, f_model: float):
+    """value as % of |F(M)| (|·| so a sign flip of F(M) does not flip the scale)."""
+    return 100 * np.asarray(value) / abs(f_model) if f_model != 0 else np.full(np.shape(value), np.nan)
+
+
+# --- greedy search -----------------------------------------------------------------------------------
+@dataclass
+class Search:
+    """One greedy search: K grows from ∅ with heads from `pool`.
+
+    sets(K) lists the node sets the score needs; score(means) turns their mean F into the score
+    (e.g. |F(C\\K) − F(M\\K)|); columns names those means in the trace.
+    """
+
+    pool: list[Head]
+    sets: Callable[[frozenset], list[NodeSet]]
+    score: Callable[[np.ndarray], float]
+    columns: tuple[str, ...]
+
+
+def greedy_search(cache: FCache, searches: Sequence[Search], k: int = 10, steps: int = 10, runs: int = 10,
+                  seed: int = 0, progress: Progress | None = None, should_stop: StopCheck | None = None):
+    """The paper's greedy search (App. M), every (search, run) in lockstep.
+
+    Each run starts at K = ∅. Each step samples k candidates v from pool \\ K, scores K ∪ {v} for all of
+    them and moves to the best if it beats the run's current score; otherwise the run stops. All
+    candidates of all live runs of a step go to the evaluator in one call. Run r of search i draws
+    from np.random.default_rng([seed, i, r]), so results do not depend on batching.
+
+    Returns (trace, cancelled). trace: one row per scored K (search, run, step, K, means, score,
+    accepted); step 0 is ∅. Along each run the accepted scores strictly increase, so the last
+    accepted K of a run scores at least as high as every K that run saw.
+    """
+    trace: list[dict] = []
+
+    def score_all(proposals):  # [(search index, run, K)] -> scores, one evaluator call
+        sets = [s for i, _, K in proposals for s in searches[i].sets(K)]
+        means = cache.get(sets).mean(1)
+        out, at = [], 0
+        for i, _, K in proposals:
+            m = means[at : at + len(searches[i].columns)]
+            at += len(m)
+            out.append((m, float(searches[i].score(m))))
+        return out
+
+    def record(i, r, step, K, m, score, accepted):
+        trace.append({"search": i, "run": r, "step": step, "K": K, **dict(zip(searches[i].columns, map(float, m))),
+                      "score": score, "accepted": accepted})
+
+    empty = frozenset()
+    start = score_all([(i, 0, empty) for i in range(len(searches))])
+    live = []  # [search, run, rng, K, score]
+    for i, (m, score) in enumerate(start):
+        for r in range(runs):
+            record(i, r, 0, empty, m, score, True)
+            live.append([i, r, np.random.default_rng([seed, i, r]), empty, score])
+    cancelled = False
+    for step in range(1, steps + 1):
+        if should_stop is not None and should_stop():
+            cancelled = True
+            break
+        proposals, owner = [], []
+        for run in live:
+            i, r, rng, K, _ = run
+            rest = [h for h in searches[i].pool if h not in K]
+            for j in rng.choice(len(rest), size=min(k, len(rest)), replace=False):
+                proposals.append((i, r, K | {rest[j]}))
+                owner.append(run)
+        results = score_all(proposals)
+        best: dict[int, tuple] = {}
+        for run, (i, r, K), (m, score) in zip(owner, proposals, results):
+            if id(run) not in best or score > best[id(run)][2]:
+                best[id(run)] = (K, m, score)
+        winners = {}
+        for run in live:
+            if id(run) in best and best[id(run)][2] > run[4]:
+                winners[id(run)] = best[id(run)][0]
+        for run, (i, r, K), (m, score) in zip(owner, proposals, results):
+            record(i, r, step, K, m, score, winners.get(id(run)) == K)
+        still = []
+        for run in live:
+            if id(run) in winners:
+                run[3], run[4] = winners[id(run)], best[id(run)][2]
+                still.append(run)
+        live = still
+        if progress is not None:
+            progress(step if live else steps, steps)
+        if not live:
+            break
+    return trace, cancelled
+
+
+def trace_frame(trace: list[dict], circuit: Circuit) -> pd.DataFrame:
+    df = pd.DataFrame(trace)
+    if len(df):
+        df["size"] = df["K"].map(len)
+        df["K"] = df["K"].map(lambda K: heads_label(K, circuit))
+    return df
+
+
+def frame_records(df: pd.DataFrame) -> list[dict]:
+    """JSON-ready rows (numpy types, NaN and <NA> become plain values / null)."""
+    return json.loads(df.to_json(orient="records", double_precision=15, force_ascii=False))
+
+
+# --- completeness ------------------------------------------------------------------------------------
+@dataclass
+class Completeness:
+    """One row per K in `table`; per_prompt['C_minus_K'][i], ['M_minus_K'][i] belong to table row i."""
+
+    table: pd.DataFrame
+    per_prompt: dict[str, np.ndarray]  # C_minus_K / M_minus_K: [rows, N]; model: [N]
+    F_model: float
+    greedy_trace: pd.DataFrame = field(default_factory=pd.DataFrame)
+    settings: dict = field(default_factory=dict)
+    cancelled: bool = False
+
+    def best(self, family: str | None = None) -> pd.Series:
+        """The row with the largest incompleteness (within one family if given)."""
+        t = self.table if family is None else self.table[self.table.family == family]
+        return t.loc[t.incompleteness.idxmax()]
+
+    def to_dict(self) -> dict:
+        rows = frame_records(self.table)
+        for i, row in enumerate(rows):
+            row["per_prompt"] = {"C_minus_K": self.per_prompt["C_minus_K"][i].tolist(),
+                                 "M_minus_K": self.per_prompt["M_minus_K"][i].tolist()}
+        return {"F_model": self.F_model, "settings": self.settings, "cancelled": self.cancelled,
+                "K_sets": rows, "greedy_trace": frame_records(self.greedy_trace),
+                "per_prompt_model": self.per_prompt["model"].tolist()}
+
+
+def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random: int = 10,
+                 user_k: Sequence = (), greedy_k: int = 10, greedy_steps: int = 10, greedy_runs: int = 10,
+                 seed: int | None = None, progress: Progress | None = None,
+                 should_stop: StopCheck | None = None) -> Completeness:
+    """|F(C\\K) − F(M\\K)| for K = ∅, each class (classes=True), n_random random subsets, the greedy
+    search's sets (greedy_runs=0 turns it off) and each K in user_k ('l.h,l.h' strings or head lists).
+
+    Greedy keeps every K a run accepted (intermediate ones included), deduplicated; its full trace
+    (every K scored) is in `greedy_trace`. seed defaults to the methodology's seed.
+    progress(done, total) counts steps: 1 for the fixed families, then one per greedy step.
+    """
+    meth = evaluator.methodology
+    pos = meth.positions
+    seed = meth.seed if seed is None else seed
+    heads = circuit.heads
+    cache = FCache(evaluator)
+
+    # Fixed families: every K known up front, evaluated in one batched call with M.
+    ks = [("empty", "∅", frozenset(), None, None)]
+    if classes:
+        ks += [("class", c.name, frozenset(c.heads), None, None) for c in circuit.classes]
+    rng = np.random.default_rng([seed, 1])
+    for j in range(n_random):
+        take = rng.random(len(heads)) < 0.5  # each head in with probability ½
+        ks.append(("random", f"random {j + 1}", frozenset(h for h, t in zip(heads, take) if t), None, None))
+    for j, K in enumerate(user_k):
+        ks.append(("user", f"user {j + 1}", parse_heads(K, circuit), None, None))
+
+    do_greedy = greedy_runs > 0 and greedy_steps > 0
+    total = 1 + (greedy_steps if do_greedy else 0)
+    if progress is not None:
+        progress(0, total)
+    cache.get([NodeSet.model()] + [s for _, _, K, _, _ in ks for s in incompleteness_sets(circuit, K, pos)])
+    if progress is not None:
+        progress(1, total)
+
+    trace, cancelled = [], False
+    if do_greedy:
+        search = Search(pool=list(heads), sets=lambda K: incompleteness_sets(circuit, K, pos),
+                        score=lambda m: abs(m[0] - m[1]), columns=("F_C_minus_K", "F_M_minus_K"))
+        trace, cancelled = greedy_search(cache, [search], greedy_k, greedy_steps, greedy_runs, seed,
+                                         progress=(lambda d, t: progress(1 + d, 1 + t)) if progress else None,
+                                         should_stop=should_stop)
+        seen = set()
+        for row in trace:  # the best sets are the accepted ones, intermediates included
+            if row["accepted"] and row["step"] > 0 and row["K"] not in seen:
+                seen.add(row["K"])
+                ks.append(("greedy", f"greedy run {row['run'] + 1} step {row['step']}", row["K"],
+                           row["run"] + 1, row["step"]))
+
+    f_model = float(cache.get([NodeSet.model()])[0].mean())
+    c = cache.get([c_minus(circuit, K, pos) for _, _, K, _, _ in ks])
+    m = cache.get([m_minus(circuit, K, pos) for _, _, K, _, _ in ks])
+    inc = np.abs(c.mean(1) - m.mean(1))
+    lo, hi = abs_diff_intervals(c, m, meth.bootstrap, meth.seed)
+    table = pd.DataFrame({
+        "family": [f for f, *_ in ks],
+        "name": [name for _, name, *_ in ks],
+        "K": [heads_label(K, circuit) for _, _, K, _, _ in ks],
+        "size": [len(K) for _, _, K, _, _ in ks],
+        "F_C_minus_K": c.mean(1),
+        "F_M_minus_K": m.mean(1),
+        "incompleteness": inc,
+        "incompleteness_pct": pct_of(inc, f_model),
+        "ci_low": lo,
+        "ci_high": hi,
+        "run": pd.array([r for *_, r, _ in ks], dtype="Int64"),
+        "step": pd.array([s for *_, s in ks], dtype="Int64"),
+    })
+    tr = trace_frame(trace, circuit)
+    if len(tr):
+        tr = tr.drop(columns="search").rename(columns={"score": "incompleteness"})
+        tr["run"] += 1
+    settings = {"classes": classes, "n_random": n_random, "user_k": [heads_label(parse_heads(K), circuit) for K in user_k],
+                "greedy_k": greedy_k, "greedy_steps": greedy_steps, "greedy_runs": greedy_runs, "seed": seed,
+                "bootstrap": meth.bootstrap}
+    return Completeness(table, {"C_minus_K": c, "M_minus_K": m, "model": cache.get([NodeSet.model()])[0]},
+                        f_model, tr, settings, cancelled)
+
+
+__all__ = ["Completeness", "completeness", "c_minus", "m_minus", "incompleteness_sets", "parse_heads",
+           "heads_label", "FCache", "Search", "greedy_search", "abs_diff_intervals"]

@@ -1,0 +1,196 @@
+"""Propose a circuit for a model and task by greedy pruning under mean ablation.
+
+The result is a hypothesis to validate with the criteria (faithfulness, completeness,
+minimality), not a finding. Algorithm, with H = layers x heads and R position roles (5 for IOI):
+
+1. Role scores (heads.py): repeated-token scores and, on the task prompts, attention between
+   named positions and direct effects. Forward passes only; used to name classes in step 5.
+2. A position per head, one batched evaluation of 2 + H(1 + R) node sets: M, ∅, M without each
+   head, and, for each head h and role r, M with h kept only at r (every other head intact).
+   h's position is the r whose F is closest to F(M): where keeping h restores the model best.
+3. C starts as every head at its position. "Faithful" means |F(M) - F(C)| <= (1 - threshold) F(M),
+   i.e. threshold <= F(C)/F(M) <= 2 - threshold: a circuit that overshoots the model is no more
+   faithful than one that falls short. If C is not faithful, heads are widened back to all
+   positions ("*") one at a time, each step taking the widening that brings F(C) closest to F(M)
+   (all candidates in one batched call); M itself is faithful, so this ends.
+4. Greedy pruning: each step evaluates C without v for every v in C (one batched call) and
+   removes the v whose removal leaves F closest to F(M) while staying faithful; it stops when no
+   removal stays faithful (or one head is left).
+5. Kept heads are grouped by (position, label); the label comes from the role scores (`label`).
+
+Cost: 2 + H(1 + R) node sets for step 2, then |C| per pruning step, at most H(H + 1)/2 in all
+(plus at most H per widening step, usually none). A node set costs one forward pass over the N
+prompts, stacked many to a batch by the evaluator. A 3-layer, 4-head toy: ~150 node sets, a few
+seconds on a CPU. GPT-2 small (H = 144): ~870 + ~10,000 node sets: a GPU job.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .ablation import NodeSet
+from .circuit import ALL_POSITIONS, Circuit, CircuitClass, Head, head_name
+from .evaluate import Cancelled
+from . import heads as hs
+
+FLOOR = 0.3  # an attention score must reach this to name a class after it
+LABELS = {"name mover": "#1f77b4", "negative name mover": "#d62728", "s-inhibition": "#ff7f0e",
+          "induction": "#2ca02c", "duplicate token": "#9467bd", "previous token": "#8c564b"}
+OTHER_COLORS = ["#7f7f7f", "#bcbd22", "#17becf", "#e377c2", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5"]
+
+
+@dataclass
+class Discovery:
+    """The proposed circuit, the numbers behind it and how it was reached."""
+
+    circuit: Circuit
+    F_model: float
+    F_circuit: float
+    F_empty: float
+    threshold: float
+    positions: dict[Head, str]  # the position chosen for every head in step 2
+    steps: list[dict] = field(default_factory=list)  # widenings and removals, in order
+    scores: pd.DataFrame | None = None  # tidy head scores (heads.py), ablation effects included
+    n_node_sets: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.F_circuit / self.F_model
+
+    def to_dict(self) -> dict:
+        return {"circuit": self.circuit.to_dict(), "F_model": self.F_model, "F_circuit": self.F_circuit,
+                "F_empty": self.F_empty, "ratio": self.ratio, "threshold": self.threshold,
+                "positions": {head_name(h): p for h, p in self.positions.items()}, "steps": self.steps,
+                "n_node_sets": self.n_node_sets}
+
+
+def label(position: str, s: pd.Series) -> str:
+    """A class name for a head kept at `position`, from its row of `heads.wide` scores.
+
+    END: attends most to IO (>= FLOOR) -> name mover, or negative name mover when its direct
+    effect is negative; attends most to S1/S2 -> s-inhibition. Elsewhere: the largest of the
+    previous-token, duplicate-token and induction scores, if >= FLOOR. Otherwise "other".
+    """
+    get = lambda m: float(s.get(m, 0.0)) if pd.notna(s.get(m, 0.0)) else 0.0
+    if position == "END":
+        io, subj = get("attn END→IO"), max(get("attn END→S1"), get("attn END→S2"))
+        if io >= max(subj, FLOOR):
+            return "name mover" if get(hs.DIRECT) >= 0 else "negative name mover"
+        if subj >= FLOOR:
+            return "s-inhibition"
+        return "other"
+    best = max((hs.PREV, hs.DUP, hs.IND), key=get)
+    return best if get(best) >= FLOOR else "other"
+
+
+def build_circuit(kept: dict[Head, str], scores: pd.DataFrame, name: str, model: str | None, task: str,
+                  notes: str) -> Circuit:
+    """Group kept heads by (position, label) into named, coloured classes."""
+    table = hs.wide(scores)
+    groups: dict[tuple[str, str], list[Head]] = {}
+    for h in sorted(kept):
+        pos = kept[h]
+        groups.setdefault((pos, label(pos, table.loc[h])), []).append(h)
+    order = list(LABELS) + ["other"]
+    keys = sorted(groups, key=lambda k: (order.index(k[1]) if k[1] in order else len(order), k[0]))
+    classes, others = [], iter(OTHER_COLORS * 10)
+    for pos, lab in keys:
+        clash = lab == "other" or sum(l == lab for _, l in keys) > 1
+        where = "all positions" if pos == ALL_POSITIONS else pos
+        classes.append(CircuitClass(f"{lab} ({where})" if clash else lab, pos, groups[(pos, lab)],
+                                    LABELS.get(lab) or next(others)))
+    return Circuit(name=name, classes=classes, model=model, task=task, notes=notes)
+
+
+def _keep(kept: dict[Head, str], label: str = "") -> NodeSet:
+    return NodeSet(frozenset((l, h, p) for (l, h), p in kept.items()), label=label)
+
+
+def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None, name: str | None = None) -> Discovery:
+    """Propose a circuit whose F(C)/F(M) stays within [threshold, 2 - threshold] (module doc).
+
+    progress(done, total) counts node sets (total is an upper bound that shrinks as pruning
+    goes); should_stop() is checked between steps and raises evaluate.Cancelled when true.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1] (got {threshold}).")
+    model, dataset, meth = evaluator.model, evaluator.dataset, evaluator.methodology
+    all_heads = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
+    roles = dataset.roles
+    H = len(all_heads)
+    done = 0
+    total = 2 + H * (1 + len(roles)) + 1 + H * (H + 1) // 2
+
+    def F(sets: list[NodeSet]) -> list[float]:
+        nonlocal done
+        if should_stop is not None and should_stop():
+            raise Cancelled("circuit discovery cancelled")
+        base = done
+        sub = (lambda d, t: progress(base + d * len(sets) // t, total)) if progress else None
+        out = evaluator.F(sets, sub)
+        done += len(sets)
+        return out
+
+    # 1. Role scores: forward passes only.
+    scores = pd.concat([hs.repeated_token_scores(model, seed=meth.seed), hs.task_scores(model, dataset)],
+                       ignore_index=True)
+
+    # 2. M, ∅, M without each head, and each head kept at one role only: one batched call.
+    everything = {h: ALL_POSITIONS for h in all_heads}
+    only = [_keep({**everything, h: r}) for h in all_heads for r in roles]
+    values = F([NodeSet.model(), NodeSet.empty()] + hs.head_removals(model) + only)
+    f_model, f_empty = values[0], values[1]
+    if f_model <= 0:
+        raise ValueError(f"F(M) = {f_model:.3f} <= 0: the model does not do the task on these prompts, "
+                         "so there is no behaviour for a circuit to be faithful to.")
+    scores = pd.concat([scores, hs.ablation_frame(f_model, values[2 : 2 + H], model.n_layers, model.n_heads)],
+                       ignore_index=True)
+    gap = lambda f: abs(f - f_model)
+    faithful = lambda f: gap(f) <= (1 - threshold) * f_model + 1e-12
+    per_role = values[2 + H :]
+    positions = {}
+    for i, h in enumerate(all_heads):
+        row = per_role[i * len(roles) : (i + 1) * len(roles)]
+        positions[h] = roles[min(range(len(roles)), key=lambda j: gap(row[j]))]
+
+    # 3. Every head at its position; widen heads back to all positions until faithful.
+    kept = dict(positions)
+    (f_c,) = F([_keep(kept)])
+    steps = [{"action": "start", "head": None, "position": None, "F": f_c, "n_heads": len(kept)}]
+    while not faithful(f_c):
+        narrow = [h for h, p in kept.items() if p != ALL_POSITIONS]
+        fs = F([_keep({**kept, h: ALL_POSITIONS}) for h in narrow])
+        i = min(range(len(narrow)), key=lambda j: gap(fs[j]))
+        kept[narrow[i]], f_c = ALL_POSITIONS, fs[i]
+        steps.append({"action": "widen", "head": head_name(narrow[i]), "position": ALL_POSITIONS, "F": f_c,
+                      "n_heads": len(kept)})
+
+    # 4. Greedy pruning: remove the head whose removal keeps F(C) closest to F(M), while faithful.
+    while len(kept) > 1:
+        total = done + len(kept) * (len(kept) + 1) // 2
+        cands = list(kept)
+        fs = F([_keep({g: p for g, p in kept.items() if g != h}) for h in cands])
+        ok = [j for j in range(len(cands)) if faithful(fs[j])]
+        if not ok:
+            break
+        j = min(ok, key=lambda j: gap(fs[j]))
+        steps.append({"action": "remove", "head": head_name(cands[j]), "position": kept.pop(cands[j]), "F": fs[j],
+                      "n_heads": len(kept)})
+        f_c = fs[j]
+    if progress:
+        progress(done, done)
+
+    # 5. Name, colour and describe.
+    notes = (f"Proposed by circuit discovery (circuit_core/discover.py: a position per head, then greedy "
+             f"pruning): threshold {threshold} (keep |F(M) - F(C)| <= {1 - threshold:.2f} F(M)); task {meth.task}, "
+             f"N={meth.n}, seed {meth.seed}, {meth.mode} templates, ablation {meth.ablation}. "
+             f"F(M)={f_model:.3f}, F(C)={f_c:.3f}, F(∅)={f_empty:.3f}, F(C)/F(M)={f_c / f_model:.3f} on these prompts; "
+             f"{len(kept)} of {H} heads kept; {done} node sets evaluated. Classes are named from head scores "
+             f"(circuit_core/heads.py). A hypothesis to validate, not a finding.")
+    circuit = build_circuit(kept, scores, name or f"discovered circuit ({model.name}, threshold {threshold})",
+                            model.name, meth.task, notes)
+    return Discovery(circuit, f_model, f_c, f_empty, threshold, positions, steps, scores, done)
+
+
+__all__ = ["Discovery", "discover", "label", "build_circuit"]
