@@ -1,0 +1,147 @@
+"""Circuit editor: click heads in and out of a class, edit the table, manage classes, undo, save."""
+import json
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from circuit_core.circuit import CircuitError, head_name
+from circuit_core.editing import add_class, diff, from_rows, remove_class, rows, toggle_head, update_class
+from circuit_core.tasks import task_roles
+from ui.charts import OUT_OF_CIRCUIT, head_grid, style
+from ui.headline import faithfulness_of, headline
+from ui.state import head_scores, methodology_caption, require_evaluator, save_circuit, sidebar
+
+ctx = sidebar()
+require_evaluator(ctx)
+hist, circuit = ctx.history, ctx.circuit
+version_key = f"version::{ctx.circuit_key}"
+prev_key = f"prev::{ctx.circuit_key}"
+st.session_state.setdefault(version_key, 0)
+
+
+def commit(new_circuit):
+    """Record an edit: remember the figures before it, push to history, redraw widgets fresh."""
+    if new_circuit.to_dict() == circuit.to_dict():
+        return
+    st.session_state[prev_key] = faithfulness_of(ctx)
+    new_circuit.validate(ctx.model.n_layers, ctx.model.n_heads, task_roles(ctx.methodology.task))
+    hist.push(new_circuit)
+    st.session_state[version_key] += 1
+    st.rerun()
+
+
+st.title("Circuit editor")
+st.caption(methodology_caption(ctx))
+f = faithfulness_of(ctx)
+headline(ctx, f, st.session_state.get(prev_key), faithfulness_of(ctx, ctx.preset))
+
+u1, u2, _ = st.columns([1, 1, 6])
+if u1.button("↶ Undo", disabled=not hist.can_undo, use_container_width=True):
+    st.session_state[prev_key] = f
+    hist.undo()
+    st.session_state[version_key] += 1
+    st.rerun()
+if u2.button("↷ Redo", disabled=not hist.can_redo, use_container_width=True):
+    st.session_state[prev_key] = f
+    hist.redo()
+    st.session_state[version_key] += 1
+    st.rerun()
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    scores = head_scores(ctx.model_key, ctx.methodology)
+    metrics = list(dict.fromkeys(scores.metric))
+    c1, c2 = st.columns(2)
+    class_names = [c.name for c in circuit.classes]
+    target = c1.selectbox("A click puts the head in class", class_names, key="edit_class",
+                          help="Click a head outside the circuit to add it to this class, a head of this class "
+                               "to remove it, a head of another class to move it here.")
+    metric = c2.selectbox("Background", metrics, index=metrics.index("ablation effect") if "ablation effect" in metrics else 0,
+                          key="edit_metric")
+    cells = scores[scores.metric == metric][["layer", "head", "score"]].copy()
+    where = {h: c for c in circuit.classes for h in c.heads}
+    cells["class"] = [where[(l, h)].name if (l, h) in where else OUT_OF_CIRCUIT for l, h in zip(cells.layer, cells.head)]
+    cells["position"] = [where[(l, h)].position if (l, h) in where else "" for l, h in zip(cells.layer, cells.head)]
+    cells["label"] = [f"{l}.{h}" for l, h in zip(cells.layer, cells.head)]
+    pick = alt.selection_point(fields=["layer", "head"], name="cell", on="click", clear=False)
+    event = st.altair_chart(style(head_grid(cells, circuit, metric, pick)), on_select="rerun",
+                            selection_mode="cell", key=f"grid-{st.session_state[version_key]}",
+                            use_container_width=True)
+    picked = (event.selection.get("cell") if event and event.selection else None) or []
+    if picked:
+        head = (int(picked[0]["layer"]), int(picked[0]["head"]))
+        try:
+            commit(toggle_head(circuit, head, target))
+        except CircuitError as e:
+            st.error(str(e))
+    st.caption("Background: " + {
+        "ablation effect": "F(M without the head, mean-ablated everywhere) − F(M); blue cells hurt the task when removed.",
+        "direct effect": "the head's direct contribution to logit[IO] − logit[S] at END.",
+    }.get(metric, f"{metric} score of each head.") + " Squares mark circuit heads in their class colour.")
+
+with right:
+    d = diff(ctx.preset, circuit)
+    st.subheader("Against the loaded circuit")
+    if not any(d.values()):
+        st.write("No changes.")
+    for label, items in (("Added", d["added"]), ("Removed", d["removed"]), ("Moved", d["moved"])):
+        if items:
+            st.markdown(f"**{label}:** " + ", ".join(items))
+
+    st.subheader("Heads")
+    roles = list(task_roles(ctx.methodology.task)) + ["*"]
+    table = st.data_editor(
+        pd.DataFrame(rows(circuit), columns=["head", "class", "position"]), num_rows="dynamic",
+        key=f"table-{st.session_state[version_key]}", use_container_width=True, hide_index=True,
+        column_config={
+            "head": st.column_config.TextColumn("head", help="layer.head, e.g. 9.6"),
+            "class": st.column_config.TextColumn("class", help="an existing class, or a new name to create one"),
+            "position": st.column_config.SelectboxColumn("position", options=roles,
+                                                         help="the class's kept position"),
+        })
+    if st.button("Apply table edits"):
+        try:
+            commit(from_rows(circuit, table.fillna("").to_dict("records")))
+        except CircuitError as e:
+            st.error(f"Not applied: {e} Your table edits are still there; fix them and apply again.")
+
+    with st.expander("Classes: add, rename, move, recolour, remove"):
+        cl_name = st.selectbox("Class", class_names, key="cls_pick")
+        cl = next(c for c in circuit.classes if c.name == cl_name)
+        with st.form(f"edit-class-{cl_name}-{st.session_state[version_key]}"):
+            new_name = st.text_input("Name", cl.name)
+            pos = st.selectbox("Position", roles, index=roles.index(cl.position) if cl.position in roles else 0)
+            color = st.color_picker("Colour", circuit.color_of(cl))
+            a, b = st.columns(2)
+            apply = a.form_submit_button("Update class")
+            drop = b.form_submit_button("Remove class")
+        if apply or drop:
+            try:
+                commit(remove_class(circuit, cl_name) if drop else
+                       update_class(circuit, cl_name, new_name=new_name, position=pos, color=color))
+            except CircuitError as e:
+                st.error(str(e))
+        with st.form("add-class"):
+            name = st.text_input("New class name")
+            pos = st.selectbox("Position", roles, key="new_cls_pos")
+            if st.form_submit_button("Add class"):
+                try:
+                    commit(add_class(circuit, name, pos))
+                except CircuitError as e:
+                    st.error(str(e))
+
+    st.subheader("Save")
+    name = st.text_input("Name", circuit.name, key=f"save-name-{ctx.circuit_key}")
+    s1, s2 = st.columns(2)
+    if s1.button("Save circuit", use_container_width=True):
+        try:
+            to_save = hist.current
+            path = save_circuit(to_save, name)
+            st.success(f"Saved as {path.name}; it appears under 'saved:' in the sidebar.")
+        except (CircuitError, OSError) as e:
+            st.error(f"Not saved: {e}")
+    s2.download_button("Download JSON", json.dumps({**circuit.to_dict(), "name": name}, indent=2),
+                       file_name=f"{name or 'circuit'}.json", mime="application/json", use_container_width=True)
+    st.caption(f"{len(circuit.heads)} heads in {len(circuit.classes)} classes: "
+               + ", ".join(f"{c.name} ({len(c.heads)})" for c in circuit.classes))

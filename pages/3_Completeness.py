@@ -1,0 +1,57 @@
+"""Completeness: knock the same parts out of circuit and model — do they still agree?"""
+import pandas as pd
+import streamlit as st
+
+from circuit_core.completeness import completeness
+from ui.charts import completeness_scatter, style
+from ui.state import (circuit_json, completeness_fixed, methodology_caption, progress_callback, require_evaluator,
+                      sidebar)
+
+ctx = sidebar()
+ev = require_evaluator(ctx)
+st.title("Completeness")
+st.caption(methodology_caption(ctx))
+st.markdown("For K ⊆ C, **C\\K** ablates K's heads everywhere (on top of everything outside C) and **M\\K** "
+            "ablates only K's nodes at their kept positions in the intact model. A complete circuit has "
+            "|F(C\\K) − F(M\\K)| small for every K: its points sit on the diagonal.")
+
+c1, c2, c3, c4 = st.columns(4)
+n_random = c1.number_input("Random K sets", 0, 200, 10, key="cmp_random", help="each head in with probability ½")
+k = c2.number_input("Greedy: candidates per step", 1, 50, 10, key="cmp_k")
+steps = c3.number_input("Greedy: steps", 1, 30, 10, key="cmp_steps")
+runs = c4.number_input("Greedy: runs", 1, 30, 10, key="cmp_runs")
+cj = circuit_json(ctx.circuit)
+fixed = completeness_fixed(ctx.model_key, ctx.methodology, cj, int(n_random))
+
+greedy_key = ("greedy", ctx.model_key, ctx.methodology, cj, int(k), int(steps), int(runs))
+store = st.session_state.setdefault("greedy_results", {})
+b1, b2 = st.columns([1, 4])
+if b1.button("Run greedy search", type="primary"):
+    bar, update = progress_callback("Greedy search for the worst K (any click stops it)")
+    res = completeness(ev, ctx.circuit, classes=False, n_random=0, greedy_k=int(k), greedy_steps=int(steps),
+                       greedy_runs=int(runs), progress=update)
+    bar.empty()
+    store[greedy_key] = res
+b2.caption("The paper's search: from K = ∅, each step samples k candidates and adds the one that raises "
+           "|F(C\\K) − F(M\\K)| most; every accepted set (intermediate ones too) is kept.")
+
+table = fixed.table
+greedy = store.get(greedy_key)
+if greedy is not None:
+    table = pd.concat([table, greedy.table[greedy.table.family == "greedy"]], ignore_index=True)
+st.altair_chart(style(completeness_scatter(table)), use_container_width=True)
+
+f_model = fixed.F_model
+worst = table.sort_values("incompleteness", ascending=False).head(10)
+st.subheader("Worst K sets")
+show = worst.assign(K=worst.K.apply(lambda k: ", ".join(k) or "∅"))[
+    ["family", "name", "K", "F_C_minus_K", "F_M_minus_K", "incompleteness", "incompleteness_pct"]]
+st.dataframe(show.rename(columns={"F_C_minus_K": "F(C\\K)", "F_M_minus_K": "F(M\\K)",
+                                  "incompleteness_pct": "% of F(M)"}).style.format(
+    {"F(C\\K)": "{:.3f}", "F(M\\K)": "{:.3f}", "incompleteness": "{:.3f}", "% of F(M)": "{:.1f}"}),
+    hide_index=True, use_container_width=True)
+top = worst.iloc[0]
+st.markdown(f"Largest incompleteness: **{top.incompleteness:.3f}** ({top.incompleteness_pct:.1f}% of "
+            f"F(M) = {f_model:.3f}) for K = {', '.join(top.K) or '∅'} ({top.family}).")
+if greedy is None:
+    st.info("Greedy sets are not shown yet: run the greedy search above.")

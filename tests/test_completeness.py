@@ -1,0 +1,240 @@
+"""Completeness |F(C\\K) − F(M\\K)|: the node sets, the families of K, the greedy search, the CLI, and a
+hand-built model with two redundant heads where a faithful circuit is provably incomplete."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import hf_reference as ref
+from circuit_core.ablation import Methodology, NodeSet
+from circuit_core.circuit import Circuit, CircuitError
+from circuit_core.cli import main
+from circuit_core.completeness import c_minus, completeness, incompleteness_sets, m_minus
+from circuit_core.criteria import circuit_node_set
+from circuit_core.evaluate import Evaluator
+from circuit_core.models import load_model
+from circuit_core.tasks import build_dataset
+from circuit_core.toy import save_random_gpt2
+
+TOY = {"name": "toy", "classes": [{"name": "movers", "position": "END", "heads": ["2.1", "1.0", "2.3"]},
+                                  {"name": "dup", "position": "S2", "heads": ["0.3", "1.2"]},
+                                  {"name": "prev", "position": "S1+1", "heads": ["0.0"]}]}
+SMALL = dict(n_random=2, greedy_k=3, greedy_steps=3, greedy_runs=2)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return Circuit.from_dict(TOY)
+
+
+# --- the node sets, exactly as defined ---------------------------------------------------------------
+def test_c_minus_k_and_m_minus_k_are_the_papers_sets(toy):
+    K = {(2, 1), (0, 3)}
+    # C\K: the circuit minus K's heads, so K is ablated at every position.
+    assert c_minus(toy, K) == NodeSet(frozenset({(1, 0, "END"), (2, 3, "END"), (1, 2, "S2"), (0, 0, "S1+1")}))
+    # M\K: everything intact except K's nodes at their kept class positions.
+    assert m_minus(toy, K) == NodeSet(frozenset({(2, 1, "END"), (0, 3, "S2")}), complement=True)
+    # K = ∅ gives C and M; K = C gives ∅ and M without the circuit's nodes.
+    c, m = incompleteness_sets(toy, set())
+    assert (c.nodes, c.complement) == (circuit_node_set(toy).nodes, False)
+    assert (m.nodes, m.complement) == (frozenset(), True)
+    c, m = incompleteness_sets(toy, set(toy.heads))
+    assert (c.nodes, c.complement) == (frozenset(), False)
+    assert (m.nodes, m.complement) == (toy.nodes(), True)
+    # Heads kept everywhere (positions='all'): M\K ablates K at every position too.
+    assert m_minus(toy, K, "all").nodes == frozenset({(2, 1, "*"), (0, 3, "*")})
+    assert (1, 0, "*") in c_minus(toy, K, "all").nodes
+
+
+def test_keep_masks_of_c_minus_k_and_m_minus_k(toy, tiny_evaluator):
+    ds = tiny_evaluator.dataset
+    rows = torch.arange(ds.n)
+    c, m = tiny_evaluator.masks(incompleteness_sets(toy, {(2, 1)}))
+    # C\K: 2.1 ablated everywhere, 1.0 kept only at END.
+    assert not c[:, :, 2, 1].any()
+    assert c[rows, ds.positions["END"], 1, 0].all() and c[:, :, 1, 0].sum() == ds.n
+    # M\K: 2.1 ablated only at END, every other head-position intact.
+    assert not m[rows, ds.positions["END"], 2, 1].any()
+    assert (~m).sum() == ds.n
+
+
+def test_user_k_must_lie_in_the_circuit(toy, tiny_evaluator):
+    with pytest.raises(CircuitError, match="2.2"):
+        completeness(tiny_evaluator, toy, user_k=["2.1,2.2"], n_random=0, greedy_runs=0)
+
+
+# --- the numbers -------------------------------------------------------------------------------------
+def test_class_k_match_one_by_one_evaluation(toy, tiny_evaluator):
+    res = completeness(tiny_evaluator, toy, n_random=2, greedy_runs=0, user_k=["2.1,0.0"])
+    t = res.table
+    assert list(t.family) == ["empty", "class", "class", "class", "random", "random", "user"]
+    ev = tiny_evaluator
+    for i, row in t.iterrows():
+        K = {tuple(map(int, h.split("."))) for h in row.K}
+        c, m = ev.F([c_minus(toy, K)])[0], ev.F([m_minus(toy, K)])[0]
+        assert row.F_C_minus_K == pytest.approx(c, abs=1e-5)
+        assert row.F_M_minus_K == pytest.approx(m, abs=1e-5)
+        assert row.incompleteness == pytest.approx(abs(c - m), abs=1e-5)
+        assert res.per_prompt["C_minus_K"][i].mean() == pytest.approx(row.F_C_minus_K)
+        assert row.ci_low <= row.incompleteness + 1e-9 and row.incompleteness <= row.ci_high + 1e-9
+    assert res.F_model == pytest.approx(ev.F([NodeSet.model()])[0], abs=1e-5)
+    assert t.incompleteness_pct.iloc[0] == pytest.approx(100 * t.incompleteness.iloc[0] / abs(res.F_model))
+    assert t.K[1] == ["2.1", "1.0", "2.3"] and t.K[6] == ["2.1", "0.0"]
+    d = json.loads(json.dumps(res.to_dict()))
+    assert len(d["K_sets"]) == len(t) and len(d["K_sets"][3]["per_prompt"]["M_minus_K"]) == ev.dataset.n
+
+
+def test_m_minus_k_against_plain_hugging_face(toy, tiny_evaluator, tiny_hf, tiny_dataset):
+    """F(M\\K) recomputed without the project: K's heads replaced by group means at their positions only."""
+    ds = tiny_dataset
+    K = [(2, 1), (1, 2)]  # END and S2 heads
+    keep = torch.ones(ds.n, ds.tokens.shape[1], 3, 4, dtype=torch.bool)
+    for (l, h), role in zip(K, ("END", "S2")):
+        keep[torch.arange(ds.n), ds.positions[role], l, h] = False
+    means = ref.group_means(ref.head_outputs(tiny_hf, ds.reference_tokens), ds.groups)
+    expected = ref.logit_diffs(tiny_hf, ds.tokens, ds.positions["END"], ds.answer_tokens, keep, means)
+    res = completeness(tiny_evaluator, toy, classes=False, n_random=0, greedy_runs=0, user_k=[K])
+    assert np.allclose(res.per_prompt["M_minus_K"][1], expected.numpy(), atol=1e-4)
+
+
+def test_greedy_is_reproducible_and_keeps_its_best(toy, tiny_evaluator):
+    a = completeness(tiny_evaluator, toy, classes=False, n_random=0, greedy_k=3, greedy_steps=4, greedy_runs=3, seed=7)
+    b = completeness(tiny_evaluator, toy, classes=False, n_random=0, greedy_k=3, greedy_steps=4, greedy_runs=3, seed=7)
+    assert a.table.equals(b.table) and a.greedy_trace.equals(b.greedy_trace)
+    tr = a.greedy_trace
+    assert tr.step.max() >= 1 and len(a.table[a.table.family == "greedy"]) >= 1
+    # Never returns a K that scores lower than one it saw: its best beats every K it scored.
+    assert a.best("greedy").incompleteness >= tr.incompleteness.max() - 1e-12
+    for run, steps in tr.groupby("run"):
+        path = steps[steps.accepted].sort_values("step")
+        assert path.step.tolist() == list(range(len(path)))  # one accepted K per step until it stops
+        assert np.all(np.diff(path.incompleteness) > 0)  # strictly better at each step
+        for step, cands in steps[steps.step > 0].groupby("step"):
+            assert len(cands) <= 3
+            if cands.accepted.any():  # the accepted K is the best candidate of its step
+                assert cands[cands.accepted].incompleteness.iloc[0] == cands.incompleteness.max()
+            else:  # the run stopped: no candidate beat the current score
+                assert cands.incompleteness.max() <= path.incompleteness.iloc[-1]
+        # Each accepted K adds one head to the previous one.
+        for k0, k1 in zip(path.K.iloc[:-1], path.K.iloc[1:]):
+            assert set(k0) < set(k1) and len(k1) == len(k0) + 1
+    # A table row per distinct accepted K (intermediate ones included).
+    accepted = {tuple(sorted(K)) for K, s in zip(tr[tr.accepted].K, tr[tr.accepted].step) if s > 0}
+    assert {tuple(sorted(K)) for K in a.table[a.table.family == "greedy"].K} == accepted
+
+
+def test_progress_and_cancel(toy, tiny_evaluator):
+    seen = []
+    completeness(tiny_evaluator, toy, **SMALL, progress=lambda d, t: seen.append((d, t)))
+    assert seen[0] == (0, 4) and seen[-1] == (4, 4) and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    res = completeness(tiny_evaluator, toy, **SMALL, should_stop=lambda: True)  # checked before each step
+    assert res.cancelled and res.greedy_trace.step.max() == 0
+    assert {"empty", "class", "random"} <= set(res.table.family)  # the partial result is still whole for them
+
+
+# --- a model whose answer is known: two redundant heads --------------------------------------------
+D_HEAD, WIDTH, A, B = 8, 32, (2, 0), (2, 1)
+
+
+def build_redundant_model(folder):
+    """Layer 2 holds two identical heads A = 2.0 and B = 2.1; everything else writes nothing.
+
+    Each attends uniformly (zero queries and keys) and writes −100 × the name part of the tokens it
+    reads: name embeddings live in the first 8 coordinates, every other token outside them. So the
+    final residual at END points along −(IO + 2·S) and IO beats S; with nothing written F = 0. The final
+    layer norm is scale-invariant, so A alone (B mean-ablated) gives nearly what A and B give: the
+    backup-head situation in miniature.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    from circuit_core.tasks.ioi import NAMES, single_token_id
+
+    hf = save_random_gpt2(folder, n_layer=3, n_head=4, n_embd=WIDTH, init_std=0.3, seed=0)
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    names = [i for i in (single_token_id(tok, " " + n) for n in NAMES) if i is not None]
+    g = torch.Generator().manual_seed(0)
+    tr = hf.transformer
+    with torch.no_grad():
+        wte = torch.zeros_like(tr.wte.weight)
+        wte[:, D_HEAD:] = torch.randn(len(wte), WIDTH - D_HEAD, generator=g)
+        wte[names] = 0
+        wte[names, :D_HEAD] = torch.randn(len(names), D_HEAD, generator=g)
+        wte -= wte.sum(1, keepdim=True) / torch.where(wte != 0, 1.0, 0.0).sum(1, keepdim=True) * (wte != 0)
+        wte[names] /= wte[names].norm(dim=1, keepdim=True)
+        tr.wte.weight.copy_(wte)
+        tr.wpe.weight.zero_()
+        tr.ln_f.bias.zero_()
+        for blk in tr.h:
+            for p in (blk.attn.c_proj.weight, blk.attn.c_proj.bias, blk.mlp.c_proj.weight, blk.mlp.c_proj.bias,
+                      blk.ln_1.bias):
+                p.zero_()
+        attn = tr.h[2].attn
+        for h in (A[1], B[1]):
+            cols = torch.arange(h * D_HEAD, (h + 1) * D_HEAD)
+            for part in range(3):
+                attn.c_attn.weight[:, part * WIDTH + cols] = 0
+                attn.c_attn.bias[part * WIDTH + cols] = 0
+            attn.c_attn.weight[:D_HEAD, 2 * WIDTH + cols] = torch.eye(D_HEAD)
+            attn.c_proj.weight[cols, :D_HEAD] = -100 * torch.eye(D_HEAD)
+    hf.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def redundant_evaluator(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("redundant")
+    build_redundant_model(folder)
+    model = load_model(str(folder), device="cpu")
+    ds = build_dataset("ioi", model.tokenizer, n=40, seed=3)
+    return Evaluator(model, ds, Methodology(n=40, seed=3, bootstrap=200))
+
+
+def test_one_of_two_redundant_heads_is_faithful_but_incomplete(redundant_evaluator):
+    ev = redundant_evaluator
+    one = Circuit.from_dict({"name": "A only", "classes": [{"name": "mover", "position": "END", "heads": ["2.0"]}]})
+    res = completeness(ev, one, n_random=0, greedy_runs=0)
+    f_model = res.F_model
+    f_empty = ev.F([NodeSet.empty()])[0]
+    assert f_model > 1.5 and f_model - f_empty > 1.0  # IO beats S, and only A and B do it
+    empty, mover = res.table.iloc[0], res.table.iloc[1]
+    # Faithful: F(C) is close to F(M) (K = ∅ scores low) ...
+    assert empty.F_C_minus_K / f_model > 0.85 and empty.incompleteness_pct < 15
+    # ... but incomplete: with A knocked out, M still has B and C has nothing.
+    assert mover.F_C_minus_K == pytest.approx(f_empty, abs=1e-6)
+    assert mover.incompleteness_pct > 50 and mover.ci_low > 0.3 * f_model
+    # Holding both heads makes the circuit complete for every K.
+    both = Circuit.from_dict({"name": "A and B", "classes": [{"name": "mover", "position": "END", "heads": ["2.0", "2.1"]}]})
+    res2 = completeness(ev, both, n_random=0, user_k=["2.0", "2.1"], greedy_runs=0)
+    assert res2.table.incompleteness_pct.max() < 2
+    # The greedy search finds the hole in the one-head circuit.
+    res3 = completeness(ev, one, n_random=0, classes=False, greedy_k=1, greedy_steps=1, greedy_runs=1)
+    assert res3.best("greedy").K == ["2.0"] and res3.best().incompleteness_pct > 50
+
+
+# --- the command line -------------------------------------------------------------------------------
+def test_completeness_and_validate_cli(tmp_path, tiny_dir, capsys):
+    cpath = tmp_path / "c.json"
+    cpath.write_text(json.dumps({**TOY, "minimality_k": {"2.1": ["1.0"]}}))
+    out = tmp_path / "run.json"
+    common = ["--model", str(tiny_dir), "--circuit", str(cpath), "--n", "20", "--bootstrap", "50"]
+    rc = main(["completeness", *common, "--random", "2", "--greedy-k", "2", "--greedy-steps", "2", "--greedy-runs", "2",
+               "--k", "2.1,0.0", "--k", "1.2", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "F(M\\K)" in printed and "Largest incompleteness" in printed and "{2.1, 0.0}" in printed
+    rec = json.loads(out.read_text())["results"]["completeness"]
+    families = [r["family"] for r in rec["K_sets"]]
+    assert families[:7] == ["empty", "class", "class", "class", "random", "random", "user"] and families[7] == "user"
+    assert all(len(r["per_prompt"]["C_minus_K"]) == 20 for r in rec["K_sets"])
+    assert rec["greedy_trace"] and rec["settings"]["greedy_runs"] == 2
+    assert main(["completeness", *common, "--k", "3.0", "--greedy-runs", "0"]) == 2
+    assert "not in it: 3.0" in capsys.readouterr().err
+
+    rc = main(["validate", *common, "--random", "1", "--greedy-k", "2", "--greedy-steps", "1", "--greedy-runs", "1",
+               "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "Faithfulness" in printed and "Completeness" in printed and "Below threshold" in printed
+    res = json.loads(out.read_text())["results"]
+    assert {"faithfulness", "completeness", "minimality", "F_model"} <= set(res)
+    assert res["minimality"]["heads"][0]["k_source"] == "file"

@@ -1,0 +1,1 @@
+"""Streamlit glue shared by the dashboard's pages: session state, sidebar, cached computations, charts."""

@@ -1,0 +1,116 @@
+"""Altair charts, built from plain DataFrames; sized and labelled for a projector."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+FONT = dict(labelFontSize=14, titleFontSize=16)
+OUT_OF_CIRCUIT = "not in circuit"
+
+
+def style(chart: alt.Chart) -> alt.Chart:
+    return (chart.configure_axis(**FONT).configure_legend(**FONT).configure_title(fontSize=18, anchor="start")
+            .configure_view(strokeWidth=0))
+
+
+def class_scale(circuit) -> alt.Scale:
+    names = [c.name for c in circuit.classes]
+    return alt.Scale(domain=names + [OUT_OF_CIRCUIT], range=[circuit.color_of(c) for c in circuit.classes] + ["#dddddd"])
+
+
+def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.Chart:
+    """Layer × head grid: background = `metric` score, a class-coloured square on circuit heads.
+
+    cells: layer, head, score, class (OUT_OF_CIRCUIT for others), position, label.
+    """
+    n_layers = int(cells.layer.max()) + 1
+    base = alt.Chart(cells).encode(
+        x=alt.X("head:O", title="head"),
+        y=alt.Y("layer:O", title="layer", sort="descending"),
+        tooltip=[alt.Tooltip("label:N", title="head"), alt.Tooltip("class:N"), alt.Tooltip("position:N"),
+                 alt.Tooltip("score:Q", title=metric, format=".3f")],
+    )
+    lim = float(cells.score.abs().max() or 1.0)
+    rect = base.mark_rect(stroke="white", strokeWidth=1).encode(
+        color=alt.Color("score:Q", title=metric, scale=alt.Scale(scheme="redblue", domain=[-lim, lim], reverse=True)))
+    if selection is not None:
+        rect = rect.add_params(selection)
+    members = base.transform_filter(alt.datum["class"] != OUT_OF_CIRCUIT).mark_square(size=260, opacity=1,
+                                                                                    stroke="black", strokeWidth=1)
+    members = members.encode(color=alt.Color("class:N", title="class", scale=class_scale(circuit)))
+    chart = alt.layer(rect, members).resolve_scale(color="independent")
+    return chart.properties(height=max(220, 34 * n_layers), title=f"Heads: circuit classes over {metric}")
+
+
+def distribution(per_prompt: dict[str, list[float]]) -> alt.Chart:
+    """Per-prompt logit differences for model, circuit and empty circuit."""
+    rows = [{"which": k, "logit diff": v} for k, vs in per_prompt.items() for v in vs]
+    df = pd.DataFrame(rows)
+    return alt.Chart(df).transform_density("logit diff", groupby=["which"], as_=["logit diff", "density"]).mark_area(
+        opacity=0.45).encode(
+        x=alt.X("logit diff:Q", title="logit[IO] − logit[S] per prompt (nats)"),
+        y=alt.Y("density:Q", title="density"),
+        color=alt.Color("which:N", title="run", scale=alt.Scale(domain=["model", "circuit", "empty"],
+                                                                range=["#4c78a8", "#f58518", "#9d9d9d"])),
+    ).properties(height=280, title="Per-prompt logit difference")
+
+
+def by_group(frame: pd.DataFrame) -> alt.Chart:
+    """Mean logit difference per template group, model vs circuit."""
+    return alt.Chart(frame[frame.which != "empty"]).mark_bar().encode(
+        x=alt.X("group:N", title="template group", sort=None),
+        xOffset="which:N",
+        y=alt.Y("F:Q", title="mean logit diff (nats)"),
+        color=alt.Color("which:N", title="run", scale=alt.Scale(domain=["model", "circuit"], range=["#4c78a8", "#f58518"])),
+        tooltip=["group", "which", alt.Tooltip("F:Q", format=".3f"), "n"],
+    ).properties(height=300, title="F by template group")
+
+
+def intervals(frame: pd.DataFrame, value: str, lo: str, hi: str, category: str, title: str, x_title: str) -> alt.Chart:
+    """A point per row with its 95% interval."""
+    base = alt.Chart(frame).encode(y=alt.Y(f"{category}:N", title=None, sort=None))
+    bars = base.mark_rule(strokeWidth=3).encode(x=alt.X(f"{lo}:Q", title=x_title), x2=f"{hi}:Q")
+    pts = base.mark_point(filled=True, size=120).encode(
+        x=f"{value}:Q", tooltip=[category, alt.Tooltip(f"{value}:Q", format=".3f"),
+                                 alt.Tooltip(f"{lo}:Q", format=".3f"), alt.Tooltip(f"{hi}:Q", format=".3f")])
+    return (bars + pts).properties(height=40 * len(frame) + 40, title=title)
+
+
+FAMILY_COLORS = alt.Scale(domain=["empty", "class", "random", "greedy", "user"],
+                          range=["#000000", "#1f77b4", "#9d9d9d", "#d62728", "#2ca02c"])
+
+
+def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
+    """The paper's plot: F(M\\K) on x, F(C\\K) on y, the diagonal, points coloured by K family."""
+    df = table.copy()
+    df["members"] = df["K"].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) else str(k))
+    lo = float(min(df.F_M_minus_K.min(), df.F_C_minus_K.min(), 0))
+    hi = float(max(df.F_M_minus_K.max(), df.F_C_minus_K.max())) * 1.05
+    diag = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(color="#888", strokeDash=[6, 4]).encode(
+        x="x:Q", y="y:Q")
+    pts = alt.Chart(df).mark_circle(size=110, opacity=0.85).encode(
+        x=alt.X("F_M_minus_K:Q", title="F(M \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
+        y=alt.Y("F_C_minus_K:Q", title="F(C \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
+        color=alt.Color("family:N", title="K family", scale=FAMILY_COLORS),
+        tooltip=[alt.Tooltip("name:N", title="K"), alt.Tooltip("members:N", title="members"),
+                 alt.Tooltip("F_C_minus_K:Q", title="F(C\\K)", format=".3f"),
+                 alt.Tooltip("F_M_minus_K:Q", title="F(M\\K)", format=".3f"),
+                 alt.Tooltip("incompleteness:Q", format=".3f")],
+    )
+    return (diag + pts).properties(height=460, title="Completeness: a complete circuit sits on the diagonal")
+
+
+def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.Chart:
+    """A bar per head: |F(C\\(K∪{v})) − F(C\\K)| as % of F(M), coloured by class, with the threshold."""
+    df = table.copy()
+    df["K members"] = df["K"].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) and k else "∅")
+    bars = alt.Chart(df).mark_bar().encode(
+        x=alt.X("head:N", title="head", sort=alt.EncodingSortField("pct_of_F_M", order="descending")),
+        y=alt.Y("pct_of_F_M:Q", title="score (% of F(M))"),
+        color=alt.Color("class:N", title="class", scale=class_scale(circuit)),
+        tooltip=["head", "class", alt.Tooltip("K members:N", title="K"), "k_source",
+                 alt.Tooltip("pct_of_F_M:Q", format=".2f", title="% of F(M)"), alt.Tooltip("score:Q", format=".3f")],
+    )
+    rule = alt.Chart(pd.DataFrame({"t": [threshold_pct]})).mark_rule(color="#d62728", strokeDash=[6, 3],
+                                                                     strokeWidth=2).encode(y="t:Q")
+    return (bars + rule).properties(height=380, title=f"Minimality (dashed line: {threshold_pct:g}% of F(M))")

@@ -1,0 +1,31 @@
+"""Headline figures shared by the home page and the editor."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.state import Context, circuit_json, faithfulness_result
+
+
+def faithfulness_of(ctx: Context, circuit=None) -> dict:
+    return faithfulness_result(ctx.model_key, ctx.methodology, circuit_json(circuit or ctx.circuit))
+
+
+def ci(f: dict, key: str) -> str:
+    lo, hi = f["intervals_95"][key]
+    return f"95% CI [{lo:.2f}, {hi:.2f}]"
+
+
+def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict | None = None) -> None:
+    """F(M), F(C), F(C)/F(M) and the normalised score as metrics, with changes when given."""
+    cols = st.columns(4)
+    cols[0].metric("F(M) — model", f"{f['F_model']:.3f}", help="mean logit[IO] − logit[S] at END, nothing ablated")
+    cols[0].caption(ci(f, "F_model"))
+    delta = None if previous is None else f"{f['F_circuit'] - previous['F_circuit']:+.3f} since last edit"
+    cols[1].metric("F(C) — circuit", f"{f['F_circuit']:.3f}", delta)
+    cols[1].caption(ci(f, "F_circuit"))
+    delta = None if previous is None else f"{100 * (f['ratio'] - previous['ratio']):+.1f} pts since last edit"
+    cols[2].metric("Faithfulness F(C)/F(M)", f"{f['ratio']:.1%}", delta)
+    cols[2].caption(ci(f, "ratio"))
+    delta = None if preset is None else f"{100 * (f['ratio'] - preset['ratio']):+.1f} pts vs preset"
+    cols[3].metric("Normalised (F(C)−F(∅))/(F(M)−F(∅))", f"{f['normalized']:.1%}", delta)
+    cols[3].caption(ci(f, "normalized") + f" · F(∅) = {f['F_empty']:.2f}")
