@@ -37,12 +37,12 @@ f = faithfulness_of(ctx)
 headline(ctx, f, st.session_state.get(prev_key), faithfulness_of(ctx, ctx.preset))
 
 u1, u2, _ = st.columns([1, 1, 6])
-if u1.button("↶ Undo", disabled=not hist.can_undo, use_container_width=True):
+if u1.button("↶ Undo", disabled=not hist.can_undo, width="stretch"):
     st.session_state[prev_key] = f
     hist.undo()
     st.session_state[version_key] += 1
     st.rerun()
-if u2.button("↷ Redo", disabled=not hist.can_redo, use_container_width=True):
+if u2.button("↷ Redo", disabled=not hist.can_redo, width="stretch"):
     st.session_state[prev_key] = f
     hist.redo()
     st.session_state[version_key] += 1
@@ -61,13 +61,13 @@ with left:
                           key="edit_metric")
     cells = scores[scores.metric == metric][["layer", "head", "score"]].copy()
     where = {h: c for c in circuit.classes for h in c.heads}
-    cells["class"] = [where[(l, h)].name if (l, h) in where else OUT_OF_CIRCUIT for l, h in zip(cells.layer, cells.head)]
-    cells["position"] = [where[(l, h)].position if (l, h) in where else "" for l, h in zip(cells.layer, cells.head)]
-    cells["label"] = [f"{l}.{h}" for l, h in zip(cells.layer, cells.head)]
+    cells["class"] = [where[(l, h)].name if (l, h) in where else OUT_OF_CIRCUIT for l, h in zip(cells["layer"], cells["head"])]
+    cells["position"] = [where[(l, h)].position if (l, h) in where else "" for l, h in zip(cells["layer"], cells["head"])]
+    cells["label"] = [f"{l}.{h}" for l, h in zip(cells["layer"], cells["head"])]
     pick = alt.selection_point(fields=["layer", "head"], name="cell", on="click", clear=False)
     event = st.altair_chart(style(head_grid(cells, circuit, metric, pick)), on_select="rerun",
                             selection_mode="cell", key=f"grid-{st.session_state[version_key]}",
-                            use_container_width=True)
+                            width="stretch")
     picked = (event.selection.get("cell") if event and event.selection else None) or []
     if picked:
         head = (int(picked[0]["layer"]), int(picked[0]["head"]))
@@ -93,7 +93,7 @@ with right:
     roles = list(task_roles(ctx.methodology.task)) + ["*"]
     table = st.data_editor(
         pd.DataFrame(rows(circuit), columns=["head", "class", "position"]), num_rows="dynamic",
-        key=f"table-{st.session_state[version_key]}", use_container_width=True, hide_index=True,
+        key=f"table-{st.session_state[version_key]}", width="stretch", hide_index=True,
         column_config={
             "head": st.column_config.TextColumn("head", help="layer.head, e.g. 9.6"),
             "class": st.column_config.TextColumn("class", help="an existing class, or a new name to create one"),
@@ -134,7 +134,7 @@ with right:
     st.subheader("Save")
     name = st.text_input("Name", circuit.name, key=f"save-name-{ctx.circuit_key}")
     s1, s2 = st.columns(2)
-    if s1.button("Save circuit", use_container_width=True):
+    if s1.button("Save circuit", width="stretch"):
         try:
             to_save = hist.current
             path = save_circuit(to_save, name)
@@ -142,6 +142,6 @@ with right:
         except (CircuitError, OSError) as e:
             st.error(f"Not saved: {e}")
     s2.download_button("Download JSON", json.dumps({**circuit.to_dict(), "name": name}, indent=2),
-                       file_name=f"{name or 'circuit'}.json", mime="application/json", use_container_width=True)
+                       file_name=f"{name or 'circuit'}.json", mime="application/json", width="stretch")
     st.caption(f"{len(circuit.heads)} heads in {len(circuit.classes)} classes: "
                + ", ".join(f"{c.name} ({len(c.heads)})" for c in circuit.classes))

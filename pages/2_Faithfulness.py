@@ -19,17 +19,17 @@ st.markdown(f"The circuit keeps **{f['ratio']:.1%}** of the model's logit differ
             f"(gap F(M) − F(C) = {f['gap']:.3f}, 95% CI [{f['intervals_95']['gap'][0]:.3f}, "
             f"{f['intervals_95']['gap'][1]:.3f}]). With every head ablated F(∅) = {f['F_empty']:.3f}.")
 
-st.altair_chart(style(distribution(f["per_prompt"])), use_container_width=True)
+st.altair_chart(style(distribution(f["per_prompt"])), width="stretch")
 st.caption("Each prompt's logit difference: the model, the circuit alone, and every head ablated. "
            "A faithful circuit's distribution lies on the model's, not only its mean.")
 
 st.subheader("By template and order")
 per_prompt = {k: np.array(v) for k, v in f["per_prompt"].items()}
-st.altair_chart(style(by_group(breakdown_by_group(ev.dataset, per_prompt))), use_container_width=True)
+st.altair_chart(style(by_group(breakdown_by_group(ev.dataset, per_prompt))), width="stretch")
 orders = pd.DataFrame([{"order": o, "n": s["n"], "F(M)": s["F_model"], "F(C)": s["F_circuit"],
                         "F(C)/F(M)": s["ratio"], "normalised": s["normalized"]} for o, s in f["by_order"].items()])
 st.dataframe(orders.style.format({"F(M)": "{:.3f}", "F(C)": "{:.3f}", "F(C)/F(M)": "{:.1%}", "normalised": "{:.1%}"}),
-             hide_index=True, use_container_width=True)
+             hide_index=True, width="stretch")
 st.caption(f"Groups hold {ev.dataset.meta['min_group_size']}+ prompts each; per-group means rest on them.")
 
 st.subheader("Sensitivity to methodology")
@@ -50,6 +50,6 @@ if st.toggle("Compute the sensitivity panel", key="sens_on", help="8 evaluations
     table = pd.DataFrame(rows)
     st.altair_chart(style(intervals(table, "F(C)/F(M)", "lo", "hi", "methodology",
                                     "Faithfulness F(C)/F(M) under each methodology", "F(C)/F(M) with 95% CI")),
-                    use_container_width=True)
+                    width="stretch")
     st.dataframe(table.style.format({"F(C)/F(M)": "{:.1%}", "lo": "{:.1%}", "hi": "{:.1%}", "F(C)": "{:.3f}",
-                                     "F(M)": "{:.3f}"}), hide_index=True, use_container_width=True)
+                                     "F(M)": "{:.3f}"}), hide_index=True, width="stretch")

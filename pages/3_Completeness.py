@@ -39,7 +39,7 @@ table = fixed.table
 greedy = store.get(greedy_key)
 if greedy is not None:
     table = pd.concat([table, greedy.table[greedy.table.family == "greedy"]], ignore_index=True)
-st.altair_chart(style(completeness_scatter(table)), use_container_width=True)
+st.altair_chart(style(completeness_scatter(table)), width="stretch")
 
 f_model = fixed.F_model
 worst = table.sort_values("incompleteness", ascending=False).head(10)
@@ -49,7 +49,7 @@ show = worst.assign(K=worst.K.apply(lambda k: ", ".join(k) or "∅"))[
 st.dataframe(show.rename(columns={"F_C_minus_K": "F(C\\K)", "F_M_minus_K": "F(M\\K)",
                                   "incompleteness_pct": "% of F(M)"}).style.format(
     {"F(C\\K)": "{:.3f}", "F(M\\K)": "{:.3f}", "incompleteness": "{:.3f}", "% of F(M)": "{:.1f}"}),
-    hide_index=True, use_container_width=True)
+    hide_index=True, width="stretch")
 top = worst.iloc[0]
 st.markdown(f"Largest incompleteness: **{top.incompleteness:.3f}** ({top.incompleteness_pct:.1f}% of "
             f"F(M) = {f_model:.3f}) for K = {', '.join(top.K) or '∅'} ({top.family}).")

@@ -33,7 +33,7 @@ if source == "search":
 else:
     result = minimality_result(ctx.model_key, ctx.methodology, cj, source, threshold)
 
-st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold)), use_container_width=True)
+st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold)), width="stretch")
 flagged = result.flagged
 if flagged:
     st.warning(f"{len(flagged)} head(s) under {threshold:g}% of F(M): {', '.join(flagged)}")
@@ -44,4 +44,4 @@ t = t.assign(K=t.K.apply(lambda k: ", ".join(k) or "∅"))
 st.dataframe(t[["head", "class", "K", "k_source", "F_C_minus_K", "F_C_minus_K_and_v", "score", "pct_of_F_M"]].rename(
     columns={"F_C_minus_K": "F(C\\K)", "F_C_minus_K_and_v": "F(C\\(K∪{v}))", "pct_of_F_M": "% of F(M)"}).style.format(
     {"F(C\\K)": "{:.3f}", "F(C\\(K∪{v}))": "{:.3f}", "score": "{:.3f}", "% of F(M)": "{:.1f}"}),
-    hide_index=True, use_container_width=True)
+    hide_index=True, width="stretch")

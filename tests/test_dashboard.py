@@ -1,0 +1,55 @@
+"""Every page runs on the bundled demo model, and edits / methodology changes move the figures."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from circuit_core.editing import remove_head
+
+PAGES = ["dashboard.py", "pages/1_Circuit_editor.py", "pages/2_Faithfulness.py", "pages/3_Completeness.py",
+         "pages/4_Minimality.py"]
+
+
+def app(page: str, **state) -> AppTest:
+    at = AppTest.from_file(f"../{page}", default_timeout=300)
+    at.session_state["model_choice"] = "demo"  # never the hub in tests
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def metric(at, label_start: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label_start))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_on_the_demo(page):
+    at = app(page)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["circuit_choice"] == "preset: ioi-demo"  # the demo's own circuit by default
+
+
+def test_methodology_changes_the_figures():
+    at = app("dashboard.py")
+    before = metric(at, "F(C)")
+    at.sidebar.selectbox(key="ablation").set_value("zero").run()
+    assert not at.exception
+    assert metric(at, "F(C)") != before
+
+
+def test_editing_changes_the_figures_and_undo_restores_them():
+    at = app("pages/1_Circuit_editor.py")
+    before = metric(at, "Faithfulness")
+    history = next(v for k, v in at.session_state.filtered_state.items() if k.startswith("history::"))
+    for h in list(history.current.classes[0].heads):  # knock out the most important class
+        history.push(remove_head(history.current, h))
+    at.run()
+    assert metric(at, "Faithfulness") != before
+    while history.can_undo:
+        next(b for b in at.button if b.label.startswith("↶")).click().run()
+    assert metric(at, "Faithfulness") == before
+
+
+def test_a_circuit_that_does_not_fit_the_model_is_explained():
+    at = app("dashboard.py", circuit_choice="preset: ioi-gpt2-small")
+    assert not at.exception
+    assert any("does not exist in this model" in e.value for e in at.error)

@@ -1,0 +1,71 @@
+"""Circuit discovery on the tiny fixture model: a valid, faithful, reproducible circuit, and the CLI."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from circuit_core import heads as hs
+from circuit_core.ablation import Methodology, NodeSet
+from circuit_core.circuit import load_circuit
+from circuit_core.cli import main
+from circuit_core.criteria import circuit_node_set
+from circuit_core.discover import discover, label
+from circuit_core.evaluate import Cancelled, Evaluator
+from circuit_core.tasks import build_dataset, task_roles
+
+THRESHOLD = 0.8
+
+
+@pytest.fixture(scope="module")
+def found(tiny_evaluator):
+    return discover(tiny_evaluator, THRESHOLD)
+
+
+def test_discovered_circuit_is_valid_and_faithful(found, tiny_model, tiny_evaluator):
+    c = found.circuit
+    c.validate(tiny_model.n_layers, tiny_model.n_heads, task_roles("ioi"))
+    assert 1 <= len(c.heads) <= tiny_model.n_layers * tiny_model.n_heads
+    f_model, f_circuit = tiny_evaluator.F([NodeSet.model(), circuit_node_set(c)])
+    assert f_model == pytest.approx(found.F_model) and f_circuit == pytest.approx(found.F_circuit)
+    assert THRESHOLD <= f_circuit / f_model <= 2 - THRESHOLD
+    assert len({cls.color for cls in c.classes}) == len(c.classes)
+    assert f"threshold {THRESHOLD}" in c.notes and "N=40, seed 3" in c.notes
+    # Pruning is greedy: every recorded removal kept the circuit faithful.
+    assert all(THRESHOLD <= s["F"] / f_model <= 2 - THRESHOLD for s in found.steps if s["action"] == "remove")
+    assert set(found.scores.metric) >= {hs.PREV, hs.DUP, hs.IND, hs.DIRECT, hs.ABLATION}
+
+
+def test_discovery_is_reproducible(found, tiny_model):
+    again = Evaluator(tiny_model, build_dataset("ioi", tiny_model.tokenizer, n=40, seed=3), Methodology(n=40, seed=3))
+    assert discover(again, THRESHOLD).to_dict() == found.to_dict()
+
+
+def test_written_json_reloads(found, tmp_path):
+    path = tmp_path / "found.json"
+    found.circuit.save(path)
+    assert load_circuit(path).to_dict() == found.circuit.to_dict()
+
+
+def test_cancel_between_steps(tiny_evaluator):
+    with pytest.raises(Cancelled):
+        discover(tiny_evaluator, THRESHOLD, should_stop=lambda: True)
+
+
+def test_class_labels_from_scores():
+    row = lambda **kw: pd.Series(kw)
+    assert label("END", row(**{"attn END→IO": 0.6, "attn END→S2": 0.1, hs.DIRECT: 1.0})) == "name mover"
+    assert label("END", row(**{"attn END→IO": 0.6, "attn END→S2": 0.1, hs.DIRECT: -1.0})) == "negative name mover"
+    assert label("END", row(**{"attn END→IO": 0.1, "attn END→S2": 0.5, hs.DIRECT: 0.0})) == "s-inhibition"
+    assert label("END", row(**{"attn END→IO": 0.1, "attn END→S2": 0.1})) == "other"
+    assert label("S2", row(**{hs.IND: 0.7, hs.DUP: 0.2, hs.PREV: 0.1})) == "induction"
+    assert label("S1+1", row(**{hs.IND: 0.0, hs.DUP: 0.0, hs.PREV: 0.9})) == "previous token"
+    assert label("S2", row(**{hs.IND: 0.1, hs.DUP: 0.1, hs.PREV: 0.1})) == "other"
+
+
+def test_cli_discover_writes_a_circuit(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "c.json"
+    assert main(["discover", "--model", str(tiny_dir), "--n", "40", "--seed", "3", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "F(C)/F(M)" in printed and str(out) in printed
+    assert load_circuit(out).heads  # reloads, non-empty
