@@ -115,7 +115,7 @@ def _headline(f) -> dict:
 
 
 def _k_text(K) -> str:
-    return "{" + ", ".join(K) + "}"
+    return "{" + ", ".join(K) + "}" if len(K) else "∅"
 
 
 def print_completeness(c, out=None, top_greedy: int = 10) -> None:
@@ -129,8 +129,9 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
           + "|diff|".rjust(9) + "% F(M)".rjust(9) + "   95% interval  members", file=out)
     for part in shown:
         for r in part.to_dict("records"):
-            print(f"  {r['family']:<8}{r['name'][:23]:<24}{r['size']:>4}{r['F_C_minus_K']:>9.3f}{r['F_M_minus_K']:>9.3f}"
-                  f"{r['incompleteness']:>9.3f}{r['incompleteness_pct']:>8.1f}%   {fmt_ci((r['ci_low'], r['ci_high']))}"
+            print(f"  {r['family']:<8}{r['name'][:23]:<24}{r['size']:>4}{r['F_C_minus_K']:>9.3f}"
+                  f"{r['F_M_minus_K']:>9.3f}{r['incompleteness']:>9.3f}{r['incompleteness_pct']:>8.1f}%   "
+                  f"{fmt_ci((r['ci_low'], r['ci_high']))}"
                   f"  {_k_text(r['K'])}", file=out)
     if len(greedy) > top_greedy:
         print(f"  ... and {len(greedy) - top_greedy} more greedy sets (all in the run record)", file=out)
@@ -169,17 +170,17 @@ def _evaluator(args):
 def _completeness(args, ev, circuit):
     from .completeness import completeness
 
+    runs = 10 if args.greedy_runs is None else args.greedy_runs
     return completeness(ev, circuit, n_random=args.random, user_k=args.k, greedy_k=args.greedy_k,
-                        greedy_steps=args.greedy_steps, greedy_runs=10 if args.greedy_runs is None else args.greedy_runs,
-                        progress=progress_bar("completeness"))
+                        greedy_steps=args.greedy_steps, greedy_runs=runs, progress=progress_bar("completeness"))
 
 
 def _minimality(args, ev, circuit):
     from .minimality import minimality
 
+    runs = 1 if args.greedy_runs is None else args.greedy_runs
     return minimality(ev, circuit, k_source=args.k_source, threshold_pct=args.threshold, search_k=args.greedy_k,
-                      search_steps=args.greedy_steps, search_runs=1 if args.greedy_runs is None else args.greedy_runs,
-                      progress=progress_bar("minimality"))
+                      search_steps=args.greedy_steps, search_runs=runs, progress=progress_bar("minimality"))
 
 
 def _save(args, ev, circuit, results: dict) -> None:
@@ -256,7 +257,8 @@ DISCOVER_HELP = """Propose a circuit by greedy pruning (circuit_core/discover.py
    evaluation of 2 + H(1 + R) node sets (H heads, R position roles).
 3. All heads at their positions; widened back to all positions if that is not faithful.
 4. Greedy pruning: each step evaluates C without each head (|C| node sets) and removes the one
-   leaving F(C) closest to F(M), while threshold <= F(C)/F(M) <= 2 - threshold.
+   leaving F(C) closest to F(M), while threshold <= F(C)/F(M) <= 2 - threshold (with --normalized:
+   (F(C)-F(∅))/(F(M)-F(∅)), MIB's score, better when F(∅) is close to F(M)).
 5. Classes from (position, head-score label), coloured; written as a circuit JSON.
 Cost: at most 2 + H(1 + R) + 1 + H(H + 1)/2 node sets of N prompts each: seconds for a toy model,
 ~11,000 node sets for GPT-2 small (use a GPU)."""
@@ -270,7 +272,7 @@ def cmd_discover(args) -> int:
     model = open_model(args)
     ev = build_evaluator(model, methodology_from(args))
     try:
-        d = discover(ev, args.threshold, progress_bar("discover"), name=args.name)
+        d = discover(ev, args.threshold, progress_bar("discover"), name=args.name, normalized=args.normalized)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -278,8 +280,12 @@ def cmd_discover(args) -> int:
     print(f"Discovered circuit on {model.name}: {len(c.heads)} of {model.n_layers * model.n_heads} heads, "
           f"{d.n_node_sets} node sets evaluated")
     print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
-    print(f"  F(M) {d.F_model:.3f}  F(C) {d.F_circuit:.3f}  F(∅) {d.F_empty:.3f}  F(C)/F(M) {d.ratio:.3f} "
-          f"(threshold {args.threshold})")
+    print(f"  F(M) {d.F_model:.3f}  F(C) {d.F_circuit:.3f}  F(∅) {d.F_empty:.3f}  F(C)/F(M) {d.ratio:.3f}  "
+          f"(F(C)-F(∅))/(F(M)-F(∅)) {d.normalized_score:.3f}  (threshold {args.threshold} on the "
+          f"{'normalized score' if args.normalized else 'ratio'})")
+    if d.empty_passes and not args.normalized:
+        print(f"  note: F(∅)/F(M) = {d.F_empty / d.F_model:.3f} already meets the threshold, so the ratio barely "
+              "constrains the circuit here; --normalized measures from F(∅) instead.")
     for cls in c.classes:
         print(f"  {cls.name:<28}{cls.position:<6}{', '.join(f'{l}.{h}' for l, h in cls.heads)}")
     c.save(args.out)
@@ -300,6 +306,8 @@ def add_discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--threshold", type=float, default=0.8,
                    help="keep threshold <= F(C)/F(M) <= 2 - threshold while pruning (default 0.8)")
+    p.add_argument("--normalized", action="store_true",
+                   help="apply the threshold to (F(C)-F(∅))/(F(M)-F(∅)) instead of F(C)/F(M)")
     p.add_argument("--name", default=None, help="circuit name (default: says model and threshold)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     p.add_argument("--out", required=True, help="write the circuit JSON here")

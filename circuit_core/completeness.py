@@ -133,6 +133,15 @@ class Search:
     columns: tuple[str, ...]
 
 
+@dataclass(eq=False)  # eq=False: hashable by identity, one dict key per run
+class _Run:
+    search: int
+    run: int
+    rng: np.random.Generator
+    K: frozenset
+    score: float
+
+
 def greedy_search(cache: FCache, searches: Sequence[Search], k: int = 10, steps: int = 10, runs: int = 10,
                   seed: int = 0, progress: Progress | None = None, should_stop: StopCheck | None = None):
     """The paper's greedy search (App. M), every (search, run) in lockstep.
@@ -148,56 +157,46 @@ def greedy_search(cache: FCache, searches: Sequence[Search], k: int = 10, steps:
     """
     trace: list[dict] = []
 
-    def score_all(proposals):  # [(search index, run, K)] -> scores, one evaluator call
-        sets = [s for i, _, K in proposals for s in searches[i].sets(K)]
-        means = cache.get(sets).mean(1)
+    def score_all(proposals):  # [(search index, K)] -> [(means of its sets, score)], one evaluator call
+        means = cache.get([s for i, K in proposals for s in searches[i].sets(K)]).mean(1)
         out, at = [], 0
-        for i, _, K in proposals:
+        for i, _ in proposals:
             m = means[at : at + len(searches[i].columns)]
             at += len(m)
             out.append((m, float(searches[i].score(m))))
         return out
 
-    def record(i, r, step, K, m, score, accepted):
-        trace.append({"search": i, "run": r, "step": step, "K": K, **dict(zip(searches[i].columns, map(float, m))),
-                      "score": score, "accepted": accepted})
+    def record(run, step, K, m, score, accepted):
+        trace.append({"search": run.search, "run": run.run, "step": step, "K": K,
+                      **dict(zip(searches[run.search].columns, map(float, m))), "score": score, "accepted": accepted})
 
-    empty = frozenset()
-    start = score_all([(i, 0, empty) for i in range(len(searches))])
-    live = []  # [search, run, rng, K, score]
-    for i, (m, score) in enumerate(start):
+    live = []
+    for i, (m, score) in enumerate(score_all([(i, frozenset()) for i in range(len(searches))])):
         for r in range(runs):
-            record(i, r, 0, empty, m, score, True)
-            live.append([i, r, np.random.default_rng([seed, i, r]), empty, score])
+            live.append(_Run(i, r, np.random.default_rng([seed, i, r]), frozenset(), score))
+            record(live[-1], 0, frozenset(), m, score, True)
     cancelled = False
     for step in range(1, steps + 1):
         if should_stop is not None and should_stop():
             cancelled = True
             break
-        proposals, owner = [], []
+        proposals = []  # (run, K ∪ {v})
         for run in live:
-            i, r, rng, K, _ = run
-            rest = [h for h in searches[i].pool if h not in K]
-            for j in rng.choice(len(rest), size=min(k, len(rest)), replace=False):
-                proposals.append((i, r, K | {rest[j]}))
-                owner.append(run)
-        results = score_all(proposals)
-        best: dict[int, tuple] = {}
-        for run, (i, r, K), (m, score) in zip(owner, proposals, results):
-            if id(run) not in best or score > best[id(run)][2]:
-                best[id(run)] = (K, m, score)
-        winners = {}
-        for run in live:
-            if id(run) in best and best[id(run)][2] > run[4]:
-                winners[id(run)] = best[id(run)][0]
-        for run, (i, r, K), (m, score) in zip(owner, proposals, results):
-            record(i, r, step, K, m, score, winners.get(id(run)) == K)
-        still = []
-        for run in live:
-            if id(run) in winners:
-                run[3], run[4] = winners[id(run)], best[id(run)][2]
-                still.append(run)
-        live = still
+            rest = [h for h in searches[run.search].pool if h not in run.K]
+            picks = run.rng.choice(len(rest), size=min(k, len(rest)), replace=False)
+            proposals += [(run, run.K | {rest[j]}) for j in picks]
+        results = score_all([(run.search, K) for run, K in proposals])
+        best: dict[_Run, tuple] = {}  # each run's best candidate (the first one on ties)
+        for (run, K), (_, score) in zip(proposals, results):
+            if run not in best or score > best[run][1]:
+                best[run] = (K, score)
+        for (run, K), (m, score) in zip(proposals, results):
+            record(run, step, K, m, score, best[run][0] == K and score > run.score)
+        live = []
+        for run, (K, score) in best.items():
+            if score > run.score:  # moves on; a run whose best does not beat its score stops
+                run.K, run.score = K, score
+                live.append(run)
         if progress is not None:
             progress(step if live else steps, steps)
         if not live:
@@ -230,10 +229,10 @@ class Completeness:
     settings: dict = field(default_factory=dict)
     cancelled: bool = False
 
-    def best(self, family: str | None = None) -> pd.Series:
-        """The row with the largest incompleteness (within one family if given)."""
+    def best(self, family: str | None = None) -> pd.Series | None:
+        """The row with the largest incompleteness (within one family if given); None if there is none."""
         t = self.table if family is None else self.table[self.table.family == family]
-        return t.loc[t.incompleteness.idxmax()]
+        return t.loc[t.incompleteness.idxmax()] if len(t) else None
 
     def to_dict(self) -> dict:
         rows = frame_records(self.table)
@@ -318,7 +317,8 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     if len(tr):
         tr = tr.drop(columns="search").rename(columns={"score": "incompleteness"})
         tr["run"] += 1
-    settings = {"classes": classes, "n_random": n_random, "user_k": [heads_label(parse_heads(K), circuit) for K in user_k],
+    settings = {"classes": classes, "n_random": n_random,
+                "user_k": [heads_label(parse_heads(K), circuit) for K in user_k],
                 "greedy_k": greedy_k, "greedy_steps": greedy_steps, "greedy_runs": greedy_runs, "seed": seed,
                 "bootstrap": meth.bootstrap}
     return Completeness(table, {"C_minus_K": c, "M_minus_K": m, "model": cache.get([NodeSet.model()])[0]},

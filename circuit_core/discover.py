@@ -8,9 +8,11 @@ minimality), not a finding. Algorithm, with H = layers x heads and R position ro
 2. A position per head, one batched evaluation of 2 + H(1 + R) node sets: M, ∅, M without each
    head, and, for each head h and role r, M with h kept only at r (every other head intact).
    h's position is the r whose F is closest to F(M): where keeping h restores the model best.
-3. C starts as every head at its position. "Faithful" means |F(M) - F(C)| <= (1 - threshold) F(M),
-   i.e. threshold <= F(C)/F(M) <= 2 - threshold: a circuit that overshoots the model is no more
-   faithful than one that falls short. If C is not faithful, heads are widened back to all
+3. C starts as every head at its position. "Faithful" means threshold <= F(C)/F(M) <= 2 - threshold,
+   i.e. |F(M) - F(C)| <= (1 - threshold) F(M): a circuit that overshoots the model is no more
+   faithful than one that falls short. With normalized=True the score is MIB's
+   (F(C) - F(∅)) / (F(M) - F(∅)) instead; use it when F(∅) is itself close to F(M), where the
+   ratio would let almost any circuit pass. If C is not faithful, heads are widened back to all
    positions ("*") one at a time, each step taking the widening that brings F(C) closest to F(M)
    (all candidates in one batched call); M itself is faithful, so this ends.
 4. Greedy pruning: each step evaluates C without v for every v in C (one batched call) and
@@ -49,6 +51,7 @@ class Discovery:
     F_circuit: float
     F_empty: float
     threshold: float
+    normalized: bool  # the criterion: (F(C) - F(∅)) / (F(M) - F(∅)) instead of F(C) / F(M)
     positions: dict[Head, str]  # the position chosen for every head in step 2
     steps: list[dict] = field(default_factory=list)  # widenings and removals, in order
     scores: pd.DataFrame | None = None  # tidy head scores (heads.py), ablation effects included
@@ -58,9 +61,20 @@ class Discovery:
     def ratio(self) -> float:
         return self.F_circuit / self.F_model
 
+    @property
+    def normalized_score(self) -> float:
+        d = self.F_model - self.F_empty
+        return (self.F_circuit - self.F_empty) / d if d else float("nan")
+
+    @property
+    def empty_passes(self) -> bool:
+        """True when ∅ itself meets the ratio criterion: then the ratio cannot tell circuits apart."""
+        return abs(self.F_empty / self.F_model - 1) <= 1 - self.threshold
+
     def to_dict(self) -> dict:
         return {"circuit": self.circuit.to_dict(), "F_model": self.F_model, "F_circuit": self.F_circuit,
-                "F_empty": self.F_empty, "ratio": self.ratio, "threshold": self.threshold,
+                "F_empty": self.F_empty, "ratio": self.ratio, "normalized_score": self.normalized_score,
+                "threshold": self.threshold, "criterion": "normalized" if self.normalized else "ratio",
                 "positions": {head_name(h): p for h, p in self.positions.items()}, "steps": self.steps,
                 "n_node_sets": self.n_node_sets}
 
@@ -107,8 +121,10 @@ def _keep(kept: dict[Head, str], label: str = "") -> NodeSet:
     return NodeSet(frozenset((l, h, p) for (l, h), p in kept.items()), label=label)
 
 
-def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None, name: str | None = None) -> Discovery:
-    """Propose a circuit whose F(C)/F(M) stays within [threshold, 2 - threshold] (module doc).
+def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None, name: str | None = None,
+             normalized: bool = False) -> Discovery:
+    """Propose a circuit whose F(C)/F(M) stays within [threshold, 2 - threshold] (module doc);
+    with normalized=True, (F(C) - F(∅)) / (F(M) - F(∅)) does instead.
 
     progress(done, total) counts node sets (total is an upper bound that shrinks as pruning
     goes); should_stop() is checked between steps and raises evaluate.Cancelled when true.
@@ -141,13 +157,15 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     only = [_keep({**everything, h: r}) for h in all_heads for r in roles]
     values = F([NodeSet.model(), NodeSet.empty()] + hs.head_removals(model) + only)
     f_model, f_empty = values[0], values[1]
-    if f_model <= 0:
-        raise ValueError(f"F(M) = {f_model:.3f} <= 0: the model does not do the task on these prompts, "
-                         "so there is no behaviour for a circuit to be faithful to.")
+    base = f_empty if normalized else 0.0  # F(C) is measured from here: score = (F - base) / (F(M) - base)
+    if f_model <= base:
+        what = f"F(∅) = {f_empty:.3f}" if normalized else "0"
+        raise ValueError(f"F(M) = {f_model:.3f} <= {what}: the model does not do the task on these prompts "
+                         "(beyond what the ablated model does), so there is no behaviour to be faithful to.")
     scores = pd.concat([scores, hs.ablation_frame(f_model, values[2 : 2 + H], model.n_layers, model.n_heads)],
                        ignore_index=True)
     gap = lambda f: abs(f - f_model)
-    faithful = lambda f: gap(f) <= (1 - threshold) * f_model + 1e-12
+    faithful = lambda f: gap(f) <= (1 - threshold) * (f_model - base) + 1e-12
     per_role = values[2 + H :]
     positions = {}
     for i, h in enumerate(all_heads):
@@ -160,6 +178,8 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     steps = [{"action": "start", "head": None, "position": None, "F": f_c, "n_heads": len(kept)}]
     while not faithful(f_c):
         narrow = [h for h, p in kept.items() if p != ALL_POSITIONS]
+        if not narrow:  # C is M; only rounding can make it miss a threshold of 1
+            break
         fs = F([_keep({**kept, h: ALL_POSITIONS}) for h in narrow])
         i = min(range(len(narrow)), key=lambda j: gap(fs[j]))
         kept[narrow[i]], f_c = ALL_POSITIONS, fs[i]
@@ -182,15 +202,18 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
         progress(done, done)
 
     # 5. Name, colour and describe.
+    criterion = "(F(C) - F(∅))/(F(M) - F(∅))" if normalized else "F(C)/F(M)"
+    norm = (f_c - f_empty) / (f_model - f_empty) if f_model != f_empty else float("nan")
     notes = (f"Proposed by circuit discovery (circuit_core/discover.py: a position per head, then greedy "
-             f"pruning): threshold {threshold} (keep |F(M) - F(C)| <= {1 - threshold:.2f} F(M)); task {meth.task}, "
+             f"pruning): threshold {threshold} (keep {threshold} <= {criterion} <= {2 - threshold:g}); task {meth.task}, "
              f"N={meth.n}, seed {meth.seed}, {meth.mode} templates, ablation {meth.ablation}. "
-             f"F(M)={f_model:.3f}, F(C)={f_c:.3f}, F(∅)={f_empty:.3f}, F(C)/F(M)={f_c / f_model:.3f} on these prompts; "
+             f"F(M)={f_model:.3f}, F(C)={f_c:.3f}, F(∅)={f_empty:.3f}, F(C)/F(M)={f_c / f_model:.3f}, "
+             f"(F(C) - F(∅))/(F(M) - F(∅))={norm:.3f} on these prompts; "
              f"{len(kept)} of {H} heads kept; {done} node sets evaluated. Classes are named from head scores "
              f"(circuit_core/heads.py). A hypothesis to validate, not a finding.")
     circuit = build_circuit(kept, scores, name or f"discovered circuit ({model.name}, threshold {threshold})",
                             model.name, meth.task, notes)
-    return Discovery(circuit, f_model, f_c, f_empty, threshold, positions, steps, scores, done)
+    return Discovery(circuit, f_model, f_c, f_empty, threshold, normalized, positions, steps, scores, done)
 
 
 __all__ = ["Discovery", "discover", "label", "build_circuit"]

@@ -22,7 +22,7 @@ def ioi_vocabulary() -> list[str]:
     return sorted(words)
 
 
-def word_level_tokenizer(words: list[str]):
+def word_level_tokenizer(words: list[str], vocab_size: int | None = None):
     """A GPT-2-style tokenizer with one token per word: byte-level pre-splitting (so ' John' is one
     piece, as in GPT-2), a fixed word list, and <|endoftext|> as BOS/EOS/pad."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -33,6 +33,8 @@ def word_level_tokenizer(words: list[str]):
     for w in words:
         for piece, _ in split.pre_tokenize_str(w):
             vocab.setdefault(piece, len(vocab))
+    for i in range(len(vocab), vocab_size or 0):  # filler tokens, e.g. to cost what GPT-2's 50257 do
+        vocab[f"<extra_{i}>"] = i
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.pre_tokenizer = split
     tok.decoder = decoders.ByteLevel()
@@ -48,7 +50,8 @@ def gpt2_config(vocab_size: int, n_layer: int = 2, n_head: int = 4, n_embd: int 
 
 
 def save_random_gpt2(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0,
-                     words: list[str] | None = None, random_biases: bool = True, init_std: float = 0.02):
+                     words: list[str] | None = None, random_biases: bool = True, init_std: float = 0.02,
+                     vocab_size: int | None = None, n_positions: int = 64):
     """Write a randomly initialised GPT-2 with a word-level tokenizer to `folder`; returns the HF model.
 
     random_biases: Hugging Face initialises biases at zero, which would hide bias bugs in tests.
@@ -57,9 +60,9 @@ def save_random_gpt2(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32
     from transformers import GPT2LMHeadModel
 
     folder = Path(folder)
-    tokenizer = word_level_tokenizer(words or ioi_vocabulary())
+    tokenizer = word_level_tokenizer(words or ioi_vocabulary(), vocab_size)
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(gpt2_config(len(tokenizer), n_layer, n_head, n_embd, init_std=init_std))
+    model = GPT2LMHeadModel(gpt2_config(len(tokenizer), n_layer, n_head, n_embd, n_positions, init_std=init_std))
     if random_biases:
         with torch.no_grad():
             for name, p in model.named_parameters():

@@ -20,12 +20,18 @@ from circuit_core.toy import save_random_gpt2
 TOY = {"name": "toy", "classes": [{"name": "movers", "position": "END", "heads": ["2.1", "1.0", "2.3"]},
                                   {"name": "dup", "position": "S2", "heads": ["0.3", "1.2"]},
                                   {"name": "prev", "position": "S1+1", "heads": ["0.0"]}]}
-SMALL = dict(n_random=2, greedy_k=3, greedy_steps=3, greedy_runs=2)
+SMALL = dict(n_random=1, greedy_k=2, greedy_steps=3, greedy_runs=1)
 
 
 @pytest.fixture(scope="module")
 def toy():
     return Circuit.from_dict(TOY)
+
+
+@pytest.fixture(scope="module")
+def ev16(tiny_model, tiny_dataset):
+    """The tiny model on 16 prompts: enough for exact checks, quick on two cores."""
+    return Evaluator(tiny_model, tiny_dataset.subset(range(16)), Methodology(n=16, seed=3, bootstrap=200))
 
 
 # --- the node sets, exactly as defined ---------------------------------------------------------------
@@ -50,10 +56,10 @@ def test_c_minus_k_and_m_minus_k_are_the_papers_sets(toy):
     assert (1, 0, "*") in c_minus(toy, K, "all").nodes
 
 
-def test_keep_masks_of_c_minus_k_and_m_minus_k(toy, tiny_evaluator):
-    ds = tiny_evaluator.dataset
+def test_keep_masks_of_c_minus_k_and_m_minus_k(toy, ev16):
+    ds = ev16.dataset
     rows = torch.arange(ds.n)
-    c, m = tiny_evaluator.masks(incompleteness_sets(toy, {(2, 1)}))
+    c, m = ev16.masks(incompleteness_sets(toy, {(2, 1)}))
     # C\K: 2.1 ablated everywhere, 1.0 kept only at END.
     assert not c[:, :, 2, 1].any()
     assert c[rows, ds.positions["END"], 1, 0].all() and c[:, :, 1, 0].sum() == ds.n
@@ -62,17 +68,17 @@ def test_keep_masks_of_c_minus_k_and_m_minus_k(toy, tiny_evaluator):
     assert (~m).sum() == ds.n
 
 
-def test_user_k_must_lie_in_the_circuit(toy, tiny_evaluator):
+def test_user_k_must_lie_in_the_circuit(toy, ev16):
     with pytest.raises(CircuitError, match="2.2"):
-        completeness(tiny_evaluator, toy, user_k=["2.1,2.2"], n_random=0, greedy_runs=0)
+        completeness(ev16, toy, user_k=["2.1,2.2"], n_random=0, greedy_runs=0)
 
 
 # --- the numbers -------------------------------------------------------------------------------------
-def test_class_k_match_one_by_one_evaluation(toy, tiny_evaluator):
-    res = completeness(tiny_evaluator, toy, n_random=2, greedy_runs=0, user_k=["2.1,0.0"])
+def test_class_k_match_one_by_one_evaluation(toy, ev16):
+    res = completeness(ev16, toy, n_random=1, greedy_runs=0, user_k=["2.1,0.0"])
     t = res.table
-    assert list(t.family) == ["empty", "class", "class", "class", "random", "random", "user"]
-    ev = tiny_evaluator
+    assert list(t.family) == ["empty", "class", "class", "class", "random", "user"]
+    ev = ev16
     for i, row in t.iterrows():
         K = {tuple(map(int, h.split("."))) for h in row.K}
         c, m = ev.F([c_minus(toy, K)])[0], ev.F([m_minus(toy, K)])[0]
@@ -83,27 +89,27 @@ def test_class_k_match_one_by_one_evaluation(toy, tiny_evaluator):
         assert row.ci_low <= row.incompleteness + 1e-9 and row.incompleteness <= row.ci_high + 1e-9
     assert res.F_model == pytest.approx(ev.F([NodeSet.model()])[0], abs=1e-5)
     assert t.incompleteness_pct.iloc[0] == pytest.approx(100 * t.incompleteness.iloc[0] / abs(res.F_model))
-    assert t.K[1] == ["2.1", "1.0", "2.3"] and t.K[6] == ["2.1", "0.0"]
+    assert t.K[1] == ["2.1", "1.0", "2.3"] and t.K[5] == ["2.1", "0.0"]
     d = json.loads(json.dumps(res.to_dict()))
     assert len(d["K_sets"]) == len(t) and len(d["K_sets"][3]["per_prompt"]["M_minus_K"]) == ev.dataset.n
 
 
-def test_m_minus_k_against_plain_hugging_face(toy, tiny_evaluator, tiny_hf, tiny_dataset):
+def test_m_minus_k_against_plain_hugging_face(toy, ev16, tiny_hf):
     """F(M\\K) recomputed without the project: K's heads replaced by group means at their positions only."""
-    ds = tiny_dataset
+    ds = ev16.dataset
     K = [(2, 1), (1, 2)]  # END and S2 heads
     keep = torch.ones(ds.n, ds.tokens.shape[1], 3, 4, dtype=torch.bool)
     for (l, h), role in zip(K, ("END", "S2")):
         keep[torch.arange(ds.n), ds.positions[role], l, h] = False
     means = ref.group_means(ref.head_outputs(tiny_hf, ds.reference_tokens), ds.groups)
     expected = ref.logit_diffs(tiny_hf, ds.tokens, ds.positions["END"], ds.answer_tokens, keep, means)
-    res = completeness(tiny_evaluator, toy, classes=False, n_random=0, greedy_runs=0, user_k=[K])
+    res = completeness(ev16, toy, classes=False, n_random=0, greedy_runs=0, user_k=[K])
     assert np.allclose(res.per_prompt["M_minus_K"][1], expected.numpy(), atol=1e-4)
 
 
-def test_greedy_is_reproducible_and_keeps_its_best(toy, tiny_evaluator):
-    a = completeness(tiny_evaluator, toy, classes=False, n_random=0, greedy_k=3, greedy_steps=4, greedy_runs=3, seed=7)
-    b = completeness(tiny_evaluator, toy, classes=False, n_random=0, greedy_k=3, greedy_steps=4, greedy_runs=3, seed=7)
+def test_greedy_is_reproducible_and_keeps_its_best(toy, ev16):
+    a = completeness(ev16, toy, classes=False, n_random=0, greedy_k=3, greedy_steps=3, greedy_runs=3, seed=7)
+    b = completeness(ev16, toy, classes=False, n_random=0, greedy_k=3, greedy_steps=3, greedy_runs=3, seed=7)
     assert a.table.equals(b.table) and a.greedy_trace.equals(b.greedy_trace)
     tr = a.greedy_trace
     assert tr.step.max() >= 1 and len(a.table[a.table.family == "greedy"]) >= 1
@@ -127,11 +133,11 @@ def test_greedy_is_reproducible_and_keeps_its_best(toy, tiny_evaluator):
     assert {tuple(sorted(K)) for K in a.table[a.table.family == "greedy"].K} == accepted
 
 
-def test_progress_and_cancel(toy, tiny_evaluator):
+def test_progress_and_cancel(toy, ev16):
     seen = []
-    completeness(tiny_evaluator, toy, **SMALL, progress=lambda d, t: seen.append((d, t)))
+    completeness(ev16, toy, **SMALL, progress=lambda d, t: seen.append((d, t)))
     assert seen[0] == (0, 4) and seen[-1] == (4, 4) and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
-    res = completeness(tiny_evaluator, toy, **SMALL, should_stop=lambda: True)  # checked before each step
+    res = completeness(ev16, toy, **SMALL, should_stop=lambda: True)  # checked before each step
     assert res.cancelled and res.greedy_trace.step.max() == 0
     assert {"empty", "class", "random"} <= set(res.table.family)  # the partial result is still whole for them
 
@@ -184,16 +190,18 @@ def build_redundant_model(folder):
 
 
 @pytest.fixture(scope="module")
-def redundant_evaluator(tmp_path_factory):
+def redundant_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("redundant")
     build_redundant_model(folder)
-    model = load_model(str(folder), device="cpu")
-    ds = build_dataset("ioi", model.tokenizer, n=40, seed=3)
-    return Evaluator(model, ds, Methodology(n=40, seed=3, bootstrap=200))
+    return load_model(str(folder), device="cpu")
 
 
-def test_one_of_two_redundant_heads_is_faithful_but_incomplete(redundant_evaluator):
-    ev = redundant_evaluator
+# Zero ablation makes the redundancy exact (an ablated head writes nothing). Per-template means over
+# a prompt or two still write a random name vector, which blurs F(C) without changing the logic.
+@pytest.mark.parametrize("ablation, min_ratio", [("zero", 0.97), ("mean", 0.75)])
+def test_one_of_two_redundant_heads_is_faithful_but_incomplete(redundant_model, ablation, min_ratio):
+    ds = build_dataset("ioi", redundant_model.tokenizer, n=40, seed=3)
+    ev = Evaluator(redundant_model, ds, Methodology(n=40, seed=3, ablation=ablation, bootstrap=200))
     one = Circuit.from_dict({"name": "A only", "classes": [{"name": "mover", "position": "END", "heads": ["2.0"]}]})
     res = completeness(ev, one, n_random=0, greedy_runs=0)
     f_model = res.F_model
@@ -201,12 +209,13 @@ def test_one_of_two_redundant_heads_is_faithful_but_incomplete(redundant_evaluat
     assert f_model > 1.5 and f_model - f_empty > 1.0  # IO beats S, and only A and B do it
     empty, mover = res.table.iloc[0], res.table.iloc[1]
     # Faithful: F(C) is close to F(M) (K = ∅ scores low) ...
-    assert empty.F_C_minus_K / f_model > 0.85 and empty.incompleteness_pct < 15
+    assert empty.F_C_minus_K / f_model > min_ratio
     # ... but incomplete: with A knocked out, M still has B and C has nothing.
     assert mover.F_C_minus_K == pytest.approx(f_empty, abs=1e-6)
     assert mover.incompleteness_pct > 50 and mover.ci_low > 0.3 * f_model
     # Holding both heads makes the circuit complete for every K.
-    both = Circuit.from_dict({"name": "A and B", "classes": [{"name": "mover", "position": "END", "heads": ["2.0", "2.1"]}]})
+    both = Circuit.from_dict({"name": "A and B",
+                              "classes": [{"name": "mover", "position": "END", "heads": ["2.0", "2.1"]}]})
     res2 = completeness(ev, both, n_random=0, user_k=["2.0", "2.1"], greedy_runs=0)
     assert res2.table.incompleteness_pct.max() < 2
     # The greedy search finds the hole in the one-head circuit.
@@ -233,8 +242,7 @@ def test_completeness_and_validate_cli(tmp_path, tiny_dir, capsys):
     assert main(["completeness", *common, "--k", "3.0", "--greedy-runs", "0"]) == 2
     assert "not in it: 3.0" in capsys.readouterr().err
 
-    rc = main(["validate", *common, "--random", "1", "--greedy-k", "2", "--greedy-steps", "1", "--greedy-runs", "1",
-               "--out", str(out)])
+    rc = main(["validate", *common, "--random", "0", "--greedy-runs", "0", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "Faithfulness" in printed and "Completeness" in printed and "Below threshold" in printed

@@ -14,30 +14,38 @@ from circuit_core.evaluate import Cancelled, Evaluator
 from circuit_core.tasks import build_dataset, task_roles
 
 THRESHOLD = 0.8
+N, SEED = 16, 0  # F(M) = 0.81, F(∅) = 0.18 on the tiny model: ∅ is not faithful, so pruning must choose
 
 
 @pytest.fixture(scope="module")
-def found(tiny_evaluator):
-    return discover(tiny_evaluator, THRESHOLD)
+def evaluator(tiny_model):
+    return Evaluator(tiny_model, build_dataset("ioi", tiny_model.tokenizer, n=N, seed=SEED), Methodology(n=N, seed=SEED))
 
 
-def test_discovered_circuit_is_valid_and_faithful(found, tiny_model, tiny_evaluator):
+@pytest.fixture(scope="module")
+def found(evaluator):
+    return discover(evaluator, THRESHOLD)
+
+
+def test_discovered_circuit_is_valid_and_faithful(found, tiny_model, evaluator):
     c = found.circuit
     c.validate(tiny_model.n_layers, tiny_model.n_heads, task_roles("ioi"))
     assert 1 <= len(c.heads) <= tiny_model.n_layers * tiny_model.n_heads
-    f_model, f_circuit = tiny_evaluator.F([NodeSet.model(), circuit_node_set(c)])
+    f_model, f_circuit = evaluator.F([NodeSet.model(), circuit_node_set(c)])
     assert f_model == pytest.approx(found.F_model) and f_circuit == pytest.approx(found.F_circuit)
     assert THRESHOLD <= f_circuit / f_model <= 2 - THRESHOLD
     assert len({cls.color for cls in c.classes}) == len(c.classes)
-    assert f"threshold {THRESHOLD}" in c.notes and "N=40, seed 3" in c.notes
+    assert f"threshold {THRESHOLD}" in c.notes and f"N={N}, seed {SEED}" in c.notes
     # Pruning is greedy: every recorded removal kept the circuit faithful.
     assert all(THRESHOLD <= s["F"] / f_model <= 2 - THRESHOLD for s in found.steps if s["action"] == "remove")
     assert set(found.scores.metric) >= {hs.PREV, hs.DUP, hs.IND, hs.DIRECT, hs.ABLATION}
 
 
-def test_discovery_is_reproducible(found, tiny_model):
-    again = Evaluator(tiny_model, build_dataset("ioi", tiny_model.tokenizer, n=40, seed=3), Methodology(n=40, seed=3))
-    assert discover(again, THRESHOLD).to_dict() == found.to_dict()
+def test_normalized_criterion(evaluator):
+    d = discover(evaluator, THRESHOLD, normalized=True)
+    f_model, f_circuit, f_empty = evaluator.F([NodeSet.model(), circuit_node_set(d.circuit), NodeSet.empty()])
+    assert THRESHOLD <= (f_circuit - f_empty) / (f_model - f_empty) <= 2 - THRESHOLD
+    assert d.to_dict()["criterion"] == "normalized" and "(F(C) - F(∅))/(F(M) - F(∅))" in d.circuit.notes
 
 
 def test_written_json_reloads(found, tmp_path):
@@ -46,9 +54,9 @@ def test_written_json_reloads(found, tmp_path):
     assert load_circuit(path).to_dict() == found.circuit.to_dict()
 
 
-def test_cancel_between_steps(tiny_evaluator):
+def test_cancel_between_steps(evaluator):
     with pytest.raises(Cancelled):
-        discover(tiny_evaluator, THRESHOLD, should_stop=lambda: True)
+        discover(evaluator, THRESHOLD, should_stop=lambda: True)
 
 
 def test_class_labels_from_scores():
@@ -62,10 +70,11 @@ def test_class_labels_from_scores():
     assert label("S2", row(**{hs.IND: 0.1, hs.DUP: 0.1, hs.PREV: 0.1})) == "other"
 
 
-def test_cli_discover_writes_a_circuit(tiny_dir, tmp_path, capsys):
+def test_cli_discover_is_reproducible(found, tiny_dir, tmp_path, capsys):
+    """The CLI on a fresh load of the same model, N and seed writes exactly the fixture's circuit."""
     out = tmp_path / "c.json"
-    assert main(["discover", "--model", str(tiny_dir), "--n", "40", "--seed", "3", "--device", "cpu",
-                 "--out", str(out)]) == 0
+    assert main(["discover", "--model", str(tiny_dir), "--n", str(N), "--seed", str(SEED), "--device", "cpu",
+                 "--threshold", str(THRESHOLD), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "F(C)/F(M)" in printed and str(out) in printed
-    assert load_circuit(out).heads  # reloads, non-empty
+    assert load_circuit(out).to_dict() == found.circuit.to_dict()

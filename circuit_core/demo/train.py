@@ -28,7 +28,7 @@ from ..toy import gpt2_config, ioi_vocabulary, word_level_tokenizer
 HELD_OUT = (2, 9, 13)  # a plain variant, one with an unseen word (" commuting"), a reordered one
 TRAIN_TEMPLATES = tuple(t for t in range(len(BABA_TEMPLATES)) if t not in HELD_OUT)
 TRAIN_DATA_SEED_BASE = 1_000_000
-ARCH = dict(n_layer=4, n_head=4, n_embd=128)
+ARCH = dict(n_layer=4, n_head=4, n_embd=64)
 
 
 def sentences(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +40,7 @@ def sentences(dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(out: Path, seed: int = 0, steps: int = 3000, batch: int = 64, lr: float = 1e-3, pool: int = 50_000,
-          log_every: int = 250):
+          log_every: int = 100):
     from transformers import GPT2LMHeadModel
 
     torch.set_num_threads(2)  # the budget: 2 CPU cores, <= 10 minutes
