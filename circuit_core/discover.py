@@ -18,7 +18,8 @@ minimality), not a finding. Algorithm, with H = layers x heads and R position ro
 4. Greedy pruning: each step evaluates C without v for every v in C (one batched call) and
    removes the v whose removal leaves F closest to F(M) while staying faithful; it stops when no
    removal stays faithful (or one head is left).
-5. Kept heads are grouped by (position, label); the label comes from the role scores (`label`).
+5. Kept heads are grouped by (position, label); the label comes from the role scores (`label`):
+   the paper's class names where the scores fit them, "other (POSITION)" where they fit none.
 
 Cost: 2 + H(1 + R) node sets for step 2, then |C| per pruning step, at most H(H + 1)/2 in all
 (plus at most H per widening step, usually none). A node set costs one forward pass over the N
@@ -37,9 +38,11 @@ from .evaluate import Cancelled
 from . import heads as hs
 
 FLOOR = 0.3  # an attention score must reach this to name a class after it
+PREFER = 2.0  # ... and be this many times the head's attention to the other names
 LABELS = {"name mover": "#1f77b4", "negative name mover": "#d62728", "s-inhibition": "#ff7f0e",
-          "induction": "#2ca02c", "duplicate token": "#9467bd", "previous token": "#8c564b"}
-OTHER_COLORS = ["#7f7f7f", "#bcbd22", "#17becf", "#e377c2", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5"]
+          "s-suppression": "#e377c2", "s mover": "#bcbd22", "induction": "#2ca02c", "duplicate token": "#9467bd",
+          "previous token": "#8c564b"}
+OTHER_COLORS = ["#7f7f7f", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#dbdb8d"]
 
 
 @dataclass
@@ -82,17 +85,26 @@ class Discovery:
 def label(position: str, s: pd.Series) -> str:
     """A class name for a head kept at `position`, from its row of `heads.wide` scores.
 
-    END: attends most to IO (>= FLOOR) -> name mover, or negative name mover when its direct
-    effect is negative; attends most to S1/S2 -> s-inhibition. Elsewhere: the largest of the
-    previous-token, duplicate-token and induction scores, if >= FLOOR. Otherwise "other".
+    At END, by where the head looks (attention >= FLOOR and >= PREFER x its attention to either
+    other name) and what it writes (direct effect on logit[IO] - logit[S]):
+      looks at IO: "name mover" (direct effect >= 0) or "negative name mover" (< 0);
+      looks at S2: "s-inhibition" when its effect is mostly indirect (|direct effect| < half its
+      |ablation effect|); when it is mostly direct, "s-suppression" (lowers S's logit itself) or
+      "s mover" (raises it).
+    Elsewhere: the largest of the previous-token, duplicate-token and induction scores, if >= FLOOR.
+    Anything else: "other".
     """
-    get = lambda m: float(s.get(m, 0.0)) if pd.notna(s.get(m, 0.0)) else 0.0
+    get = lambda m: float(s[m]) if m in s and pd.notna(s[m]) else 0.0
     if position == "END":
-        io, subj = get("attn END→IO"), max(get("attn END→S1"), get("attn END→S2"))
-        if io >= max(subj, FLOOR):
-            return "name mover" if get(hs.DIRECT) >= 0 else "negative name mover"
-        if subj >= FLOOR:
-            return "s-inhibition"
+        att = {r: get(f"attn END→{r}") for r in ("IO", "S1", "S2")}
+        looks = lambda r: att[r] >= FLOOR and all(att[r] >= PREFER * v for k, v in att.items() if k != r)
+        direct = get(hs.DIRECT)
+        if looks("IO"):
+            return "name mover" if direct >= 0 else "negative name mover"
+        if looks("S2"):
+            if abs(direct) < 0.5 * abs(get(hs.ABLATION)):
+                return "s-inhibition"
+            return "s-suppression" if direct > 0 else "s mover"
         return "other"
     best = max((hs.PREV, hs.DUP, hs.IND), key=get)
     return best if get(best) >= FLOOR else "other"

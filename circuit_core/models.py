@@ -22,7 +22,12 @@ HUB_HOST = "huggingface.co"
 
 
 class ModelLoadError(RuntimeError):
-    """The model could not be had. The message says what was tried and what to do instead."""
+    """The model could not be had. The message says what was tried and what to do instead;
+    `reason` is a few words for one-line notices."""
+
+    def __init__(self, message: str, reason: str = "see the error"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -131,7 +136,8 @@ def load_model(name_or_path: str, device: str | None = None) -> LoadedModel:
             f"Could not load model '{name_or_path}': it is not in the local Hugging Face cache and "
             f"the hub ({HUB_HOST}) cannot be reached. Download it on a connected machine and pass "
             "its local folder (--model path/to/folder), or copy it into the cache and set "
-            "HF_HUB_OFFLINE=1; '--model demo' uses the bundled demo model."
+            "HF_HUB_OFFLINE=1; '--model demo' uses the bundled demo model.",
+            reason="not in the local cache, hub unreachable",
         )
     from transformer_lens.model_bridge import TransformerBridge
     from transformers.utils import logging as hf_logging
@@ -148,7 +154,10 @@ def load_model(name_or_path: str, device: str | None = None) -> LoadedModel:
             f"Could not load model '{name_or_path}' (tried {source} '{location}'): "
             f"{type(exc).__name__}: {exc}. Check the name (any TransformerLens-supported hub "
             "name), or pass a local Hugging Face folder; offline, set HF_HUB_OFFLINE=1 to use "
-            "the local cache; '--model demo' uses the bundled demo model."
+            "the local cache; '--model demo' uses the bundled demo model.",
+            reason=("HF_HUB_OFFLINE is set and it is not in the local cache"
+                    if os.environ.get("HF_HUB_OFFLINE") and isinstance(exc, OSError)
+                    else f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"),
         ) from exc
     bridge.eval()
     return LoadedModel(bridge=bridge, name=name_or_path, source=source, device=device)
@@ -165,7 +174,7 @@ def load_model_or_demo(name_or_path: str, device: str | None = None) -> tuple[Lo
         if resolve_quietly(name_or_path) == "demo":
             raise
         logging.getLogger(__name__).info("falling back to demo: %s", exc)
-        notice = f"Model '{name_or_path}' could not be loaded ({_first_sentence(exc)}); using the bundled demo model."
+        notice = f"Model '{name_or_path}' could not be loaded ({exc.reason}); using the bundled demo model."
         try:
             return load_model("demo", device), notice
         except ModelLoadError as demo_exc:
@@ -178,7 +187,3 @@ def resolve_quietly(name_or_path: str) -> str | None:
     except ModelLoadError:
         return None
 
-
-def _first_sentence(exc: Exception) -> str:
-    text = str(exc)
-    return text.split(": ", 1)[-1].split(". ")[0]

@@ -75,13 +75,14 @@ def browser_page(width: int = 1600, height: int = 1100):
             browser.close()
 
 
-def wait_idle(page, timeout: float = 180_000) -> None:
-    """Wait until Streamlit has finished running the script (no 'Running…' status widget)."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
-    page.wait_for_timeout(500)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
-    page.wait_for_timeout(300)
+def wait_idle(page, ready: str = '[data-testid="stMetric"]', timeout: float = 180_000) -> None:
+    """Wait until the page shows `ready` and Streamlit has stopped running the script."""
+    page.wait_for_selector(ready, timeout=timeout)
+    for _ in range(2):  # the status widget can flicker between reruns
+        page.wait_for_timeout(700)
+        page.wait_for_function(
+            "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')?.innerText.includes('Stop')",
+            timeout=timeout)
 
 
 def metric_value(page, label_start: str) -> str:

@@ -39,7 +39,7 @@ def test_methodology_changes_the_figures():
 def test_editing_changes_the_figures_and_undo_restores_them():
     at = app("pages/1_Circuit_editor.py")
     before = metric(at, "Faithfulness")
-    history = next(v for k, v in at.session_state.filtered_state.items() if k.startswith("history::"))
+    history = at.session_state["history::demo::preset: ioi-demo"]
     for h in list(history.current.classes[0].heads):  # knock out the most important class
         history.push(remove_head(history.current, h))
     at.run()

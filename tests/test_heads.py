@@ -74,7 +74,7 @@ def test_ablation_effects_match_evaluator_one_by_one(tiny_evaluator, tiny_model)
     table = hs.ablation_effects(tiny_evaluator)
     assert len(table) == tiny_model.n_layers * tiny_model.n_heads and set(table.metric) == {hs.ABLATION}
     f_model = tiny_evaluator.F([NodeSet.model()])[0]
-    for r in table.itertuples():
+    for r in table.iloc[[0, 5, 11]].itertuples():  # first, middle and last head: indexing, not all 12 calls
         alone = tiny_evaluator.F([NodeSet(frozenset({(r.layer, r.head, "*")}), complement=True)])[0]
         assert r.score == pytest.approx(alone - f_model, abs=1e-5)
 

@@ -37,9 +37,10 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
         rect = rect.add_params(selection)
     members = base.transform_filter(alt.datum["class"] != OUT_OF_CIRCUIT).mark_square(size=260, opacity=1,
                                                                                     stroke="black", strokeWidth=1)
-    members = members.encode(color=alt.Color("class:N", title="class", scale=class_scale(circuit)))
+    members = members.encode(color=alt.Color("class:N", title="class", scale=class_scale(circuit),
+                                             legend=alt.Legend(orient="bottom", columns=4)))
     chart = alt.layer(rect, members).resolve_scale(color="independent")
-    return chart.properties(height=max(220, 34 * n_layers), title=f"Heads: circuit classes over {metric}")
+    return chart.properties(height=max(320, 34 * n_layers), title=f"Heads: circuit classes over {metric}")
 
 
 def distribution(per_prompt: dict[str, list[float]]) -> alt.Chart:

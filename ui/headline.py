@@ -26,6 +26,7 @@ def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict |
     delta = None if previous is None else f"{100 * (f['ratio'] - previous['ratio']):+.1f} pts since last edit"
     cols[2].metric("Faithfulness F(C)/F(M)", f"{f['ratio']:.1%}", delta)
     cols[2].caption(ci(f, "ratio"))
-    delta = None if preset is None else f"{100 * (f['ratio'] - preset['ratio']):+.1f} pts vs preset"
+    changed = preset is not None and preset["per_prompt"]["circuit"] != f["per_prompt"]["circuit"]
+    delta = f"{100 * (f['ratio'] - preset['ratio']):+.1f} pts vs loaded circuit" if changed else None
     cols[3].metric("Normalised (F(C)−F(∅))/(F(M)−F(∅))", f"{f['normalized']:.1%}", delta)
     cols[3].caption(ci(f, "normalized") + f" · F(∅) = {f['F_empty']:.2f}")
