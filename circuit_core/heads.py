@@ -15,8 +15,8 @@ On the task's prompts (clean run), means over prompts:
   as logit[correct] - logit[incorrect] (IO - S for IOI). The final layer norm is not linear; we
   freeze its scale at the clean run's value for each prompt (ln_final.hook_scale at END), which
   makes the readout linear, so the heads' direct effects plus the other components' sum to the
-  clean logit difference. In compatibility mode the value biases are folded into b_O, so b_O is
-  attributed to no head.
+  clean logit difference. hook_z includes the value bias (models.py keeps it unfolded), so each
+  head's b_V term is its own; b_O is shared by the layer and attributed to no head.
 Through the evaluator (one batched call):
 - "ablation effect": F(M without the head at every position) - F(M); negative when the head
   helps the task.

@@ -59,3 +59,30 @@ def test_solves_held_out_templates(demo):
     data = make_ioi_dataset(demo.tokenizer, n=N, seed=12, templates=list(HELD_OUT))
     accuracy, f_model, _ = _scores(Evaluator(demo, data, Methodology(n=N, seed=12)))
     assert accuracy >= 0.95 and f_model >= 3
+
+
+@pytest.fixture(scope="module")
+def demo_evaluator(demo):
+    return build_evaluator(demo, Methodology(n=100, seed=0))
+
+
+def test_shipped_demo_circuit_is_faithful(demo_evaluator):
+    from circuit_core.circuit import load_circuit
+    from circuit_core.criteria import faithfulness
+
+    circuit = load_circuit("data/circuits/ioi-demo.json")
+    circuit.validate(demo_evaluator.n_layers, demo_evaluator.n_heads, ("IO", "S1", "S1+1", "S2", "END"))
+    assert len(circuit.heads) <= (demo_evaluator.n_layers * demo_evaluator.n_heads) // 3
+    assert all(not c.name.startswith("class ") for c in circuit.classes)  # classes are named
+    f = faithfulness(demo_evaluator, circuit)
+    assert f.stats["ratio"] >= 0.8
+
+
+def test_ablating_the_most_important_class_halves_F(demo_evaluator):
+    from circuit_core.circuit import load_circuit
+    from circuit_core.completeness import c_minus
+
+    circuit = load_circuit("data/circuits/ioi-demo.json")
+    f_c = demo_evaluator.F([NodeSet(circuit.nodes())])[0]
+    without = demo_evaluator.F([c_minus(circuit, cls.heads) for cls in circuit.classes])
+    assert min(without) < f_c / 2
