@@ -43,7 +43,9 @@ class Evaluator:
         self._has_ln_final = "ln_final.hook_in" in model.bridge.hook_dict
         self.values = ablation_values(model, dataset, self.methodology)
         n, self.seq = dataset.tokens.shape
-        self.max_rows = max_rows or max(1, 16384 // self.seq)
+        # Tokens per forward pass: big batches pay on a GPU; on a CPU they only add memory traffic.
+        tokens_per_pass = 16384 if str(model.device).startswith("cuda") else 2048
+        self.max_rows = max_rows or max(1, tokens_per_pass // self.seq)
         self.end = dataset.positions["END"]
         w_u = model.bridge.W_U.detach()
         b_u = getattr(model.bridge, "b_U", None)
@@ -51,6 +53,8 @@ class Evaluator:
         # Direction in the final (normalised) residual whose dot product is the logit difference.
         self._answer_dir = (w_u[:, correct] - w_u[:, wrong]).T.contiguous()  # [N, d_model]
         self._answer_bias = (b_u[correct] - b_u[wrong]).detach() if b_u is not None else torch.zeros(n)
+        with model.lock, torch.no_grad():
+            self._can_split = self._split_works()
 
     def _hook_names(self):
         return [f"blocks.{l}.attn.hook_z" for l in range(self.n_layers)]
@@ -78,11 +82,11 @@ class Evaluator:
             for p0 in range(0, n, prompt_chunk):
                 prompts = torch.arange(p0, min(n, p0 + prompt_chunk))
                 m = masks[:, prompts]  # [K, P, seq, L, H]
-                common = self._first_difference(m)
+                common = self._first_difference(m) if self._can_split else 0
                 resid = self._forward(self.dataset.tokens[prompts], prompts, m[0], 0, common)
                 for k0 in range(0, len(node_sets), sets_per_batch):
                     mk = m[k0 : k0 + sets_per_batch]
-                    split = max(common, self._first_difference(mk))
+                    split = max(common, self._first_difference(mk)) if self._can_split else 0
                     r = resid
                     if split > common:  # layers shared within this batch, run once per prompt
                         r = self._forward(resid, prompts, mk[0], common, split)
@@ -130,31 +134,52 @@ class Evaluator:
                 return torch.where(keep, z, value.to(z.dtype))
 
             hooks.append((f"blocks.{layer}.attn.hook_z", ablate))
-        kwargs = {}
-        if start > 0:
-            kwargs["start_at_layer"] = start
         x = x.to(device)
+        if start > 0:  # x is the residual entering block `start`: run the blocks themselves
+            x = self._blocks(x, start, last, hooks)
+            return x if stop is not None else self._readout(x, prompts)
         if stop is not None:
-            if stop == start:
-                return x
-            return bridge.run_with_hooks(x, fwd_hooks=hooks, stop_at_layer=stop, **kwargs)
+            return x if stop == 0 else bridge.run_with_hooks(x, fwd_hooks=hooks, stop_at_layer=stop)
         if self._has_ln_final:
             def final(resid, hook):
                 raise _FinalResidual(resid)
 
             try:
-                bridge.run_with_hooks(x, fwd_hooks=hooks + [("ln_final.hook_in", final)], **kwargs)
+                bridge.run_with_hooks(x, fwd_hooks=hooks + [("ln_final.hook_in", final)])
             except _FinalResidual as stop_signal:
-                resid = stop_signal.resid
-            else:  # pragma: no cover - the hook always fires
-                raise RuntimeError("ln_final hook did not fire")
-            return self._readout(resid, prompts)
-        logits = bridge.run_with_hooks(x, fwd_hooks=hooks, **kwargs)
-        device = logits.device
-        rows = torch.arange(len(prompts), device=device)
-        end_logits = logits[rows, self.end[prompts].to(device)]
-        ans = self.dataset.answer_tokens[prompts].to(device)
+                return self._readout(stop_signal.resid, prompts)
+            raise RuntimeError("ln_final hook did not fire")  # pragma: no cover
+        logits = bridge.run_with_hooks(x, fwd_hooks=hooks)
+        rows = torch.arange(len(prompts), device=logits.device)
+        end_logits = logits[rows, self.end[prompts].to(logits.device)]
+        ans = self.dataset.answer_tokens[prompts].to(logits.device)
         return end_logits.gather(1, ans[:, :1])[:, 0] - end_logits.gather(1, ans[:, 1:])[:, 0]
+
+    def _blocks(self, x, start: int, stop: int, hooks):
+        """Blocks [start, stop) on the residual x. The bridge's own start_at_layer path costs about a
+        full forward pass, so shared layers would save nothing through it."""
+        bridge = self.model.bridge
+        with bridge.hooks(fwd_hooks=hooks):
+            for layer in range(start, stop):
+                out = bridge.blocks[layer](x)
+                x = out[0] if isinstance(out, tuple) else out
+        return x
+
+    def _split_works(self) -> bool:
+        """Check once that running the lower and upper blocks separately gives the one-pass result
+        (true for GPT-2-style blocks); if not, every pass starts from the tokens."""
+        if self.n_layers < 2 or not self._has_ln_final:
+            return False
+        prompts = torch.arange(min(2, self.dataset.n))
+        mask = self.masks([NodeSet.empty()])[0, prompts]
+        try:
+            whole = self._forward(self.dataset.tokens[prompts], prompts, mask, 0, None)
+            mid = self.n_layers // 2
+            resid = self._forward(self.dataset.tokens[prompts], prompts, mask, 0, mid)
+            split = self._forward(resid, prompts, mask, mid, None)
+        except Exception:
+            return False
+        return bool(torch.allclose(whole, split, atol=1e-4, rtol=1e-4))
 
     def _readout(self, resid, prompts):
         """Logit difference at END from the final residual stream [rows, seq, d_model]."""

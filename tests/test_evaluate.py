@@ -125,6 +125,7 @@ def test_batching_and_shared_layers_change_nothing(tiny_model, tiny_dataset, tin
             NodeSet(frozenset({(2, 1, "END"), (2, 2, "END")})),
             NodeSet(frozenset({(0, 0, "S2"), (2, 1, "END")})),
             NodeSet(frozenset({(1, 1, "*")}), complement=True)]
+    assert tiny_evaluator._can_split  # the shared-layers path is the one under test here
     small = Evaluator(tiny_model, tiny_dataset, tiny_evaluator.methodology, max_rows=7)
     together = tiny_evaluator.logit_diffs(sets)
     assert torch.allclose(small.logit_diffs(sets), together, atol=1e-5)
