@@ -16,10 +16,12 @@ def main():
     with dashboard() as url, browser_page(1500, 1000) as page:
         for name, path in PAGES.items():
             page.goto(f"{url}/{path}")
-            wait_idle(page)
+            ready = '[data-testid="stMetric"]' if name == "home" else '[data-testid="stVegaLiteChart"]'
+            wait_idle(page, ready)
             if name == "completeness":  # show the greedy sets too
                 page.get_by_role("button", name="Run greedy search").click()
-                wait_idle(page)
+                page.wait_for_timeout(1000)
+                wait_idle(page, ready)
             page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             print(f"docs/{name}.png")
 

@@ -83,7 +83,9 @@ FAMILY_COLORS = alt.Scale(domain=["empty", "class", "random", "greedy", "user"],
 
 def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
     """The paper's plot: F(M\\K) on x, F(C\\K) on y, the diagonal, points coloured by K family."""
-    df = table.copy()
+    # Identical K sets from different families overlap: draw random first, ∅ and classes last (on top).
+    rank = {"random": 0, "greedy": 1, "user": 2, "class": 3, "empty": 4}
+    df = table.assign(_z=table.family.map(rank).fillna(0)).sort_values("_z", kind="stable").drop(columns="_z")
     df["members"] = df["K"].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) else str(k))
     lo = float(min(df.F_M_minus_K.min(), df.F_C_minus_K.min(), 0))
     hi = float(max(df.F_M_minus_K.max(), df.F_C_minus_K.max())) * 1.05
