@@ -5,7 +5,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from circuit_core.circuit import CircuitError, head_name
+from circuit_core.circuit import CircuitError
 from circuit_core.editing import add_class, diff, from_rows, remove_class, rows, toggle_head, update_class
 from circuit_core.tasks import task_roles
 from ui.charts import OUT_OF_CIRCUIT, head_grid, style
