@@ -92,19 +92,13 @@ def print_faithfulness(f, out=None) -> None:
 
 def cmd_faithfulness(args) -> int:
     from .criteria import faithfulness
-    from .evaluate import build_evaluator
-    from .report import run_record, save_record
 
-    model = open_model(args)
-    circuit = open_circuit(args, model)
-    ev = build_evaluator(model, methodology_from(args))
+    model, circuit, ev = _evaluator(args)
     f = faithfulness(ev, circuit, progress_bar("faithfulness"))
     print(f"Faithfulness of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}")
     print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
     print_faithfulness(f)
-    if args.out:
-        path = save_record(run_record(ev, circuit, {"faithfulness": f.to_dict(), **_headline(f)}), args.out)
-        print(f"Run record written to {path}")
+    _save(args, ev, circuit, {"faithfulness": f.to_dict(), **_headline(f)})
     return 0
 
 
