@@ -112,28 +112,27 @@ def reference_z(model, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tens
     return torch.cat(out)
 
 
-def ablation_values(model, dataset, methodology: Methodology) -> torch.Tensor:
-    """What replaces an ablated head's output, per prompt: float [N, seq, layer, head, d_head].
+def ablation_table(model, dataset, methodology: Methodology) -> tuple[torch.Tensor, torch.Tensor]:
+    """What replaces an ablated head's output, stored once per distinct value: (table, index).
 
-    Computed once per (model, dataset, methodology) and reused by every node set.
+    table: float [V, seq, layer, head, d_head]; prompt i takes table[index[i]]. Mean ablation keeps
+    one row per group (30 rows whatever N), pooled mean and zero one row, resample one per reference
+    prompt. Computed once per (model, dataset, methodology) and reused by every node set.
     """
     kind = Ablation(methodology.ablation)
     n, seq = dataset.tokens.shape
     if kind is Ablation.ZERO:
-        shape = (n, seq, model.n_layers, model.n_heads, model.d_head)
-        return torch.zeros(shape)
+        return torch.zeros(1, seq, model.n_layers, model.n_heads, model.d_head), torch.zeros(n, dtype=torch.long)
     z_ref = reference_z(model, dataset.reference_tokens)
     if kind is Ablation.MEAN:
-        values = torch.empty_like(z_ref)
-        for g in dataset.groups.unique():
-            members = dataset.groups == g
-            values[members] = z_ref[members].mean(0, keepdim=True)
-        return values
+        groups, index = torch.unique(dataset.groups, return_inverse=True)
+        table = torch.stack([z_ref[index == g].mean(0) for g in range(len(groups))])
+        return table, index
     if kind is Ablation.MEAN_POOLED:
         valid = torch.arange(seq)[None, :] < dataset.lengths[:, None]
         w = valid.float()[:, :, None, None, None]
         pooled = (z_ref * w).sum(0) / w.sum(0).clamp(min=1)
-        return pooled.expand_as(z_ref).clone()
+        return pooled[None], torch.zeros(n, dtype=torch.long)
     # RESAMPLE: each prompt takes a different reference prompt of its own group when there is one.
     gen = torch.Generator().manual_seed(methodology.seed)
     source = torch.empty(n, dtype=torch.long)
@@ -144,4 +143,10 @@ def ablation_values(model, dataset, methodology: Methodology) -> torch.Tensor:
             continue
         shift = torch.randint(1, len(members), (len(members),), generator=gen)
         source[members] = members[(torch.arange(len(members)) + shift) % len(members)]
-    return z_ref[source]
+    return z_ref, source
+
+
+def ablation_values(model, dataset, methodology: Methodology) -> torch.Tensor:
+    """Per-prompt ablation values, float [N, seq, layer, head, d_head] (the table expanded)."""
+    table, index = ablation_table(model, dataset, methodology)
+    return table[index]

@@ -1,193 +1,383 @@
-"""F for many node sets at once: the hot path every criterion stands on.
+"""F for many node sets: the hot path every criterion stands on.
 
 F(S) = mean over prompts of logit[correct] - logit[incorrect] at END, with every head-position
-outside S replaced by its ablation value (see ablation.py). `Evaluator.logit_diffs` takes a list
-of node sets and returns the per-prompt values for all of them.
+outside S replaced by its ablation value (see ablation.py). `Evaluator.logit_diffs` takes a list of
+node sets and returns the per-prompt values for all of them; callers use nothing else.
 
-Speed, without changing any result:
-- node sets are stacked along the batch, many per forward pass;
-- layers below the first layer where the node sets of a batch differ are computed once per
-  prompt and shared (`start_at_layer`);
-- only the END position's logits for the two answer tokens are computed (no full unembedding).
+How it avoids work, without changing any result (tests compare it with a plain hooked forward):
+- A node set is read as one key per layer: what happens to each head in that layer (kept, ablated,
+  or kept / ablated at some roles). Two sets with the same keys below layer L have the same
+  residual stream entering L.
+- A batch of sets is walked as a prefix tree over those keys (depth first, so memory stays one
+  residual per layer): each layer is computed once per distinct prefix, and siblings share that
+  layer's attention (its input is the same; only which heads are kept differs).
+- Residuals entering each layer are kept for recently evaluated sets (LRU, bounded in bytes), so a
+  set that first differs from a kept one at layer L costs the layers from L on.
+- Results per set are memoised: F(M), F(∅) and the current circuit are computed once.
+- Heads ablated everywhere get no queries, keys or values; the last layer runs at END only; only
+  the two answer logits are read (`blocks.py`).
+Prompts are processed in chunks (fixed boundaries, so cache entries line up across calls); no
+[sets, N, seq, layer, head] mask is ever built.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
 
-from .ablation import Methodology, NodeSet, ablation_values, keep_mask
+from .ablation import Methodology, NodeSet, ablation_table, keep_mask
+from .blocks import Blocks
+from .circuit import ALL_POSITIONS
 
 Progress = Callable[[int, int], None]
+StopCheck = Callable[[], bool]
+
+KEPT, ABLATED = "K", "A"  # a head kept / ablated at every position; else ("k" | "a", roles)
 
 
-class _FinalResidual(Exception):
-    """Raised from a hook to stop the forward pass once the final residual is known."""
+class Cancelled(Exception):
+    """Raised when a `should_stop()` callback says so; results finished before it are kept."""
 
-    def __init__(self, resid):
-        self.resid = resid
+
+def layer_keys(node_set: NodeSet, n_layers: int, n_heads: int) -> tuple:
+    """One hashable key per layer: the state of each head (KEPT, ABLATED, ("k", roles), ("a", roles))."""
+    roles: dict[tuple[int, int], set] = {}
+    for (l, h, role) in node_set.nodes:
+        roles.setdefault((l, h), set()).add(role)
+    default = KEPT if node_set.complement else ABLATED
+    keys = []
+    for l in range(n_layers):
+        state = []
+        for h in range(n_heads):
+            r = roles.get((l, h))
+            if not r:
+                state.append(default)
+            elif ALL_POSITIONS in r:
+                state.append(ABLATED if node_set.complement else KEPT)
+            else:
+                state.append(("a" if node_set.complement else "k", frozenset(r)))
+        keys.append(tuple(state))
+    return tuple(keys)
+
+
+class _LRU:
+    """A thread-safe LRU map bounded by the bytes of its tensors."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._d: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key, value: torch.Tensor):
+        size = value.numel() * value.element_size()
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._d:
+                return
+            self._d[key] = value
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self._d.popitem(last=False)
+                self.bytes -= old.numel() * old.element_size()
+
+    def clear(self):
+        with self._lock:
+            self._d.clear()
+            self.bytes = 0
+
+    def __len__(self):
+        return len(self._d)
+
+
+class _Chunk:
+    """One block of prompts: their ablation values and ablated head outputs, built lazily per layer."""
+
+    def __init__(self, ev: "Evaluator", index: int, prompts: torch.Tensor):
+        self.ev, self.index, self.prompts = ev, index, prompts
+        dev = ev.device
+        self.tokens = ev.dataset.tokens[prompts].to(dev)
+        self.end = ev.end[prompts].to(dev)
+        self.rows = torch.arange(len(prompts), device=dev)
+        self.direction, self.bias = ev._direction[prompts].to(dev), ev._bias[prompts].to(dev)
+        self.positions = {r: p[prompts].to(dev) for r, p in ev.dataset.positions.items()}
+        self._values, self._ablated_out = {}, {}
+
+    def values(self, layer: int) -> torch.Tensor:
+        """Ablation values of every head at this layer: [P, S, head, d_head]."""
+        if layer not in self._values:
+            table, index = self.ev._table, self.ev._table_index
+            self._values[layer] = table[index[self.prompts], :, layer].to(self.ev.device)
+        return self._values[layer]
+
+    def ablated_out(self, layer: int) -> torch.Tensor:
+        """The attention output with every head ablated (values through W_O, plus b_O): [P, S, d_model]."""
+        if layer not in self._ablated_out:
+            self._ablated_out[layer] = self.ev.blocks.attn_out(layer, self.values(layer))
+        return self._ablated_out[layer]
+
+    def keep(self, states: list, at_end: bool) -> torch.Tensor:
+        """Bool keep-mask of some heads' states: [P, S, heads], or [P, heads] at END only."""
+        P, S = self.tokens.shape
+        cols = []
+        for st in states:
+            if st == KEPT:
+                cols.append(torch.ones(P, 1 if at_end else S, dtype=torch.bool, device=self.rows.device))
+                continue
+            kind, roles = st
+            hit = torch.zeros(P, S, dtype=torch.bool, device=self.rows.device)
+            for role in roles:
+                hit[self.rows, self.positions[role]] = True
+            if at_end:
+                hit = hit[self.rows, self.end][:, None]
+            cols.append(hit if kind == "k" else ~hit)
+        out = torch.stack(cols, -1)
+        return out[:, 0] if at_end else out
 
 
 class Evaluator:
-    """Evaluates node sets for one (model, dataset, methodology); ablation values computed once."""
+    """Evaluates node sets for one (model, dataset, methodology); ablation values computed once.
 
-    def __init__(self, model, dataset, methodology: Methodology | None = None, max_rows: int | None = None):
+    cache_bytes bounds the residuals kept between calls (default: 1 GB on a CPU, 4 GB on a GPU).
+    """
+
+    def __init__(self, model, dataset, methodology: Methodology | None = None, max_rows: int | None = None,
+                 cache_bytes: int | None = None, use_blocks: bool = True):
         self.model = model
         self.dataset = dataset
         self.methodology = methodology or Methodology()
         self.n_layers, self.n_heads = model.n_layers, model.n_heads
+        self.device = model.device
         missing = [n for n in self._hook_names() if n not in model.bridge.hook_dict]
         if missing:
             # The bridge silently skips hook names it cannot resolve: refuse instead.
             raise RuntimeError(f"Model has no hook point(s) {missing[:3]}; per-head ablation is not supported for it.")
-        self._has_ln_final = "ln_final.hook_in" in model.bridge.hook_dict
-        self.values = ablation_values(model, dataset, self.methodology)
+        self._table, self._table_index = ablation_table(model, dataset, self.methodology)
         n, self.seq = dataset.tokens.shape
-        # Tokens per forward pass: big batches pay on a GPU; on a CPU they only add memory traffic.
-        tokens_per_pass = 16384 if str(model.device).startswith("cuda") else 2048
+        on_gpu = str(self.device).startswith("cuda")
+        # Prompts per chunk: a GPU wants big batches; a CPU gains nothing from them but memory traffic.
+        tokens_per_pass = 32768 if on_gpu else 4096
         self.max_rows = max_rows or max(1, tokens_per_pass // self.seq)
         self.end = dataset.positions["END"]
-        w_u = model.bridge.W_U.detach()
-        b_u = getattr(model.bridge, "b_U", None)
-        correct, wrong = dataset.answer_tokens[:, 0], dataset.answer_tokens[:, 1]
-        # Direction in the final (normalised) residual whose dot product is the logit difference.
-        self._answer_dir = (w_u[:, correct] - w_u[:, wrong]).T.contiguous()  # [N, d_model]
-        self._answer_bias = (b_u[correct] - b_u[wrong]).detach() if b_u is not None else torch.zeros(n)
-        with model.lock, torch.no_grad():
-            self._can_split = self._split_works()
+        self._residuals = _LRU(cache_bytes if cache_bytes is not None else (4 << 30 if on_gpu else 1 << 30))
+        self._memo = _LRU(256 << 20)  # per-set results: float64 [N] each
+        self._prefix_ids: dict = {}
+        self._prefix_lock = threading.Lock()
+        self.blocks = Blocks.from_model(model) if use_blocks else None
+        direction, bias = (self.blocks.answer_direction(dataset.answer_tokens.to(self.device)) if self.blocks
+                           else (None, None))
+        self._direction, self._bias = (direction.cpu(), bias.cpu()) if self.blocks else (None, None)
+        if self.blocks is not None and not self._blocks_agree():
+            self.blocks = None  # the weights do not describe this model as blocks.py assumes: use hooks
 
     def _hook_names(self):
         return [f"blocks.{l}.attn.hook_z" for l in range(self.n_layers)]
 
     # --- public API ------------------------------------------------------------------------------
-    def masks(self, node_sets: Sequence[NodeSet]) -> torch.Tensor:
-        """Bool [K, N, seq, layer, head] keep-masks for the node sets."""
-        n = self.dataset.n
-        return torch.stack([keep_mask(s, self.dataset.positions, n, self.seq, self.n_layers, self.n_heads)
+    @property
+    def values(self) -> torch.Tensor:
+        """Ablation values per prompt, float [N, seq, layer, head, d_head] (materialised: for checks)."""
+        return self._table[self._table_index]
+
+    def masks(self, node_sets: Sequence[NodeSet], prompts=None) -> torch.Tensor:
+        """Bool [K, P, seq, layer, head] keep-masks (for checks and the hook path; small calls only)."""
+        ds = self.dataset if prompts is None else self.dataset.subset(prompts)
+        return torch.stack([keep_mask(s, ds.positions, ds.n, self.seq, self.n_layers, self.n_heads)
                             for s in node_sets])
 
-    def logit_diffs(self, node_sets: Sequence[NodeSet], progress: Progress | None = None) -> torch.Tensor:
-        """Per-prompt logit differences, float64 [len(node_sets), N]."""
+    def logit_diffs(self, node_sets: Sequence[NodeSet], progress: Progress | None = None,
+                    should_stop: StopCheck | None = None) -> torch.Tensor:
+        """Per-prompt logit differences, float64 [len(node_sets), N].
+
+        progress(done, total) counts finished sets; should_stop() is checked between sets and raises
+        Cancelled (what finished before is memoised, so asking again costs only the rest).
+        """
         node_sets = list(node_sets)
-        n = self.dataset.n
-        out = torch.empty(len(node_sets), n, dtype=torch.float64)
-        if not node_sets:
-            return out
-        masks = self.masks(node_sets)
-        prompt_chunk = min(n, self.max_rows)
-        sets_per_batch = max(1, self.max_rows // prompt_chunk)
-        total = len(node_sets) * ((n + prompt_chunk - 1) // prompt_chunk)
-        done = 0
-        with self.model.lock, torch.no_grad():
-            for p0 in range(0, n, prompt_chunk):
-                prompts = torch.arange(p0, min(n, p0 + prompt_chunk))
-                m = masks[:, prompts]  # [K, P, seq, L, H]
-                common = self._first_difference(m) if self._can_split else 0
-                resid = self._forward(self.dataset.tokens[prompts], prompts, m[0], 0, common)
-                for k0 in range(0, len(node_sets), sets_per_batch):
-                    mk = m[k0 : k0 + sets_per_batch]
-                    split = max(common, self._first_difference(mk)) if self._can_split else 0
-                    r = resid
-                    if split > common:  # layers shared within this batch, run once per prompt
-                        r = self._forward(resid, prompts, mk[0], common, split)
-                    rows = len(mk) * len(prompts)
-                    r = r.repeat(len(mk), *([1] * (r.dim() - 1)))
-                    rows_prompt = prompts.repeat(len(mk))
-                    flat = mk.reshape(rows, *mk.shape[2:])
-                    diffs = self._forward(r, rows_prompt, flat, split, None)
-                    out[k0 : k0 + len(mk), prompts] = diffs.view(len(mk), len(prompts)).double()
-                    done += len(mk)
-                    if progress is not None:
-                        progress(done, total)
+        out = torch.empty(len(node_sets), self.dataset.n, dtype=torch.float64)
+        keys = [(layer_keys(s, self.n_layers, self.n_heads)) for s in node_sets]
+        todo: dict = {}
+        for i, k in enumerate(keys):
+            if self._memo.get(k) is None:
+                todo.setdefault(k, []).append(i)
+        total = len(todo)
+        if total:
+            self._compute(list(todo), progress, should_stop)
+        for i, k in enumerate(keys):
+            out[i] = self._memo.get(k) if self._memo.get(k) is not None else self._recompute(k)
         return out
 
     def F(self, node_sets: Sequence[NodeSet], progress: Progress | None = None) -> list[float]:
         """Mean logit difference for each node set."""
         return self.logit_diffs(node_sets, progress).mean(1).tolist()
 
-    # --- internals -------------------------------------------------------------------------------
-    def _first_difference(self, m: torch.Tensor) -> int:
-        """First layer at which any of the masks m[k] differs from m[0] (n_layers if none)."""
-        differs = (m != m[:1]).flatten(0, 2).any(0).any(-1)  # [L]
-        idx = torch.nonzero(differs).flatten()
-        # Capped so the last block always runs in the final pass, which reads the answer out.
-        return int(idx[0]) if len(idx) else self.n_layers - 1
+    @property
+    def model_diffs(self) -> torch.Tensor:
+        """Per-prompt logit differences of the intact model (computed once)."""
+        return self.logit_diffs([NodeSet.model()])[0]
 
-    def _forward(self, x, prompts, mask, start: int, stop: int | None):
-        """Run layers [start, stop) with ablation; stop=None runs to the end and returns logit diffs.
+    @property
+    def empty_diffs(self) -> torch.Tensor:
+        """Per-prompt logit differences with every head ablated (computed once)."""
+        return self.logit_diffs([NodeSet.empty()])[0]
 
-        x is tokens when start == 0, else the residual stream entering block `start`.
-        mask: bool [rows, seq, L, H]; prompts: which prompt each row is (for its ablation values).
-        """
-        bridge = self.model.bridge
-        device = self.model.device
-        last = self.n_layers if stop is None else stop
-        hooks = []
-        for layer in range(start, last):
-            keep = mask[:, :, layer]
-            if bool(keep.all()):
-                continue
-            keep = keep.to(device)[..., None]
-            value = self.values[prompts, :, layer].to(device)
+    def clear_cache(self):
+        self._residuals.clear()
+        self._memo.clear()
 
-            def ablate(z, hook, keep=keep, value=value):
-                return torch.where(keep, z, value.to(z.dtype))
+    # --- the prefix tree ---------------------------------------------------------------------------
+    def _compute(self, keys: list, progress, should_stop):
+        n = self.dataset.n
+        chunks = [torch.arange(p0, min(n, p0 + self.max_rows)) for p0 in range(0, n, self.max_rows)]
+        results = {k: torch.empty(n, dtype=torch.float64) for k in keys}
+        done = [0]
+        total = len(keys) * len(chunks)
 
-            hooks.append((f"blocks.{layer}.attn.hook_z", ablate))
-        x = x.to(device)
-        if start > 0:  # x is the residual entering block `start`: run the blocks themselves
-            x = self._blocks(x, start, last, hooks)
-            return x if stop is not None else self._readout(x, prompts)
-        if stop is not None:
-            return x if stop == 0 else bridge.run_with_hooks(x, fwd_hooks=hooks, stop_at_layer=stop)
-        if self._has_ln_final:
-            def final(resid, hook):
-                raise _FinalResidual(resid)
+        def finished(key, prompts, diffs):
+            results[key][prompts] = diffs.double().cpu()
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+            if len(chunks) == 1 or prompts[-1] == n - 1:
+                self._memo.put(key, results[key])  # complete: every chunk done (chunks run in order)
+            if should_stop is not None and should_stop() and done[0] < total:
+                raise Cancelled()
 
-            try:
-                bridge.run_with_hooks(x, fwd_hooks=hooks + [("ln_final.hook_in", final)])
-            except _FinalResidual as stop_signal:
-                return self._readout(stop_signal.resid, prompts)
-            raise RuntimeError("ln_final hook did not fire")  # pragma: no cover
-        logits = bridge.run_with_hooks(x, fwd_hooks=hooks)
-        rows = torch.arange(len(prompts), device=logits.device)
-        end_logits = logits[rows, self.end[prompts].to(logits.device)]
-        ans = self.dataset.answer_tokens[prompts].to(logits.device)
-        return end_logits.gather(1, ans[:, :1])[:, 0] - end_logits.gather(1, ans[:, 1:])[:, 0]
+        with torch.no_grad():
+            for ci, prompts in enumerate(chunks):
+                if self.blocks is None:
+                    self._hooked(prompts, keys, finished)
+                    continue
+                chunk = _Chunk(self, ci, prompts)
+                self._visit(chunk, 0, self.blocks.embed(chunk.tokens), 0, keys, finished)
 
-    def _blocks(self, x, start: int, stop: int, hooks):
-        """Blocks [start, stop) on the residual x. The bridge's own start_at_layer path costs about a
-        full forward pass, so shared layers would save nothing through it."""
-        bridge = self.model.bridge
-        with bridge.hooks(fwd_hooks=hooks):
-            for layer in range(start, stop):
-                out = bridge.blocks[layer](x)
-                x = out[0] if isinstance(out, tuple) else out
-        return x
+    def _recompute(self, key):  # evicted between compute and read (a tiny memo): compute again
+        self._compute([key], None, None)
+        return self._memo.get(key)
 
-    def _split_works(self) -> bool:
-        """Check once that running the lower and upper blocks separately gives the one-pass result
-        (true for GPT-2-style blocks); if not, every pass starts from the tokens."""
-        if self.n_layers < 2 or not self._has_ln_final:
-            return False
-        prompts = torch.arange(min(2, self.dataset.n))
-        mask = self.masks([NodeSet.empty()])[0, prompts]
-        try:
-            whole = self._forward(self.dataset.tokens[prompts], prompts, mask, 0, None)
-            mid = self.n_layers // 2
-            resid = self._forward(self.dataset.tokens[prompts], prompts, mask, 0, mid)
-            split = self._forward(resid, prompts, mask, mid, None)
-        except Exception:
-            return False
-        return bool(torch.allclose(whole, split, atol=1e-4, rtol=1e-4))
+    def _prefix(self, parent: int, layer_key) -> int:
+        with self._prefix_lock:
+            if len(self._prefix_ids) > 2_000_000:  # ids are cheap, but not free: start over
+                self._prefix_ids.clear()
+                self._residuals.clear()
+            return self._prefix_ids.setdefault((parent, layer_key), len(self._prefix_ids) + 1)
 
-    def _readout(self, resid, prompts):
-        """Logit difference at END from the final residual stream [rows, seq, d_model]."""
-        device = resid.device
-        rows = torch.arange(len(prompts), device=device)
-        end_resid = resid[rows, self.end[prompts].to(device)]  # [rows, d_model]
-        normed = self.model.bridge.ln_final(end_resid[:, None, :])[:, 0]
-        return (normed * self._answer_dir[prompts].to(device)).sum(-1) + self._answer_bias[prompts].to(device)
+    def _visit(self, chunk: _Chunk, layer: int, x: torch.Tensor, pid: int, keys: list, finished):
+        """Depth first: x is the residual entering `layer`, shared by every set in `keys`."""
+        groups: dict = {}
+        for k in keys:
+            groups.setdefault(k[layer], []).append(k)
+        if layer == self.n_layers - 1:
+            return self._last_layer(chunk, x, groups, finished)
+        union = self._active_heads(groups)
+        z = None
+        for lkey, members in groups.items():
+            cid = self._prefix(pid, lkey)
+            x_next = self._residuals.get((chunk.index, cid))
+            if x_next is None:
+                if z is None and len(union):
+                    z = self.blocks.attend(layer, x, union)
+                x_next = self.blocks.mlp(layer, x + self._attn_out(chunk, layer, lkey, z, union, False))
+                self._residuals.put((chunk.index, cid), x_next)
+            self._visit(chunk, layer + 1, x_next, cid, members, finished)
+
+    def _last_layer(self, chunk: _Chunk, x, groups: dict, finished):
+        layer = self.n_layers - 1
+        union = self._active_heads(groups)
+        z = self.blocks.attend_at(layer, x, chunk.end, union) if len(union) else None
+        x_end = x[chunk.rows, chunk.end]
+        for lkey, members in groups.items():
+            out = self.blocks.mlp(layer, x_end + self._attn_out(chunk, layer, lkey, z, union, True))
+            diffs = self.blocks.readout(out, chunk.direction, chunk.bias)
+            for k in members:
+                finished(k, chunk.prompts, diffs)
+
+    def _active_heads(self, groups: dict) -> torch.Tensor:
+        """Heads not ablated everywhere in at least one group: only they need attention."""
+        active = [h for h in range(self.n_heads) if any(g[h] != ABLATED for g in groups)]
+        return torch.tensor(active, dtype=torch.long, device=self.device)
+
+    def _attn_out(self, chunk: _Chunk, layer: int, lkey: tuple, z, union: torch.Tensor, at_end: bool):
+        """This layer's attention output for one layer key, from the union heads' z."""
+        if all(st == KEPT for st in lkey):  # nothing ablated: the plain output
+            return self.blocks.attn_out(layer, z)
+        base = chunk.ablated_out(layer)
+        if at_end:
+            base = base[chunk.rows, chunk.end]
+        cols = [i for i, h in enumerate(union.tolist()) if lkey[h] != ABLATED]
+        if not cols:
+            return base
+        heads = union[cols]
+        values = chunk.values(layer)[:, :, heads]
+        if at_end:
+            values = values[chunk.rows, chunk.end]
+        keep = chunk.keep([lkey[h] for h in heads.tolist()], at_end)[..., None]
+        delta = torch.where(keep, z[..., cols, :] - values, 0.0)
+        return base + self.blocks.heads_out(layer, delta, heads)
+
+    # --- the hook path (architectures blocks.py does not describe) ------------------------------------
+    def _hooked(self, prompts: torch.Tensor, keys: list, finished):
+        """One hooked forward pass per set with full logits: slow, but works for any bridge model."""
+        tokens = self.dataset.tokens[prompts].to(self.device)
+        values = self._table[self._table_index[prompts]]
+        ds = self.dataset.subset(prompts)
+        rows = torch.arange(len(prompts))
+        for key in keys:
+            hooks = []
+            for layer in range(self.n_layers):
+                if all(st == KEPT for st in key[layer]):
+                    continue
+                keep = _layer_mask(key[layer], ds.positions, len(prompts), self.seq)
+                hooks.append((f"blocks.{layer}.attn.hook_z",
+                              lambda z, hook, keep=keep.to(self.device)[..., None], v=values[:, :, layer].to(self.device):
+                              torch.where(keep, z, v.to(z.dtype))))
+            with self.model.lock:
+                logits = self.model.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+            end = logits[rows, self.end[prompts]].cpu()
+            ans = self.dataset.answer_tokens[prompts]
+            finished(key, prompts, end.gather(1, ans[:, :1])[:, 0] - end.gather(1, ans[:, 1:])[:, 0])
+
+    def _blocks_agree(self) -> bool:
+        """Check once, on a few prompts, that blocks.py reproduces the bridge's own forward pass."""
+        prompts = torch.arange(min(4, self.dataset.n))
+        tokens = self.dataset.tokens[prompts].to(self.device)
+        with self.model.lock, torch.no_grad():
+            logits = self.model.bridge(tokens)
+            chunk = _Chunk(self, -1, prompts)
+            got = {}
+            key = layer_keys(NodeSet.model(), self.n_layers, self.n_heads)
+            self._visit(chunk, 0, self.blocks.embed(tokens), -1, [key],
+                        lambda k, p, d: got.__setitem__("d", d))
+        self._residuals.clear()
+        rows = torch.arange(len(prompts))
+        end = logits[rows, self.end[prompts]].float().cpu()
+        ans = self.dataset.answer_tokens[prompts]
+        want = end.gather(1, ans[:, :1])[:, 0] - end.gather(1, ans[:, 1:])[:, 0]
+        return bool(torch.allclose(got["d"].float().cpu(), want, atol=1e-3, rtol=1e-3))
+
+
+def _layer_mask(lkey: tuple, positions: dict, n: int, seq: int) -> torch.Tensor:
+    """Bool [n, seq, head] keep-mask of one layer key."""
+    rows = torch.arange(n)
+    cols = []
+    for st in lkey:
+        if st in (KEPT, ABLATED):
+            cols.append(torch.full((n, seq), st == KEPT))
+            continue
+        kind, roles = st
+        hit = torch.zeros(n, seq, dtype=torch.bool)
+        for role in roles:
+            hit[rows, positions[role]] = True
+        cols.append(hit if kind == "k" else ~hit)
+    return torch.stack(cols, -1)
 
 
 def build_evaluator(model, methodology: Methodology | None = None, max_rows: int | None = None) -> Evaluator:
@@ -197,7 +387,3 @@ def build_evaluator(model, methodology: Methodology | None = None, max_rows: int
     methodology = methodology or Methodology()
     dataset = build_dataset(methodology.task, model.tokenizer, **methodology.dataset_kwargs())
     return Evaluator(model, dataset, methodology, max_rows=max_rows)
-
-
-class Cancelled(Exception):
-    """Raised by long searches when their `should_stop()` callback says so (checked between steps)."""

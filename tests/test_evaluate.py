@@ -125,16 +125,19 @@ def test_batching_and_shared_layers_change_nothing(tiny_model, tiny_dataset, tin
             NodeSet(frozenset({(2, 1, "END"), (2, 2, "END")})),
             NodeSet(frozenset({(0, 0, "S2"), (2, 1, "END")})),
             NodeSet(frozenset({(1, 1, "*")}), complement=True)]
-    assert tiny_evaluator._can_split  # the shared-layers path is the one under test here
+    assert tiny_evaluator.blocks is not None  # the block path is the one under test here
     small = Evaluator(tiny_model, tiny_dataset, tiny_evaluator.methodology, max_rows=7)
-    together = tiny_evaluator.logit_diffs(sets)
+    together = Evaluator(tiny_model, tiny_dataset, tiny_evaluator.methodology).logit_diffs(sets)
     assert torch.allclose(small.logit_diffs(sets), together, atol=1e-5)
-    one_by_one = torch.cat([tiny_evaluator.logit_diffs([s]) for s in sets])
+    fresh = Evaluator(tiny_model, tiny_dataset, tiny_evaluator.methodology)
+    one_by_one = torch.cat([fresh.logit_diffs([s]) for s in sets])
     assert torch.allclose(one_by_one, together, atol=1e-5)
 
 
 def test_hooks_do_not_leak(tiny_evaluator, tiny_model, tiny_hf, tiny_dataset):
     tiny_evaluator.logit_diffs([NodeSet.empty()])
+    hooked = Evaluator(tiny_model, tiny_dataset, tiny_evaluator.methodology, use_blocks=False)
+    hooked.logit_diffs([NodeSet.empty()])
     with torch.no_grad():
         after = tiny_model.bridge(tiny_dataset.tokens)
         clean = tiny_hf(tiny_dataset.tokens).logits
@@ -142,8 +145,8 @@ def test_hooks_do_not_leak(tiny_evaluator, tiny_model, tiny_hf, tiny_dataset):
     assert (d - d.mean(-1, keepdim=True)).abs().max() < ATOL  # equal up to the centred unembedding
 
 
-def test_progress_reports_every_batch(tiny_model, tiny_dataset, tiny_evaluator):
+def test_progress_counts_sets(tiny_model, tiny_dataset, tiny_evaluator):
     seen = []
-    ev = Evaluator(tiny_model, tiny_dataset, tiny_evaluator.methodology, max_rows=40)
+    ev = Evaluator(tiny_model, tiny_dataset, tiny_evaluator.methodology)
     ev.logit_diffs([NodeSet.model(), NodeSet.empty(), NodeSet.empty()], progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (3, 3) and len(seen) == 3
+    assert seen == [(1, 2), (2, 2)]  # the duplicate is evaluated once
