@@ -1,0 +1,280 @@
+"""What a GPT-2 small user waits for, measured in one run: `python -m bench.run` (about 10 minutes).
+
+A random model with GPT-2 small's shape (12 layers x 12 heads, d_model 768, vocabulary 50257: the
+same compute as GPT-2 small) and GPT-2's real tokenizer, IOI N = 100, the paper's 26-head circuit.
+After a warm-up, with medians where a workload repeats:
+- floor: a plain Hugging Face forward of the transformer body; naive: one hooked forward pass per
+  node set with full logits (a sample of sets, per set);
+- editor open: ablation means, F(M), F(C), F(∅) and the attribution background;
+- an edit in layer 0 / 6 / 11 (figures back: F of the new circuit and its faithfulness intervals);
+- the validation suite (111 node sets) on a fresh evaluator;
+- the completeness and minimality pages' default work;
+- the estimate's rank agreement with the exact toggle effects of all 144 heads;
+- peak memory at N = 100 and, in a child process, at N = 2000.
+Writes bench/results/<device>.json and the table between the bench markers in README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+CIRCUIT = ROOT / "data" / "circuits" / "ioi-gpt2-small.json"
+SHAPE = dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024, gpt2_bpe=True)
+TOKENS = [1757, 2921, 257, 4144, 284, 5335]  # " John gave a drink to Mary" in GPT-2's tokenizer
+
+
+def timed(fn, repeat: int = 1):
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def build_model(folder: Path, device: str):
+    from circuit_core.models import load_model
+    from circuit_core.toy import save_random_gpt2
+
+    if not (folder / "config.json").exists():
+        save_random_gpt2(folder, **SHAPE)
+    model = load_model(str(folder), device=device)
+    got = model.tokenizer.encode(" John gave a drink to Mary", add_special_tokens=False)
+    assert got == TOKENS, f"not GPT-2's tokenizer: {got}"
+    return model
+
+
+def suite_sets(circuit, positions="circuit"):
+    """M, C, ∅; ∅ + each class + 20 random K as C\\K and M\\K; each head's minimality pair (file K)."""
+    import numpy as np
+
+    from circuit_core.ablation import NodeSet
+    from circuit_core.completeness import incompleteness_sets
+    from circuit_core.criteria import circuit_node_set
+    from circuit_core.minimality import minimality_k, minimality_sets
+
+    sets = [NodeSet.model(), circuit_node_set(circuit, positions), NodeSet.empty()]
+    rng = np.random.default_rng([0, 1])
+    ks = [frozenset()] + [frozenset(c.heads) for c in circuit.classes]
+    ks += [frozenset(h for h, t in zip(circuit.heads, rng.random(len(circuit.heads)) < 0.5) if t) for _ in range(20)]
+    sets += [s for K in ks for s in incompleteness_sets(circuit, K, positions)]
+    kk = minimality_k(circuit, "file")
+    sets += [s for v in circuit.heads for s in minimality_sets(circuit, v, kk[v][0], positions)]
+    return sets
+
+
+def naive_per_set(model, dataset, meth, sets) -> float:
+    """One hooked bridge pass per set with full logits (the engine's own reference path)."""
+    from circuit_core.evaluate import Evaluator
+
+    ev = Evaluator(model, dataset, meth, use_blocks=False)
+    t = time.perf_counter()
+    ev.logit_diffs(sets)
+    return (time.perf_counter() - t) / len(sets)
+
+
+def floor_forward(folder: Path, dataset) -> float:
+    """A plain Hugging Face forward of the transformer body (no hooks, no unembedding)."""
+    from transformers import GPT2Model
+
+    body = GPT2Model.from_pretrained(folder).eval()
+    with torch.no_grad():
+        body(dataset.tokens[:4])
+        t, _ = timed(lambda: body(dataset.tokens), repeat=3)
+    del body
+    return t
+
+
+def editor_open(model, meth, circuit):
+    """What the editor needs before it can draw: evaluator (means), F(M), F(C), F(∅), attribution."""
+    from circuit_core.attribution import attribution, toggle_estimates
+    from circuit_core.criteria import circuit_node_set, faithfulness
+    from circuit_core.evaluate import build_evaluator
+
+    ev = build_evaluator(model, meth)
+    att = attribution(ev, circuit_node_set(circuit, meth.positions))
+    faithfulness(ev, circuit)
+    est = toggle_estimates(ev, circuit, circuit.classes[0].name, att)
+    return ev, est
+
+
+def edit_times(ev, circuit, layers=range(12)) -> dict[int, float]:
+    """A click on a head of each layer (added to the first class), figures back: median of 3 heads."""
+    from circuit_core.criteria import faithfulness
+    from circuit_core.editing import toggle_head
+
+    out = {}
+    target = circuit.classes[0].name
+    for layer in layers:
+        free = [h for h in range(12) if (layer, h) not in circuit.heads][:3]
+        times = []
+        for h in free:
+            edited = toggle_head(circuit, (layer, h), target)
+            t = time.perf_counter()
+            faithfulness(ev, edited)
+            times.append(time.perf_counter() - t)
+        out[layer] = statistics.median(times)
+    return out
+
+
+def child_n2000(folder: Path, device: str) -> dict:
+    """Peak memory of an evaluator at N = 2000 (means, F(M), F(C)), in a fresh process."""
+    code = (
+        "import json,resource,time,torch,sys; torch.set_num_threads(2);"
+        "from bench.run import *; from circuit_core.ablation import Methodology;"
+        "from circuit_core.circuit import load_circuit; from circuit_core.criteria import faithfulness;"
+        "from circuit_core.evaluate import build_evaluator;"
+        f"m=build_model(Path({str(folder)!r}), {device!r}); t=time.perf_counter();"
+        "ev=build_evaluator(m, Methodology(n=2000)); faithfulness(ev, load_circuit(CIRCUIT));"
+        "print(json.dumps({'seconds': time.perf_counter()-t, 'peak_gb': peak_gb()}))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    if res.returncode:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--naive-sample", type=int, default=8, help="sets timed on the naive path (per-set time)")
+    p.add_argument("--skip-exact", action="store_true", help="skip the 144 exact toggles (agreement)")
+    p.add_argument("--skip-n2000", action="store_true")
+    p.add_argument("--model-dir", default=None, help="where to keep the random GPT-2-shaped model")
+    p.add_argument("--no-readme", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from circuit_core.ablation import Methodology
+    from circuit_core.attribution import exact_toggles, rank_agreement
+    from circuit_core.circuit import load_circuit
+    from circuit_core.completeness import completeness
+    from circuit_core.evaluate import build_evaluator
+    from circuit_core.minimality import minimality
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    folder = Path(args.model_dir or Path(tempfile.gettempdir()) / "circuit-bench-gpt2-shape")
+    t_load, model = timed(lambda: build_model(folder, device))
+    meth = Methodology(n=args.n)
+    circuit = load_circuit(CIRCUIT)
+    r: dict = {"device": device, "machine": platform.machine(), "threads": args.threads, "n": args.n,
+               "torch": torch.__version__, "model_load_s": t_load}
+    print(f"GPT-2-small-shaped random model on {device}, N={args.n}, circuit {circuit.name} "
+          f"({len(circuit.heads)} heads)", flush=True)
+
+    editor_open(model, meth.replace(seed=99), circuit)  # warm-up: kernels, allocator
+    r["editor_open_s"], (ev, estimate) = timed(lambda: editor_open(model, meth, circuit))
+    print(f"editor open: {r['editor_open_s']:.2f} s", flush=True)
+    dataset = ev.dataset
+    r["floor_body_forward_s"] = floor_forward(folder, dataset) if device == "cpu" else None
+    edits = edit_times(ev, circuit)
+    r["edit_s_by_layer"] = edits
+    r["edit_median_s"] = statistics.median(edits.values())
+    print("edits: " + ", ".join(f"L{l} {t:.2f}s" for l, t in edits.items()), flush=True)
+
+    sets = suite_sets(circuit)
+    fresh = build_evaluator(model, meth)
+    r["suite_sets"] = len(sets)
+    r["suite_s"], _ = timed(lambda: fresh.logit_diffs(sets))
+    sample = sets[:: max(1, len(sets) // args.naive_sample)][: args.naive_sample]
+    r["naive_per_set_s"] = naive_per_set(model, dataset, meth, sample)
+    r["naive_suite_s"] = r["naive_per_set_s"] * len(sets)
+    print(f"suite: {r['suite_s']:.1f} s for {len(sets)} sets; naive {r['naive_per_set_s']:.2f} s/set", flush=True)
+
+    page = build_evaluator(model, meth)
+    first = []
+    r["completeness_page_s"], _ = timed(lambda: completeness(page, circuit, n_random=10, greedy_runs=0,
+                                                              progress=lambda d, t: first.append(time.perf_counter())))
+    r["minimality_page_s"], _ = timed(lambda: minimality(build_evaluator(model, meth), circuit, k_source="file"))
+    print(f"completeness page {r['completeness_page_s']:.1f} s, minimality page {r['minimality_page_s']:.1f} s",
+          flush=True)
+
+    if not args.skip_exact:
+        r["exact_toggles_s"], exact = timed(lambda: exact_toggles(ev, circuit, circuit.classes[0].name))
+        r["estimate_rank_agreement"] = rank_agreement(estimate, exact)
+        print(f"exact toggles of 144 heads: {r['exact_toggles_s']:.1f} s; estimate Spearman "
+              f"{r['estimate_rank_agreement']:.2f}", flush=True)
+    r["peak_gb_n100"] = peak_gb()
+    if not args.skip_n2000:
+        r["n2000"] = child_n2000(folder, device)
+    report(r)
+    out = ROOT / "bench" / "results" / f"{device}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(r, indent=2))
+    if not args.no_readme and device == "cpu":
+        write_readme_table(table(r))
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
+    """(workload, measured, target, met) rows."""
+    body = r.get("floor_body_forward_s")
+    rows = [
+        ("editor first open", f"{r['editor_open_s']:.1f} s", "≤ 15 s", r["editor_open_s"] <= 15),
+        ("an edit's figures, median over layers 0–11", f"{r['edit_median_s']:.2f} s", "≤ 2 s", r["edit_median_s"] <= 2),
+        ("an edit in layer 0 / 6 / 11", " / ".join(f"{r['edit_s_by_layer'][l]:.2f}" for l in (0, 6, 11)) + " s",
+         "layer 11 ≤ 0.5 s", r["edit_s_by_layer"][11] <= 0.5),
+        (f"suite ({r['suite_sets']} node sets)", f"{r['suite_s']:.1f} s", "", None),
+        ("naive loop (one hooked pass per set, full logits)", f"{r['naive_suite_s']:.0f} s "
+         f"({r['naive_per_set_s']:.2f} s/set)", "", None),
+        ("suite speed-up over the naive loop", f"{r['naive_suite_s'] / r['suite_s']:.1f}×", "≥ 3×",
+         r["naive_suite_s"] / r["suite_s"] >= 3),
+    ]
+    if body:
+        ratio = r["suite_s"] / (r["suite_sets"] * body)
+        rows += [("plain body forward (floor), one pass", f"{body:.2f} s", "", None),
+                 ("suite / (sets × body forward)", f"{ratio:.2f}", "< 0.6", ratio < 0.6)]
+    rows += [("completeness page (∅, classes, 10 random)", f"{r['completeness_page_s']:.1f} s", "≤ 60 s",
+              r["completeness_page_s"] <= 60),
+             ("minimality page (file K)", f"{r['minimality_page_s']:.1f} s", "≤ 60 s", r["minimality_page_s"] <= 60)]
+    if "exact_toggles_s" in r:
+        rows += [("exact toggle effects, all 144 heads (background)", f"{r['exact_toggles_s']:.0f} s", "", None),
+                 ("estimate vs exact, Spearman over 144 heads", f"{r['estimate_rank_agreement']:.2f}", "", None)]
+    rows.append(("peak memory, N = 100", f"{r['peak_gb_n100']:.1f} GB", "< 4 GB", r["peak_gb_n100"] < 4))
+    if "n2000" in r and "peak_gb" in r["n2000"]:
+        rows.append(("peak memory, N = 2000 (means, F(M), F(C), F(∅))", f"{r['n2000']['peak_gb']:.1f} GB "
+                     f"({r['n2000']['seconds']:.0f} s)", "< 8 GB", r["n2000"]["peak_gb"] < 8))
+    return rows
+
+
+def table(r: dict) -> str:
+    lines = [f"Measured by `python -m bench.run` on {r['device']} ({r['machine']}, {r['threads']} threads, "
+             f"torch {r['torch']}), N = {r['n']}:", "", "| workload | measured | target | met |", "|---|---|---|---|"]
+    for name, value, target, met in targets(r):
+        lines.append(f"| {name} | {value} | {target} | {'' if met is None else ('yes' if met else '**no**')} |")
+    return "\n".join(lines)
+
+
+def report(r: dict):
+    print()
+    for name, value, target, met in targets(r):
+        flag = "" if met is None else ("  met" if met else "  NOT MET")
+        print(f"{name:55s} {value:>22s}  {target:>16s}{flag}")
+
+
+def write_readme_table(text: str):
+    readme = ROOT / "README.md"
+    s = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in s and end in s:
+        s = s[: s.index(start) + len(start)] + "\n" + text + "\n" + s[s.index(end):]
+        readme.write_text(s)
+
+
+if __name__ == "__main__":
+    main()
