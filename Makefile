@@ -17,5 +17,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+bench: $(STAMP)
+	$(PY) -m bench.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache

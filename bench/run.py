@@ -96,7 +96,6 @@ def floor_forward(folder: Path, dataset) -> float:
     with torch.no_grad():
         body(dataset.tokens[:4])
         t, _ = timed(lambda: body(dataset.tokens), repeat=3)
-    del body
     return t
 
 
@@ -163,9 +162,9 @@ def main(argv=None):
     from circuit_core.ablation import Methodology
     from circuit_core.attribution import exact_toggles, rank_agreement
     from circuit_core.circuit import load_circuit
-    from circuit_core.completeness import completeness
+    from circuit_core.completeness import completeness_in_stages
     from circuit_core.evaluate import build_evaluator
-    from circuit_core.minimality import minimality
+    from circuit_core.minimality import minimality_in_stages
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = Path(args.model_dir or Path(tempfile.gettempdir()) / "circuit-bench-gpt2-shape")
@@ -196,11 +195,14 @@ def main(argv=None):
     r["naive_suite_s"] = r["naive_per_set_s"] * len(sets)
     print(f"suite: {r['suite_s']:.1f} s for {len(sets)} sets; naive {r['naive_per_set_s']:.2f} s/set", flush=True)
 
-    page = build_evaluator(model, meth)
-    first = []
-    r["completeness_page_s"], _ = timed(lambda: completeness(page, circuit, n_random=10, greedy_runs=0,
-                                                              progress=lambda d, t: first.append(time.perf_counter())))
-    r["minimality_page_s"], _ = timed(lambda: minimality(build_evaluator(model, meth), circuit, k_source="file"))
+    page, t0, stages = build_evaluator(model, meth), time.perf_counter(), []
+    for _ in completeness_in_stages(page, circuit, n_random=10):
+        stages.append(time.perf_counter() - t0)
+    r["completeness_first_figure_s"], r["completeness_page_s"] = stages[0], stages[-1]
+    page, t0, stages = build_evaluator(model, meth), time.perf_counter(), []
+    for _ in minimality_in_stages(page, circuit, k_source="file"):
+        stages.append(time.perf_counter() - t0)
+    r["minimality_first_figure_s"], r["minimality_page_s"] = stages[0], stages[-1]
     print(f"completeness page {r['completeness_page_s']:.1f} s, minimality page {r['minimality_page_s']:.1f} s",
           flush=True)
 
@@ -239,9 +241,14 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
         ratio = r["suite_s"] / (r["suite_sets"] * body)
         rows += [("plain body forward (floor), one pass", f"{body:.2f} s", "", None),
                  ("suite / (sets × body forward)", f"{ratio:.2f}", "< 0.6", ratio < 0.6)]
-    rows += [("completeness page (∅, classes, 10 random)", f"{r['completeness_page_s']:.1f} s", "≤ 60 s",
-              r["completeness_page_s"] <= 60),
-             ("minimality page (file K)", f"{r['minimality_page_s']:.1f} s", "≤ 60 s", r["minimality_page_s"] <= 60)]
+    rows += [("completeness page, first figure (∅)", f"{r['completeness_first_figure_s']:.1f} s", "≤ 15 s",
+              r["completeness_first_figure_s"] <= 15),
+             ("completeness page, all fixed K (∅, classes, 10 random)", f"{r['completeness_page_s']:.1f} s",
+              "≤ 60 s", r["completeness_page_s"] <= 60),
+             ("minimality page, first figure (first class)", f"{r['minimality_first_figure_s']:.1f} s", "≤ 15 s",
+              r["minimality_first_figure_s"] <= 15),
+             ("minimality page, every head (file K)", f"{r['minimality_page_s']:.1f} s", "≤ 60 s",
+              r["minimality_page_s"] <= 60)]
     if "exact_toggles_s" in r:
         rows += [("exact toggle effects, all 144 heads (background)", f"{r['exact_toggles_s']:.0f} s", "", None),
                  ("estimate vs exact, Spearman over 144 heads", f"{r['estimate_rank_agreement']:.2f}", "", None)]

@@ -325,5 +325,13 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
                         f_model, tr, settings, cancelled)
 
 
-__all__ = ["Completeness", "completeness", "c_minus", "m_minus", "incompleteness_sets", "parse_heads",
+def completeness_in_stages(evaluator, circuit: Circuit, n_random: int = 10, progress: Progress | None = None):
+    """The fixed families as they fill in: yields the result for ∅, then ∅ and each class, then with
+    the random sets too. The evaluator memoises node sets, so no stage recomputes the one before."""
+    for stage in (dict(classes=False, n_random=0), dict(classes=True, n_random=0),
+                  dict(classes=True, n_random=n_random)):
+        yield completeness(evaluator, circuit, greedy_runs=0, progress=progress, **stage)
+
+
+__all__ = ["Completeness", "completeness", "completeness_in_stages", "c_minus", "m_minus", "incompleteness_sets", "parse_heads",
            "heads_label", "FCache", "Search", "greedy_search", "abs_diff_intervals"]

@@ -150,11 +150,12 @@ def ablation_frame(f_model: float, f_without: list[float], n_layers: int, n_head
     return _frame(ABLATION, torch.tensor(f_without, dtype=torch.float64).view(n_layers, n_heads) - f_model)
 
 
-def ablation_effects(evaluator, progress=None) -> pd.DataFrame:
+def ablation_effects(evaluator, progress=None, should_stop=None) -> pd.DataFrame:
     """F(M without head) - F(M) for every head: M and all single-head removals in one batched call."""
     from .ablation import NodeSet
 
-    F = evaluator.F([NodeSet.model()] + head_removals(evaluator.model), progress)
+    sets = [NodeSet.model()] + head_removals(evaluator.model)
+    F = evaluator.logit_diffs(sets, progress, should_stop).mean(1).tolist()
     return ablation_frame(F[0], F[1:], evaluator.n_layers, evaluator.n_heads)
 
 

@@ -78,11 +78,13 @@ class Minimality:
 
 def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold_pct: float = 1.0,
                search_k: int = 10, search_steps: int = 10, search_runs: int = 1, seed: int | None = None,
-               progress: Progress | None = None, should_stop: StopCheck | None = None) -> Minimality:
+               progress: Progress | None = None, should_stop: StopCheck | None = None,
+               only: Iterable[Head] | None = None) -> Minimality:
     """|F(C\\(K∪{v})) − F(C\\K)| for every head v, as a value and as % of |F(M)|.
 
     k_source: 'file' (default; the class rule for heads the file does not list, or for a circuit
     without minimality_k), 'class' or 'search'. Heads scoring under threshold_pct % of F(M) are flagged.
+    only: score just these heads of the circuit (K still ranges over the whole circuit).
     Without a search, all sets go to the evaluator in one call and progress is the evaluator's own.
     """
     if k_source not in K_SOURCES:
@@ -90,7 +92,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     meth = evaluator.methodology
     pos = meth.positions
     seed = meth.seed if seed is None else seed
-    heads = circuit.heads
+    heads = circuit.heads if only is None else [h for h in circuit.heads if h in set(only)]
     cache = FCache(evaluator)
     trace, cancelled = [], False
 
@@ -142,4 +144,17 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
                       f_model, threshold_pct, settings, tr, cancelled)
 
 
-__all__ = ["Minimality", "minimality", "minimality_k", "minimality_sets", "class_rule_k", "K_SOURCES"]
+def minimality_in_stages(evaluator, circuit: Circuit, progress: Progress | None = None,
+                         should_stop: StopCheck | None = None, **options):
+    """Minimality filling in class by class: yields the result for the first class's heads, then the
+    first two classes', ... (the evaluator memoises, so no stage recomputes the one before)."""
+    done: list[Head] = []
+    for cls in circuit.classes:
+        done += cls.heads
+        result = minimality(evaluator, circuit, progress=progress, should_stop=should_stop, only=list(done), **options)
+        yield result
+        if result.cancelled:
+            return
+
+
+__all__ = ["Minimality", "minimality", "minimality_in_stages", "minimality_k", "minimality_sets", "class_rule_k", "K_SOURCES"]

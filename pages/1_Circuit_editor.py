@@ -10,10 +10,12 @@ from circuit_core.editing import add_class, diff, from_rows, remove_class, rows,
 from circuit_core.tasks import task_roles
 from ui.charts import OUT_OF_CIRCUIT, head_grid, style
 from ui.headline import faithfulness_of, headline
-from ui.state import head_scores, methodology_caption, require_evaluator, save_circuit, sidebar
+from ui import jobs
+from ui.background import background, background_caption, background_metrics
+from ui.state import methodology_caption, require_evaluator, save_circuit, sidebar
 
 ctx = sidebar()
-require_evaluator(ctx)
+ev = require_evaluator(ctx)
 hist, circuit = ctx.history, ctx.circuit
 version_key = f"version::{ctx.circuit_key}"
 prev_key = f"prev::{ctx.circuit_key}"
@@ -50,16 +52,20 @@ if u2.button("↷ Redo", disabled=not hist.can_redo, width="stretch"):
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    scores = head_scores(ctx.model_key, ctx.methodology)
-    metrics = list(dict.fromkeys(scores.metric))
     c1, c2 = st.columns(2)
     class_names = [c.name for c in circuit.classes]
     target = c1.selectbox("A click puts the head in class", class_names, key="edit_class",
                           help="Click a head outside the circuit to add it to this class, a head of this class "
                                "to remove it, a head of another class to move it here.")
-    metric = c2.selectbox("Background", metrics, index=metrics.index("ablation effect") if "ablation effect" in metrics else 0,
-                          key="edit_metric")
-    cells = scores[scores.metric == metric][["layer", "head", "score"]].copy()
+    metric = c2.selectbox("Background", background_metrics(), key="edit_metric",
+                          help="What colours each cell. The estimate costs one pass and follows every edit; "
+                               "exact values and ablation effects run in the background with progress.")
+    job, scores = background(ctx, ev, metric, target)
+    if scores is None:  # still computing: the grid stays clickable, on a neutral background
+        scores = pd.DataFrame({"layer": [l for l in range(ctx.model.n_layers) for _ in range(ctx.model.n_heads)],
+                               "head": [h for _ in range(ctx.model.n_layers) for h in range(ctx.model.n_heads)],
+                               "score": 0.0})
+    cells = scores[["layer", "head", "score"]].copy()
     where = {h: c for c in circuit.classes for h in c.heads}
     cells["class"] = [where[(l, h)].name if (l, h) in where else OUT_OF_CIRCUIT for l, h in zip(cells["layer"], cells["head"])]
     cells["position"] = [where[(l, h)].position if (l, h) in where else "" for l, h in zip(cells["layer"], cells["head"])]
@@ -75,10 +81,9 @@ with left:
             commit(toggle_head(circuit, head, target))
         except CircuitError as e:
             st.error(str(e))
-    st.caption("Background: " + {
-        "ablation effect": "F(M without the head, mean-ablated everywhere) − F(M); blue cells hurt the task when removed.",
-        "direct effect": "the head's direct contribution to logit[IO] − logit[S] at END.",
-    }.get(metric, f"{metric} score of each head.") + " Squares mark circuit heads in their class colour.")
+    if job is not None:
+        jobs.show(job, wait=0)
+    st.caption("Background: " + background_caption(metric, target) + " Squares mark circuit heads in their class colour.")
 
 with right:
     d = diff(ctx.preset, circuit)

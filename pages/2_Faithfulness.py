@@ -6,8 +6,46 @@ import streamlit as st
 from circuit_core.ablation import Ablation, PositionScope
 from circuit_core.criteria import breakdown_by_group
 from ui.charts import by_group, distribution, intervals, style
+from ui import jobs
 from ui.headline import faithfulness_of, headline
-from ui.state import faithfulness_result, circuit_json, methodology_caption, require_evaluator, sidebar
+from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
+
+
+
+def sensitivity_job(ctx):
+    """A job body: one evaluator per ablation kind (positions only change the node set), rows as they come."""
+    from circuit_core.criteria import faithfulness
+    from circuit_core.evaluate import build_evaluator
+
+    model, circuit, current = ctx.model, ctx.circuit, ctx.methodology
+
+    def run(job):
+        job.progress(0, len(Ablation) * len(PositionScope))
+        for a in Ablation:
+            ev = build_evaluator(model, current.replace(ablation=a.value))  # built, used, released
+            for p in PositionScope:
+                m = current.replace(ablation=a.value, positions=p.value)
+                ev.methodology = m
+                r = faithfulness(ev, circuit)
+                lo, hi = r.intervals["ratio"]
+                job.partial.append({"methodology": f"{a.value} · {p.value} positions" + (" (current)" if m == current else ""),
+                                    "F(C)/F(M)": r.ratio, "lo": lo, "hi": hi, "F(C)": r.F_circuit, "F(M)": r.F_model})
+                job.progress(len(job.partial), job.total)
+        return list(job.partial)
+
+    return run
+
+
+def draw_sensitivity(rows):
+    if not rows:
+        return
+    table = pd.DataFrame(rows)
+    st.altair_chart(style(intervals(table, "F(C)/F(M)", "lo", "hi", "methodology",
+                                    "Faithfulness F(C)/F(M) under each methodology", "F(C)/F(M) with 95% CI")),
+                    width="stretch")
+    st.dataframe(table.style.format({"F(C)/F(M)": "{:.1%}", "lo": "{:.1%}", "hi": "{:.1%}", "F(C)": "{:.3f}",
+                                     "F(M)": "{:.3f}"}), hide_index=True, width="stretch")
+
 
 ctx = sidebar()
 ev = require_evaluator(ctx)
@@ -35,21 +73,9 @@ st.caption(f"Groups hold {ev.dataset.meta['min_group_size']}+ prompts each; per-
 st.subheader("Sensitivity to methodology")
 st.markdown("The same circuit under every ablation kind and position scope (Miller et al. 2024 show these "
             "choices move the number a lot).")
-if st.toggle("Compute the sensitivity panel", key="sens_on", help="8 evaluations of M, C and ∅"):
-    rows = []
-    choices = [(a.value, p.value) for p in PositionScope for a in Ablation]
-    bar = st.progress(0.0, text="Recomputing under other methodologies…")
-    for i, (abl, pos) in enumerate(choices):
-        m = ctx.methodology.replace(ablation=abl, positions=pos)
-        r = faithfulness_result(ctx.model_key, m, circuit_json(ctx.circuit))
-        lo, hi = r["intervals_95"]["ratio"]
-        rows.append({"methodology": f"{abl} · {pos} positions" + (" (current)" if m == ctx.methodology else ""),
-                     "F(C)/F(M)": r["ratio"], "lo": lo, "hi": hi, "F(C)": r["F_circuit"], "F(M)": r["F_model"]})
-        bar.progress((i + 1) / len(choices), text=f"{abl} · {pos}")
-    bar.empty()
-    table = pd.DataFrame(rows)
-    st.altair_chart(style(intervals(table, "F(C)/F(M)", "lo", "hi", "methodology",
-                                    "Faithfulness F(C)/F(M) under each methodology", "F(C)/F(M) with 95% CI")),
-                    width="stretch")
-    st.dataframe(table.style.format({"F(C)/F(M)": "{:.1%}", "lo": "{:.1%}", "hi": "{:.1%}", "F(C)": "{:.3f}",
-                                     "F(M)": "{:.3f}"}), hide_index=True, width="stretch")
+if st.toggle("Compute the sensitivity panel", key="sens_on", help="M, C and ∅ under 4 ablations × 2 position scopes"):
+    job = jobs.start(("sensitivity", ctx.model_key, ctx.methodology, circuit_json(ctx.circuit)),
+                     "Recomputing under other methodologies", sensitivity_job(ctx))
+    done = jobs.show(job, partial=lambda j: draw_sensitivity(j.partial))
+    if done is not None:
+        draw_sensitivity(done)

@@ -2,10 +2,10 @@
 import pandas as pd
 import streamlit as st
 
-from circuit_core.completeness import completeness
+from circuit_core.completeness import completeness, completeness_in_stages
 from ui.charts import completeness_scatter, style
-from ui.state import (circuit_json, completeness_fixed, methodology_caption, progress_callback, require_evaluator,
-                      sidebar)
+from ui import jobs
+from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
 
 ctx = sidebar()
 ev = require_evaluator(ctx)
@@ -21,22 +21,43 @@ k = c2.number_input("Greedy: candidates per step", 1, 50, 10, key="cmp_k")
 steps = c3.number_input("Greedy: steps", 1, 30, 10, key="cmp_steps")
 runs = c4.number_input("Greedy: runs", 1, 30, 10, key="cmp_runs")
 cj = circuit_json(ctx.circuit)
-fixed = completeness_fixed(ctx.model_key, ctx.methodology, cj, int(n_random))
+circuit = ctx.circuit
+
+
+def fixed_families(job):
+    """∅, then the classes, then the random sets: each stage's figure is shown while the next runs
+    (the evaluator memoises, so a stage never recomputes the one before)."""
+    for result in completeness_in_stages(ev, circuit, int(n_random), job.progress):
+        job.partial.append(result)
+    return result
+
+
+def draw_partial(job):
+    if job.partial:
+        st.altair_chart(style(completeness_scatter(job.partial[-1].table)), width="stretch")
+        st.caption("Filling in: ∅ first, then each class, then the random sets.")
+
+
+fixed_job = jobs.start(("completeness", ctx.model_key, ctx.methodology, cj, int(n_random)),
+                       "Evaluating K sets (∅, classes, random)", fixed_families)
 
 greedy_key = ("greedy", ctx.model_key, ctx.methodology, cj, int(k), int(steps), int(runs))
-store = st.session_state.setdefault("greedy_results", {})
 b1, b2 = st.columns([1, 4])
-if b1.button("Run greedy search", type="primary"):
-    bar, update = progress_callback("Greedy search for the worst K (any click stops it)")
-    res = completeness(ev, ctx.circuit, classes=False, n_random=0, greedy_k=int(k), greedy_steps=int(steps),
-                       greedy_runs=int(runs), progress=update)
-    bar.empty()
-    store[greedy_key] = res
+if b1.button("Run greedy search", type="primary") or jobs.get(greedy_key) is not None:
+    greedy_job = jobs.start(greedy_key, "Greedy search for the worst K",
+                            lambda job: completeness(ev, circuit, classes=False, n_random=0, greedy_k=int(k),
+                                                     greedy_steps=int(steps), greedy_runs=int(runs),
+                                                     progress=job.progress, should_stop=job.should_stop))
+else:
+    greedy_job = None
 b2.caption("The paper's search: from K = ∅, each step samples k candidates and adds the one that raises "
            "|F(C\\K) − F(M\\K)| most; every accepted set (intermediate ones too) is kept.")
 
+greedy = jobs.show(greedy_job) if greedy_job is not None else None
+fixed = jobs.show(fixed_job, partial=draw_partial)
+if fixed is None:
+    st.stop()
 table = fixed.table
-greedy = store.get(greedy_key)
 if greedy is not None:
     table = pd.concat([table, greedy.table[greedy.table.family == "greedy"]], ignore_index=True)
 st.altair_chart(style(completeness_scatter(table)), width="stretch")
@@ -53,5 +74,7 @@ st.dataframe(show.rename(columns={"F_C_minus_K": "F(C\\K)", "F_M_minus_K": "F(M\
 top = worst.iloc[0]
 st.markdown(f"Largest incompleteness: **{top.incompleteness:.3f}** ({top.incompleteness_pct:.1f}% of "
             f"F(M) = {f_model:.3f}) for K = {', '.join(top.K) or '∅'} ({top.family}).")
-if greedy is None:
+if greedy is None and greedy_job is None:
     st.info("Greedy sets are not shown yet: run the greedy search above.")
+elif greedy is not None and greedy.cancelled:
+    st.info("The greedy search was stopped: the sets it accepted before that are shown.")

@@ -1,10 +1,10 @@
 """Minimality: does every head of the circuit matter?"""
 import streamlit as st
 
-from circuit_core.minimality import minimality
+from circuit_core.minimality import minimality, minimality_in_stages
 from ui.charts import minimality_bars, style
-from ui.state import (circuit_json, methodology_caption, minimality_result, progress_callback, require_evaluator,
-                      sidebar)
+from ui import jobs
+from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
 
 ctx = sidebar()
 ev = require_evaluator(ctx)
@@ -18,20 +18,35 @@ labels = {"file": "the circuit file's K (class rule where it has none)", "class"
 source = c1.radio("K for each head", list(labels), format_func=labels.get, horizontal=True, key="min_source")
 threshold = c2.number_input("Threshold (% of F(M))", 0.0, 100.0, 1.0, step=0.5, key="min_threshold")
 cj = circuit_json(ctx.circuit)
-if source == "search":
-    store = st.session_state.setdefault("min_search", {})
-    key = (ctx.model_key, ctx.methodology, cj, threshold)
-    if st.button("Run search", type="primary") or key in store:
-        if key not in store:
-            bar, update = progress_callback("Searching K for every head (any click stops it)")
-            store[key] = minimality(ev, ctx.circuit, k_source="search", threshold_pct=threshold, progress=update)
-            bar.empty()
-        result = store[key]
-    else:
-        st.info("The search evaluates many K sets per head; press 'Run search'.")
-        st.stop()
-else:
-    result = minimality_result(ctx.model_key, ctx.methodology, cj, source, threshold)
+circuit = ctx.circuit
+key = ("minimality", ctx.model_key, ctx.methodology, cj, source, threshold)
+if source == "search" and jobs.get(key) is None and not st.button("Run search", type="primary"):
+    st.info("The search evaluates many K sets per head; press 'Run search'.")
+    st.stop()
+
+
+def score_heads(job):
+    if source == "search":  # one lockstep search over every head
+        return minimality(ev, circuit, k_source=source, threshold_pct=threshold, progress=job.progress,
+                          should_stop=job.should_stop)
+    for result in minimality_in_stages(ev, circuit, job.progress, job.should_stop, k_source=source,
+                                       threshold_pct=threshold):
+        job.partial.append(result)  # class by class, drawn while the rest runs
+    return result
+
+
+def draw_partial(job):
+    if job.partial:
+        st.altair_chart(style(minimality_bars(job.partial[-1].table, circuit, threshold)), width="stretch")
+        st.caption("Filling in class by class.")
+
+
+job = jobs.start(key, "Searching K for every head" if source == "search" else "Scoring every head", score_heads)
+result = jobs.show(job, partial=draw_partial)
+if result is None:
+    st.stop()
+if result.cancelled:
+    st.info("The search was stopped: each head shows the best K found before that.")
 
 st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold)), width="stretch")
 flagged = result.flagged

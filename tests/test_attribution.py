@@ -38,7 +38,7 @@ def test_estimate_is_the_first_order_term(tiny_model, tiny_dataset):
 
 def _nudged(ev, node_set, head, role, eps):
     """F with the head's ablation value moved eps of the way to its computed z at `role` (fresh evaluator)."""
-    from circuit_core.attribution import _Chunk, _forward_with_grads
+    from circuit_core.attribution import _Chunk
     from circuit_core.evaluate import layer_keys
 
     chunk = _Chunk(ev, -1, torch.arange(ev.dataset.n))

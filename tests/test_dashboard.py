@@ -53,3 +53,24 @@ def test_a_circuit_that_does_not_fit_the_model_is_explained():
     at = app("dashboard.py", circuit_choice="preset: ioi-gpt2-small")
     assert not at.exception
     assert any("does not exist in this model" in e.value for e in at.error)
+
+
+def test_editor_background_is_the_one_pass_estimate_and_exact_values_come_from_a_job():
+    from circuit_core.attribution import ESTIMATE, EXACT
+
+    at = app("pages/1_Circuit_editor.py")
+    assert at.selectbox(key="edit_metric").value == ESTIMATE
+    at.selectbox(key="edit_metric").set_value(EXACT).run()
+    assert not at.exception and not at.error
+    jobs = at.session_state["_jobs"]
+    job = next(j for k, j in jobs.items() if k[0] == "exact")
+    assert job.wait(120) and job.error is None
+    assert len(job.result) == 16 and job.result.score.abs().max() > 0  # 4 x 4 heads, real effects
+
+
+def test_completeness_and_minimality_run_as_jobs():
+    for page, kind in (("pages/3_Completeness.py", "completeness"), ("pages/4_Minimality.py", "minimality")):
+        at = app(page)
+        assert not at.exception and not at.error
+        job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == kind)
+        assert job.wait(120) and job.result is not None

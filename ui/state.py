@@ -61,11 +61,16 @@ def faithfulness_result(model_key: str, methodology: Methodology, circuit_json: 
     return f.to_dict()
 
 
-@st.cache_data(show_spinner="Scoring heads…", max_entries=32)
-def head_scores(model_key: str, methodology: Methodology):
-    from circuit_core.heads import head_scores as scores
+@st.cache_data(show_spinner="Scoring head roles…", max_entries=32)
+def role_scores(model_key: str, methodology: Methodology):
+    """Previous-token, duplicate-token, induction, attention and direct-effect scores (a few passes)."""
+    import pandas as pd
 
-    return scores(get_evaluator(model_key, methodology))
+    from circuit_core.heads import repeated_token_scores, task_scores
+
+    ev = get_evaluator(model_key, methodology)
+    return pd.concat([repeated_token_scores(ev.model, seed=methodology.seed), task_scores(ev.model, ev.dataset)],
+                     ignore_index=True)
 
 
 def circuit_json(c: Circuit) -> str:
@@ -207,29 +212,3 @@ def methodology_caption(ctx: Context) -> str:
     return (f"{ctx.model.name} · {m.task.upper()} · N={m.n}, seed {m.seed}, {m.mode} · {abl} · "
             f"{'circuit positions' if m.positions == 'circuit' else 'all positions'} · "
             f"circuit '{ctx.circuit.name}' ({len(ctx.circuit.heads)} heads)")
-
-
-@st.cache_data(show_spinner="Evaluating K sets (∅, classes, random)…", max_entries=64)
-def completeness_fixed(model_key: str, methodology: Methodology, circuit_json: str, n_random: int):
-    from circuit_core.completeness import completeness
-
-    return completeness(get_evaluator(model_key, methodology), Circuit.from_dict(json.loads(circuit_json)),
-                        n_random=n_random, greedy_runs=0)
-
-
-@st.cache_data(show_spinner="Scoring every head…", max_entries=64)
-def minimality_result(model_key: str, methodology: Methodology, circuit_json: str, k_source: str, threshold: float):
-    from circuit_core.minimality import minimality
-
-    return minimality(get_evaluator(model_key, methodology), Circuit.from_dict(json.loads(circuit_json)),
-                      k_source=k_source, threshold_pct=threshold)
-
-
-def progress_callback(text: str):
-    """A progress(done, total) callback drawing an st.progress bar."""
-    bar = st.progress(0.0, text=text)
-
-    def update(done: int, total: int):
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{text} ({done}/{total})")
-
-    return bar, update

@@ -1,0 +1,53 @@
+"""The editor grid's background: which per-head score colours each cell, and computing it off-thread."""
+from __future__ import annotations
+
+import pandas as pd
+
+from circuit_core.attribution import ESTIMATE, EXACT, attribution, exact_toggles, toggle_estimates
+from circuit_core.criteria import circuit_node_set
+from circuit_core.heads import ABLATION, ablation_effects
+from ui import jobs
+from ui.state import Context, circuit_json, role_scores
+
+ROLE_METRICS = ["direct effect", "previous token", "duplicate token", "induction", "attn END→IO", "attn END→S1",
+                "attn END→S2", "attn S2→S1"]
+
+
+def background_metrics() -> list[str]:
+    return [ESTIMATE, EXACT, ABLATION] + ROLE_METRICS
+
+
+def background_caption(metric: str, target: str) -> str:
+    return {
+        ESTIMATE: f"estimated change of F(C) if the head were clicked (into / out of '{target}'): gradient × "
+                  "(own output − ablation value), one forward and one backward pass on the current circuit "
+                  "(attribution patching). An estimate: choose the exact values to check it.",
+        EXACT: f"exact change of F(C) if the head were clicked (into / out of '{target}'): one evaluation per head.",
+        ABLATION: "F(M without the head, ablated everywhere) − F(M); blue cells hurt the task when removed.",
+        "direct effect": "the head's direct contribution to logit[IO] − logit[S] at END.",
+    }.get(metric, f"{metric} score of each head.")
+
+
+def background(ctx: Context, ev, metric: str, target: str) -> tuple[jobs.Job | None, pd.DataFrame | None]:
+    """(the job computing it, or None; the scores once there): a frame of layer, head, score."""
+    cj = circuit_json(ctx.circuit)
+    base = (ctx.model_key, ctx.methodology)
+    if metric in ROLE_METRICS:
+        scores = role_scores(*base)
+        return None, scores[scores.metric == metric]
+    if metric == ESTIMATE:
+        circuit = ctx.circuit
+        job = jobs.start(("attribution", *base, cj), "Estimating every head's effect",
+                         lambda job: attribution(ev, circuit_node_set(circuit, ev.methodology.positions)))
+        job.wait(1.0)
+        done = job.result if not job.running else None
+        return job, None if done is None else toggle_estimates(ev, circuit, target, done)
+    if metric == EXACT:
+        circuit = ctx.circuit
+        job = jobs.start(("exact", *base, cj, target), f"Exact effect of clicking each head ('{target}')",
+                         lambda job: exact_toggles(ev, circuit, target, job.progress, job.should_stop))
+    else:
+        job = jobs.start(("ablation", *base), "Ablation effect of every head",
+                         lambda job: ablation_effects(ev, job.progress, job.should_stop))
+    job.wait(1.0)
+    return job, None if job.running else job.result
