@@ -94,22 +94,25 @@ def keep_mask(node_set: NodeSet, positions: dict[str, torch.Tensor], n_prompts: 
     return mask
 
 
-def reference_z(model, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """hook_z of every layer on `tokens`: float [N, seq, layer, head, d_head]."""
+def reference_z_batches(model, tokens: torch.Tensor, batch_size: int = 64):
+    """Yields (start, hook_z of every layer on tokens[start:start+batch]) as float [B, seq, layer, head, d_head]."""
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.n_layers)]
-    out = []
-    with model.lock, torch.no_grad():
-        for start in range(0, len(tokens), batch_size):
-            store = {}
+    for start in range(0, len(tokens), batch_size):
+        store = {}
 
-            def grab(z, hook):
-                store[hook.name] = z.detach()
-                return z
+        def grab(z, hook):
+            store[hook.name] = z.detach()
+            return z
 
+        with model.lock, torch.no_grad():
             model.bridge.run_with_hooks(tokens[start : start + batch_size].to(model.device),
                                         fwd_hooks=[(n, grab) for n in names])
-            out.append(torch.stack([store[n] for n in names], dim=2).cpu())
-    return torch.cat(out)
+        yield start, torch.stack([store[n] for n in names], dim=2).cpu()
+
+
+def reference_z(model, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """hook_z of every layer on `tokens`: float [N, seq, layer, head, d_head]."""
+    return torch.cat([z for _, z in reference_z_batches(model, tokens, batch_size)])
 
 
 def ablation_table(model, dataset, methodology: Methodology) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,11 +126,13 @@ def ablation_table(model, dataset, methodology: Methodology) -> tuple[torch.Tens
     n, seq = dataset.tokens.shape
     if kind is Ablation.ZERO:
         return torch.zeros(1, seq, model.n_layers, model.n_heads, model.d_head), torch.zeros(n, dtype=torch.long)
-    z_ref = reference_z(model, dataset.reference_tokens)
-    if kind is Ablation.MEAN:
+    if kind is Ablation.MEAN:  # streamed: per-group sums, never every reference prompt's z at once
         groups, index = torch.unique(dataset.groups, return_inverse=True)
-        table = torch.stack([z_ref[index == g].mean(0) for g in range(len(groups))])
-        return table, index
+        table = torch.zeros(len(groups), seq, model.n_layers, model.n_heads, model.d_head)
+        for start, z in reference_z_batches(model, dataset.reference_tokens):
+            table.index_add_(0, index[start : start + len(z)], z)
+        return table / torch.bincount(index, minlength=len(groups)).float()[:, None, None, None, None], index
+    z_ref = reference_z(model, dataset.reference_tokens)
     if kind is Ablation.MEAN_POOLED:
         valid = torch.arange(seq)[None, :] < dataset.lengths[:, None]
         w = valid.float()[:, :, None, None, None]

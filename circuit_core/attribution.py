@@ -45,8 +45,9 @@ def attribution(ev: Evaluator, node_set: NodeSet) -> Attribution:
     scores = torch.zeros(ev.n_layers, ev.n_heads, len(roles), dtype=torch.float64)
     diffs = torch.empty(ev.dataset.n, dtype=torch.float64)
     n = ev.dataset.n
-    for p0 in range(0, n, ev.max_rows):
-        chunk = _Chunk(ev, -1, torch.arange(p0, min(n, p0 + ev.max_rows)))
+    rows = max(1, ev.max_rows // 4)  # the backward pass keeps every layer's activations: smaller chunks
+    for p0 in range(0, n, rows):
+        chunk = _Chunk(ev, -1, torch.arange(p0, min(n, p0 + rows)))
         d, grads, deltas = _forward_with_grads(ev, chunk, key)
         diffs[chunk.prompts] = d.detach().double().cpu()
         for layer, (g, delta) in enumerate(zip(grads, deltas)):

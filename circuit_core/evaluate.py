@@ -28,7 +28,6 @@ from typing import Callable, Sequence
 import torch
 
 from .ablation import Methodology, NodeSet, ablation_table, keep_mask
-from .blocks import Blocks
 from .circuit import ALL_POSITIONS
 
 Progress = Callable[[int, int], None]
@@ -147,7 +146,8 @@ class _Chunk:
 class Evaluator:
     """Evaluates node sets for one (model, dataset, methodology); ablation values computed once.
 
-    cache_bytes bounds the residuals kept between calls (default: 1 GB on a CPU, 4 GB on a GPU).
+    Residuals kept between calls go to the model's shared LRU (512 MB on a CPU, 4 GB on a GPU), or to
+    a private one of `cache_bytes`.
     """
 
     def __init__(self, model, dataset, methodology: Methodology | None = None, max_rows: int | None = None,
@@ -168,11 +168,13 @@ class Evaluator:
         tokens_per_pass = 32768 if on_gpu else 4096
         self.max_rows = max_rows or max(1, tokens_per_pass // self.seq)
         self.end = dataset.positions["END"]
-        self._residuals = _LRU(cache_bytes if cache_bytes is not None else (4 << 30 if on_gpu else 1 << 30))
+        # Residuals live in the model's LRU (shared by its evaluators), keyed by this evaluator too.
+        self._residuals = model.residual_cache if cache_bytes is None else _LRU(cache_bytes)
         self._memo = _LRU(256 << 20)  # per-set results: float64 [N] each
         self._prefix_ids: dict = {}
+        self._id = object()  # this evaluator's part of the shared residual cache
         self._prefix_lock = threading.Lock()
-        self.blocks = Blocks.from_model(model) if use_blocks else None
+        self.blocks = model.blocks if use_blocks else None
         direction, bias = (self.blocks.answer_direction(dataset.answer_tokens.to(self.device)) if self.blocks
                            else (None, None))
         self._direction, self._bias = (direction.cpu(), bias.cpu()) if self.blocks else (None, None)
@@ -230,7 +232,7 @@ class Evaluator:
         return self.logit_diffs([NodeSet.empty()])[0]
 
     def clear_cache(self):
-        self._residuals.clear()
+        self._id = object()
         self._memo.clear()
 
     # --- the prefix tree ---------------------------------------------------------------------------
@@ -267,7 +269,7 @@ class Evaluator:
         with self._prefix_lock:
             if len(self._prefix_ids) > 2_000_000:  # ids are cheap, but not free: start over
                 self._prefix_ids.clear()
-                self._residuals.clear()
+                self._id = object()  # old residual entries can no longer be hit; the LRU drops them
             return self._prefix_ids.setdefault((parent, layer_key), len(self._prefix_ids) + 1)
 
     def _visit(self, chunk: _Chunk, layer: int, x: torch.Tensor, pid: int, keys: list, finished):
@@ -281,12 +283,12 @@ class Evaluator:
         z = None
         for lkey, members in groups.items():
             cid = self._prefix(pid, lkey)
-            x_next = self._residuals.get((chunk.index, cid))
+            x_next = self._residuals.get((self._id, chunk.index, cid))
             if x_next is None:
                 if z is None and len(union):
                     z = self.blocks.attend(layer, x, union)
                 x_next = self.blocks.mlp(layer, x + self._attn_out(chunk, layer, lkey, z, union, False))
-                self._residuals.put((chunk.index, cid), x_next)
+                self._residuals.put((self._id, chunk.index, cid), x_next)
             self._visit(chunk, layer + 1, x_next, cid, members, finished)
 
     def _last_layer(self, chunk: _Chunk, x, groups: dict, finished):
@@ -356,7 +358,6 @@ class Evaluator:
             key = layer_keys(NodeSet.model(), self.n_layers, self.n_heads)
             self._visit(chunk, 0, self.blocks.embed(tokens), -1, [key],
                         lambda k, p, d: got.__setitem__("d", d))
-        self._residuals.clear()
         rows = torch.arange(len(prompts))
         end = logits[rows, self.end[prompts]].float().cpu()
         ans = self.dataset.answer_tokens[prompts]

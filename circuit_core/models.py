@@ -43,6 +43,31 @@ class LoadedModel:
     source: str  # "hub", "folder" or "demo"
     device: str
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # Shared by every evaluator of this model, so memory stays bounded however many there are.
+    residual_cache_bytes: int = 512 << 20
+    _blocks: object = field(default=None, repr=False)
+    _residuals: object = field(default=None, repr=False)
+
+    @property
+    def blocks(self):
+        """The model's weights as GPT-2-style blocks (blocks.py), or None; built once per model."""
+        with self.lock:
+            if self._blocks is None:
+                from .blocks import Blocks
+
+                self._blocks = Blocks.from_model(self) or False
+            return self._blocks or None
+
+    @property
+    def residual_cache(self):
+        """Residuals kept between evaluator calls (evaluate.py), one LRU per model, bounded in bytes."""
+        with self.lock:
+            if self._residuals is None:
+                from .evaluate import _LRU
+
+                gpu = str(self.device).startswith("cuda")
+                self._residuals = _LRU(4 << 30 if gpu else self.residual_cache_bytes)
+            return self._residuals
 
     @property
     def tokenizer(self):

@@ -63,7 +63,10 @@ class CountingBlocks:
     """Counts the MLP calls per layer (one per layer computed) of an evaluator's blocks."""
 
     def __init__(self, ev):
+        import copy
+
         self.calls = []
+        ev.blocks = copy.copy(ev.blocks)  # the model's blocks are shared: count on this evaluator's copy
         inner = ev.blocks.mlp
         ev.blocks.mlp = lambda layer, x: (self.calls.append(layer), inner(layer, x))[1]
 
