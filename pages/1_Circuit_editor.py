@@ -11,7 +11,8 @@ from circuit_core.tasks import task_roles
 from ui.charts import OUT_OF_CIRCUIT, head_grid, style
 from ui.headline import faithfulness_of, headline
 from ui import jobs
-from ui.background import background, background_caption, background_metrics
+from circuit_core.attribution import ESTIMATE, EXACT
+from ui.background import agreement_note, background, background_caption, background_metrics
 from ui.state import methodology_caption, require_evaluator, save_circuit, sidebar
 
 ctx = sidebar()
@@ -83,7 +84,9 @@ with left:
             st.error(str(e))
     if job is not None:
         jobs.show(job, wait=0)
-    st.caption("Background: " + background_caption(metric, target) + " Squares mark circuit heads in their class colour.")
+    note = agreement_note(ctx, ev, target) if metric in (ESTIMATE, EXACT) else None
+    st.caption("Background: " + background_caption(metric, target) + " Squares mark circuit heads in their class colour."
+               + (f" {note}" if note else ""))
 
 with right:
     d = diff(ctx.preset, circuit)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from circuit_core.attribution import ESTIMATE, EXACT, attribution, exact_toggles, toggle_estimates
+from circuit_core.attribution import ESTIMATE, EXACT, attribution, exact_toggles, rank_agreement, toggle_estimates
 from circuit_core.criteria import circuit_node_set
 from circuit_core.heads import ABLATION, ablation_effects
 from ui import jobs
@@ -26,6 +26,16 @@ def background_caption(metric: str, target: str) -> str:
         ABLATION: "F(M without the head, ablated everywhere) − F(M); blue cells hurt the task when removed.",
         "direct effect": "the head's direct contribution to logit[IO] − logit[S] at END.",
     }.get(metric, f"{metric} score of each head.")
+
+
+def agreement_note(ctx: Context, ev, target: str) -> str | None:
+    """Spearman ρ between the estimate and the exact values, once both exist for this circuit."""
+    cj, base = circuit_json(ctx.circuit), (ctx.model_key, ctx.methodology)
+    est, exact = jobs.get(("attribution", *base, cj)), jobs.get(("exact", *base, cj, target))
+    if est is None or exact is None or est.result is None or exact.result is None or est.running or exact.running:
+        return None
+    rho = rank_agreement(toggle_estimates(ev, ctx.circuit, target, est.result), exact.result)
+    return f"Estimate against exact values for this circuit: Spearman ρ = {rho:.2f} over {len(exact.result)} heads."
 
 
 def background(ctx: Context, ev, metric: str, target: str) -> tuple[jobs.Job | None, pd.DataFrame | None]:
