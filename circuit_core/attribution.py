@@ -19,7 +19,7 @@ import torch
 from .ablation import NodeSet
 from .circuit import ALL_POSITIONS, Circuit, Head
 from .criteria import circuit_node_set
-from .evaluate import Evaluator, Progress, StopCheck, _Chunk, layer_keys
+from .evaluate import Cancelled, Evaluator, Progress, StopCheck, _Chunk, layer_keys
 
 ESTIMATE, EXACT = "toggle effect (estimate)", "toggle effect (exact)"
 
@@ -36,8 +36,11 @@ class Attribution:
         return float(self.scores[head[0], head[1], self.roles.index(role)])
 
 
-def attribution(ev: Evaluator, node_set: NodeSet) -> Attribution:
-    """One forward and one backward pass over the node set (see module doc)."""
+def attribution(ev: Evaluator, node_set: NodeSet, progress: Progress | None = None,
+                should_stop: StopCheck | None = None) -> Attribution:
+    """One forward and one backward pass over the node set (see module doc).
+
+    progress(done, total) counts prompt chunks; should_stop() is checked between them (Cancelled)."""
     if ev.blocks is None:
         raise NotImplementedError("Attribution needs a model that blocks.py describes (GPT-2 style).")
     roles = tuple(ev.dataset.positions) + (ALL_POSITIONS,)
@@ -46,7 +49,12 @@ def attribution(ev: Evaluator, node_set: NodeSet) -> Attribution:
     diffs = torch.empty(ev.dataset.n, dtype=torch.float64)
     n = ev.dataset.n
     rows = max(1, ev.max_rows // 4)  # the backward pass keeps every layer's activations: smaller chunks
-    for p0 in range(0, n, rows):
+    starts = range(0, n, rows)
+    for i, p0 in enumerate(starts):
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        if progress is not None:
+            progress(i, len(starts))
         chunk = _Chunk(ev, -1, torch.arange(p0, min(n, p0 + rows)))
         d, grads, deltas = _forward_with_grads(ev, chunk, key)
         diffs[chunk.prompts] = d.detach().double().cpu()
@@ -55,6 +63,8 @@ def attribution(ev: Evaluator, node_set: NodeSet) -> Attribution:
             for j, role in enumerate(roles[:-1]):
                 scores[layer, :, j] += contrib[torch.arange(len(chunk.prompts)), chunk.positions[role].cpu()].sum(0)
             scores[layer, :, -1] += contrib.sum((0, 1))
+    if progress is not None:
+        progress(len(starts), len(starts))
     return Attribution(scores / n, roles, diffs)
 
 

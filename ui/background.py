@@ -46,9 +46,11 @@ def background(ctx: Context, ev, metric: str, target: str) -> tuple[jobs.Job | N
         scores = role_scores(*base)
         return None, scores[scores.metric == metric]
     if metric == ESTIMATE:
-        circuit = ctx.circuit
-        job = jobs.start(("attribution", *base, cj), "Estimating every head's effect",
-                         lambda job: attribution(ev, circuit_node_set(circuit, ev.methodology.positions)))
+        circuit, key = ctx.circuit, ("attribution", *base, cj)
+        jobs.stop_others("attribution", key)  # an estimate of a circuit no longer shown is not worth the CPU
+        job = jobs.start(key, "Estimating every head's effect",
+                         lambda job: attribution(ev, circuit_node_set(circuit, ev.methodology.positions),
+                                                 job.progress, job.should_stop))
         job.wait(1.0)
         done = job.result if not job.running else None
         return job, None if done is None else toggle_estimates(ev, circuit, target, done)

@@ -84,6 +84,13 @@ def start(key, label: str, fn: Callable[[Job], Any]) -> Job:
     return job
 
 
+def stop_others(kind: str, keep) -> None:
+    """Stop running jobs whose key starts with `kind`, except `keep` (e.g. estimates of an older edit)."""
+    for key, job in list(_jobs().items()):
+        if key != keep and isinstance(key, tuple) and key[:1] == (kind,) and job.running:
+            job.stop()
+
+
 def get(key) -> Job | None:
     return _jobs().get(key)
 
