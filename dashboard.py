@@ -29,12 +29,12 @@ with c1:
 with c2:
     st.subheader("Completeness")
     st.markdown("Does it behave like the model when parts are knocked out of both? For K ⊆ C, "
-                "|F(C\\K) − F(M\\K)| should be small for every K.")
+                "|F(C\\\\K) − F(M\\\\K)| should be small for every K.")
     st.page_link("pages/3_Completeness.py", label="Completeness →")
 with c3:
     st.subheader("Minimality")
     st.markdown("Does every head matter? For each head v some K should make "
-                "|F(C\\(K∪{v})) − F(C\\K)| large.")
+                "|F(C\\\\(K∪{v})) − F(C\\\\K)| large.")
     st.page_link("pages/4_Minimality.py", label="Minimality →")
 st.divider()
 st.page_link("pages/1_Circuit_editor.py", label="Edit the circuit: click heads in and out, change classes →")

@@ -119,6 +119,10 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
     greedy = t[t.family == "greedy"]
     shown = [t[t.family != "greedy"], greedy.nlargest(top_greedy, "incompleteness")]
     print(f"  F(M) = {c.F_model:.3f}", file=out)
+    asked, drawn = c.settings.get("n_random", 0), c.settings.get("n_random_drawn", 0)
+    if drawn < asked:
+        print(f"  ({drawn} random K sets, not {asked}: the circuit has only {drawn} distinct non-empty subsets)",
+              file=out)
     print("  " + "family".ljust(8) + "K".ljust(24) + "|K|".rjust(4) + "F(C\\K)".rjust(9) + "F(M\\K)".rjust(9)
           + "|diff|".rjust(9) + "% F(M)".rjust(9) + "   95% interval  members", file=out)
     for part in shown:

@@ -70,6 +70,24 @@ def parse_heads(text: str | Sequence, circuit: Circuit | None = None) -> frozens
     return K
 
 
+def random_subsets(heads: Sequence[Head], count: int, seed: int) -> list[frozenset]:
+    """Up to `count` distinct, non-empty subsets of `heads`, each head in with probability ½ (seeded).
+
+    A small circuit has fewer such subsets (2^|C| − 1) than may be asked: then every one is returned
+    once and the caller sees fewer than `count`.
+    """
+    rng = np.random.default_rng([seed, 1])
+    possible = 2 ** len(heads) - 1 if len(heads) < 60 else count
+    out: list[frozenset] = []
+    seen: set = set()
+    while len(out) < min(count, possible):
+        K = frozenset(h for h, t in zip(heads, rng.random(len(heads)) < 0.5) if t)
+        if K and K not in seen:
+            seen.add(K)
+            out.append(K)
+    return out
+
+
 # --- evaluation --------------------------------------------------------------------------------------
 class FCache:
     """Per-prompt logit differences of node sets, each set evaluated at most once.
@@ -265,10 +283,8 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     ks = [("empty", "∅", frozenset(), None, None)]
     if classes:
         ks += [("class", c.name, frozenset(c.heads), None, None) for c in circuit.classes]
-    rng = np.random.default_rng([seed, 1])
-    for j in range(n_random):
-        take = rng.random(len(heads)) < 0.5  # each head in with probability ½
-        ks.append(("random", f"random {j + 1}", frozenset(h for h, t in zip(heads, take) if t), None, None))
+    for j, K in enumerate(random_subsets(heads, n_random, seed)):
+        ks.append(("random", f"random {j + 1}", K, None, None))
     for j, K in enumerate(user_k):
         ks.append(("user", f"user {j + 1}", parse_heads(K, circuit), None, None))
 
@@ -317,7 +333,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     if len(tr):
         tr = tr.drop(columns="search").rename(columns={"score": "incompleteness"})
         tr["run"] += 1
-    settings = {"classes": classes, "n_random": n_random,
+    settings = {"classes": classes, "n_random": n_random, "n_random_drawn": sum(f == "random" for f, *_ in ks),
                 "user_k": [heads_label(parse_heads(K), circuit) for K in user_k],
                 "greedy_k": greedy_k, "greedy_steps": greedy_steps, "greedy_runs": greedy_runs, "seed": seed,
                 "bootstrap": meth.bootstrap}
@@ -334,4 +350,4 @@ def completeness_in_stages(evaluator, circuit: Circuit, n_random: int = 10, prog
 
 
 __all__ = ["Completeness", "completeness", "completeness_in_stages", "c_minus", "m_minus", "incompleteness_sets", "parse_heads",
-           "heads_label", "FCache", "Search", "greedy_search", "abs_diff_intervals"]
+           "heads_label", "random_subsets", "FCache", "Search", "greedy_search", "abs_diff_intervals"]

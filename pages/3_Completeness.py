@@ -57,6 +57,9 @@ greedy = jobs.show(greedy_job) if greedy_job is not None else None
 fixed = jobs.show(fixed_job, partial=draw_partial)
 if fixed is None:
     st.stop()
+drawn = fixed.settings.get("n_random_drawn", int(n_random))
+if drawn < int(n_random):
+    st.info(f"The circuit has only {drawn} distinct non-empty subsets: {drawn} random K sets are shown, not {int(n_random)}.")
 table = fixed.table
 if greedy is not None:
     table = pd.concat([table, greedy.table[greedy.table.family == "greedy"]], ignore_index=True)

@@ -10,7 +10,7 @@ ctx = sidebar()
 ev = require_evaluator(ctx)
 st.title("Minimality")
 st.caption(methodology_caption(ctx))
-st.markdown("For each head v, some K ⊆ C \\ {v} should make **|F(C\\(K∪{v})) − F(C\\K)|** large: removing v "
+st.markdown("For each head v, some K ⊆ C \\\\ {v} should make **|F(C\\\\(K∪{v})) − F(C\\\\K)|** large: removing v "
             "matters once K is gone. Shown as % of F(M); heads under the threshold are passengers.")
 c1, c2 = st.columns([3, 1])
 labels = {"file": "the circuit file's K (class rule where it has none)", "class": "class rule: K = rest of v's class",

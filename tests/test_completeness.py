@@ -249,3 +249,15 @@ def test_completeness_and_validate_cli(tmp_path, tiny_dir, capsys):
     res = json.loads(out.read_text())["results"]
     assert {"faithfulness", "completeness", "minimality", "F_model"} <= set(res)
     assert res["minimality"]["heads"][0]["k_source"] == "file"
+
+
+def test_random_k_sets_are_distinct_and_non_empty():
+    from circuit_core.completeness import random_subsets
+
+    heads = [(0, 0), (1, 1), (2, 2)]
+    sets = random_subsets(heads, 20, seed=0)
+    assert len(sets) == 7  # every non-empty subset of 3 heads, once
+    assert len(set(sets)) == 7 and all(sets)
+    big = random_subsets([(l, h) for l in range(4) for h in range(4)], 10, seed=1)
+    assert len(set(big)) == 10 and all(big)
+    assert big == random_subsets([(l, h) for l in range(4) for h in range(4)], 10, seed=1)  # seeded

@@ -74,3 +74,37 @@ def test_completeness_and_minimality_run_as_jobs():
         assert not at.exception and not at.error
         job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == kind)
         assert job.wait(120) and job.result is not None
+
+
+def test_the_normalised_badge_shows_the_normalised_change():
+    at = app("pages/1_Circuit_editor.py")
+    history = at.session_state["history::demo::preset: ioi-demo"]
+    history.push(remove_head(history.current, history.current.classes[0].heads[0]))
+    at.run()
+    m = next(m for m in at.metric if m.label.startswith("Normalised"))
+    ratio = next(m for m in at.metric if m.label.startswith("Faithfulness"))
+    change = float(m.delta.split()[0])
+    assert abs(change - (float(m.value.rstrip("%")) - 82.7)) < 0.15  # the loaded demo circuit: 82.7%
+    assert m.delta != ratio.delta.replace("since last edit", "vs loaded circuit")
+
+
+def test_offline_gpt2_falls_back_to_the_demo_and_says_so(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = AppTest.from_file("../dashboard.py", default_timeout=300).run()
+    assert not at.exception
+    assert at.session_state["model_choice"] == "demo"  # the sidebar names the model in use
+    assert any("using the bundled demo model" in w.value for w in at.sidebar.warning)
+
+
+def test_charts_read_as_they_should():
+    from circuit_core.circuit import load_circuit
+    from ui.charts import distribution, head_grid
+    import pandas as pd
+
+    spec = distribution({"model": [1.0, 2.0], "circuit": [1.5, 2.5], "empty": [0.0, 0.1]}).to_dict()
+    assert spec["encoding"]["y"]["stack"] is None  # overlaid densities, not stacked
+    cells = pd.DataFrame({"layer": [0, 0], "head": [0, 1], "score": [0.1, 0.9], "class": ["not in circuit"] * 2,
+                          "position": ["", ""], "label": ["0.0", "0.1"]})
+    grid = head_grid(cells, load_circuit("data/circuits/ioi-demo.json"), "attn END→IO").to_dict()
+    scale = grid["layer"][0]["encoding"]["color"]["scale"]
+    assert scale["domain"] == [0, 0.9] and "reverse" not in scale  # attention: sequential from 0

@@ -31,8 +31,11 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
                  alt.Tooltip("score:Q", title=metric, format=".3f")],
     )
     lim = float(cells.score.abs().max() or 1.0)
-    rect = base.mark_rect(stroke="white", strokeWidth=1).encode(
-        color=alt.Color("score:Q", title=metric, scale=alt.Scale(scheme="redblue", domain=[-lim, lim], reverse=True)))
+    if float(cells.score.min()) >= 0:  # attention, role scores: a sequential scale from 0
+        scale = alt.Scale(scheme="blues", domain=[0, lim])
+    else:  # signed effects: diverging around 0
+        scale = alt.Scale(scheme="redblue", domain=[-lim, lim], reverse=True)
+    rect = base.mark_rect(stroke="white", strokeWidth=1).encode(color=alt.Color("score:Q", title=metric, scale=scale))
     if selection is not None:
         rect = rect.add_params(selection)
     members = base.transform_filter(alt.datum["class"] != OUT_OF_CIRCUIT).mark_square(size=260, opacity=1,
@@ -50,7 +53,7 @@ def distribution(per_prompt: dict[str, list[float]]) -> alt.Chart:
     return alt.Chart(df).transform_density("logit diff", groupby=["which"], as_=["logit diff", "density"]).mark_area(
         opacity=0.45).encode(
         x=alt.X("logit diff:Q", title="logit[IO] − logit[S] per prompt (nats)"),
-        y=alt.Y("density:Q", title="density"),
+        y=alt.Y("density:Q", title="density", stack=None),  # overlaid, not stacked
         color=alt.Color("which:N", title="run", scale=alt.Scale(domain=["model", "circuit", "empty"],
                                                                 range=["#4c78a8", "#f58518", "#9d9d9d"])),
     ).properties(height=280, title="Per-prompt logit difference")

@@ -27,6 +27,6 @@ def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict |
     cols[2].metric("Faithfulness F(C)/F(M)", f"{f['ratio']:.1%}", delta)
     cols[2].caption(ci(f, "ratio"))
     changed = preset is not None and preset["per_prompt"]["circuit"] != f["per_prompt"]["circuit"]
-    delta = f"{100 * (f['ratio'] - preset['ratio']):+.1f} pts vs loaded circuit" if changed else None
+    delta = f"{100 * (f['normalized'] - preset['normalized']):+.1f} pts vs loaded circuit" if changed else None
     cols[3].metric("Normalised (F(C)−F(∅))/(F(M)−F(∅))", f"{f['normalized']:.1%}", delta)
     cols[3].caption(ci(f, "normalized") + f" · F(∅) = {f['F_empty']:.2f}")

@@ -121,6 +121,8 @@ def _keep_widget_state():
 def sidebar() -> Context:
     """Draw the session's choices and return the context; stops the page with a message on bad input."""
     st.set_page_config(page_title="Circuit validation", page_icon="🔬", layout="wide")
+    if "_pending_model_choice" in st.session_state:  # set before the widget exists (see the fallback below)
+        st.session_state["model_choice"] = st.session_state.pop("_pending_model_choice")
     _keep_widget_state()
     sb = st.sidebar
     sb.header("Model")
@@ -139,7 +141,12 @@ def sidebar() -> Context:
         st.error(str(e))
         st.stop()
     if notice:
-        sb.warning(notice)
+        # The model in use is the demo: say so in the sidebar too, and share the demo's edit history.
+        st.session_state["_fallback_notice"] = notice
+        st.session_state["_pending_model_choice"] = "demo"
+        st.rerun()
+    if choice == "demo" and st.session_state.get("_fallback_notice"):
+        sb.warning(st.session_state["_fallback_notice"])
     sb.caption(f"{model.describe()['architecture']} · {model.n_layers} layers × {model.n_heads} heads · {model.device}")
 
     sb.header("Data")
@@ -170,6 +177,7 @@ def sidebar() -> Context:
         try:
             st.session_state["uploaded_circuit"] = Circuit.from_dict(json.loads(upload.getvalue()))
             st.session_state.pop(_history_key("uploaded", model_key), None)
+            st.session_state.pop(f"save-name-{_history_key('uploaded', model_key)}", None)  # the new file's name
             st.session_state["circuit_choice_pending"] = "uploaded"
             st.rerun()
         except (ValueError, CircuitError) as e:
