@@ -38,6 +38,7 @@ class Methodology:
     ablation: str = Ablation.MEAN.value
     positions: str = PositionScope.CIRCUIT.value
     bootstrap: int = 1000  # resamples for 95% intervals
+    ref_per_group: int = 0  # reference (ABC) prompts per group; 0: each prompt's ABC twin (the paper)
 
     def __post_init__(self):
         # Validate early so a typo never silently falls back to a default.
@@ -51,7 +52,8 @@ class Methodology:
         return Methodology(**{**self.to_dict(), **changes})
 
     def dataset_kwargs(self) -> dict:
-        return {"n": self.n, "seed": self.seed, "mode": self.mode, "prepend_bos": self.prepend_bos}
+        return {"n": self.n, "seed": self.seed, "mode": self.mode, "prepend_bos": self.prepend_bos,
+                "ref_per_group": self.ref_per_group}
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,15 @@ def keep_mask(node_set: NodeSet, positions: dict[str, torch.Tensor], n_prompts: 
 
 
 def reference_z_batches(model, tokens: torch.Tensor, batch_size: int = 64):
-    """Yields (start, hook_z of every layer on tokens[start:start+batch]) as float [B, seq, layer, head, d_head]."""
+    """Yields (start, hook_z of every layer on tokens[start:start+batch]) as float [B, seq, layer, head, d_head].
+
+    Through the model's blocks when it has them (no unembedding), else hooked bridge passes."""
+    blocks = model.blocks
+    if blocks is not None:
+        with torch.no_grad():
+            for start in range(0, len(tokens), batch_size):
+                yield start, blocks.head_outputs(tokens[start : start + batch_size].to(model.device)).cpu()
+        return
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.n_layers)]
     for start in range(0, len(tokens), batch_size):
         store = {}
@@ -127,20 +137,27 @@ def ablation_table(model, dataset, methodology: Methodology) -> tuple[torch.Tens
     if kind is Ablation.ZERO:
         return torch.zeros(1, seq, model.n_layers, model.n_heads, model.d_head), torch.zeros(n, dtype=torch.long)
     if kind is Ablation.MEAN:  # streamed: per-group sums, never every reference prompt's z at once
-        groups, index = torch.unique(dataset.groups, return_inverse=True)
+        groups, ref_index = torch.unique(dataset.ref_groups, return_inverse=True)
         table = torch.zeros(len(groups), seq, model.n_layers, model.n_heads, model.d_head)
         for start, z in reference_z_batches(model, dataset.reference_tokens):
-            table.index_add_(0, index[start : start + len(z)], z)
-        return table / torch.bincount(index, minlength=len(groups)).float()[:, None, None, None, None], index
+            table.index_add_(0, ref_index[start : start + len(z)], z)
+        table /= torch.bincount(ref_index, minlength=len(groups)).float()[:, None, None, None, None]
+        return table, _row_of(dataset.groups, groups)
     z_ref = reference_z(model, dataset.reference_tokens)
     if kind is Ablation.MEAN_POOLED:
-        valid = torch.arange(seq)[None, :] < dataset.lengths[:, None]
+        valid = torch.arange(seq)[None, :] < dataset.ref_lengths[:, None]
         w = valid.float()[:, :, None, None, None]
         pooled = (z_ref * w).sum(0) / w.sum(0).clamp(min=1)
         return pooled[None], torch.zeros(n, dtype=torch.long)
     # RESAMPLE: each prompt takes a different reference prompt of its own group when there is one.
     gen = torch.Generator().manual_seed(methodology.seed)
     source = torch.empty(n, dtype=torch.long)
+    if not dataset.paired:  # an independent set: any reference prompt of the group, drawn uniformly
+        for g in dataset.groups.unique():
+            members = torch.nonzero(dataset.groups == g).flatten()
+            pool = torch.nonzero(dataset.ref_groups == g).flatten()
+            source[members] = pool[torch.randint(len(pool), (len(members),), generator=gen)]
+        return z_ref, source
     for g in dataset.groups.unique():
         members = torch.nonzero(dataset.groups == g).flatten()
         if len(members) == 1:
@@ -149,6 +166,15 @@ def ablation_table(model, dataset, methodology: Methodology) -> tuple[torch.Tens
         shift = torch.randint(1, len(members), (len(members),), generator=gen)
         source[members] = members[(torch.arange(len(members)) + shift) % len(members)]
     return z_ref, source
+
+
+def _row_of(groups: torch.Tensor, table_groups: torch.Tensor) -> torch.Tensor:
+    """For each prompt, the row of its group in a table of per-group values."""
+    row = {int(g): i for i, g in enumerate(table_groups.tolist())}
+    missing = sorted({int(g) for g in groups.tolist()} - set(row))
+    if missing:
+        raise ValueError(f"No reference prompts for group(s) {missing}.")
+    return torch.tensor([row[int(g)] for g in groups.tolist()])
 
 
 def ablation_values(model, dataset, methodology: Methodology) -> torch.Tensor:

@@ -139,6 +139,27 @@ class Blocks:
     def readout(self, x_end: torch.Tensor, direction: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return (self.norm(x_end, self.ln_final) * direction).sum(-1) + bias
 
+    def head_outputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """z of every head at every layer on clean tokens: [B, S, layer, head, d_head] (no unembedding)."""
+        x, out = self.embed(tokens), []
+        for layer in range(self.n_layers):
+            z = self.attend(layer, x, None)
+            out.append(z)
+            if layer < self.n_layers - 1:
+                x = self.mlp(layer, x + self.attn_out(layer, z))
+        return torch.stack(out, 2)
+
+    def agrees_with(self, bridge, tokens: torch.Tensor) -> bool:
+        """Whether these blocks give the bridge's own logits on `tokens` (up to float error)."""
+        logits = bridge(tokens).float()
+        x = self.embed(tokens)
+        for layer in range(self.n_layers):
+            x = self.mlp(layer, x + self.attn_out(layer, self.attend(layer, x, None)))
+        ours = self.norm(x, self.ln_final) @ self.W_U + (self.b_U if self.b_U is not None else 0)
+        # logits may be centred by the bridge: compare differences from the mean over the vocabulary
+        d = (ours - ours.mean(-1, keepdim=True)) - (logits - logits.mean(-1, keepdim=True))
+        return bool(d.abs().max() < 1e-3 * max(1.0, float(logits.abs().max())))
+
     def to(self, device) -> "Blocks":
         move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t
         for lw in self.layers:

@@ -24,13 +24,17 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--positions", default="circuit", choices=[s.value for s in PositionScope])
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
+    p.add_argument("--ref-per-group", type=int, default=0,
+                   help="reference (ABC) prompts per template group for the means, drawn on their own; "
+                        "0 (default): each prompt's ABC twin, as in the paper (about N/30 per group)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     p.add_argument("--out", default=None, help="write the run record (JSON) here")
 
 
 def methodology_from(args) -> Methodology:
     return Methodology(task=args.task, n=args.n, seed=args.seed, mode=args.mode, prepend_bos=args.prepend_bos,
-                       ablation=args.ablation, positions=args.positions, bootstrap=args.bootstrap)
+                       ablation=args.ablation, positions=args.positions, bootstrap=args.bootstrap,
+                       ref_per_group=args.ref_per_group)
 
 
 def open_model(args):
@@ -69,7 +73,9 @@ def describe_methodology(m: Methodology, dataset=None) -> str:
     abl = {"mean": "mean over reference prompts of the same template", "mean-pooled": "mean over all reference prompts",
            "resample": "resampled reference prompt", "zero": "zero"}[m.ablation]
     pos = "circuit heads kept at their class positions" if m.positions == "circuit" else "circuit heads kept at all positions"
-    return f"N={m.n}, seed {m.seed}, {m.mode} templates{groups}; ablation: {abl}; {pos}"
+    ref = (f"{m.ref_per_group} reference prompts per group" if m.ref_per_group
+           else "reference: each prompt's ABC twin")
+    return f"N={m.n}, seed {m.seed}, {m.mode} templates{groups}; {ref}; ablation: {abl}; {pos}"
 
 
 def fmt_ci(ci) -> str:

@@ -50,12 +50,21 @@ class LoadedModel:
 
     @property
     def blocks(self):
-        """The model's weights as GPT-2-style blocks (blocks.py), or None; built once per model."""
+        """The model's weights as GPT-2-style blocks (blocks.py), or None; built and checked against
+        the bridge's own forward pass once per model."""
         with self.lock:
             if self._blocks is None:
                 from .blocks import Blocks
 
-                self._blocks = Blocks.from_model(self) or False
+                blocks = Blocks.from_model(self)
+                if blocks is not None:
+                    n_ctx = int(getattr(self.bridge.cfg, "n_ctx", 16))
+                    probe = torch.randint(0, int(self.bridge.cfg.d_vocab), (2, min(12, n_ctx)),
+                                          generator=torch.Generator().manual_seed(0)).to(self.device)
+                    with torch.no_grad():
+                        ok = blocks.agrees_with(self.bridge, probe)
+                    blocks = blocks if ok else None
+                self._blocks = blocks or False
             return self._blocks or None
 
     @property

@@ -21,6 +21,7 @@ def dataset_record(dataset) -> dict:
         "tokens": dataset.token_lists(),
         "reference_tokens": dataset.token_lists(reference=True),
         "groups": dataset.groups.tolist(),
+        "reference_groups": dataset.ref_groups.tolist(),
         "group_names": dataset.group_names,
         "positions": {role: p.tolist() for role, p in dataset.positions.items()},
         "answer_tokens": dataset.answer_tokens.tolist(),

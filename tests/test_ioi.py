@@ -87,3 +87,33 @@ def test_too_few_names_is_a_clear_error():
     tok = word_level_tokenizer([w for w in ioi_vocabulary() if w.strip() not in NAMES[3:]])
     with pytest.raises(TaskError, match="names"):
         make_ioi_dataset(tok, n=10)
+
+
+def test_an_independent_reference_set_has_its_own_size(tiny_model):
+    from circuit_core.tasks import build_dataset
+
+    paired = build_dataset("ioi", tiny_model.tokenizer, n=40, seed=3)
+    ds = build_dataset("ioi", tiny_model.tokenizer, n=40, seed=3, ref_per_group=7)
+    assert ds.prompts == paired.prompts  # the clean prompts do not depend on the reference set
+    groups = sorted(set(ds.groups.tolist()))
+    assert len(ds.reference_tokens) == 7 * len(groups)
+    assert torch.bincount(ds.ref_groups).tolist() == [7 if g in groups else 0 for g in range(max(groups) + 1)]
+    for r in range(len(ds.reference_tokens)):  # aligned with its group's layout
+        g = int(ds.ref_groups[r])
+        i = ds.groups.tolist().index(g)
+        assert int(ds.ref_lengths[r]) == int(ds.lengths[i])
+    assert len(ds.token_lists(reference=True)) == len(ds.reference_tokens)
+
+
+def test_means_over_an_independent_reference_set(tiny_model, tiny_hf):
+    import hf_reference as ref
+    from circuit_core.ablation import Methodology, ablation_values
+    from circuit_core.tasks import build_dataset
+
+    ds = build_dataset("ioi", tiny_model.tokenizer, n=40, seed=3, ref_per_group=5)
+    values = ablation_values(tiny_model, ds, Methodology(ref_per_group=5))
+    z_ref = ref.head_outputs(tiny_hf, ds.reference_tokens)
+    for i in range(0, ds.n, 7):
+        members = [r for r in range(len(z_ref)) if int(ds.ref_groups[r]) == int(ds.groups[i])]
+        assert len(members) == 5
+        assert torch.allclose(values[i], z_ref[members].mean(0), atol=1e-4)

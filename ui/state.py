@@ -22,7 +22,8 @@ from circuit_core.tasks.ioi import MODES
 PRESET_DIR = DATA_DIR / "circuits"
 SAVED_DIR = Path(os.environ.get("CIRCUIT_DASHBOARD_SAVED", PRESET_DIR / "saved"))
 MODEL_CHOICES = ["gpt2", "gpt2-medium", "demo", "local folder…"]
-SIDEBAR_KEYS = ["model_choice", "model_folder", "task", "n", "seed", "mode", "ablation", "positions", "circuit_choice"]
+SIDEBAR_KEYS = ["model_choice", "model_folder", "task", "n", "seed", "mode", "ref_per_group", "ablation", "positions",
+                "circuit_choice"]
 
 
 @dataclass
@@ -155,13 +156,18 @@ def sidebar() -> Context:
     n = c1.number_input("N prompts", 10, 2000, 100, step=10, key="n")
     seed = c2.number_input("Seed", 0, 10_000, 0, key="seed")
     mode = sb.selectbox("Templates", MODES, key="mode", help="mixed = all 15 BABA + 15 ABBA templates")
+    ref = sb.number_input("Reference prompts per group", 0, 500, 0, step=5, key="ref_per_group",
+                          help="ABC prompts per template group for the means, drawn on their own. 0: each "
+                               "prompt's ABC twin, as in the paper (about N/30 per group). Small reference sets "
+                               "lower faithfulness: see the README's curve.")
     sb.header("Methodology")
     ablation = sb.selectbox("Ablation", [a.value for a in Ablation], key="ablation",
                             help="mean: mean over reference (ABC) prompts of the same template (the paper). "
                                  "mean-pooled: over all reference prompts. resample: one other reference prompt. zero.")
     positions = sb.selectbox("Positions", [p.value for p in PositionScope], key="positions",
                              help="circuit: heads kept only at their class position (the paper); all: everywhere.")
-    meth = Methodology(task=task, n=int(n), seed=int(seed), mode=mode, ablation=ablation, positions=positions)
+    meth = Methodology(task=task, n=int(n), seed=int(seed), mode=mode, ablation=ablation, positions=positions,
+                       ref_per_group=int(ref))
 
     sb.header("Circuit")
     files = circuit_files()
@@ -217,6 +223,7 @@ def methodology_caption(ctx: Context) -> str:
     m = ctx.methodology
     abl = {"mean": "mean ablation per template", "mean-pooled": "pooled mean ablation",
            "resample": "resample ablation", "zero": "zero ablation"}[m.ablation]
-    return (f"{ctx.model.name} · {m.task.upper()} · N={m.n}, seed {m.seed}, {m.mode} · {abl} · "
+    ref = f"{m.ref_per_group} reference prompts per group" if m.ref_per_group else "paired ABC references"
+    return (f"{ctx.model.name} · {m.task.upper()} · N={m.n}, seed {m.seed}, {m.mode} · {ref} · {abl} · "
             f"{'circuit positions' if m.positions == 'circuit' else 'all positions'} · "
             f"circuit '{ctx.circuit.name}' ({len(ctx.circuit.heads)} heads)")

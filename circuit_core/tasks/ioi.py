@@ -109,12 +109,16 @@ def make_ioi_dataset(
     places: list[str] | None = None,
     objects: list[str] | None = None,
     templates: list[int] | None = None,
+    ref_per_group: int = 0,
 ) -> TaskDataset:
     """N IOI prompts and their ABC references, seeded.
 
     Templates are dealt in seeded shuffled rounds so every (template, order) group gets N/|groups|
     prompts, give or take one: the per-group means then rest on as many prompts as N allows.
     `templates` restricts to some of the 15 template indices (e.g. to hold some out).
+    ref_per_group: 0 gives each prompt its ABC twin as its reference (the paper: as many reference
+    prompts as clean ones, ~N/30 per group); R > 0 draws R ABC prompts per group on their own (fresh
+    names, place and object, a separate seeded stream), so the means rest on R prompts whatever N.
     """
     if mode not in MODES:
         raise TaskError(f"Unknown IOI mode '{mode}'. Choose one of: {', '.join(MODES)}.")
@@ -179,12 +183,19 @@ def make_ioi_dataset(
         if len(ls) != 1:
             raise TaskError(f"Template {groups_all[g][0]} tokenizes to different lengths {sorted(ls)}.")
     sizes = torch.bincount(torch.tensor(group_of_prompt), minlength=len(groups_all))
+    ref = None
+    if ref_per_group > 0:
+        ref = _reference_set(tokenizer, groups_all, sorted(set(group_of_prompt)), ref_per_group, seed, bos,
+                             names_ok, places_ok, objects_ok, {g: len(toks[group_of_prompt.index(g)]) for g in set(group_of_prompt)})
+        refs, ref_toks = ref["prompts"], ref["tokens"]
     return TaskDataset(
         task="ioi",
         prompts=prompts,
         reference_prompts=refs,
         tokens=padded(toks),
         reference_tokens=padded(ref_toks),
+        reference_groups=None if ref is None else torch.tensor(ref["groups"]),
+        reference_lengths=None if ref is None else torch.tensor([len(t) for t in ref_toks]),
         lengths=lengths,
         positions={r: torch.tensor(v) for r, v in pos.items()},
         answer_tokens=torch.tensor(answers),
@@ -197,7 +208,26 @@ def make_ioi_dataset(
             "prepend_bos": prepend_bos,
             "templates": template_ids,
             "min_group_size": int(sizes[sizes > 0].min()),
+            "reference": "paired ABC twins" if ref is None else f"{ref_per_group} ABC prompts per group",
             "dropped_words": {"names": names_dropped, "places": places_dropped, "objects": objects_dropped},
             "answer": "[IO, S]",
         },
     )
+
+
+def _reference_set(tokenizer, groups_all, groups, per_group, seed, bos, names, places, objects, length_of):
+    """R ABC prompts for each group: the group's template with three fresh distinct names and a random
+    place and object, from their own seeded stream (so the clean prompts do not depend on R)."""
+    rng = random.Random(f"{seed}-reference")
+    out = {"prompts": [], "tokens": [], "groups": []}
+    for g in groups:
+        template = groups_all[g][1]
+        for _ in range(per_group):
+            text = _fill_reference(template, tuple(rng.sample(names, 3)), rng.choice(places), rng.choice(objects))
+            t = bos + tokenizer.encode(text, add_special_tokens=False)
+            if len(t) != length_of[g]:
+                raise TaskError(f"Reference prompt does not align with its template: {text!r}")
+            out["prompts"].append(text)
+            out["tokens"].append(t)
+            out["groups"].append(g)
+    return out
