@@ -308,6 +308,8 @@ def add_discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="mixed", choices=MODES, help="template order(s)")
     p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
+    p.add_argument("--ref-per-group", type=int, default=0,
+                   help="reference prompts per template group (0: each prompt's ABC twin, the paper)")
     p.add_argument("--threshold", type=float, default=0.8,
                    help="keep threshold <= F(C)/F(M) <= 2 - threshold while pruning (default 0.8)")
     p.add_argument("--normalized", action="store_true",

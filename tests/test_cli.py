@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 import hf_reference as ref
@@ -11,21 +12,25 @@ CIRCUIT = {"name": "toy", "classes": [{"name": "movers", "position": "END", "hea
                                       {"name": "dup", "position": "S2", "heads": ["0.3"]}]}
 
 
-def test_faithfulness_cli_writes_a_recomputable_record(tmp_path, tiny_dir, tiny_hf, capsys):
+@pytest.mark.parametrize("ref_per_group", [0, 4])  # paired ABC twins, and a reference set of its own
+def test_faithfulness_cli_writes_a_recomputable_record(tmp_path, tiny_dir, tiny_hf, capsys, ref_per_group):
     cpath = tmp_path / "c.json"
     cpath.write_text(json.dumps(CIRCUIT))
     out = tmp_path / "run.json"
     rc = main(["faithfulness", "--model", str(tiny_dir), "--circuit", str(cpath), "--n", "30", "--seed", "2",
-               "--bootstrap", "50", "--out", str(out)])
+               "--bootstrap", "50", "--ref-per-group", str(ref_per_group), "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "F(C) / F(M)" in printed and "95% interval" in printed
     rec = json.loads(out.read_text())
     assert rec["methodology"]["n"] == 30 and rec["methodology"]["ablation"] == "mean"
+    assert rec["methodology"]["ref_per_group"] == ref_per_group
     ds = rec["dataset"]
+    if ref_per_group:
+        assert len(ds["reference_tokens"]) == ref_per_group * len(set(ds["groups"]))
     # Rebuild everything from the record alone and recompute with a plain HF forward.
     n = len(ds["tokens"])
-    width = max(map(len, ds["tokens"]))
+    width = max(map(len, ds["tokens"] + ds["reference_tokens"]))
     pad = lambda rows: torch.tensor([r + [0] * (width - len(r)) for r in rows])
     tokens, rtokens = pad(ds["tokens"]), pad(ds["reference_tokens"])
     end = torch.tensor(ds["positions"]["END"])
@@ -33,7 +38,8 @@ def test_faithfulness_cli_writes_a_recomputable_record(tmp_path, tiny_dir, tiny_
     f_model = ref.logit_diffs(tiny_hf, tokens, end, answers)
     assert np.allclose(rec["results"]["per_prompt"]["model"], f_model.numpy(), atol=1e-4)
     assert abs(rec["results"]["F_model"] - f_model.mean().item()) < 1e-4
-    means = ref.group_means(ref.head_outputs(tiny_hf, rtokens), torch.tensor(ds["groups"]))
+    z_ref, ref_groups = ref.head_outputs(tiny_hf, rtokens), torch.tensor(ds["reference_groups"])
+    means = torch.stack([z_ref[ref_groups == g].mean(0) for g in ds["groups"]])  # each prompt: its group's mean
     keep = torch.zeros(n, width, 3, 4, dtype=torch.bool)
     for cls in rec["circuit"]["classes"]:
         for head in cls["heads"]:
