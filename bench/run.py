@@ -44,6 +44,14 @@ def timed(fn, repeat: int = 1):
 
 
 def peak_gb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: a child started by fork + exec
+    inherits its parent's ru_maxrss, but gets a fresh VmHWM."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 

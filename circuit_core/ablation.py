@@ -39,6 +39,7 @@ class Methodology:
     positions: str = PositionScope.CIRCUIT.value
     bootstrap: int = 1000  # resamples for 95% intervals
     ref_per_group: int = 0  # reference (ABC) prompts per group; 0: each prompt's ABC twin (the paper)
+    ref_replicates: int = 0  # bootstrap replicates of the reference set for intervals; 0: clean prompts only
 
     def __post_init__(self):
         # Validate early so a typo never silently falls back to a default.
@@ -132,32 +133,69 @@ def ablation_table(model, dataset, methodology: Methodology) -> tuple[torch.Tens
     one row per group (30 rows whatever N), pooled mean and zero one row, resample one per reference
     prompt. Computed once per (model, dataset, methodology) and reused by every node set.
     """
+    return ablation_tables(model, dataset, methodology, 0)[0]
+
+
+def ablation_tables(model, dataset, methodology: Methodology, replicates: int = 0) -> list[tuple]:
+    """The table above, then `replicates` bootstrap replicates of it (one pass over the references).
+
+    A replicate redraws what the reference set is a sample of: for means, the reference prompts
+    resampled with replacement within each group (pooled: over all); for resample ablation, a new
+    draw of each prompt's reference prompt. Zero ablation has no reference noise: no replicates.
+    """
     kind = Ablation(methodology.ablation)
     n, seq = dataset.tokens.shape
     if kind is Ablation.ZERO:
-        return torch.zeros(1, seq, model.n_layers, model.n_heads, model.d_head), torch.zeros(n, dtype=torch.long)
+        return [(torch.zeros(1, seq, model.n_layers, model.n_heads, model.d_head), torch.zeros(n, dtype=torch.long))]
+    weights = [torch.ones(len(dataset.reference_tokens))] + [
+        _bootstrap_weights(dataset.ref_groups, torch.Generator().manual_seed(methodology.seed * 1000 + 7 + b))
+        for b in range(replicates if kind is not Ablation.RESAMPLE else 0)]
     if kind is Ablation.MEAN:  # streamed: per-group sums, never every reference prompt's z at once
         groups, ref_index = torch.unique(dataset.ref_groups, return_inverse=True)
-        table = torch.zeros(len(groups), seq, model.n_layers, model.n_heads, model.d_head)
+        tables = [torch.zeros(len(groups), seq, model.n_layers, model.n_heads, model.d_head) for _ in weights]
         for start, z in reference_z_batches(model, dataset.reference_tokens):
-            table.index_add_(0, ref_index[start : start + len(z)], z)
-        table /= torch.bincount(ref_index, minlength=len(groups)).float()[:, None, None, None, None]
-        return table, _row_of(dataset.groups, groups)
+            rows = ref_index[start : start + len(z)]
+            for table, w in zip(tables, weights):
+                table.index_add_(0, rows, z * w[start : start + len(z), None, None, None, None])
+        index = _row_of(dataset.groups, groups)
+        out = []
+        for table, w in zip(tables, weights):
+            totals = torch.zeros(len(groups)).index_add_(0, ref_index, w)
+            out.append((table / totals[:, None, None, None, None], index))
+        return out
     z_ref = reference_z(model, dataset.reference_tokens)
     if kind is Ablation.MEAN_POOLED:
-        valid = torch.arange(seq)[None, :] < dataset.ref_lengths[:, None]
-        w = valid.float()[:, :, None, None, None]
-        pooled = (z_ref * w).sum(0) / w.sum(0).clamp(min=1)
-        return pooled[None], torch.zeros(n, dtype=torch.long)
-    # RESAMPLE: each prompt takes a different reference prompt of its own group when there is one.
-    gen = torch.Generator().manual_seed(methodology.seed)
+        valid = (torch.arange(seq)[None, :] < dataset.ref_lengths[:, None]).float()
+        out = []
+        for w in weights:
+            mask = (valid * w[:, None])[:, :, None, None, None]
+            out.append((((z_ref * mask).sum(0) / mask.sum(0).clamp(min=1e-9))[None], torch.zeros(n, dtype=torch.long)))
+        return out
+    return [(z_ref, _resample_sources(dataset, torch.Generator().manual_seed(methodology.seed if b == 0 else
+                                                                              methodology.seed * 1000 + 7 + b)))
+            for b in range(1 + replicates)]
+
+
+def _bootstrap_weights(groups: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Multinomial counts: each group's members resampled with replacement, as many as it has."""
+    w = torch.zeros(len(groups))
+    for g in groups.unique():
+        members = torch.nonzero(groups == g).flatten()
+        picks = members[torch.randint(len(members), (len(members),), generator=gen)]
+        w.index_add_(0, picks, torch.ones(len(picks)))
+    return w
+
+
+def _resample_sources(dataset, gen: torch.Generator) -> torch.Tensor:
+    """RESAMPLE: each prompt takes a different reference prompt of its own group when there is one."""
+    n = dataset.n
     source = torch.empty(n, dtype=torch.long)
     if not dataset.paired:  # an independent set: any reference prompt of the group, drawn uniformly
         for g in dataset.groups.unique():
             members = torch.nonzero(dataset.groups == g).flatten()
             pool = torch.nonzero(dataset.ref_groups == g).flatten()
             source[members] = pool[torch.randint(len(pool), (len(members),), generator=gen)]
-        return z_ref, source
+        return source
     for g in dataset.groups.unique():
         members = torch.nonzero(dataset.groups == g).flatten()
         if len(members) == 1:
@@ -165,7 +203,7 @@ def ablation_table(model, dataset, methodology: Methodology) -> tuple[torch.Tens
             continue
         shift = torch.randint(1, len(members), (len(members),), generator=gen)
         source[members] = members[(torch.arange(len(members)) + shift) % len(members)]
-    return z_ref, source
+    return source
 
 
 def _row_of(groups: torch.Tensor, table_groups: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,9 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
     p.add_argument("--ref-per-group", type=int, default=0,
                    help="reference (ABC) prompts per template group for the means, drawn on their own; "
                         "0 (default): each prompt's ABC twin, as in the paper (about N/30 per group)")
+    p.add_argument("--ref-replicates", type=int, default=0,
+                   help="bootstrap replicates of the reference set, so that intervals include its sampling "
+                        "noise (each costs one more evaluation of C and ∅); 0 (default): prompts only")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     p.add_argument("--out", default=None, help="write the run record (JSON) here")
 
@@ -34,7 +37,7 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
 def methodology_from(args) -> Methodology:
     return Methodology(task=args.task, n=args.n, seed=args.seed, mode=args.mode, prepend_bos=args.prepend_bos,
                        ablation=args.ablation, positions=args.positions, bootstrap=args.bootstrap,
-                       ref_per_group=args.ref_per_group)
+                       ref_per_group=args.ref_per_group, ref_replicates=getattr(args, "ref_replicates", 0))
 
 
 def open_model(args):
@@ -91,6 +94,8 @@ def print_faithfulness(f, out=None) -> None:
         print(f"  {label:<28}{f.stats[key]:>9.3f}   {fmt_ci(f.intervals[key])}", file=out)
     print(f"  {'accuracy (IO > S): model':<28}{f.stats['accuracy_model']:>9.1%}", file=out)
     print(f"  {'accuracy (IO > S): circuit':<28}{f.stats['accuracy_circuit']:>9.1%}", file=out)
+    if f.interval_method:
+        print(f"  intervals: {f.interval_method}", file=out)
     for order, s in f.by_order.items():
         print(f"  {order} (n={s['n']}): F(M) {s['F_model']:.3f}  F(C) {s['F_circuit']:.3f}  "
               f"F(C)/F(M) {s['ratio']:.3f}", file=out)

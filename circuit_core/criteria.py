@@ -41,6 +41,39 @@ def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: in
     return {k: (float(np.nanpercentile(v, lo)), float(np.nanpercentile(v, hi))) for k, v in draws.items()}
 
 
+def joint_bootstrap_intervals(per_prompt: dict[str, np.ndarray], replicates: list[dict[str, np.ndarray]], statistic,
+                              n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile intervals over both sources of sampling noise: draw j resamples the prompts (paired)
+    and takes its per-prompt values from reference replicate j mod B (arrays missing from a replicate,
+    such as the intact model's, which ablates nothing, come from `per_prompt`).
+
+    Resampling references with replacement leaves fewer distinct ones, and fewer references lower F
+    (the README's curve): the replicates are shifted together so their average matches the full
+    reference set's. They keep their spread, which is the reference noise."""
+    if not replicates:
+        return bootstrap_intervals(per_prompt, statistic, n_boot, seed, level)
+    offset = {k: np.mean([np.mean(r[k]) for r in replicates]) - np.mean(per_prompt[k]) for k in replicates[0]}
+    replicates = [{k: v - offset[k] for k, v in r.items()} for r in replicates]
+    n = len(next(iter(per_prompt.values())))
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for j in range(n_boot):
+        source = {**per_prompt, **replicates[j % len(replicates)]}
+        idx = rng.integers(0, n, n)
+        for k, v in statistic(**{name: arr[idx] for name, arr in source.items()}).items():
+            draws.setdefault(k, []).append(v)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {k: (float(np.nanpercentile(v, lo)), float(np.nanpercentile(v, hi))) for k, v in draws.items()}
+
+
+def interval_method(methodology) -> str:
+    """How the 95% intervals of this methodology are made, in words (shown beside them)."""
+    if methodology.ref_replicates and methodology.ablation != "zero":
+        return (f"joint bootstrap: prompts resampled (paired) × {methodology.ref_replicates} replicates of the "
+                "reference set")
+    return "paired bootstrap over prompts (reference-set noise not included)"
+
+
 @dataclass
 class Faithfulness:
     """F(M), F(C), F(∅), the gap, the ratio F(C)/F(M) and the normalised score, with 95% intervals."""
@@ -49,6 +82,7 @@ class Faithfulness:
     intervals: dict[str, tuple[float, float]]
     per_prompt: dict[str, np.ndarray]  # model / circuit / empty -> [N]
     by_order: dict[str, dict[str, float]] = field(default_factory=dict)
+    interval_method: str = ""
 
     def __getattr__(self, name):
         if name != "stats" and name in self.__dict__.get("stats", {}):
@@ -59,6 +93,7 @@ class Faithfulness:
         return {
             **self.stats,
             "intervals_95": {k: list(v) for k, v in self.intervals.items()},
+            "interval_method": self.interval_method,
             "by_order": self.by_order,
             "per_prompt": {k: v.tolist() for k, v in self.per_prompt.items()},
         }
@@ -73,14 +108,16 @@ def faithfulness(evaluator, circuit: Circuit, progress=None) -> Faithfulness:
     stats = faithfulness_stats(**per_prompt)
     stats["accuracy_model"] = float(np.mean(diffs[0] > 0))
     stats["accuracy_circuit"] = float(np.mean(diffs[1] > 0))
-    intervals = bootstrap_intervals(per_prompt, faithfulness_stats, meth.bootstrap, meth.seed)
+    reps = [{"circuit": d[0].numpy(), "empty": d[1].numpy()}
+            for d in (r.logit_diffs(sets[1:]) for r in evaluator.replicates)]
+    intervals = joint_bootstrap_intervals(per_prompt, reps, faithfulness_stats, meth.bootstrap, meth.seed)
     by_order = {}
     orders = np.array([evaluator.dataset.group_names[g].split("-")[0] for g in evaluator.dataset.groups.tolist()])
     for order in ("ABBA", "BABA"):
         sel = orders == order
         if sel.any():
             by_order[order] = {**faithfulness_stats(**{k: v[sel] for k, v in per_prompt.items()}), "n": int(sel.sum())}
-    return Faithfulness(stats, intervals, per_prompt, by_order)
+    return Faithfulness(stats, intervals, per_prompt, by_order, interval_method(meth))
 
 
 def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray]):

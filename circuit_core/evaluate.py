@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .ablation import Methodology, NodeSet, ablation_table, keep_mask
+from .ablation import Methodology, NodeSet, ablation_tables, keep_mask
 from .circuit import ALL_POSITIONS
 
 Progress = Callable[[int, int], None]
@@ -161,7 +161,10 @@ class Evaluator:
         if missing:
             # The bridge silently skips hook names it cannot resolve: refuse instead.
             raise RuntimeError(f"Model has no hook point(s) {missing[:3]}; per-head ablation is not supported for it.")
-        self._table, self._table_index = ablation_table(model, dataset, self.methodology)
+        tables = ablation_tables(model, dataset, self.methodology, self.methodology.ref_replicates)
+        self._table, self._table_index = tables[0]
+        self._replicate_tables = tables[1:]
+        self._replicates: list["Evaluator"] | None = None
         n, self.seq = dataset.tokens.shape
         on_gpu = str(self.device).startswith("cuda")
         # Prompts per chunk: a GPU wants big batches; a CPU gains nothing from them but memory traffic.
@@ -230,6 +233,23 @@ class Evaluator:
     def empty_diffs(self) -> torch.Tensor:
         """Per-prompt logit differences with every head ablated (computed once)."""
         return self.logit_diffs([NodeSet.empty()])[0]
+
+    @property
+    def replicates(self) -> list["Evaluator"]:
+        """One evaluator per bootstrap replicate of the reference set (methodology.ref_replicates of
+        them): the same prompts and model, another draw of the ablation values. For intervals that
+        include the reference set's sampling noise."""
+        if self._replicates is None:
+            import copy
+
+            reps = []
+            for table, index in self._replicate_tables:
+                rep = copy.copy(self)
+                rep._table, rep._table_index = table, index
+                rep._memo, rep._id, rep._replicates, rep._replicate_tables = _LRU(64 << 20), object(), [], []
+                reps.append(rep)
+            self._replicates = reps
+        return self._replicates
 
     def clear_cache(self):
         self._id = object()
