@@ -108,3 +108,16 @@ def test_charts_read_as_they_should():
     grid = head_grid(cells, load_circuit("data/circuits/ioi-demo.json"), "attn END→IO").to_dict()
     scale = grid["layer"][0]["encoding"]["color"]["scale"]
     assert scale["domain"] == [0, 0.9] and "reverse" not in scale  # attention: sequential from 0
+
+
+def test_reference_set_choices_reach_the_figures_and_captions():
+    at = app("dashboard.py")
+    before = metric(at, "F(C)")
+    at.sidebar.number_input(key="ref_per_group").set_value(20).run()
+    at.sidebar.number_input(key="ref_replicates").set_value(4).run()
+    assert not at.exception and not at.error
+    assert metric(at, "F(C)") != before  # other means, another F(C)
+    captions = " ".join(c.value for c in at.caption)
+    assert "20 reference prompts per group (4 replicates in the intervals)" in captions
+    assert "joint bootstrap" in captions
+    assert any("%" in c.value and "95% CI [" in c.value for c in at.caption)  # ratio interval in percent

@@ -10,9 +10,10 @@ def faithfulness_of(ctx: Context, circuit=None) -> dict:
     return faithfulness_result(ctx.model_key, ctx.methodology, circuit_json(circuit or ctx.circuit))
 
 
-def ci(f: dict, key: str) -> str:
+def ci(f: dict, key: str, percent: bool = False) -> str:
+    """The 95% interval in the unit of the figure beside it."""
     lo, hi = f["intervals_95"][key]
-    return f"95% CI [{lo:.2f}, {hi:.2f}]"
+    return f"95% CI [{lo:.1%}, {hi:.1%}]" if percent else f"95% CI [{lo:.2f}, {hi:.2f}]"
 
 
 def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict | None = None) -> None:
@@ -25,8 +26,8 @@ def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict |
     cols[1].caption(ci(f, "F_circuit"))
     delta = None if previous is None else f"{100 * (f['ratio'] - previous['ratio']):+.1f} pts since last edit"
     cols[2].metric("Faithfulness F(C)/F(M)", f"{f['ratio']:.1%}", delta)
-    cols[2].caption(ci(f, "ratio"))
+    cols[2].caption(ci(f, "ratio", percent=True))
     changed = preset is not None and preset["per_prompt"]["circuit"] != f["per_prompt"]["circuit"]
     delta = f"{100 * (f['normalized'] - preset['normalized']):+.1f} pts vs loaded circuit" if changed else None
     cols[3].metric("Normalised (F(C)−F(∅))/(F(M)−F(∅))", f"{f['normalized']:.1%}", delta)
-    cols[3].caption(ci(f, "normalized") + f" · F(∅) = {f['F_empty']:.2f}")
+    cols[3].caption(ci(f, "normalized", percent=True) + f" · F(∅) = {f['F_empty']:.2f}")

@@ -22,8 +22,8 @@ from circuit_core.tasks.ioi import MODES
 PRESET_DIR = DATA_DIR / "circuits"
 SAVED_DIR = Path(os.environ.get("CIRCUIT_DASHBOARD_SAVED", PRESET_DIR / "saved"))
 MODEL_CHOICES = ["gpt2", "gpt2-medium", "demo", "local folder…"]
-SIDEBAR_KEYS = ["model_choice", "model_folder", "task", "n", "seed", "mode", "ref_per_group", "ablation", "positions",
-                "circuit_choice"]
+SIDEBAR_KEYS = ["model_choice", "model_folder", "task", "n", "seed", "mode", "ref_per_group", "ref_replicates",
+                "ablation", "positions", "circuit_choice"]
 
 
 @dataclass
@@ -160,6 +160,9 @@ def sidebar() -> Context:
                           help="ABC prompts per template group for the means, drawn on their own. 0: each "
                                "prompt's ABC twin, as in the paper (about N/30 per group). Small reference sets "
                                "lower faithfulness: see the README's curve.")
+    reps = sb.number_input("Reference replicates for intervals", 0, 50, 0, key="ref_replicates",
+                           help="Bootstrap replicates of the reference set, so intervals include its noise "
+                                "(each costs one more evaluation of C and ∅). 0: prompts only.")
     sb.header("Methodology")
     ablation = sb.selectbox("Ablation", [a.value for a in Ablation], key="ablation",
                             help="mean: mean over reference (ABC) prompts of the same template (the paper). "
@@ -167,7 +170,7 @@ def sidebar() -> Context:
     positions = sb.selectbox("Positions", [p.value for p in PositionScope], key="positions",
                              help="circuit: heads kept only at their class position (the paper); all: everywhere.")
     meth = Methodology(task=task, n=int(n), seed=int(seed), mode=mode, ablation=ablation, positions=positions,
-                       ref_per_group=int(ref))
+                       ref_per_group=int(ref), ref_replicates=int(reps))
 
     sb.header("Circuit")
     files = circuit_files()
@@ -224,6 +227,8 @@ def methodology_caption(ctx: Context) -> str:
     abl = {"mean": "mean ablation per template", "mean-pooled": "pooled mean ablation",
            "resample": "resample ablation", "zero": "zero ablation"}[m.ablation]
     ref = f"{m.ref_per_group} reference prompts per group" if m.ref_per_group else "paired ABC references"
+    if m.ref_replicates:
+        ref += f" ({m.ref_replicates} replicates in the intervals)"
     return (f"{ctx.model.name} · {m.task.upper()} · N={m.n}, seed {m.seed}, {m.mode} · {ref} · {abl} · "
             f"{'circuit positions' if m.positions == 'circuit' else 'all positions'} · "
             f"circuit '{ctx.circuit.name}' ({len(ctx.circuit.heads)} heads)")
