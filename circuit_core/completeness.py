@@ -131,6 +131,16 @@ def abs_diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, lev
     return lo, hi
 
 
+def mean_intervals(a: np.ndarray, n_boot: int, seed: int, level: float = 0.95):
+    """95% percentile intervals of mean(a) per row, resampling prompts (one weight vector per draw)."""
+    rows, n = a.shape
+    if n_boot <= 0 or rows == 0:
+        return np.full(rows, np.nan), np.full(rows, np.nan)
+    rng = np.random.default_rng(seed)
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) / n
+    return tuple(np.percentile(a @ weights.T, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1))
+
+
 def pct_of(value, f_model: float):
     """value as % of |F(M)| (|·| so a sign flip of F(M) does not flip the scale)."""
     return 100 * np.asarray(value) / abs(f_model) if f_model != 0 else np.full(np.shape(value), np.nan)
@@ -315,13 +325,17 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     m = cache.get([m_minus(circuit, K, pos) for _, _, K, _, _ in ks])
     inc = np.abs(c.mean(1) - m.mean(1))
     lo, hi = abs_diff_intervals(c, m, meth.bootstrap, meth.seed)
+    c_lo, c_hi = mean_intervals(c, meth.bootstrap, meth.seed)
+    m_lo, m_hi = mean_intervals(m, meth.bootstrap, meth.seed)
     table = pd.DataFrame({
         "family": [f for f, *_ in ks],
         "name": [name for _, name, *_ in ks],
         "K": [heads_label(K, circuit) for _, _, K, _, _ in ks],
         "size": [len(K) for _, _, K, _, _ in ks],
         "F_C_minus_K": c.mean(1),
+        "F_C_lo": c_lo, "F_C_hi": c_hi,
         "F_M_minus_K": m.mean(1),
+        "F_M_lo": m_lo, "F_M_hi": m_hi,
         "incompleteness": inc,
         "incompleteness_pct": pct_of(inc, f_model),
         "ci_low": lo,

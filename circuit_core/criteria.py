@@ -24,7 +24,33 @@ def faithfulness_stats(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray
         "gap": fm - fc,
         "ratio": fc / fm if fm != 0 else float("nan"),
         "normalized": (fc - fe) / (fm - fe) if fm != fe else float("nan"),
+        "mean_of_ratios": mean_of_ratios(model, circuit),
     }
+
+
+def mean_of_ratios(model: np.ndarray, circuit: np.ndarray) -> float:
+    """Mean over prompts of f_C / f_M (prompts with f_M = 0 left out): each prompt weighs the same,
+    where the ratio of means weighs prompts by their f_M. Miller et al. (2024) find it higher."""
+    ok = model != 0
+    return float(np.mean(circuit[ok] / model[ok])) if ok.any() else float("nan")
+
+
+def spread(per_prompt: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Quartiles of each run's per-prompt logit differences."""
+    return {k: dict(zip(("q25", "median", "q75"), map(float, np.percentile(v, [25, 50, 75]))))
+            for k, v in per_prompt.items()}
+
+
+def worst_prompts(dataset, per_prompt: dict[str, np.ndarray], k: int = 10):
+    """The k prompts where the circuit falls furthest below the model (f_M − f_C largest)."""
+    import pandas as pd
+
+    gap = per_prompt["model"] - per_prompt["circuit"]
+    order = np.argsort(-gap)[:k]
+    return pd.DataFrame({"prompt": [dataset.prompts[i] for i in order],
+                         "group": [dataset.group_names[int(dataset.groups[i])] for i in order],
+                         "f_M": per_prompt["model"][order], "f_C": per_prompt["circuit"][order],
+                         "f_M − f_C": gap[order]})
 
 
 def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 1000, seed: int = 0,
@@ -83,6 +109,7 @@ class Faithfulness:
     per_prompt: dict[str, np.ndarray]  # model / circuit / empty -> [N]
     by_order: dict[str, dict[str, float]] = field(default_factory=dict)
     interval_method: str = ""
+    spread: dict[str, dict[str, float]] = field(default_factory=dict)  # quartiles per run
 
     def __getattr__(self, name):
         if name != "stats" and name in self.__dict__.get("stats", {}):
@@ -95,6 +122,7 @@ class Faithfulness:
             "intervals_95": {k: list(v) for k, v in self.intervals.items()},
             "interval_method": self.interval_method,
             "by_order": self.by_order,
+            "spread": self.spread,
             "per_prompt": {k: v.tolist() for k, v in self.per_prompt.items()},
         }
 
@@ -116,23 +144,33 @@ def faithfulness(evaluator, circuit: Circuit, progress=None) -> Faithfulness:
     for order in ("ABBA", "BABA"):
         sel = orders == order
         if sel.any():
-            by_order[order] = {**faithfulness_stats(**{k: v[sel] for k, v in per_prompt.items()}), "n": int(sel.sum())}
-    return Faithfulness(stats, intervals, per_prompt, by_order, interval_method(meth))
+            part = {k: v[sel] for k, v in per_prompt.items()}
+            ci = joint_bootstrap_intervals(part, [{k: v[sel] for k, v in r.items()} for r in reps],
+                                           faithfulness_stats, meth.bootstrap, meth.seed)
+            by_order[order] = {**faithfulness_stats(**part), "n": int(sel.sum()),
+                               "intervals_95": {k: list(v) for k, v in ci.items()}}
+    return Faithfulness(stats, intervals, per_prompt, by_order, interval_method(meth), spread(per_prompt))
 
 
-def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray]):
-    """A tidy table: one row per (group, which) with the mean logit difference and its count."""
+def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0):
+    """A tidy table: one row per (group, which) with the mean logit difference, its 95% interval
+    (bootstrap over the group's prompts) and its count."""
     import pandas as pd
 
     rows = []
     groups = dataset.groups.numpy()
+    rng = np.random.default_rng(seed)
     for g in np.unique(groups):
         sel = groups == g
+        n = int(sel.sum())
+        draws = rng.integers(0, n, (n_boot, n))
         for which, values in per_prompt.items():
+            boot = values[sel][draws].mean(1)
             rows.append({"group": dataset.group_names[g], "order": dataset.group_names[g].split("-")[0],
-                         "which": which, "F": float(values[sel].mean()), "n": int(sel.sum())})
+                         "which": which, "F": float(values[sel].mean()), "lo": float(np.percentile(boot, 2.5)),
+                         "hi": float(np.percentile(boot, 97.5)), "n": n})
     return pd.DataFrame(rows)
 
 
 __all__ = ["Faithfulness", "faithfulness", "circuit_node_set", "faithfulness_stats", "bootstrap_intervals",
-           "breakdown_by_group"]
+           "breakdown_by_group", "mean_of_ratios", "spread", "worst_prompts", "joint_bootstrap_intervals"]

@@ -131,6 +131,8 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
         "pct_of_F_M": pct,
         "ci_low": lo,
         "ci_high": hi,
+        "ci_low_pct": pct_of(lo, f_model),
+        "ci_high_pct": pct_of(hi, f_model),
         "below_threshold": pct < threshold_pct,
     })
     tr = trace_frame(trace, circuit)

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from circuit_core.ablation import Ablation, PositionScope
-from circuit_core.criteria import breakdown_by_group
+from circuit_core.criteria import breakdown_by_group, worst_prompts
 from ui.charts import by_group, distribution, intervals, style
 from ui import jobs
 from ui.headline import faithfulness_of, headline
@@ -53,19 +53,42 @@ st.title("Faithfulness")
 st.caption(methodology_caption(ctx))
 f = faithfulness_of(ctx)
 headline(ctx, f)
-st.markdown(f"The circuit keeps **{f['ratio']:.1%}** of the model's logit difference "
-            f"(gap F(M) − F(C) = {f['gap']:.3f}, 95% CI [{f['intervals_95']['gap'][0]:.3f}, "
-            f"{f['intervals_95']['gap'][1]:.3f}]). With every head ablated F(∅) = {f['F_empty']:.3f}.")
+iv = f["intervals_95"]
+st.markdown(f"The circuit keeps **{f['ratio']:.1%}** (95% CI {iv['ratio'][0]:.1%} – {iv['ratio'][1]:.1%}) of the "
+            f"model's logit difference as a ratio of means; the mean over prompts of f_C / f_M is "
+            f"**{f['mean_of_ratios']:.1%}** (95% CI {iv['mean_of_ratios'][0]:.1%} – {iv['mean_of_ratios'][1]:.1%}). "
+            f"Gap F(M) − F(C) = {f['gap']:.3f} (95% CI {iv['gap'][0]:.3f} – {iv['gap'][1]:.3f}). "
+            f"With every head ablated F(∅) = {f['F_empty']:.3f}.")
+st.caption(f"Intervals: {f.get('interval_method', 'paired bootstrap over prompts')}.")
 
 st.altair_chart(style(distribution(f["per_prompt"])), width="stretch")
 st.caption("Each prompt's logit difference: the model, the circuit alone, and every head ablated. "
            "A faithful circuit's distribution lies on the model's, not only its mean.")
+q = pd.DataFrame([{"run": k, "25%": v["q25"], "median": v["median"], "75%": v["q75"]}
+                  for k, v in f.get("spread", {}).items()])
+if len(q):
+    st.dataframe(q.style.format({"25%": "{:.3f}", "median": "{:.3f}", "75%": "{:.3f}"}), hide_index=True)
+
+per_prompt = {k: np.array(v) for k, v in f["per_prompt"].items()}
+st.subheader("Worst prompts")
+st.dataframe(worst_prompts(ev.dataset, per_prompt).style.format({"f_M": "{:.3f}", "f_C": "{:.3f}", "f_M − f_C": "{:.3f}"}),
+             hide_index=True, width="stretch")
+st.caption("The prompts where the circuit falls furthest below the model (logit differences in nats).")
 
 st.subheader("By template and order")
-per_prompt = {k: np.array(v) for k, v in f["per_prompt"].items()}
-st.altair_chart(style(by_group(breakdown_by_group(ev.dataset, per_prompt))), width="stretch")
+st.altair_chart(style(by_group(breakdown_by_group(ev.dataset, per_prompt, ctx.methodology.bootstrap,
+                                                  ctx.methodology.seed))), width="stretch")
+st.caption("Intervals per group: bootstrap over the group's prompts.")
+
+
+def _ci(s, key, pct=True):
+    lo, hi = s["intervals_95"][key]
+    return f"{lo:.1%} – {hi:.1%}" if pct else f"{lo:.3f} – {hi:.3f}"
+
+
 orders = pd.DataFrame([{"order": o, "n": s["n"], "F(M)": s["F_model"], "F(C)": s["F_circuit"],
-                        "F(C)/F(M)": s["ratio"], "normalised": s["normalized"]} for o, s in f["by_order"].items()])
+                        "F(C)/F(M)": s["ratio"], "95% CI": _ci(s, "ratio"), "normalised": s["normalized"],
+                        "95% CI ": _ci(s, "normalized")} for o, s in f["by_order"].items()])
 st.dataframe(orders.style.format({"F(M)": "{:.3f}", "F(C)": "{:.3f}", "F(C)/F(M)": "{:.1%}", "normalised": "{:.1%}"}),
              hide_index=True, width="stretch")
 st.caption(f"Groups hold {ev.dataset.meta['min_group_size']}+ prompts each; per-group means rest on them.")

@@ -68,8 +68,9 @@ st.altair_chart(style(completeness_scatter(table)), width="stretch")
 f_model = fixed.F_model
 worst = table.sort_values("incompleteness", ascending=False).head(10)
 st.subheader("Worst K sets")
-show = worst.assign(K=worst.K.apply(lambda k: ", ".join(k) or "∅"))[
-    ["family", "name", "K", "F_C_minus_K", "F_M_minus_K", "incompleteness", "incompleteness_pct"]]
+show = worst.assign(K=worst.K.apply(lambda k: ", ".join(k) or "∅"),
+                   **{"95% CI": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(worst.ci_low, worst.ci_high)]})[
+    ["family", "name", "K", "F_C_minus_K", "F_M_minus_K", "incompleteness", "95% CI", "incompleteness_pct"]]
 st.dataframe(show.rename(columns={"F_C_minus_K": "F(C\\K)", "F_M_minus_K": "F(M\\K)",
                                   "incompleteness_pct": "% of F(M)"}).style.format(
     {"F(C\\K)": "{:.3f}", "F(M\\K)": "{:.3f}", "incompleteness": "{:.3f}", "% of F(M)": "{:.1f}"}),

@@ -55,8 +55,9 @@ if flagged:
 else:
     st.success(f"Every head scores at least {threshold:g}% of F(M) = {result.F_model:.3f}.")
 t = result.table.sort_values("pct_of_F_M", ascending=False)
-t = t.assign(K=t.K.apply(lambda k: ", ".join(k) or "∅"))
-st.dataframe(t[["head", "class", "K", "k_source", "F_C_minus_K", "F_C_minus_K_and_v", "score", "pct_of_F_M"]].rename(
+t = t.assign(K=t.K.apply(lambda k: ", ".join(k) or "∅"),
+             **{"95% CI (% of F(M))": [f"{lo:.1f} – {hi:.1f}" for lo, hi in zip(t.ci_low_pct, t.ci_high_pct)]})
+st.dataframe(t[["head", "class", "K", "k_source", "F_C_minus_K", "F_C_minus_K_and_v", "score", "pct_of_F_M", "95% CI (% of F(M))"]].rename(
     columns={"F_C_minus_K": "F(C\\K)", "F_C_minus_K_and_v": "F(C\\(K∪{v}))", "pct_of_F_M": "% of F(M)"}).style.format(
     {"F(C\\K)": "{:.3f}", "F(C\\(K∪{v}))": "{:.3f}", "score": "{:.3f}", "% of F(M)": "{:.1f}"}),
     hide_index=True, width="stretch")

@@ -261,3 +261,17 @@ def test_random_k_sets_are_distinct_and_non_empty():
     big = random_subsets([(l, h) for l in range(4) for h in range(4)], 10, seed=1)
     assert len(set(big)) == 10 and all(big)
     assert big == random_subsets([(l, h) for l in range(4) for h in range(4)], 10, seed=1)  # seeded
+
+
+def test_every_point_and_bar_carries_its_intervals(tiny_evaluator):
+    from circuit_core.circuit import Circuit, CircuitClass
+    from circuit_core.completeness import completeness
+    from circuit_core.minimality import minimality
+
+    c = Circuit("t", [CircuitClass("a", "END", [(2, 1), (1, 0)]), CircuitClass("b", "S2", [(0, 3)])])
+    t = completeness(tiny_evaluator, c, n_random=3, greedy_runs=0).table
+    assert (t.F_C_lo <= t.F_C_minus_K + 1e-12).all() and (t.F_C_minus_K <= t.F_C_hi + 1e-12).all()
+    assert (t.F_M_lo <= t.F_M_minus_K + 1e-12).all() and (t.F_M_minus_K <= t.F_M_hi + 1e-12).all()
+    m = minimality(tiny_evaluator, c, k_source="class")
+    ratio = m.table.ci_high_pct / m.table.ci_high  # same unit as the bars: % of |F(M)|
+    assert abs(ratio - 100 / abs(m.F_model)).max() < 1e-9

@@ -36,3 +36,40 @@ def test_faithfulness_matches_the_evaluator(tiny_evaluator):
     assert n["ABBA"] + n["BABA"] == tiny_evaluator.dataset.n
     # positions='all' keeps the heads everywhere: a different node set, a different number
     assert circuit_node_set(c, "all") != circuit_node_set(c)
+
+
+def test_mean_of_ratios_spread_and_worst_prompts_by_hand(tiny_dataset):
+    import numpy as np
+
+    from circuit_core.criteria import faithfulness_stats, mean_of_ratios, spread, worst_prompts
+
+    model = np.array([2.0, 4.0, 0.0, 1.0])
+    circuit = np.array([1.0, 4.0, 3.0, 2.0])
+    assert mean_of_ratios(model, circuit) == (0.5 + 1.0 + 2.0) / 3  # the f_M = 0 prompt left out
+    assert faithfulness_stats(model, circuit, np.zeros(4))["ratio"] == 10 / 7  # ratio of means differs
+    assert spread({"model": model})["model"] == {"q25": 0.75, "median": 1.5, "q75": 2.5}
+    n = tiny_dataset.n
+    per = {"model": np.arange(n, dtype=float), "circuit": np.zeros(n)}
+    worst = worst_prompts(tiny_dataset, per, k=3)
+    assert worst["f_M − f_C"].tolist() == [n - 1, n - 2, n - 3]
+    assert worst["prompt"].iloc[0] == tiny_dataset.prompts[n - 1]
+
+
+def test_every_breakdown_carries_an_interval(tiny_evaluator, tiny_dataset):
+    import numpy as np
+
+    from circuit_core.circuit import Circuit, CircuitClass
+    from circuit_core.criteria import breakdown_by_group, faithfulness
+
+    c = Circuit("t", [CircuitClass("a", "END", [(2, 1), (1, 0)])])
+    f = faithfulness(tiny_evaluator, c)
+    for order, s in f.by_order.items():
+        assert set(s["intervals_95"]) >= {"ratio", "normalized", "F_model", "F_circuit", "mean_of_ratios"}
+        for key in ("F_model", "F_circuit"):  # means: the interval holds the estimate
+            lo, hi = s["intervals_95"][key]
+            assert lo <= s[key] <= hi
+    groups = breakdown_by_group(tiny_dataset, f.per_prompt, n_boot=200)
+    assert (groups.lo <= groups.F + 1e-12).all() and (groups.F <= groups.hi + 1e-12).all()
+    single = groups[groups.n == 1]  # a one-prompt group: nothing to resample, a zero-width interval
+    assert np.allclose(single.lo, single.F) and np.allclose(single.hi, single.F)
+    assert "mean_of_ratios" in f.intervals

@@ -60,14 +60,17 @@ def distribution(per_prompt: dict[str, list[float]]) -> alt.Chart:
 
 
 def by_group(frame: pd.DataFrame) -> alt.Chart:
-    """Mean logit difference per template group, model vs circuit."""
-    return alt.Chart(frame[frame.which != "empty"]).mark_bar().encode(
-        x=alt.X("group:N", title="template group", sort=None),
-        xOffset="which:N",
+    """Mean logit difference per template group, model vs circuit, with 95% intervals (lo, hi)."""
+    base = alt.Chart(frame[frame.which != "empty"]).encode(x=alt.X("group:N", title="template group", sort=None),
+                                                           xOffset="which:N")
+    bars = base.mark_bar().encode(
         y=alt.Y("F:Q", title="mean logit diff (nats)"),
         color=alt.Color("which:N", title="run", scale=alt.Scale(domain=["model", "circuit"], range=["#4c78a8", "#f58518"])),
-        tooltip=["group", "which", alt.Tooltip("F:Q", format=".3f"), "n"],
-    ).properties(height=300, title="F by template group")
+        tooltip=["group", "which", alt.Tooltip("F:Q", format=".3f"), alt.Tooltip("lo:Q", format=".3f"),
+                 alt.Tooltip("hi:Q", format=".3f"), "n"],
+    )
+    err = base.mark_rule(color="black").encode(y="lo:Q", y2="hi:Q")
+    return (bars + err).properties(height=300, title="F by template group (95% intervals)")
 
 
 def intervals(frame: pd.DataFrame, value: str, lo: str, hi: str, category: str, title: str, x_title: str) -> alt.Chart:
@@ -101,9 +104,16 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
         tooltip=[alt.Tooltip("name:N", title="K"), alt.Tooltip("members:N", title="members"),
                  alt.Tooltip("F_C_minus_K:Q", title="F(C\\K)", format=".3f"),
                  alt.Tooltip("F_M_minus_K:Q", title="F(M\\K)", format=".3f"),
-                 alt.Tooltip("incompleteness:Q", format=".3f")],
+                 alt.Tooltip("incompleteness:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f", title="|diff| low"),
+                 alt.Tooltip("ci_high:Q", format=".3f", title="|diff| high")],
     )
-    return (diag + pts).properties(height=460, title="Completeness: a complete circuit sits on the diagonal")
+    layers = [diag]
+    if "F_C_lo" in df:  # 95% intervals of both coordinates, as thin cross-hairs under the points
+        bars = alt.Chart(df).encode(color=alt.Color("family:N", scale=FAMILY_COLORS, legend=None))
+        layers += [bars.mark_rule(opacity=0.5).encode(x="F_M_minus_K:Q", y="F_C_lo:Q", y2="F_C_hi:Q"),
+                   bars.mark_rule(opacity=0.5).encode(y="F_C_minus_K:Q", x="F_M_lo:Q", x2="F_M_hi:Q")]
+    return alt.layer(*layers, pts).properties(
+        height=460, title="Completeness: a complete circuit sits on the diagonal (95% intervals)")
 
 
 def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.Chart:
@@ -119,4 +129,10 @@ def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.C
     )
     rule = alt.Chart(pd.DataFrame({"t": [threshold_pct]})).mark_rule(color="#d62728", strokeDash=[6, 3],
                                                                      strokeWidth=2).encode(y="t:Q")
-    return (bars + rule).properties(height=380, title=f"Minimality (dashed line: {threshold_pct:g}% of F(M))")
+    layers = [bars, rule]
+    if "ci_low_pct" in df:  # error bars, in % of F(M) like the bars
+        layers.append(alt.Chart(df).mark_rule(color="black").encode(
+            x=alt.X("head:N", sort=alt.EncodingSortField("pct_of_F_M", order="descending")),
+            y="ci_low_pct:Q", y2="ci_high_pct:Q"))
+    return alt.layer(*layers).properties(height=380, title=f"Minimality with 95% intervals (dashed line: "
+                                                           f"{threshold_pct:g}% of F(M))")
