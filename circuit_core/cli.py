@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from .ablation import Ablation, Methodology, PositionScope
 from .circuit import CircuitError, load_circuit
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
@@ -109,7 +111,8 @@ def cmd_faithfulness(args) -> int:
     print(f"Faithfulness of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}")
     print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
     print_faithfulness(f)
-    _save(args, ev, circuit, {"faithfulness": f.to_dict(), **_headline(f)})
+    baseline = _baseline(args, ev, circuit)
+    _save(args, ev, circuit, {"faithfulness": f.to_dict(), **baseline, **_headline(f)})
     return 0
 
 
@@ -228,6 +231,7 @@ def cmd_validate(args) -> int:
     f = faithfulness(ev, circuit, progress_bar("faithfulness"))
     print("Faithfulness")
     print_faithfulness(f)
+    baseline = _baseline(args, ev, circuit)
     c = _completeness(args, ev, circuit)
     print("Completeness: |F(C\\K) - F(M\\K)|")
     print_completeness(c)
@@ -235,8 +239,27 @@ def cmd_validate(args) -> int:
     print("Minimality: |F(C\\(K∪{v})) - F(C\\K)|")
     print_minimality(m)
     _save(args, ev, circuit, {"faithfulness": f.to_dict(), "completeness": c.to_dict(), "minimality": m.to_dict(),
-                              **_headline(f)})
+                              **baseline, **_headline(f)})
     return 0
+
+
+def add_baseline_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", type=int, default=0,
+                   help="also evaluate this many random circuits with C's number of heads per layer (0: none)")
+
+
+def _baseline(args, ev, circuit) -> dict:
+    """Random circuits of C's shape: printed, and returned for the record (empty when not asked)."""
+    if not getattr(args, "baseline", 0):
+        return {}
+    from .baseline import random_circuit_baseline
+
+    b = random_circuit_baseline(ev, circuit, args.baseline, progress=progress_bar("random circuits"))
+    q = np.percentile(b.F_random / b.F_model, [5, 50, 95]) if b.F_model else [float("nan")] * 3
+    print(f"Random circuits of the same shape (n={len(b.F_random)}): F/F(M) median {q[1]:.3f} "
+          f"(90% of them in {q[0]:.3f} – {q[2]:.3f}); C: {b.F_circuit / b.F_model:.3f}; "
+          f"share at least as good as C: {b.share_at_least_as_good:.0%}")
+    return {"baseline": b.to_dict()}
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
@@ -334,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m circuit_core",
                                      description="Validate a transformer circuit by mean ablation (Wang et al. 2022).")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_common(sub.add_parser("faithfulness", help="F(M), F(C), F(∅) and faithfulness with 95%% intervals"))
+    p = sub.add_parser("faithfulness", help="F(M), F(C), F(∅) and faithfulness with 95%% intervals")
+    add_common(p)
+    add_baseline_option(p)
     p = sub.add_parser("completeness", help="|F(C\\K) - F(M\\K)| for K = ∅, classes, random, greedy and your own")
     add_common(p)
     add_completeness_options(p)
@@ -345,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_options(p)
     p = sub.add_parser("validate", help="faithfulness, completeness and minimality in one run record")
     add_common(p)
+    add_baseline_option(p)
     add_completeness_options(p)
     add_minimality_options(p)
     add_search_options(p)

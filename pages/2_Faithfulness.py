@@ -5,7 +5,8 @@ import streamlit as st
 
 from circuit_core.ablation import Ablation, PositionScope
 from circuit_core.criteria import breakdown_by_group, worst_prompts
-from ui.charts import by_group, distribution, intervals, style
+from circuit_core.baseline import random_circuit_baseline
+from ui.charts import baseline_histogram, by_group, distribution, intervals, style
 from ui import jobs
 from ui.headline import faithfulness_of, headline
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
@@ -92,6 +93,22 @@ orders = pd.DataFrame([{"order": o, "n": s["n"], "F(M)": s["F_model"], "F(C)": s
 st.dataframe(orders.style.format({"F(M)": "{:.3f}", "F(C)": "{:.3f}", "F(C)/F(M)": "{:.1%}", "normalised": "{:.1%}"}),
              hide_index=True, width="stretch")
 st.caption(f"Groups hold {ev.dataset.meta['min_group_size']}+ prompts each; per-group means rest on them.")
+
+st.subheader("Against random circuits of the same shape")
+n_random = st.number_input("Random circuits", 0, 500, 50, step=10, key="baseline_n",
+                           help="Each keeps as many heads per layer as C, drawn at random, at C's positions.")
+if n_random:
+    circuit = ctx.circuit
+    job = jobs.start(("baseline", ctx.model_key, ctx.methodology, circuit_json(circuit), int(n_random)),
+                     "Evaluating random circuits",
+                     lambda job: random_circuit_baseline(ev, circuit, int(n_random), progress=job.progress,
+                                                         should_stop=job.should_stop))
+    b = jobs.show(job)
+    if b is not None:
+        st.altair_chart(style(baseline_histogram(b.F_random, b.F_circuit, b.F_model)), width="stretch")
+        st.caption(f"{b.share_at_least_as_good:.0%} of {len(b.F_random)} random circuits with C's number of heads "
+                   f"per layer are at least as faithful as C (median F/F(M) of the random ones: "
+                   f"{np.median(b.F_random) / b.F_model:.1%}).")
 
 st.subheader("Sensitivity to methodology")
 st.markdown("The same circuit under every ablation kind and position scope (Miller et al. 2024 show these "

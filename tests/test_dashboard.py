@@ -121,3 +121,14 @@ def test_reference_set_choices_reach_the_figures_and_captions():
     assert "20 reference prompts per group (4 replicates in the intervals)" in captions
     assert "joint bootstrap" in captions
     assert any("%" in c.value and "95% CI [" in c.value for c in at.caption)  # ratio interval in percent
+
+
+def test_faithfulness_page_shows_intervals_worst_prompts_and_the_random_baseline():
+    at = app("pages/2_Faithfulness.py")
+    assert not at.exception and not at.error
+    job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "baseline")
+    assert job.wait(120) and job.error is None and len(job.result.F_random) == 50
+    at.run()
+    text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "mean over prompts of f_C / f_M" in text and "random circuits with C's number of heads" in text
+    assert any(s.value == "Worst prompts" for s in at.subheader)

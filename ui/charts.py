@@ -136,3 +136,14 @@ def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.C
             y="ci_low_pct:Q", y2="ci_high_pct:Q"))
     return alt.layer(*layers).properties(height=380, title=f"Minimality with 95% intervals (dashed line: "
                                                            f"{threshold_pct:g}% of F(M))")
+
+
+def baseline_histogram(F_random, F_circuit: float, F_model: float) -> alt.Chart:
+    """F/F(M) of random circuits of C's shape, with C marked."""
+    df = pd.DataFrame({"ratio": [f / F_model for f in F_random]})
+    hist = alt.Chart(df).mark_bar(color="#9d9d9d").encode(
+        x=alt.X("ratio:Q", bin=alt.Bin(maxbins=30), title="F / F(M) of random circuits with C's heads per layer"),
+        y=alt.Y("count()", title="circuits"))
+    mark = alt.Chart(pd.DataFrame({"C": [F_circuit / F_model]})).mark_rule(color="#f58518", strokeWidth=3).encode(
+        x="C:Q", tooltip=[alt.Tooltip("C:Q", format=".3f", title="F(C)/F(M)")])
+    return (hist + mark).properties(height=260, title="Random circuits of the same shape (orange: C)")
