@@ -90,9 +90,7 @@ def _forward_with_grads(ev: Evaluator, chunk: _Chunk, key: tuple):
 
 def _apply(z, values, lkey, chunk: _Chunk):
     """z with every head outside the layer key replaced by its ablation value."""
-    keep = torch.stack([chunk.keep([s], False)[..., 0] if s != "A" else
-                        torch.zeros(z.shape[:2], dtype=torch.bool, device=z.device) for s in lkey], -1)
-    return torch.where(keep[..., None], z, values)
+    return torch.where(chunk.keep(list(lkey), False)[..., None], z, values)
 
 
 # --- what the editor shows ------------------------------------------------------------------------------

@@ -90,30 +90,24 @@ def random_subsets(heads: Sequence[Head], count: int, seed: int) -> list[frozens
 
 # --- evaluation --------------------------------------------------------------------------------------
 class FCache:
-    """Per-prompt logit differences of node sets, each set evaluated at most once.
+    """Per-prompt logit differences of node sets, as float64 numpy [len(node_sets), N].
 
-    `get` sends every set it has not seen in ONE `logit_diffs` call, so a step's sets share a batch,
-    and sets that recur (∅, a class that a random draw repeats, greedy revisits) cost nothing.
+    The evaluator memoises every set it has computed, so sets that recur (∅, a class that a random
+    draw repeats, greedy revisits) cost nothing; `get` sends each call's sets in ONE `logit_diffs`
+    call, so a step's sets share the prefix tree.
     """
 
     def __init__(self, evaluator):
         self.evaluator = evaluator
-        self._values: dict = {}
 
     def get(self, node_sets: Sequence[NodeSet], progress: Progress | None = None) -> np.ndarray:
-        """float64 [len(node_sets), N]."""
-        missing = {}
-        for s in node_sets:
-            key = (s.nodes, s.complement)
-            if key not in self._values:
-                missing.setdefault(key, s)
-        if missing:
-            diffs = self.evaluator.logit_diffs(list(missing.values()), progress).numpy()
-            self._values.update(zip(missing, diffs))
-        n = self.evaluator.dataset.n
-        if not node_sets:
-            return np.empty((0, n))
-        return np.stack([self._values[(s.nodes, s.complement)] for s in node_sets])
+        return self.evaluator.logit_diffs(list(node_sets), progress).numpy()
+
+
+def _resample_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n]: each row the share of each prompt in one bootstrap resample."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) / n
 
 
 def abs_diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95):
@@ -124,21 +118,18 @@ def abs_diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, lev
     rows, n = a.shape
     if n_boot <= 0 or rows == 0:
         return np.full(rows, np.nan), np.full(rows, np.nan)
-    rng = np.random.default_rng(seed)
-    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) / n
-    stat = np.abs((a - b) @ weights.T)  # [rows, n_boot]
+    stat = np.abs((a - b) @ _resample_weights(n, n_boot, seed).T)  # [rows, n_boot]
     lo, hi = np.percentile(stat, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1)
     return lo, hi
 
 
 def mean_intervals(a: np.ndarray, n_boot: int, seed: int, level: float = 0.95):
-    """95% percentile intervals of mean(a) per row, resampling prompts (one weight vector per draw)."""
+    """95% percentile intervals of mean(a) per row, resampling prompts (the same draws as above)."""
     rows, n = a.shape
     if n_boot <= 0 or rows == 0:
         return np.full(rows, np.nan), np.full(rows, np.nan)
-    rng = np.random.default_rng(seed)
-    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) / n
-    return tuple(np.percentile(a @ weights.T, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1))
+    stat = a @ _resample_weights(n, n_boot, seed).T
+    return tuple(np.percentile(stat, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1))
 
 
 def pct_of(value, f_model: float):

@@ -54,37 +54,22 @@ def worst_prompts(dataset, per_prompt: dict[str, np.ndarray], k: int = 10):
 
 
 def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 1000, seed: int = 0,
-                        level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Percentile intervals for every key `statistic` returns, resampling prompts (paired)."""
-    n = len(next(iter(per_prompt.values())))
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        for k, v in statistic(**{name: arr[idx] for name, arr in per_prompt.items()}).items():
-            draws.setdefault(k, []).append(v)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return {k: (float(np.nanpercentile(v, lo)), float(np.nanpercentile(v, hi))) for k, v in draws.items()}
-
-
-def joint_bootstrap_intervals(per_prompt: dict[str, np.ndarray], replicates: list[dict[str, np.ndarray]], statistic,
-                              n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Percentile intervals over both sources of sampling noise: draw j resamples the prompts (paired)
-    and takes its per-prompt values from reference replicate j mod B (arrays missing from a replicate,
-    such as the intact model's, which ablates nothing, come from `per_prompt`).
+                        level: float = 0.95, replicates: list[dict[str, np.ndarray]] = ()) -> dict[str, tuple[float, float]]:
+    """Percentile intervals for every key `statistic` returns. Each draw resamples the prompts (paired);
+    with reference `replicates`, draw j also takes its per-prompt values from replicate j mod B
+    (arrays a replicate lacks, such as the intact model's, which ablates nothing, come from `per_prompt`).
 
     Resampling references with replacement leaves fewer distinct ones, and fewer references lower F
     (the README's curve): the replicates are shifted together so their average matches the full
     reference set's. They keep their spread, which is the reference noise."""
-    if not replicates:
-        return bootstrap_intervals(per_prompt, statistic, n_boot, seed, level)
-    offset = {k: np.mean([np.mean(r[k]) for r in replicates]) - np.mean(per_prompt[k]) for k in replicates[0]}
-    replicates = [{k: v - offset[k] for k, v in r.items()} for r in replicates]
+    if replicates:
+        offset = {k: np.mean([np.mean(r[k]) for r in replicates]) - np.mean(per_prompt[k]) for k in replicates[0]}
+        replicates = [{k: v - offset[k] for k, v in r.items()} for r in replicates]
     n = len(next(iter(per_prompt.values())))
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
     for j in range(n_boot):
-        source = {**per_prompt, **replicates[j % len(replicates)]}
+        source = {**per_prompt, **replicates[j % len(replicates)]} if replicates else per_prompt
         idx = rng.integers(0, n, n)
         for k, v in statistic(**{name: arr[idx] for name, arr in source.items()}).items():
             draws.setdefault(k, []).append(v)
@@ -138,15 +123,15 @@ def faithfulness(evaluator, circuit: Circuit, progress=None) -> Faithfulness:
     stats["accuracy_circuit"] = float(np.mean(diffs[1] > 0))
     reps = [{"circuit": d[0].numpy(), "empty": d[1].numpy()}
             for d in (r.logit_diffs(sets[1:]) for r in evaluator.replicates)]
-    intervals = joint_bootstrap_intervals(per_prompt, reps, faithfulness_stats, meth.bootstrap, meth.seed)
+    intervals = bootstrap_intervals(per_prompt, faithfulness_stats, meth.bootstrap, meth.seed, replicates=reps)
     by_order = {}
     orders = np.array([evaluator.dataset.group_names[g].split("-")[0] for g in evaluator.dataset.groups.tolist()])
     for order in ("ABBA", "BABA"):
         sel = orders == order
         if sel.any():
             part = {k: v[sel] for k, v in per_prompt.items()}
-            ci = joint_bootstrap_intervals(part, [{k: v[sel] for k, v in r.items()} for r in reps],
-                                           faithfulness_stats, meth.bootstrap, meth.seed)
+            ci = bootstrap_intervals(part, faithfulness_stats, meth.bootstrap, meth.seed,
+                                     replicates=[{k: v[sel] for k, v in r.items()} for r in reps])
             by_order[order] = {**faithfulness_stats(**part), "n": int(sel.sum()),
                                "intervals_95": {k: list(v) for k, v in ci.items()}}
     return Faithfulness(stats, intervals, per_prompt, by_order, interval_method(meth), spread(per_prompt))
@@ -173,4 +158,4 @@ def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int =
 
 
 __all__ = ["Faithfulness", "faithfulness", "circuit_node_set", "faithfulness_stats", "bootstrap_intervals",
-           "breakdown_by_group", "mean_of_ratios", "spread", "worst_prompts", "joint_bootstrap_intervals"]
+           "breakdown_by_group", "mean_of_ratios", "spread", "worst_prompts"]

@@ -126,21 +126,8 @@ class _Chunk:
 
     def keep(self, states: list, at_end: bool) -> torch.Tensor:
         """Bool keep-mask of some heads' states: [P, S, heads], or [P, heads] at END only."""
-        P, S = self.tokens.shape
-        cols = []
-        for st in states:
-            if st == KEPT:
-                cols.append(torch.ones(P, 1 if at_end else S, dtype=torch.bool, device=self.rows.device))
-                continue
-            kind, roles = st
-            hit = torch.zeros(P, S, dtype=torch.bool, device=self.rows.device)
-            for role in roles:
-                hit[self.rows, self.positions[role]] = True
-            if at_end:
-                hit = hit[self.rows, self.end][:, None]
-            cols.append(hit if kind == "k" else ~hit)
-        out = torch.stack(cols, -1)
-        return out[:, 0] if at_end else out
+        mask = layer_mask(states, self.positions, len(self.rows), self.tokens.shape[1])
+        return mask[self.rows, self.end] if at_end else mask
 
 
 class Evaluator:
@@ -181,8 +168,6 @@ class Evaluator:
         direction, bias = (self.blocks.answer_direction(dataset.answer_tokens.to(self.device)) if self.blocks
                            else (None, None))
         self._direction, self._bias = (direction.cpu(), bias.cpu()) if self.blocks else (None, None)
-        if self.blocks is not None and not self._blocks_agree():
-            self.blocks = None  # the weights do not describe this model as blocks.py assumes: use hooks
 
     def _hook_names(self):
         return [f"blocks.{l}.attn.hook_z" for l in range(self.n_layers)]
@@ -357,7 +342,7 @@ class Evaluator:
             for layer in range(self.n_layers):
                 if all(st == KEPT for st in key[layer]):
                     continue
-                keep = _layer_mask(key[layer], ds.positions, len(prompts), self.seq)
+                keep = layer_mask(key[layer], ds.positions, len(prompts), self.seq)
                 hooks.append((f"blocks.{layer}.attn.hook_z",
                               lambda z, hook, keep=keep.to(self.device)[..., None], v=values[:, :, layer].to(self.device):
                               torch.where(keep, z, v.to(z.dtype))))
@@ -367,34 +352,18 @@ class Evaluator:
             ans = self.dataset.answer_tokens[prompts]
             finished(key, prompts, end.gather(1, ans[:, :1])[:, 0] - end.gather(1, ans[:, 1:])[:, 0])
 
-    def _blocks_agree(self) -> bool:
-        """Check once, on a few prompts, that blocks.py reproduces the bridge's own forward pass."""
-        prompts = torch.arange(min(4, self.dataset.n))
-        tokens = self.dataset.tokens[prompts].to(self.device)
-        with self.model.lock, torch.no_grad():
-            logits = self.model.bridge(tokens)
-            chunk = _Chunk(self, -1, prompts)
-            got = {}
-            key = layer_keys(NodeSet.model(), self.n_layers, self.n_heads)
-            self._visit(chunk, 0, self.blocks.embed(tokens), -1, [key],
-                        lambda k, p, d: got.__setitem__("d", d))
-        rows = torch.arange(len(prompts))
-        end = logits[rows, self.end[prompts]].float().cpu()
-        ans = self.dataset.answer_tokens[prompts]
-        want = end.gather(1, ans[:, :1])[:, 0] - end.gather(1, ans[:, 1:])[:, 0]
-        return bool(torch.allclose(got["d"].float().cpu(), want, atol=1e-3, rtol=1e-3))
 
-
-def _layer_mask(lkey: tuple, positions: dict, n: int, seq: int) -> torch.Tensor:
-    """Bool [n, seq, head] keep-mask of one layer key."""
-    rows = torch.arange(n)
+def layer_mask(states, positions: dict, n: int, seq: int) -> torch.Tensor:
+    """Bool [n, seq, head] keep-mask of head states (a layer key, or some of its heads)."""
+    device = next(iter(positions.values())).device
+    rows = torch.arange(n, device=device)
     cols = []
-    for st in lkey:
+    for st in states:
         if st in (KEPT, ABLATED):
-            cols.append(torch.full((n, seq), st == KEPT))
+            cols.append(torch.full((n, seq), st == KEPT, device=device))
             continue
         kind, roles = st
-        hit = torch.zeros(n, seq, dtype=torch.bool)
+        hit = torch.zeros(n, seq, dtype=torch.bool, device=device)
         for role in roles:
             hit[rows, positions[role]] = True
         cols.append(hit if kind == "k" else ~hit)
