@@ -45,6 +45,9 @@ class Methodology:
         # Validate early so a typo never silently falls back to a default.
         Ablation(self.ablation)
         PositionScope(self.positions)
+        for name in ("ref_per_group", "ref_replicates"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a whole number ≥ 0 (got {getattr(self, name)!r}).")
 
     def to_dict(self) -> dict:
         return asdict(self)

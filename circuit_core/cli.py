@@ -13,6 +13,17 @@ from .tasks import TASKS, TaskError, task_roles
 from .tasks.ioi import MODES
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number ≥ 0, refused with a one-line message before any work."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {value}")
+    return value
+
+
 def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> None:
     p.add_argument("--model", default=None,
                    help=f"hub name (e.g. gpt2, gpt2-medium), local Hugging Face folder, or 'demo' "
@@ -26,10 +37,10 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--positions", default="circuit", choices=[s.value for s in PositionScope])
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
-    p.add_argument("--ref-per-group", type=int, default=0,
+    p.add_argument("--ref-per-group", type=count, default=0,
                    help="reference (ABC) prompts per template group for the means, drawn on their own; "
                         "0 (default): each prompt's ABC twin, as in the paper (about N/30 per group)")
-    p.add_argument("--ref-replicates", type=int, default=0,
+    p.add_argument("--ref-replicates", type=count, default=0,
                    help="bootstrap replicates of the reference set, so that intervals include its sampling "
                         "noise (each costs one more evaluation of C and ∅); 0 (default): prompts only")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
@@ -244,7 +255,7 @@ def cmd_validate(args) -> int:
 
 
 def add_baseline_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--baseline", type=int, default=0,
+    p.add_argument("--baseline", type=count, default=0,
                    help="also evaluate this many random circuits with C's number of heads per layer (0: none)")
 
 
@@ -336,7 +347,7 @@ def add_discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="mixed", choices=MODES, help="template order(s)")
     p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
-    p.add_argument("--ref-per-group", type=int, default=0,
+    p.add_argument("--ref-per-group", type=count, default=0,
                    help="reference prompts per template group (0: each prompt's ABC twin, the paper)")
     p.add_argument("--threshold", type=float, default=0.8,
                    help="keep threshold <= F(C)/F(M) <= 2 - threshold while pruning (default 0.8)")

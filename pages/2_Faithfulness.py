@@ -79,7 +79,7 @@ st.caption("The prompts where the circuit falls furthest below the model (logit 
 st.subheader("By template and order")
 st.altair_chart(style(by_group(breakdown_by_group(ev.dataset, per_prompt, ctx.methodology.bootstrap,
                                                   ctx.methodology.seed))), width="stretch")
-st.caption("Intervals per group: bootstrap over the group's prompts.")
+st.caption("Intervals per group: bootstrap over the group's prompts (reference-set noise not included).")
 
 
 def _ci(s, key, pct=True):
@@ -98,8 +98,9 @@ st.subheader("Against random circuits of the same shape")
 n_random = st.number_input("Random circuits", 0, 500, 50, step=10, key="baseline_n",
                            help="Each keeps as many heads per layer as C, drawn at random, at C's positions.")
 if n_random:
-    circuit = ctx.circuit
-    job = jobs.start(("baseline", ctx.model_key, ctx.methodology, circuit_json(circuit), int(n_random)),
+    circuit, key = ctx.circuit, ("baseline", ctx.model_key, ctx.methodology, circuit_json(ctx.circuit), int(n_random))
+    jobs.stop_others("baseline", key)  # a baseline for a circuit no longer shown is not worth the CPU
+    job = jobs.start(key,
                      "Evaluating random circuits",
                      lambda job: random_circuit_baseline(ev, circuit, int(n_random), progress=job.progress,
                                                          should_stop=job.should_stop))

@@ -68,6 +68,7 @@ st.altair_chart(style(completeness_scatter(table)), width="stretch")
 f_model = fixed.F_model
 worst = table.sort_values("incompleteness", ascending=False).head(10)
 st.subheader("Worst K sets")
+st.caption("Intervals (points and table): paired bootstrap over prompts; reference-set noise not included.")
 show = worst.assign(K=worst.K.apply(lambda k: ", ".join(k) or "∅"),
                    **{"95% CI": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(worst.ci_low, worst.ci_high)]})[
     ["family", "name", "K", "F_C_minus_K", "F_M_minus_K", "incompleteness", "95% CI", "incompleteness_pct"]]

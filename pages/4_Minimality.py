@@ -49,6 +49,7 @@ if result.cancelled:
     st.info("The search was stopped: each head shows the best K found before that.")
 
 st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold)), width="stretch")
+st.caption("Error bars: 95% paired bootstrap over prompts; reference-set noise not included.")
 flagged = result.flagged
 if flagged:
     st.warning(f"{len(flagged)} head(s) under {threshold:g}% of F(M): {', '.join(flagged)}")

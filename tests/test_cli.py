@@ -57,3 +57,11 @@ def test_bad_circuit_and_bad_model_exit_cleanly(tmp_path, tiny_dir, capsys):
     assert "head 7.0 does not exist" in capsys.readouterr().err
     assert main(["faithfulness", "--model", str(tmp_path / "missing"), "--circuit", str(bad)]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--ref-per-group", "--ref-replicates", "--baseline"])
+def test_negative_counts_are_refused_before_any_work(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["faithfulness", "--model", "demo", "--circuit", "data/circuits/ioi-demo.json", option, "-2"])
+    assert exit_.value.code == 2
+    assert "expected a whole number ≥ 0, got -2" in capsys.readouterr().err
