@@ -19,6 +19,7 @@ import torch
 from .ablation import NodeSet
 from .circuit import ALL_POSITIONS, Circuit, Head
 from .criteria import circuit_node_set
+from .editing import toggle_head as toggled  # the editor's click: in, out, or moved
 from .evaluate import Cancelled, Evaluator, Progress, StopCheck, _Chunk, layer_keys
 
 ESTIMATE, EXACT = "toggle effect (estimate)", "toggle effect (exact)"
@@ -117,13 +118,6 @@ def toggle_estimates(ev: Evaluator, circuit: Circuit, target_class: str, att: At
                 score = att.at((l, h), new_role) - att.at((l, h), old_role)
             rows.append({"layer": l, "head": h, "metric": ESTIMATE, "score": score})
     return pd.DataFrame(rows)
-
-
-def toggled(circuit: Circuit, head: Head, target_class: str) -> Circuit:
-    """The circuit after one click on `head` with `target_class` chosen (the editor's rule)."""
-    from .editing import toggle_head
-
-    return toggle_head(circuit, head, target_class)
 
 
 def exact_toggles(ev: Evaluator, circuit: Circuit, target_class: str, progress: Progress | None = None,

@@ -202,7 +202,8 @@ class Evaluator:
         if total:
             self._compute(list(todo), progress, should_stop)
         for i, k in enumerate(keys):
-            out[i] = self._memo.get(k) if self._memo.get(k) is not None else self._recompute(k)
+            got = self._memo.get(k)
+            out[i] = got if got is not None else self._recompute(k)
         return out
 
     def F(self, node_sets: Sequence[NodeSet], progress: Progress | None = None) -> list[float]:

@@ -159,12 +159,13 @@ def ablation_effects(evaluator, progress=None, should_stop=None) -> pd.DataFrame
     return ablation_frame(F[0], F[1:], evaluator.n_layers, evaluator.n_heads)
 
 
-def head_scores(evaluator, seed: int | None = None, progress=None) -> pd.DataFrame:
-    """All the metrics above for the evaluator's model and dataset, one tidy table."""
+def head_scores(evaluator, seed: int | None = None, progress=None, ablation: bool = True) -> pd.DataFrame:
+    """All the metrics above for the evaluator's model and dataset, one tidy table. ablation=False
+    leaves out the ablation effects (one evaluation per head; the rest is a few forward passes)."""
     seed = evaluator.methodology.seed if seed is None else seed
     model = evaluator.model
-    return pd.concat([repeated_token_scores(model, seed=seed), task_scores(model, evaluator.dataset),
-                      ablation_effects(evaluator, progress)], ignore_index=True)
+    parts = [repeated_token_scores(model, seed=seed), task_scores(model, evaluator.dataset)]
+    return pd.concat(parts + ([ablation_effects(evaluator, progress)] if ablation else []), ignore_index=True)
 
 
 __all__ = ["repeated_tokens", "repeated_token_scores", "task_scores", "ablation_effects", "head_scores", "wide",
