@@ -65,13 +65,9 @@ def faithfulness_result(model_key: str, methodology: Methodology, circuit_json: 
 @st.cache_data(show_spinner="Scoring head roles…", max_entries=32)
 def role_scores(model_key: str, methodology: Methodology):
     """Previous-token, duplicate-token, induction, attention and direct-effect scores (a few passes)."""
-    import pandas as pd
+    from circuit_core.heads import head_scores
 
-    from circuit_core.heads import repeated_token_scores, task_scores
-
-    ev = get_evaluator(model_key, methodology)
-    return pd.concat([repeated_token_scores(ev.model, seed=methodology.seed), task_scores(ev.model, ev.dataset)],
-                     ignore_index=True)
+    return head_scores(get_evaluator(model_key, methodology), ablation=False)
 
 
 def circuit_json(c: Circuit) -> str:
@@ -112,11 +108,20 @@ def save_circuit(c: Circuit, name: str) -> Path:
 
 # --- the sidebar --------------------------------------------------------------------------------------
 def _keep_widget_state():
-    # Widget values are dropped when a page does not draw the widget; re-assigning keeps them
-    # across page switches (Streamlit's documented pattern).
+    # Widget values are dropped when a run does not draw the widget; re-assigning keeps them across
+    # page switches (Streamlit's documented pattern). A page switch while a job's progress fragment
+    # is polling can still drop them, so each full run also keeps a plain copy to restore from.
     for k in SIDEBAR_KEYS:
         if k in st.session_state:
             st.session_state[k] = st.session_state[k]
+        elif f"_kept::{k}" in st.session_state:
+            st.session_state[k] = st.session_state[f"_kept::{k}"]
+
+
+def _remember_widget_state():
+    for k in SIDEBAR_KEYS:
+        if k in st.session_state:
+            st.session_state[f"_kept::{k}"] = st.session_state[k]
 
 
 def sidebar() -> Context:
@@ -201,6 +206,7 @@ def sidebar() -> Context:
     if hkey not in st.session_state:  # one edit history per (circuit, model): switching loses nothing
         st.session_state[hkey] = History(preset)
     history = st.session_state[hkey]
+    _remember_widget_state()
     return Context(model, model_key, meth, history.current, preset, history, hkey)
 
 
