@@ -32,23 +32,3 @@ def test_clicking_a_head_changes_faithfulness():
         body = page.inner_text("body")
         assert "Added:" in body or "Removed:" in body or "Moved:" in body
 
-
-def test_switching_pages_while_a_job_runs_keeps_the_sidebar_choices():
-    caption = '[data-testid="stMain"] [data-testid="stCaptionContainer"]'
-    with dashboard() as url, browser_page() as page:
-        page.goto(f"{url}/Faithfulness")
-        wait_idle(page)
-        inputs = page.locator('[data-testid="stSidebar"] [data-testid="stNumberInput"] input')
-        for i, value in ((1, "3"), (0, "2000")):  # seed 3; N = 2000 so that the job below takes a while
-            inputs.nth(i).fill(value)
-            inputs.nth(i).press("Enter")
-            wait_idle(page)
-        assert "N=2000, seed 3" in page.locator(caption).first.inner_text()
-        n = page.get_by_label("Random circuits", exact=True).and_(page.locator("input"))
-        n.fill("500")  # a baseline job long enough to be polled by its progress fragment
-        n.press("Enter")
-        page.wait_for_selector("text=Evaluating random circuits", timeout=60_000)
-        page.get_by_role("link", name="Minimality").first.click()
-        page.wait_for_timeout(1500)
-        wait_idle(page, '[data-testid="stVegaLiteChart"]')
-        assert "N=2000, seed 3" in page.locator(caption).first.inner_text()
