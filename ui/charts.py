@@ -110,8 +110,8 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
     layers = [diag]
     if "F_C_lo" in df:  # 95% intervals of both coordinates, as thin cross-hairs under the points
         bars = alt.Chart(df).encode(color=alt.Color("family:N", scale=FAMILY_COLORS, legend=None))
-        layers += [bars.mark_rule(opacity=0.5).encode(x="F_M_minus_K:Q", y="F_C_lo:Q", y2="F_C_hi:Q"),
-                   bars.mark_rule(opacity=0.5).encode(y="F_C_minus_K:Q", x="F_M_lo:Q", x2="F_M_hi:Q")]
+        layers += [bars.mark_rule(opacity=0.5, clip=True).encode(x="F_M_minus_K:Q", y="F_C_lo:Q", y2="F_C_hi:Q"),
+                   bars.mark_rule(opacity=0.5, clip=True).encode(y="F_C_minus_K:Q", x="F_M_lo:Q", x2="F_M_hi:Q")]
     return alt.layer(*layers, pts).properties(
         height=460, title="Completeness: a complete circuit sits on the diagonal (95% intervals)")
 
