@@ -4,14 +4,14 @@ Run with `make run` (or `streamlit run dashboard.py`).
 """
 import streamlit as st
 
-from ui.headline import faithfulness_of, headline
+from ui.headline import faithfulness_of, headline, with_reference_noise
 from ui.state import methodology_caption, require_evaluator, sidebar
 
 ctx = sidebar()
 require_evaluator(ctx)
 st.title("Circuit validation")
 st.caption(methodology_caption(ctx))
-f = faithfulness_of(ctx)
+f = with_reference_noise(ctx, faithfulness_of(ctx))
 headline(ctx, f)
 
 st.markdown(
@@ -39,5 +39,4 @@ with c3:
 st.divider()
 st.page_link("pages/1_Circuit_editor.py", label="Edit the circuit: click heads in and out, change classes →")
 acc = f"{f['accuracy_model']:.0%} of prompts have IO above S in the model, {f['accuracy_circuit']:.0%} in the circuit."
-st.caption(acc + f" Intervals: {f.get('interval_method') or 'paired bootstrap over prompts'}. "
-           "Faithfulness is a ratio of means.")
+st.caption(acc + " Faithfulness is a ratio of means.")

@@ -26,6 +26,7 @@ import pandas as pd
 
 from .ablation import NodeSet
 from .circuit import Circuit, CircuitError, Head, head_name, parse_head
+from .criteria import interval_method
 
 Progress = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
@@ -110,26 +111,64 @@ def _resample_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) / n
 
 
-def abs_diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95):
-    """95% percentile intervals of |mean(a) − mean(b)| per row, resampling prompts (paired).
+def _boot_means(arrays: Sequence[np.ndarray], n_boot: int, seed: int, replicates: Sequence[Sequence[np.ndarray]] = ()):
+    """Bootstrap draws of the row means of each [rows, N] array: [rows, n_boot] each.
+
+    One draw = one weight vector over prompts, shared by every array and row (paired). With reference
+    `replicates` (one tuple of arrays per replicate, the same sets under another draw of the ablation
+    values), draw j takes its values from replicate j mod B: a joint bootstrap over prompts and
+    reference set. Replicates are shifted together so their average matches the full reference set's
+    (resampling leaves fewer distinct references, which lowers F); they keep their spread, the noise.
+    """
+    rows, n = arrays[0].shape
+    weights = _resample_weights(n, n_boot, seed)
+    if not replicates:
+        return [a @ weights.T for a in arrays]
+    shift = [np.mean([r[i].mean(1) for r in replicates], axis=0) - a.mean(1) for i, a in enumerate(arrays)]
+    out = [np.empty((rows, n_boot)) for _ in arrays]
+    for k, rep in enumerate(replicates):
+        w = weights[k::len(replicates)]
+        for i, r in enumerate(rep):
+            out[i][:, k::len(replicates)] = (r - shift[i][:, None]) @ w.T
+    return out
+
+
+def abs_diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95,
+                       replicates: Sequence[tuple[np.ndarray, np.ndarray]] = ()):
+    """95% percentile intervals of |mean(a) − mean(b)| per row, resampling prompts (paired) and, with
+    `replicates` [(a_k, b_k)], the reference set too (see `_boot_means`).
 
     a, b: [rows, N] per-prompt values. One resample = one weight vector over prompts, shared by rows.
     """
     rows, n = a.shape
     if n_boot <= 0 or rows == 0:
         return np.full(rows, np.nan), np.full(rows, np.nan)
-    stat = np.abs((a - b) @ _resample_weights(n, n_boot, seed).T)  # [rows, n_boot]
-    lo, hi = np.percentile(stat, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1)
+    ma, mb = _boot_means([a, b], n_boot, seed, replicates)
+    lo, hi = np.percentile(np.abs(ma - mb), [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1)
     return lo, hi
 
 
-def mean_intervals(a: np.ndarray, n_boot: int, seed: int, level: float = 0.95):
-    """95% percentile intervals of mean(a) per row, resampling prompts (the same draws as above)."""
+def mean_intervals(a: np.ndarray, n_boot: int, seed: int, level: float = 0.95, replicates: Sequence[np.ndarray] = ()):
+    """95% percentile intervals of mean(a) per row, resampling prompts (the same draws as above) and,
+    with `replicates` [a_k], the reference set."""
     rows, n = a.shape
     if n_boot <= 0 or rows == 0:
         return np.full(rows, np.nan), np.full(rows, np.nan)
-    stat = a @ _resample_weights(n, n_boot, seed).T
+    (stat,) = _boot_means([a], n_boot, seed, [(r,) for r in replicates])
     return tuple(np.percentile(stat, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1))
+
+
+def replicate_values(evaluator, node_sets: Sequence[NodeSet], progress: Progress | None = None,
+                     should_stop: StopCheck | None = None) -> list[np.ndarray]:
+    """[rows, N] per-prompt values of `node_sets` under each reference replicate of the evaluator (none
+    when the methodology has no replicates). Each replicate costs one more evaluation of the sets."""
+    reps = evaluator.replicates
+    out = []
+    for i, rep in enumerate(reps):
+        out.append(rep.logit_diffs(list(node_sets), should_stop=should_stop).numpy())
+        if progress is not None:
+            progress(i + 1, len(reps))
+    return out
 
 
 def pct_of(value, f_model: float):
@@ -266,7 +305,7 @@ class Completeness:
 def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random: int = 10,
                  user_k: Sequence = (), greedy_k: int = 10, greedy_steps: int = 10, greedy_runs: int = 10,
                  seed: int | None = None, progress: Progress | None = None,
-                 should_stop: StopCheck | None = None) -> Completeness:
+                 should_stop: StopCheck | None = None, reference_noise: bool = True) -> Completeness:
     """|F(C\\K) − F(M\\K)| for K = ∅, each class (classes=True), n_random random subsets, the greedy
     search's sets (greedy_runs=0 turns it off) and each K in user_k ('l.h,l.h' strings or head lists).
 
@@ -315,9 +354,13 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     c = cache.get([c_minus(circuit, K, pos) for _, _, K, _, _ in ks])
     m = cache.get([m_minus(circuit, K, pos) for _, _, K, _, _ in ks])
     inc = np.abs(c.mean(1) - m.mean(1))
-    lo, hi = abs_diff_intervals(c, m, meth.bootstrap, meth.seed)
-    c_lo, c_hi = mean_intervals(c, meth.bootstrap, meth.seed)
-    m_lo, m_hi = mean_intervals(m, meth.bootstrap, meth.seed)
+    reps = []
+    if reference_noise and evaluator.replicates:
+        sets = [c_minus(circuit, K, pos) for _, _, K, _, _ in ks] + [m_minus(circuit, K, pos) for _, _, K, _, _ in ks]
+        reps = [(r[:len(ks)], r[len(ks):]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
+    lo, hi = abs_diff_intervals(c, m, meth.bootstrap, meth.seed, replicates=reps)
+    c_lo, c_hi = mean_intervals(c, meth.bootstrap, meth.seed, replicates=[a for a, _ in reps])
+    m_lo, m_hi = mean_intervals(m, meth.bootstrap, meth.seed, replicates=[b for _, b in reps])
     table = pd.DataFrame({
         "family": [f for f, *_ in ks],
         "name": [name for _, name, *_ in ks],
@@ -341,18 +384,25 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     settings = {"classes": classes, "n_random": n_random, "n_random_drawn": sum(f == "random" for f, *_ in ks),
                 "user_k": [heads_label(parse_heads(K), circuit) for K in user_k],
                 "greedy_k": greedy_k, "greedy_steps": greedy_steps, "greedy_runs": greedy_runs, "seed": seed,
-                "bootstrap": meth.bootstrap}
+                "bootstrap": meth.bootstrap, "interval_method": interval_method(meth, bool(reps))}
     return Completeness(table, {"C_minus_K": c, "M_minus_K": m, "model": cache.get([NodeSet.model()])[0]},
                         f_model, tr, settings, cancelled)
 
 
-def completeness_in_stages(evaluator, circuit: Circuit, n_random: int = 10, progress: Progress | None = None):
+def completeness_in_stages(evaluator, circuit: Circuit, n_random: int = 10, progress: Progress | None = None,
+                           should_stop: StopCheck | None = None):
     """The fixed families as they fill in: yields the result for ∅, then ∅ and each class, then with
-    the random sets too. The evaluator memoises node sets, so no stage recomputes the one before."""
-    for stage in (dict(classes=False, n_random=0), dict(classes=True, n_random=0),
-                  dict(classes=True, n_random=n_random)):
-        yield completeness(evaluator, circuit, greedy_runs=0, progress=progress, **stage)
+    the random sets too, then (with reference replicates) the same with the reference noise in the
+    intervals. The evaluator memoises node sets, so no stage recomputes the one before."""
+    stages = [dict(classes=False, n_random=0), dict(classes=True, n_random=0), dict(classes=True, n_random=n_random)]
+    for stage in stages:
+        yield completeness(evaluator, circuit, greedy_runs=0, progress=progress, should_stop=should_stop,
+                           reference_noise=False, **stage)
+    if evaluator.replicates:
+        yield completeness(evaluator, circuit, greedy_runs=0, progress=progress, should_stop=should_stop,
+                           reference_noise=True, **stages[-1])
 
 
 __all__ = ["Completeness", "completeness", "completeness_in_stages", "c_minus", "m_minus", "incompleteness_sets", "parse_heads",
-           "heads_label", "random_subsets", "FCache", "Search", "greedy_search", "abs_diff_intervals"]
+           "heads_label", "random_subsets", "FCache", "Search", "greedy_search", "abs_diff_intervals", "mean_intervals",
+           "replicate_values"]

@@ -77,11 +77,14 @@ def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: in
     return {k: (float(np.nanpercentile(v, lo)), float(np.nanpercentile(v, hi))) for k, v in draws.items()}
 
 
-def interval_method(methodology) -> str:
-    """How the 95% intervals of this methodology are made, in words (shown beside them)."""
+def interval_method(methodology, reference_noise: bool = True) -> str:
+    """How the 95% intervals of this methodology are made, in words (shown beside them).
+    reference_noise=False: the replicates exist but these intervals do not use them (yet)."""
     if methodology.ref_replicates and methodology.ablation != "zero":
-        return (f"joint bootstrap: prompts resampled (paired) × {methodology.ref_replicates} replicates of the "
-                "reference set")
+        if not reference_noise:
+            return "paired bootstrap over prompts (reference-set noise not yet included)"
+        what = "redraws of the resampled prompts" if methodology.ablation == "resample" else "replicates of the reference set"
+        return f"joint bootstrap: prompts resampled (paired) × {methodology.ref_replicates} {what}"
     return "paired bootstrap over prompts (reference-set noise not included)"
 
 
@@ -95,6 +98,7 @@ class Faithfulness:
     by_order: dict[str, dict[str, float]] = field(default_factory=dict)
     interval_method: str = ""
     spread: dict[str, dict[str, float]] = field(default_factory=dict)  # quartiles per run
+    replicates: list[dict[str, np.ndarray]] = field(default_factory=list)  # circuit / empty per reference replicate
 
     def __getattr__(self, name):
         if name != "stats" and name in self.__dict__.get("stats", {}):
@@ -109,20 +113,28 @@ class Faithfulness:
             "by_order": self.by_order,
             "spread": self.spread,
             "per_prompt": {k: v.tolist() for k, v in self.per_prompt.items()},
+            "replicates": [{k: v.tolist() for k, v in r.items()} for r in self.replicates],
         }
 
 
-def faithfulness(evaluator, circuit: Circuit, progress=None) -> Faithfulness:
-    """Evaluate M, C and ∅ in one batched call and summarise."""
+def faithfulness(evaluator, circuit: Circuit, progress=None, reference_noise: bool = True,
+                 should_stop=None) -> Faithfulness:
+    """Evaluate M, C and ∅ in one batched call and summarise. With the methodology's reference
+    replicates (reference_noise=True) C and ∅ are evaluated again under each, for joint intervals;
+    reference_noise=False gives the same figures at once, with prompts-only intervals."""
     meth = evaluator.methodology
     sets = [NodeSet.model(), circuit_node_set(circuit, meth.positions), NodeSet.empty()]
-    diffs = evaluator.logit_diffs(sets, progress).numpy()
+    diffs = evaluator.logit_diffs(sets, progress, should_stop).numpy()
     per_prompt = {"model": diffs[0], "circuit": diffs[1], "empty": diffs[2]}
     stats = faithfulness_stats(**per_prompt)
     stats["accuracy_model"] = float(np.mean(diffs[0] > 0))
     stats["accuracy_circuit"] = float(np.mean(diffs[1] > 0))
-    reps = [{"circuit": d[0].numpy(), "empty": d[1].numpy()}
-            for d in (r.logit_diffs(sets[1:]) for r in evaluator.replicates)]
+    reps = []
+    for r in evaluator.replicates if reference_noise else []:
+        d = r.logit_diffs(sets[1:], should_stop=should_stop)
+        reps.append({"circuit": d[0].numpy(), "empty": d[1].numpy()})
+        if progress is not None:
+            progress(len(reps), len(evaluator.replicates))
     intervals = bootstrap_intervals(per_prompt, faithfulness_stats, meth.bootstrap, meth.seed, replicates=reps)
     by_order = {}
     orders = np.array([evaluator.dataset.group_names[g].split("-")[0] for g in evaluator.dataset.groups.tolist()])
@@ -134,12 +146,15 @@ def faithfulness(evaluator, circuit: Circuit, progress=None) -> Faithfulness:
                                      replicates=[{k: v[sel] for k, v in r.items()} for r in reps])
             by_order[order] = {**faithfulness_stats(**part), "n": int(sel.sum()),
                                "intervals_95": {k: list(v) for k, v in ci.items()}}
-    return Faithfulness(stats, intervals, per_prompt, by_order, interval_method(meth), spread(per_prompt))
+    return Faithfulness(stats, intervals, per_prompt, by_order, interval_method(meth, bool(reps) or not evaluator.replicates),
+                        spread(per_prompt), reps)
 
 
-def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0):
+def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0,
+                       replicates: list[dict[str, np.ndarray]] = ()):
     """A tidy table: one row per (group, which) with the mean logit difference, its 95% interval
-    (bootstrap over the group's prompts) and its count."""
+    (bootstrap over the group's prompts; with reference `replicates`, jointly with the reference set,
+    as `bootstrap_intervals` does) and its count."""
     import pandas as pd
 
     rows = []
@@ -150,7 +165,13 @@ def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int =
         n = int(sel.sum())
         draws = rng.integers(0, n, (n_boot, n))
         for which, values in per_prompt.items():
-            boot = values[sel][draws].mean(1)
+            if replicates and which in replicates[0]:
+                # recentred per group as in bootstrap_intervals: the replicates keep only their spread
+                reps = np.stack([r[which][sel] for r in replicates])
+                reps = reps - (reps.mean() - values[sel].mean())
+                boot = np.take_along_axis(reps[np.arange(n_boot) % len(reps)], draws, 1).mean(1)
+            else:
+                boot = values[sel][draws].mean(1)
             rows.append({"group": dataset.group_names[g], "order": dataset.group_names[g].split("-")[0],
                          "which": which, "F": float(values[sel].mean()), "lo": float(np.percentile(boot, 2.5)),
                          "hi": float(np.percentile(boot, 97.5)), "n": n})

@@ -233,6 +233,9 @@ class Evaluator:
                 rep = copy.copy(self)
                 rep._table, rep._table_index = table, index
                 rep._memo, rep._id, rep._replicates, rep._replicate_tables = _LRU(64 << 20), object(), [], []
+                # Replicates evaluate whole batches in one call (the prefix tree shares within it); kept out
+                # of the model's residual cache so they never evict what makes the next edit fast.
+                rep._residuals = _LRU(0)
                 reps.append(rep)
             self._replicates = reps
         return self._replicates

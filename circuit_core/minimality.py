@@ -25,7 +25,8 @@ import pandas as pd
 from .ablation import NodeSet
 from .circuit import Circuit, Head, head_name
 from .completeness import (FCache, Progress, Search, StopCheck, abs_diff_intervals, c_minus, frame_records,
-                           greedy_search, heads_label, pct_of, trace_frame)
+                           greedy_search, heads_label, pct_of, replicate_values, trace_frame)
+from .criteria import interval_method
 
 K_SOURCES = ("file", "class", "search")
 
@@ -79,12 +80,14 @@ class Minimality:
 def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold_pct: float = 1.0,
                search_k: int = 10, search_steps: int = 10, search_runs: int = 1, seed: int | None = None,
                progress: Progress | None = None, should_stop: StopCheck | None = None,
-               only: Iterable[Head] | None = None) -> Minimality:
+               only: Iterable[Head] | None = None, reference_noise: bool = True) -> Minimality:
     """|F(C\\(K∪{v})) − F(C\\K)| for every head v, as a value and as % of |F(M)|.
 
     k_source: 'file' (default; the class rule for heads the file does not list, or for a circuit
     without minimality_k), 'class' or 'search'. Heads scoring under threshold_pct % of F(M) are flagged.
     only: score just these heads of the circuit (K still ranges over the whole circuit).
+    reference_noise: with the methodology's reference replicates, the intervals include the reference
+    set's noise (each replicate evaluates the scored sets again); False: prompts-only intervals.
     Without a search, all sets go to the evaluator in one call and progress is the evaluator's own.
     """
     if k_source not in K_SOURCES:
@@ -119,7 +122,11 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     knocked = cache.get([c_minus(circuit, ks[v][0] | {v}, pos) for v in heads])
     score = np.abs(knocked.mean(1) - base.mean(1))
     pct = pct_of(score, f_model)
-    lo, hi = abs_diff_intervals(knocked, base, meth.bootstrap, meth.seed)
+    reps = []
+    if reference_noise and evaluator.replicates:
+        sets = [c_minus(circuit, ks[v][0], pos) for v in heads] + [c_minus(circuit, ks[v][0] | {v}, pos) for v in heads]
+        reps = [(r[len(heads):], r[:len(heads)]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
+    lo, hi = abs_diff_intervals(knocked, base, meth.bootstrap, meth.seed, replicates=reps)
     table = pd.DataFrame({
         "head": [head_name(v) for v in heads],
         "class": [circuit.class_of(v).name for v in heads],
@@ -139,7 +146,8 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     if len(tr):
         tr.insert(0, "head", [head_name(heads[i]) for i in tr.pop("search")])
         tr["run"] += 1
-    settings = {"k_source": k_source, "threshold_pct": threshold_pct, "seed": seed, "bootstrap": meth.bootstrap}
+    settings = {"k_source": k_source, "threshold_pct": threshold_pct, "seed": seed, "bootstrap": meth.bootstrap,
+                "interval_method": interval_method(meth, bool(reps) or not evaluator.replicates)}
     if k_source == "search":
         settings.update(search_k=search_k, search_steps=search_steps, search_runs=search_runs)
     return Minimality(table, {"C_minus_K": base, "C_minus_K_and_v": knocked, "model": cache.get([NodeSet.model()])[0]},
@@ -149,14 +157,18 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
 def minimality_in_stages(evaluator, circuit: Circuit, progress: Progress | None = None,
                          should_stop: StopCheck | None = None, **options):
     """Minimality filling in class by class: yields the result for the first class's heads, then the
-    first two classes', ... (the evaluator memoises, so no stage recomputes the one before)."""
+    first two classes', ..., then (with reference replicates) all heads with the reference noise in the
+    intervals (the evaluator memoises, so no stage recomputes the one before)."""
     done: list[Head] = []
     for cls in circuit.classes:
         done += cls.heads
-        result = minimality(evaluator, circuit, progress=progress, should_stop=should_stop, only=list(done), **options)
+        result = minimality(evaluator, circuit, progress=progress, should_stop=should_stop, only=list(done),
+                            reference_noise=False, **options)
         yield result
         if result.cancelled:
             return
+    if evaluator.replicates:
+        yield minimality(evaluator, circuit, progress=progress, should_stop=should_stop, reference_noise=True, **options)
 
 
 __all__ = ["Minimality", "minimality", "minimality_in_stages", "minimality_k", "minimality_sets", "class_rule_k", "K_SOURCES"]

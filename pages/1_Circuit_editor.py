@@ -9,7 +9,7 @@ from circuit_core.circuit import CircuitError
 from circuit_core.editing import add_class, diff, from_rows, remove_class, rows, toggle_head, update_class
 from circuit_core.tasks import task_roles
 from ui.charts import OUT_OF_CIRCUIT, head_grid, style
-from ui.headline import faithfulness_of, headline
+from ui.headline import faithfulness_of, headline, with_reference_noise
 from ui import jobs
 from circuit_core.attribution import ESTIMATE, EXACT
 from ui.background import agreement_note, background, background_caption, background_metrics
@@ -36,7 +36,7 @@ def commit(new_circuit):
 
 st.title("Circuit editor")
 st.caption(methodology_caption(ctx))
-f = faithfulness_of(ctx)
+f = with_reference_noise(ctx, faithfulness_of(ctx))
 headline(ctx, f, st.session_state.get(prev_key), faithfulness_of(ctx, ctx.preset))
 
 u1, u2, _ = st.columns([1, 1, 6])

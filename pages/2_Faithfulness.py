@@ -8,7 +8,7 @@ from circuit_core.criteria import breakdown_by_group, worst_prompts
 from circuit_core.baseline import random_circuit_baseline
 from ui.charts import baseline_histogram, by_group, distribution, intervals, style
 from ui import jobs
-from ui.headline import faithfulness_of, headline
+from ui.headline import faithfulness_of, headline, with_reference_noise
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
 
 
@@ -52,7 +52,7 @@ ctx = sidebar()
 ev = require_evaluator(ctx)
 st.title("Faithfulness")
 st.caption(methodology_caption(ctx))
-f = faithfulness_of(ctx)
+f = with_reference_noise(ctx, faithfulness_of(ctx))
 headline(ctx, f)
 iv = f["intervals_95"]
 st.markdown(f"The circuit keeps **{f['ratio']:.1%}** (95% CI {iv['ratio'][0]:.1%} – {iv['ratio'][1]:.1%}) of the "
@@ -60,7 +60,6 @@ st.markdown(f"The circuit keeps **{f['ratio']:.1%}** (95% CI {iv['ratio'][0]:.1%
             f"**{f['mean_of_ratios']:.1%}** (95% CI {iv['mean_of_ratios'][0]:.1%} – {iv['mean_of_ratios'][1]:.1%}). "
             f"Gap F(M) − F(C) = {f['gap']:.3f} (95% CI {iv['gap'][0]:.3f} – {iv['gap'][1]:.3f}). "
             f"With every head ablated F(∅) = {f['F_empty']:.3f}.")
-st.caption(f"Intervals: {f.get('interval_method', 'paired bootstrap over prompts')}.")
 
 st.altair_chart(style(distribution(f["per_prompt"])), width="stretch")
 st.caption("Each prompt's logit difference: the model, the circuit alone, and every head ablated. "
@@ -77,9 +76,12 @@ st.dataframe(worst_prompts(ev.dataset, per_prompt).style.format({"f_M": "{:.3f}"
 st.caption("The prompts where the circuit falls furthest below the model (logit differences in nats).")
 
 st.subheader("By template and order")
+reps = [{k: np.array(v) for k, v in r.items()} for r in f.get("replicates", [])]
 st.altair_chart(style(by_group(breakdown_by_group(ev.dataset, per_prompt, ctx.methodology.bootstrap,
-                                                  ctx.methodology.seed))), width="stretch")
-st.caption("Intervals per group: bootstrap over the group's prompts (reference-set noise not included).")
+                                                  ctx.methodology.seed, reps))), width="stretch")
+st.caption("Intervals per group: bootstrap over the group's prompts"
+           + (f", jointly with {len(reps)} replicates of the reference set." if reps else
+              " (reference-set noise not included)."))
 
 
 def _ci(s, key, pct=True):

@@ -25,9 +25,9 @@ circuit = ctx.circuit
 
 
 def fixed_families(job):
-    """∅, then the classes, then the random sets: each stage's figure is shown while the next runs
-    (the evaluator memoises, so a stage never recomputes the one before)."""
-    for result in completeness_in_stages(ev, circuit, int(n_random), job.progress):
+    """∅, then the classes, then the random sets, then the reference noise in the intervals: each
+    stage's figure is shown while the next runs (the evaluator memoises, so no stage recomputes the one before)."""
+    for result in completeness_in_stages(ev, circuit, int(n_random), job.progress, job.should_stop):
         job.partial.append(result)
     return result
 
@@ -35,7 +35,8 @@ def fixed_families(job):
 def draw_partial(job):
     if job.partial:
         st.altair_chart(style(completeness_scatter(job.partial[-1].table)), width="stretch")
-        st.caption("Filling in: ∅ first, then each class, then the random sets.")
+        st.caption("Filling in: ∅ first, then each class, then the random sets, then the reference set's noise "
+                   f"in the intervals. Intervals so far: {job.partial[-1].settings['interval_method']}.")
 
 
 fixed_job = jobs.start(("completeness", ctx.model_key, ctx.methodology, cj, int(n_random)),
@@ -68,7 +69,7 @@ st.altair_chart(style(completeness_scatter(table)), width="stretch")
 f_model = fixed.F_model
 worst = table.sort_values("incompleteness", ascending=False).head(10)
 st.subheader("Worst K sets")
-st.caption("Intervals (points and table): paired bootstrap over prompts; reference-set noise not included.")
+st.caption(f"Intervals (points and table): {fixed.settings['interval_method']}.")
 show = worst.assign(K=worst.K.apply(lambda k: ", ".join(k) or "∅"),
                    **{"95% CI": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(worst.ci_low, worst.ci_high)]})[
     ["family", "name", "K", "F_C_minus_K", "F_M_minus_K", "incompleteness", "95% CI", "incompleteness_pct"]]

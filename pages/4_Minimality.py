@@ -38,7 +38,8 @@ def score_heads(job):
 def draw_partial(job):
     if job.partial:
         st.altair_chart(style(minimality_bars(job.partial[-1].table, circuit, threshold)), width="stretch")
-        st.caption("Filling in class by class.")
+        st.caption("Filling in class by class, then the reference set's noise in the error bars. "
+                   f"Error bars so far: {job.partial[-1].settings['interval_method']}.")
 
 
 job = jobs.start(key, "Searching K for every head" if source == "search" else "Scoring every head", score_heads)
@@ -49,7 +50,7 @@ if result.cancelled:
     st.info("The search was stopped: each head shows the best K found before that.")
 
 st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold)), width="stretch")
-st.caption("Error bars: 95% paired bootstrap over prompts; reference-set noise not included.")
+st.caption(f"Error bars: 95% intervals, {result.settings['interval_method']}.")
 flagged = result.flagged
 if flagged:
     st.warning(f"{len(flagged)} head(s) under {threshold:g}% of F(M): {', '.join(flagged)}")

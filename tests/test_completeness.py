@@ -275,3 +275,22 @@ def test_every_point_and_bar_carries_its_intervals(tiny_evaluator):
     m = minimality(tiny_evaluator, c, k_source="class")
     ratio = m.table.ci_high_pct / m.table.ci_high  # same unit as the bars: % of |F(M)|
     assert abs(ratio - 100 / abs(m.F_model)).max() < 1e-9
+
+
+def test_joint_intervals_keep_only_the_spread_of_the_reference_replicates():
+    from circuit_core.completeness import abs_diff_intervals, mean_intervals
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1, 1, (3, 200)), rng.normal(0, 1, (3, 200))
+    plain = mean_intervals(a, 500, 0)
+    # replicates that only shift every value by the same amount carry no noise: the shift is recentred away
+    shifted = mean_intervals(a, 500, 0, replicates=[a + 0.7] * 4)
+    assert np.allclose(plain, shifted)
+    # replicates that disagree with each other widen the interval, around the full reference set's value
+    noisy = [a + s for s in (-1.0, -0.5, 0.5, 1.0)]
+    lo, hi = mean_intervals(a, 500, 0, replicates=noisy)
+    assert np.all(hi - lo > plain[1] - plain[0] + 1.0)
+    assert np.all((lo < a.mean(1)) & (a.mean(1) < hi))
+    d_plain = abs_diff_intervals(a, b, 500, 0)
+    d_noisy = abs_diff_intervals(a, b, 500, 0, replicates=[(x, b) for x in noisy])
+    assert np.all(d_noisy[1] - d_noisy[0] > d_plain[1] - d_plain[0])

@@ -3,11 +3,32 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.state import Context, circuit_json, faithfulness_result
+from ui import jobs
+from ui.state import Context, circuit_json, faithfulness_result, get_evaluator
 
 
 def faithfulness_of(ctx: Context, circuit=None) -> dict:
+    """The figures at once, with prompts-only intervals (see `with_reference_noise`)."""
     return faithfulness_result(ctx.model_key, ctx.methodology, circuit_json(circuit or ctx.circuit))
+
+
+def with_reference_noise(ctx: Context, f: dict, wait: float = 1.0) -> dict:
+    """`f` with intervals that include the reference set's noise, once a background job has them
+    (one evaluation of C and ∅ per reference replicate); until then `f`, with the job's progress."""
+    ev = get_evaluator(ctx.model_key, ctx.methodology)
+    if not ev.replicates:
+        return f
+    circuit = ctx.circuit
+    key = ("joint", ctx.model_key, ctx.methodology, circuit_json(circuit))
+    jobs.stop_others("joint", key)  # an older edit's intervals are not worth the CPU
+
+    def run(job):
+        from circuit_core.criteria import faithfulness
+
+        return faithfulness(ev, circuit, progress=job.progress, should_stop=job.should_stop).to_dict()
+
+    job = jobs.start(key, "Adding the reference set's noise to the intervals", run)
+    return jobs.show(job, wait) or f
 
 
 def ci(f: dict, key: str, percent: bool = False) -> str:
@@ -31,3 +52,4 @@ def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict |
     delta = f"{100 * (f['normalized'] - preset['normalized']):+.1f} pts vs loaded circuit" if changed else None
     cols[3].metric("Normalised (F(C)−F(∅))/(F(M)−F(∅))", f"{f['normalized']:.1%}", delta)
     cols[3].caption(ci(f, "normalized", percent=True) + f" · F(∅) = {f['F_empty']:.2f}")
+    st.caption(f"95% intervals: {f.get('interval_method') or 'paired bootstrap over prompts'}.")

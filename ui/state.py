@@ -55,10 +55,14 @@ def get_evaluator(model_key: str, methodology: Methodology):
 
 
 @st.cache_data(show_spinner="Evaluating faithfulness…", max_entries=256)
-def faithfulness_result(model_key: str, methodology: Methodology, circuit_json: str) -> dict:
+def faithfulness_result(model_key: str, methodology: Methodology, circuit_json: str,
+                        reference_noise: bool = False) -> dict:
+    """Prompts-only intervals by default: the figures at once after an edit; the joint intervals
+    (reference replicates) cost one evaluation per replicate and come from a background job."""
     from circuit_core.criteria import faithfulness
 
-    f = faithfulness(get_evaluator(model_key, methodology), Circuit.from_dict(json.loads(circuit_json)))
+    f = faithfulness(get_evaluator(model_key, methodology), Circuit.from_dict(json.loads(circuit_json)),
+                     reference_noise=reference_noise)
     return f.to_dict()
 
 
@@ -161,13 +165,16 @@ def sidebar() -> Context:
     n = c1.number_input("N prompts", 10, 2000, 100, step=10, key="n")
     seed = c2.number_input("Seed", 0, 10_000, 0, key="seed")
     mode = sb.selectbox("Templates", MODES, key="mode", help="mixed = all 15 BABA + 15 ABBA templates")
-    ref = sb.number_input("Reference prompts per group", 0, 500, 0, step=5, key="ref_per_group",
-                          help="ABC prompts per template group for the means, drawn on their own. 0: each "
+    default = Methodology()
+    ref = sb.number_input("Reference prompts per group", 0, 500, default.ref_per_group, step=5, key="ref_per_group",
+                          help=f"ABC prompts per template group for the means, drawn apart from the clean prompts "
+                               f"({default.ref_per_group} by default: where faithfulness stops moving). 0: each "
                                "prompt's ABC twin, as in the paper (about N/30 per group). Small reference sets "
                                "lower faithfulness: see the README's curve.")
-    reps = sb.number_input("Reference replicates for intervals", 0, 50, 0, key="ref_replicates",
-                           help="Bootstrap replicates of the reference set, so intervals include its noise "
-                                "(each costs one more evaluation of C and ∅). 0: prompts only.")
+    reps = sb.number_input("Reference replicates for intervals", 0, 50, default.ref_replicates, key="ref_replicates",
+                           help="Bootstrap replicates of the reference set, so intervals include its noise. "
+                                "Figures appear at once with prompts-only intervals; the joint intervals follow "
+                                "in the background (each replicate evaluates the sets again). 0: prompts only.")
     sb.header("Methodology")
     ablation = sb.selectbox("Ablation", [a.value for a in Ablation], key="ablation",
                             help="mean: mean over reference (ABC) prompts of the same template (the paper). "
