@@ -1,0 +1,98 @@
+"""Report and presentation: every criterion of the current circuit in one file, or one per screen."""
+import streamlit as st
+
+from ui import format as fmt
+from ui import jobs
+from ui.report import build_report, completeness_rows, figures, headline_rows, membership_rows, minimality_rows, \
+    summary_lines, to_bundle, to_html
+from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
+
+ctx = sidebar()
+ev = require_evaluator(ctx)
+caption = methodology_caption(ctx)
+circuit = ctx.circuit
+key = ("report", ctx.model_key, ctx.methodology, circuit_json(circuit))
+jobs.stop_others("report", key)
+job = jobs.start(key, "Computing every criterion for the report",
+                 lambda job: build_report(ev, circuit, caption, progress=job.progress, should_stop=job.should_stop))
+
+present = st.toggle("Presentation mode", key="present",
+                    help="Hides the controls, enlarges text and charts for a projector, one criterion per screen.")
+if not present:
+    st.title("Report")
+    st.caption(caption)
+report = jobs.show(job)
+if report is None:
+    st.stop()
+
+STEPS = ["The circuit", "Faithfulness", "Completeness", "Minimality", "Against random circuits"]
+
+
+def show_step(i: int) -> None:
+    figs = figures(report)
+    st.header(f"{STEPS[i]}")
+    if i == 0:
+        st.altair_chart(figs["circuit"], width="stretch")
+        st.table({"class": [r[0] for r in membership_rows(report)], "position": [r[1] for r in membership_rows(report)],
+                  "heads": [r[2] for r in membership_rows(report)]})
+    elif i == 1:
+        f = report.faithfulness
+        cols = st.columns(3)
+        cols[0].metric("Faithfulness F(C)/F(M)", fmt.pct(f["ratio"]))
+        cols[0].caption(fmt.ci(f, "ratio", percent=True))
+        cols[1].metric("F(C) — circuit", fmt.num(f["F_circuit"]))
+        cols[1].caption(fmt.ci(f, "F_circuit"))
+        cols[2].metric("F(M) — model", fmt.num(f["F_model"]))
+        cols[2].caption(fmt.ci(f, "F_model"))
+        st.altair_chart(figs["per_prompt"], width="stretch")
+    elif i == 2:
+        st.altair_chart(figs["completeness"], width="stretch")
+        st.markdown(summary_lines(report)[1])
+    elif i == 3:
+        st.altair_chart(figs["minimality"], width="stretch")
+        st.markdown(summary_lines(report)[2])
+    else:
+        st.altair_chart(figs["baseline"], width="stretch")
+        st.markdown(summary_lines(report)[3])
+    st.caption(summary_lines(report)[-1] + " " + caption)
+
+
+if present:
+    # Projector styling: no sidebar or toolbar, larger type; charts fill the width.
+    st.markdown("""<style>
+    [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], header, [data-testid="stToolbar"] {display: none;}
+    .block-container {padding-top: 1.5rem; max-width: 1400px;}
+    html, body, [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] {font-size: 1.45rem !important;}
+    h2 {font-size: 2.6rem !important;} [data-testid="stMetricValue"] {font-size: 3.4rem !important;}
+    </style>""", unsafe_allow_html=True)
+    step = st.session_state.setdefault("present_step", 0)
+    show_step(step)
+    b1, b2, b3 = st.columns([1, 6, 1])
+    if b1.button("← Back", disabled=step == 0, width="stretch"):
+        st.session_state["present_step"] = step - 1
+        st.rerun()
+    b2.progress((step + 1) / len(STEPS), text=f"{step + 1} / {len(STEPS)}: {STEPS[step]}")
+    if b3.button("Next →", disabled=step == len(STEPS) - 1, width="stretch"):
+        st.session_state["present_step"] = step + 1
+        st.rerun()
+    st.stop()
+
+st.markdown("\n".join(f"- {s}" for s in summary_lines(report)))
+name = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in circuit.name).strip("-") or "circuit"
+c1, c2, c3 = st.columns(3)
+c1.download_button("HTML report (opens offline)", lambda: to_html(report), file_name=f"{name}-report.html",
+                   mime="text/html", type="primary", width="stretch")
+c2.download_button("Markdown + SVG/PNG figures (zip)", lambda: to_bundle(report), file_name=f"{name}-report.zip",
+                   mime="application/zip", width="stretch")
+c3.download_button("Run record (JSON)", lambda: __import__("json").dumps(report.record, indent=1),
+                   file_name=f"{name}-run.json", mime="application/json", width="stretch")
+st.subheader("Faithfulness")
+st.table({"figure": [r[0] for r in headline_rows(report)], "value": [r[1] for r in headline_rows(report)],
+          "95% interval": [r[2] for r in headline_rows(report)]})
+st.subheader("Worst K sets (completeness)")
+rows = completeness_rows(report)
+st.table({h: [r[i] for r in rows] for i, h in enumerate(("K", "members", "F(C\\K)", "F(M\\K)", "|difference|",
+                                                          "95% interval", "% of F(M)"))})
+st.subheader("Minimality")
+rows = minimality_rows(report)
+st.table({h: [r[i] for r in rows] for i, h in enumerate(("head", "class", "score (% of F(M))", "95% interval", "flag"))})

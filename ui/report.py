@@ -1,0 +1,239 @@
+"""A report of one circuit under one methodology, to take into a lab meeting.
+
+`build_report` computes what the pages show (faithfulness, completeness for K = ∅ and each class plus
+random sets, minimality, the random-circuit baseline); `to_html` renders it as one self-contained
+HTML file (charts as inline SVG drawn by vl-convert, the run record embedded: it opens with the
+network off); `to_bundle` gives Markdown with SVG and PNG figures and the record, zipped, for slides.
+The figures are formatted by `ui.format`, as on screen. No Streamlit here.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from ui import format as fmt
+from ui.charts import baseline_histogram, by_group, completeness_scatter, distribution, minimality_bars, style
+from ui.diagram import circuit_diagram
+
+
+@dataclass
+class Report:
+    circuit: object  # Circuit
+    model: dict  # LoadedModel.describe()
+    caption: str  # the methodology in one line
+    faithfulness: dict  # Faithfulness.to_dict()
+    completeness: object | None = None  # Completeness
+    minimality: object | None = None  # Minimality
+    baseline: object | None = None  # Baseline
+    group_table: pd.DataFrame | None = None  # breakdown_by_group
+    worst: pd.DataFrame | None = None  # worst_prompts
+    record: dict = field(default_factory=dict)  # the run record (circuit_core.report.run_record)
+
+    @property
+    def title(self) -> str:
+        return f"Circuit '{self.circuit.name}' on {self.model.get('name', 'the model')}"
+
+
+def build_report(ev, circuit, caption: str, n_random: int = 10, n_baseline: int = 50, threshold_pct: float = 1.0,
+                 progress=None, should_stop=None) -> Report:
+    """Every criterion the report shows, on the evaluator `ev` (memoised sets are not recomputed)."""
+    from circuit_core.baseline import random_circuit_baseline
+    from circuit_core.completeness import completeness
+    from circuit_core.criteria import breakdown_by_group, faithfulness, worst_prompts
+    from circuit_core.minimality import minimality
+    from circuit_core.report import run_record
+
+    steps = 4
+    tick = (lambda i: progress(i, steps)) if progress else (lambda i: None)
+    tick(0)
+    f = faithfulness(ev, circuit, should_stop=should_stop)
+    tick(1)
+    c = completeness(ev, circuit, n_random=n_random, greedy_runs=0, should_stop=should_stop)
+    tick(2)
+    m = minimality(ev, circuit, threshold_pct=threshold_pct, should_stop=should_stop)
+    tick(3)
+    b = random_circuit_baseline(ev, circuit, n_baseline, should_stop=should_stop) if n_baseline else None
+    tick(4)
+    fd = f.to_dict()
+    per_prompt = {k: np.asarray(v) for k, v in fd["per_prompt"].items()}
+    groups = breakdown_by_group(ev.dataset, per_prompt, ev.methodology.bootstrap, ev.methodology.seed, f.replicates)
+    results = {"faithfulness": fd, "completeness": c.to_dict(), "minimality": m.to_dict()}
+    if b is not None:
+        results["baseline"] = b.to_dict()
+    return Report(circuit, ev.model.describe(), caption, fd, c, m, b, groups, worst_prompts(ev.dataset, per_prompt),
+                  run_record(ev, circuit, results))
+
+
+def figures(r: Report) -> dict[str, alt.Chart]:
+    """The report's charts, by file stem, in reading order."""
+    out = {"circuit": circuit_diagram(r.circuit, r.model.get("n_layers")),
+           "per_prompt": distribution(r.faithfulness["per_prompt"])}
+    if r.group_table is not None:
+        out["by_group"] = by_group(r.group_table)
+    if r.baseline is not None:
+        out["baseline"] = baseline_histogram(r.baseline.F_random, r.baseline.F_circuit, r.baseline.F_model)
+    if r.completeness is not None:
+        out["completeness"] = completeness_scatter(r.completeness.table)
+    if r.minimality is not None:
+        out["minimality"] = minimality_bars(r.minimality.table, r.circuit, r.minimality.threshold_pct)
+    return {k: style(v.properties(width=760)) for k, v in out.items()}
+
+
+def svg(chart: alt.Chart) -> str:
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_svg(chart.to_json())
+
+
+def png(chart: alt.Chart, scale: float = 2.0) -> bytes:
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_png(chart.to_json(), scale=scale)
+
+
+# --- the tables, as text both renderings share ---------------------------------------------------------
+def headline_rows(r: Report) -> list[tuple[str, str, str]]:
+    f = r.faithfulness
+    return [("F(M), model", fmt.num(f["F_model"]), fmt.ci(f, "F_model")),
+            ("F(C), circuit", fmt.num(f["F_circuit"]), fmt.ci(f, "F_circuit")),
+            ("F(∅), every head ablated", fmt.num(f["F_empty"]), fmt.ci(f, "F_empty")),
+            ("Faithfulness F(C)/F(M)", fmt.pct(f["ratio"]), fmt.ci(f, "ratio", percent=True)),
+            ("Mean of f_C / f_M over prompts", fmt.pct(f["mean_of_ratios"]), fmt.ci(f, "mean_of_ratios", percent=True)),
+            ("Normalised (F(C)−F(∅))/(F(M)−F(∅))", fmt.pct(f["normalized"]), fmt.ci(f, "normalized", percent=True))]
+
+
+def membership_rows(r: Report) -> list[tuple[str, str, str]]:
+    return [(c.name, c.position, ", ".join(f"{l}.{h}" for l, h in c.heads)) for c in r.circuit.classes]
+
+
+def completeness_rows(r: Report, k: int = 10) -> list[tuple[str, ...]]:
+    t = r.completeness.table.sort_values("incompleteness", ascending=False).head(k)
+    return [(row.name, ", ".join(row.K) or "∅", fmt.num(row.F_C_minus_K), fmt.num(row.F_M_minus_K),
+             fmt.num(row.incompleteness), f"[{fmt.num(row.ci_low)}, {fmt.num(row.ci_high)}]",
+             f"{row.incompleteness_pct:.1f}%") for row in t.itertuples()]
+
+
+def minimality_rows(r: Report) -> list[tuple[str, ...]]:
+    t = r.minimality.table.sort_values("pct_of_F_M", ascending=False)
+    return [(row.head, row._2, f"{row.pct_of_F_M:.1f}%", f"[{row.ci_low_pct:.1f}, {row.ci_high_pct:.1f}]%",
+             "passenger" if row.below_threshold else "") for row in t.itertuples()]
+
+
+def worst_rows(r: Report) -> list[tuple[str, ...]]:
+    return [(row.prompt, fmt.num(row.f_M), fmt.num(row.f_C)) for row in r.worst.itertuples()]
+
+
+def summary_lines(r: Report) -> list[str]:
+    f = r.faithfulness
+    lines = [f"Faithfulness: the circuit keeps {fmt.pct(f['ratio'])} ({fmt.ci(f, 'ratio', percent=True)}) of the "
+             f"model's logit difference F(M) = {fmt.num(f['F_model'])}."]
+    if r.completeness is not None:
+        top = r.completeness.table.sort_values("incompleteness", ascending=False).iloc[0]
+        lines.append(f"Completeness: the largest |F(C\\K) − F(M\\K)| is {fmt.num(top.incompleteness)} "
+                     f"({top.incompleteness_pct:.1f}% of F(M)) for K = {', '.join(top.K) or '∅'} ({top['name']}).")
+    if r.minimality is not None:
+        flagged = r.minimality.flagged
+        lines.append(f"Minimality: {len(flagged)} of {len(r.minimality.table)} heads score under "
+                     f"{r.minimality.threshold_pct:g}% of F(M)" + (f" ({', '.join(flagged)})." if flagged else "."))
+    if r.baseline is not None:
+        b = r.baseline
+        lines.append(f"Baseline: {b.share_at_least_as_good:.0%} of {len(b.F_random)} random circuits of the same "
+                     "shape are at least as faithful.")
+    lines.append(f"Intervals: 95%, {f.get('interval_method', 'paired bootstrap over prompts')}.")
+    return lines
+
+
+# --- HTML --------------------------------------------------------------------------------------------
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 980px; margin: 2em auto; color: #222; line-height: 1.45; }
+h1 { font-size: 1.8em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .95em; }
+td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } .caption { color: #555; font-size: .92em; } figure { margin: 1em 0; }
+"""
+
+
+def _table(header: tuple[str, ...], rows) -> str:
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def to_html(r: Report) -> str:
+    """One file, no network: inline SVG charts, the record embedded (and downloadable from the page)."""
+    figs = {k: svg(v) for k, v in figures(r).items()}
+    e = html.escape
+    record = json.dumps(r.record, allow_nan=True)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(r.title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{e(r.title)}</h1><p class='caption'>{e(r.caption)}</p>",
+             "<ul>" + "".join(f"<li>{e(s)}</li>" for s in summary_lines(r)) + "</ul>",
+             "<h2>The circuit</h2>", f"<figure>{figs['circuit']}</figure>",
+             _table(("class", "position", "heads"), membership_rows(r)),
+             "<h2>Methodology</h2>", _table(("choice", "value"), [(k, v) for k, v in r.record.get("methodology", {}).items()]),
+             "<h2>Faithfulness</h2>", _table(("figure", "value", "95% interval"), headline_rows(r)),
+             f"<figure>{figs['per_prompt']}</figure>"]
+    spread = r.faithfulness.get("spread", {})
+    if spread:
+        parts.append(_table(("run", "25%", "median", "75%"),
+                            [(k, fmt.num(v["q25"]), fmt.num(v["median"]), fmt.num(v["q75"])) for k, v in spread.items()]))
+    if "by_group" in figs:
+        parts.append(f"<figure>{figs['by_group']}</figure>")
+    if r.worst is not None:
+        parts += ["<h3>Worst prompts</h3>", _table(("prompt", "f_M", "f_C"), worst_rows(r))]
+    if "baseline" in figs:
+        parts += ["<h3>Against random circuits of the same shape</h3>", f"<figure>{figs['baseline']}</figure>"]
+    if r.completeness is not None:
+        parts += ["<h2>Completeness</h2>", f"<figure>{figs['completeness']}</figure>",
+                  _table(("K", "members", "F(C\\K)", "F(M\\K)", "|difference|", "95% interval", "% of F(M)"),
+                         completeness_rows(r)),
+                  f"<p class='caption'>Intervals: {e(r.completeness.settings.get('interval_method', ''))}.</p>"]
+    if r.minimality is not None:
+        parts += ["<h2>Minimality</h2>", f"<figure>{figs['minimality']}</figure>",
+                  _table(("head", "class", "score (% of F(M))", "95% interval", ""), minimality_rows(r))]
+    b64 = base64.b64encode(record.encode()).decode()
+    parts += ["<h2>Run record</h2><p>Everything needed to recompute these figures (schema in the project's README): "
+              f"<a download='run-record.json' href='data:application/json;base64,{b64}'>run-record.json</a>.</p>",
+              f"<script type='application/json' id='run-record'>{e(record)}</script></body></html>"]
+    return "".join(parts)
+
+
+def to_markdown(r: Report, figure_dir: str = "figures") -> str:
+    md = lambda header, rows: "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
+                                        ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows])
+    out = [f"# {r.title}", "", f"_{r.caption}_", ""] + [f"- {s}" for s in summary_lines(r)]
+    out += ["", "## The circuit", f"![circuit]({figure_dir}/circuit.svg)", "", md(("class", "position", "heads"), membership_rows(r)),
+            "", "## Faithfulness", md(("figure", "value", "95% interval"), headline_rows(r)), "",
+            f"![per-prompt]({figure_dir}/per_prompt.svg)"]
+    for name in ("by_group", "baseline", "completeness", "minimality"):
+        if name in figures_names(r):
+            out += ["", f"![{name}]({figure_dir}/{name}.svg)"]
+    return "\n".join(out) + "\n"
+
+
+def figures_names(r: Report) -> list[str]:
+    names = ["circuit", "per_prompt"]
+    names += ["by_group"] if r.group_table is not None else []
+    names += ["baseline"] if r.baseline is not None else []
+    names += ["completeness"] if r.completeness is not None else []
+    names += ["minimality"] if r.minimality is not None else []
+    return names
+
+
+def to_bundle(r: Report) -> bytes:
+    """A zip: report.md, figures/*.svg and *.png (for slides), run-record.json."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("report.md", to_markdown(r))
+        for name, chart in figures(r).items():
+            z.writestr(f"figures/{name}.svg", svg(chart))
+            z.writestr(f"figures/{name}.png", png(chart))
+        z.writestr("run-record.json", json.dumps(r.record, indent=1, allow_nan=True))
+    return buf.getvalue()
