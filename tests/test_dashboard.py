@@ -10,6 +10,7 @@ from circuit_core.evaluate import build_evaluator
 from circuit_core.models import load_model
 
 PAGES = ["dashboard.py", "pages/1_Circuit_editor.py", "pages/2_Faithfulness.py", "pages/3_Completeness.py",
+         "pages/5_Compare.py", "pages/6_Report.py",
          "pages/4_Minimality.py"]
 
 

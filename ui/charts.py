@@ -147,3 +147,47 @@ def baseline_histogram(F_random, F_circuit: float, F_model: float) -> alt.Chart:
     mark = alt.Chart(pd.DataFrame({"C": [F_circuit / F_model]})).mark_rule(color="#f58518", strokeWidth=3).encode(
         x="C:Q", tooltip=[alt.Tooltip("C:Q", format=".3f", title="F(C)/F(M)")])
     return (hist + mark).properties(height=260, title="Random circuits of the same shape (orange: C)")
+
+
+MEMBERSHIP_COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeeeee"]
+
+
+def membership_grid(cells: pd.DataFrame, order: list[str], labels: list[str]) -> alt.Chart:
+    """Layer × head grid, one cell per head coloured by which circuits hold it (compare.head_table);
+    a black dot where circuits hold the head under different class names.
+
+    order: the membership categories in legend order (compare.membership_order), 'neither' last.
+    """
+    n_layers, n_heads = int(cells["layer"].max()) + 1, int(cells["head"].max()) + 1
+    colors = MEMBERSHIP_COLORS[:len(order) - 1] + [MEMBERSHIP_COLORS[-1]]  # 'neither' stays pale
+    base = alt.Chart(cells).encode(
+        x=alt.X("head:O", title="head"),
+        y=alt.Y("layer:O", title="layer", sort="descending"),
+        tooltip=[alt.Tooltip("label:N", title="head"), alt.Tooltip("membership:N")]
+                + [alt.Tooltip(f"{k}:N", title=f"class in {k}") for k in labels],
+    )
+    rect = base.mark_rect(stroke="white", strokeWidth=1).encode(
+        color=alt.Color("membership:N", title="held by", scale=alt.Scale(domain=order, range=colors),
+                        legend=alt.Legend(orient="bottom", columns=min(4, len(order)))))
+    dots = base.transform_filter(alt.datum.class_differs).mark_circle(color="black", size=40, opacity=1)
+    cell = 34 if n_layers <= 12 else 24  # 12 layers: roomy; 24 layers (gpt2-medium): still a readable cell
+    return alt.layer(rect, dots).properties(height=cell * n_layers, width=max(300, cell * n_heads),
+                                            title="Heads by circuit (dot: held under different class names)")
+
+
+def roc_chart(curves: pd.DataFrame, points: pd.DataFrame) -> alt.Chart:
+    """ROC curves of head scores against a reference (curves: source, fpr, tpr) with the chance
+    diagonal, and each candidate circuit's own (FPR, TPR) as a labelled point (points: circuit, fpr, tpr)."""
+    axes = dict(x=alt.X("fpr:Q", title="false positive rate (heads)", scale=alt.Scale(domain=[0, 1])),
+                y=alt.Y("tpr:Q", title="true positive rate (heads)", scale=alt.Scale(domain=[0, 1])))
+    diag = alt.Chart(pd.DataFrame({"fpr": [0, 1], "tpr": [0, 1]})).mark_line(color="#888", strokeDash=[6, 4]).encode(**axes)
+    layers = [diag]
+    if len(curves):
+        layers.append(alt.Chart(curves).mark_line(strokeWidth=2).encode(  # linear: tied scores give a diagonal step
+            **axes, color=alt.Color("source:N", title="scored by", legend=alt.Legend(orient="bottom")), order="order:Q"))
+    if len(points):
+        pts = alt.Chart(points).encode(**axes, tooltip=["circuit", alt.Tooltip("fpr:Q", format=".2f", title="FPR"),
+                                                         alt.Tooltip("tpr:Q", format=".2f", title="TPR")])
+        layers += [pts.mark_point(filled=True, size=120, color="black"),
+                   pts.mark_text(align="left", dx=8, dy=-8, fontSize=14).encode(text="circuit:N")]
+    return alt.layer(*layers).properties(width=360, height=360, title="Agreement with the reference (ROC over heads)")

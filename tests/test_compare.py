@@ -1,0 +1,188 @@
+"""Comparing circuits: membership and Jaccard, TPR / FPR / AUC against hand computation, the criteria
+side by side, and the Compare page on the demo model."""
+import math
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from circuit_core import compare
+from circuit_core.circuit import Circuit, CircuitClass
+
+A = Circuit("A", [CircuitClass("name mover", "END", [(9, 9), (9, 6), (10, 0)]),
+                  CircuitClass("s-inhibition", "END", [(7, 3), (8, 6)])])
+B = Circuit("B", [CircuitClass("name mover", "END", [(9, 9), (10, 0), (10, 7)]),
+                  CircuitClass("s-inhibition", "S2", [(7, 3)]),
+                  CircuitClass("backup", "END", [(8, 6), (10, 10)])])
+
+
+def test_jaccard():
+    assert compare.jaccard({1, 2, 3}, {2, 3, 4}) == 2 / 4
+    assert compare.jaccard({1}, {1}) == 1.0 and compare.jaccard({1}, {2}) == 0.0
+    assert math.isnan(compare.jaccard(set(), set()))
+
+
+def test_added_removed_shared_per_class_and_for_all_heads():
+    d = {x.name: x for x in compare.diff(A, B)}
+    assert list(d) == ["name mover", "s-inhibition", "backup", compare.ALL_HEADS]  # A's classes, then B's new
+    nm = d["name mover"]
+    assert nm.shared == {(9, 9), (10, 0)} and nm.added == {(10, 7)} and nm.removed == {(9, 6)}
+    assert nm.jaccard == 2 / 4
+    si = d["s-inhibition"]
+    assert si.shared == {(7, 3)} and si.removed == {(8, 6)} and si.added == frozenset()
+    assert (si.position_a, si.position_b) == ("END", "S2")
+    assert d["backup"].added == {(8, 6), (10, 10)} and d["backup"].jaccard == 0.0
+    everything = d[compare.ALL_HEADS]
+    # heads: A has 5, B has 6; shared 9.9, 10.0, 7.3, 8.6 -> 4 of 7
+    assert everything.shared == {(9, 9), (10, 0), (7, 3), (8, 6)} and everything.jaccard == 4 / 7
+    assert compare.moved(A, B) == [(8, 6)]  # shared, but under another class name
+
+
+def test_overlap_table_and_pairwise_jaccard():
+    t = compare.overlap_table({"A": A, "B": B, "C": A})
+    assert set(t.circuit) == {"B", "C"} and len(t) == 4 + 3  # B: 3 classes + all; C (= A): 2 classes + all
+    row = t[(t.circuit == "B") & (t["class"] == "s-inhibition")].iloc[0]
+    assert row.position == "END → S2" and row.removed == "8.6" and (row.n_A, row.n_B) == (2, 1)
+    assert t[t.circuit == "C"].jaccard.tolist() == [1.0, 1.0, 1.0]
+    m = compare.pairwise_jaccard({"A": A, "B": B})
+    assert m.loc["A", "B"] == m.loc["B", "A"] == 4 / 7 and m.loc["A", "A"] == 1.0
+
+
+def test_head_table_says_who_holds_each_head():
+    t = compare.head_table({"A": A, "B": B}, 12, 12).set_index("label")
+    assert len(t) == 144
+    assert t.loc["9.6", "membership"] == "only A" and t.loc["10.7", "membership"] == "only B"
+    assert t.loc["9.9", "membership"] == "both" and t.loc["0.0", "membership"] == "neither"
+    assert t.loc["8.6", "A"] == "s-inhibition" and t.loc["8.6", "B"] == "backup" and t.loc["8.6", "class_differs"]
+    assert not t.loc["9.9", "class_differs"]
+    assert set(t.membership) <= set(compare.membership_order(["A", "B"]))
+    three = compare.head_table({"A": A, "B": B, "C": A}, 12, 12).set_index("label")
+    assert three.loc["9.9", "membership"] == "all" and three.loc["9.6", "membership"] == compare.SOME
+    assert three.loc["10.7", "membership"] == "only B"
+
+
+def test_tpr_and_fpr_by_hand():
+    # 3 layers x 4 heads = 12 heads; reference 3, candidate 4 (2 right, 2 wrong)
+    ref = Circuit("ref", [CircuitClass("x", "END", [(0, 0), (1, 1), (2, 2)])])
+    cand = Circuit("cand", [CircuitClass("y", "END", [(0, 0), (1, 1), (2, 3), (2, 0)])])
+    a = compare.agreement(ref, cand, 3, 4)
+    assert (a.tp, a.fp, a.fn, a.tn) == (2, 2, 1, 7)
+    assert a.tpr == 2 / 3 and a.fpr == 2 / 9
+
+
+def test_roc_and_auc_by_hand():
+    # 2 x 2 heads; positives (0,0) and (1,1) score 0.9 and 0.5, negatives 0.8 and 0.1.
+    ref = Circuit("ref", [CircuitClass("x", "END", [(0, 0), (1, 1)])])
+    scores = {(0, 0): 0.9, (0, 1): 0.8, (1, 0): 0.1, (1, 1): 0.5}
+    r = compare.roc(ref, scores, 2, 2)
+    # positive-negative pairs ranked right: 0.9>0.8, 0.9>0.1, 0.5>0.1, not 0.5>0.8 -> 3 of 4
+    assert r.auc == pytest.approx(0.75)
+    assert list(zip(r.points.fpr, r.points.tpr)) == [(0, 0), (0, 0.5), (0.5, 0.5), (0.5, 1), (1, 1)]
+    # an unscored head ranks below every scored one (ties count half): 1>f, 1>f, f~f, f~f -> (2 + 1) / 4
+    assert compare.roc(ref, {(0, 0): 1.0}, 2, 2).auc == pytest.approx(0.75)
+    everything = Circuit("all", [CircuitClass("x", "END", [(0, 0), (0, 1), (1, 0), (1, 1)])])
+    assert math.isnan(compare.roc(everything, scores, 2, 2).auc)  # one class only: no ROC
+
+
+def test_agreement_table_and_roc_curves():
+    ref = Circuit("ref", [CircuitClass("x", "END", [(0, 0), (1, 1)])])
+    cand = Circuit("cand", [CircuitClass("y", "END", [(0, 0), (0, 1)])])
+    scores = {"B": {(0, 0): 0.9, (0, 1): 0.8, (1, 0): 0.1, (1, 1): 0.5}, "ablation effect": {(1, 1): 1.0}}
+    t = compare.agreement_table(ref, {"B": cand}, 2, 2, scores).set_index("circuit")
+    assert (t.loc["B", "TP"], t.loc["B", "FP"], t.loc["B", "FN"], t.loc["B", "TN"]) == (1, 1, 1, 1)
+    assert t.loc["B", "TPR"] == 0.5 and t.loc["B", "AUC"] == pytest.approx(0.75)
+    assert pd.isna(t.loc["ablation effect", "TPR"]) and t.loc["ablation effect", "AUC"] == pytest.approx(0.75)
+    curves = compare.roc_curves(ref, scores, 2, 2)
+    assert set(curves.source) == {"B", "ablation effect"} and {"fpr", "tpr", "order"} <= set(curves.columns)
+
+
+def test_effect_scores_are_magnitudes():
+    frame = pd.DataFrame({"layer": [0, 1], "head": [0, 1], "metric": "ablation effect", "score": [-2.0, 0.5]})
+    assert compare.effect_scores(frame) == {(0, 0): 2.0, (1, 1): 0.5}
+
+
+def test_summary_of_the_three_criteria_matches_their_tables(tiny_evaluator):
+    from circuit_core.completeness import completeness
+    from circuit_core.criteria import faithfulness
+    from circuit_core.minimality import minimality
+
+    c = Circuit("tiny", [CircuitClass("late", "END", [(2, 0), (2, 1)]), CircuitClass("early", "END", [(0, 3)])])
+    f = faithfulness(tiny_evaluator, c, reference_noise=False).to_dict()
+    comp = completeness(tiny_evaluator, c, n_random=0, greedy_runs=0, reference_noise=False)
+    mini = minimality(tiny_evaluator, c, threshold_pct=5.0, reference_noise=False)
+    s = compare.summarize(f, comp, mini)
+    assert s.ratio == f["ratio"] and s.ratio_ci == tuple(f["intervals_95"]["ratio"])
+    assert s.incompleteness_pct == pytest.approx(comp.table.incompleteness_pct.max())
+    worst = comp.table.loc[comp.table.incompleteness.idxmax()]
+    assert s.incompleteness_ci == pytest.approx((100 * worst.ci_low / abs(comp.F_model),
+                                                 100 * worst.ci_high / abs(comp.F_model)))
+    assert set(comp.table.family) == {"empty", "class"}  # K = ∅ and the classes only
+    assert s.under_threshold == len(mini.flagged) and s.n_heads == 3
+    lo, hi = s.under_threshold_range
+    assert lo <= s.under_threshold <= hi
+    table = compare.criteria_table({"A": s, "B": compare.summarize(f)})
+    assert table.loc[0, "F(C)/F(M)"] == f"{f['ratio']:.1%}"
+    assert table.loc[1, "max incompleteness (% of F(M))"] == "…"  # not computed yet
+
+
+# --- the page ------------------------------------------------------------------------------------------
+def page(**state) -> AppTest:
+    at = AppTest.from_file("../pages/5_Compare.py", default_timeout=300)
+    at.session_state["model_choice"] = "demo"  # never the hub in tests
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def finish_jobs(at):
+    for job in at.session_state["_jobs"].values():
+        assert job.wait(240) and job.error is None, job.error
+    return at.run()
+
+
+def test_compare_page_runs_on_the_demo_and_shows_the_tables():
+    at = page()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.multiselect(key="compare_choice").value[:2] == ["current edit", "as loaded"]
+    at = finish_jobs(at)
+    assert not at.exception and not at.error
+    frames = [d.value for d in at.dataframe]
+    overlap = next(f for f in frames if "jaccard" in getattr(f, "columns", []))
+    assert (overlap.jaccard == 1.0).all()  # the edit is the loaded circuit: same heads
+    criteria = next(f for f in frames if "F(C)/F(M)" in getattr(f, "columns", []))
+    assert len(criteria) == 2 and "…" not in criteria.iloc[0].tolist()  # all three criteria, with intervals
+    assert "%" in criteria.loc[0, "F(C)/F(M) 95% CI"] and " – " in criteria.loc[0, "incompleteness 95% CI"]
+    assert any(h.value == "Agreement with a reference circuit" for h in at.header)
+
+
+def test_compare_page_scores_heads_and_draws_the_roc():
+    at = page()
+    at.toggle(key="compare_effects").set_value(True).run()
+    at = finish_jobs(at)
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "AUC" in getattr(d.value, "columns", []))
+    auc = table.set_index("circuit").loc["ablation effect", "AUC"]
+    assert 0 <= auc <= 1
+
+
+def test_compare_page_takes_an_imported_eap_ig_graph():
+    from circuit_core.interchange import from_eap_graph, to_eap_graph
+    from circuit_core.circuit import load_circuit
+
+    demo = load_circuit("data/circuits/ioi-demo.json")
+    graph = to_eap_graph(demo, {"n_layers": 4, "n_heads": 4, "parallel_attn_mlp": False, "d_model": 64},
+                         head_scores={(l, h): float(l == 3) for l in range(4) for h in range(4)}, keep_circuit=False)
+    graph["nodes"]["a0.h0"]["in_graph"] = True
+    imported = from_eap_graph(graph, name="eap")
+    at = page(compare_uploads={"uploaded: eap": imported},
+              compare_choice=["current edit", "uploaded: eap"])
+    assert not at.exception and not at.error
+    at = finish_jobs(at)
+    overlap = next(d.value for d in at.dataframe if "jaccard" in getattr(d.value, "columns", []))
+    everything = overlap[overlap["class"] == compare.ALL_HEADS].iloc[0]
+    assert everything.added == "0.0" and everything.jaccard == pytest.approx(3 / 4)
+    table = next(d.value for d in at.dataframe if "AUC" in getattr(d.value, "columns", []))
+    assert table.set_index("circuit").loc["B", "AUC"] == pytest.approx(compare.roc(
+        demo, imported.head_scores, 4, 4).auc)
+    assert any("every position" in c.value for c in at.caption)
