@@ -4,15 +4,16 @@ Run with `make run` (or `streamlit run dashboard.py`).
 """
 import streamlit as st
 
-from ui.headline import faithfulness_of, headline, with_reference_noise
+from ui.headline import figures_or_last, headline
 from ui.state import methodology_caption, require_evaluator, sidebar
 
 ctx = sidebar()
 require_evaluator(ctx)
 st.title("Circuit validation")
 st.caption(methodology_caption(ctx))
-f = with_reference_noise(ctx, faithfulness_of(ctx))
-headline(ctx, f)
+f, _ = figures_or_last(ctx)
+if f is not None:
+    headline(ctx, f)
 
 st.markdown(
     """
@@ -38,5 +39,6 @@ with c3:
     st.page_link("pages/4_Minimality.py", label="Minimality →")
 st.divider()
 st.page_link("pages/1_Circuit_editor.py", label="Edit the circuit: click heads in and out, change classes →")
-acc = f"{f['accuracy_model']:.0%} of prompts have IO above S in the model, {f['accuracy_circuit']:.0%} in the circuit."
-st.caption(acc + " Faithfulness is a ratio of means.")
+if f is not None:
+    acc = f"{f['accuracy_model']:.0%} of prompts have IO above S in the model, {f['accuracy_circuit']:.0%} in the circuit."
+    st.caption(acc + " Faithfulness is a ratio of means.")

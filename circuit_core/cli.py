@@ -2,26 +2,109 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from .ablation import Ablation, Methodology, PositionScope
-from .circuit import CircuitError, load_circuit
+from .circuit import MAX_NAME, Circuit, CircuitError, load_circuit, snippet
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
 from .tasks import TASKS, TaskError, task_roles
 from .tasks.ioi import MODES
 
 
-def count(text: str) -> int:
-    """An argparse type: a whole number ≥ 0, refused with a one-line message before any work."""
-    try:
+# Upper bounds: far beyond any sensible run, low enough that a typo fails now, not after hours.
+MAX_N = 10_000
+MAX_SEED = 2**32 - 1  # what numpy and torch seeding take everywhere
+
+
+class UsageError(Exception):
+    """An option or option combination refused before any work; main prints it as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line refusal (no usage block), worded like every other error of the CLI."""
+
+    def error(self, message):
+        self.exit(2, f"error: {' '.join(message.split())}\n")
+
+
+def whole(low: int = 0, high: int | None = None):
+    """An argparse type: a whole number in [low, high], refused with a one-line message before any work."""
+    def parse(text: str) -> int:
+        # ASCII digits only (int() would take '１０'), and not thousands of them (int() refuses those).
+        m = re.fullmatch(r"\s*([+-]?)([0-9]+)\s*", text)
+        if not m:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {snippet(text)}")
+        if len(m.group(2)) > 100:
+            bound = f"≥ {low}" if m.group(1) == "-" else f"≤ {high:,}" if high is not None else "of sensible size"
+            raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got a {len(m.group(2)):,}-digit number")
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {value}")
-    return value
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number ≥ {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"expected a whole number ≤ {high:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float, low_open: bool = False):
+    """An argparse type: a finite number in [low, high] ((low, high] with low_open); nan and inf refused."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {snippet(text)}") from None
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            span = f"{'above' if low_open else 'from'} {low:g} {'and at most' if low_open else 'to'} {high:g}"
+            raise argparse.ArgumentTypeError(f"expected a number {span}, got {snippet(text)}")
+        return value
+
+    return parse
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file we can write, checked now so a long run never ends on an unwritable path."""
+    path = Path(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file name, got an empty one")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{snippet(text)} is a folder; give a file name in it")
+    if path.exists() and not path.is_file():
+        raise argparse.ArgumentTypeError(f"{snippet(text)} exists and is not a regular file")
+    parent = path.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {snippet(str(parent))} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{snippet(text)} cannot be written (permission denied)")
+    return text
+
+
+def one_line_text(text: str) -> str:
+    """An argparse type for names written into files: one line, at most MAX_NAME characters."""
+    if not text.strip() or len(text) > MAX_NAME or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"expected one line of at most {MAX_NAME} printable characters, "
+                                         f"got {snippet(text)}")
+    return text
+
+
+def device(text: str) -> str:
+    """An argparse type: cpu, cuda, cuda:N or mps; CUDA refused up front where there is none."""
+    if not re.fullmatch(r"cpu|cuda(:[0-9]{1,2})?|mps", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {snippet(text)}")
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError("CUDA is not available on this machine; use --device cpu")
+        if ":" in text and int(text.split(":")[1]) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
 
 
 def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> None:
@@ -30,27 +113,36 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
                         f"(default: {DEFAULT_MODEL}, falling back to the bundled demo when it cannot be loaded)")
     p.add_argument("--circuit", required=circuit_required, help="circuit JSON file")
     p.add_argument("--task", default="ioi", choices=TASKS)
-    p.add_argument("--n", type=int, default=100, help="number of prompts (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"number of prompts, 1 to {MAX_N:,} (default 100)")
+    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="seed, 0 to 2^32 - 1 (default 0)")
     p.add_argument("--mode", default="mixed", choices=MODES, help="template order(s)")
     p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--positions", default="circuit", choices=[s.value for s in PositionScope])
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
-    p.add_argument("--ref-per-group", type=count, default=0,
-                   help="reference (ABC) prompts per template group for the means, drawn on their own; "
-                        "0 (default): each prompt's ABC twin, as in the paper (about N/30 per group)")
-    p.add_argument("--ref-replicates", type=count, default=0,
+    p.add_argument("--bootstrap", type=whole(1, 100_000), default=1000,
+                   help="bootstrap resamples for 95%% intervals (default 1000)")
+    p.add_argument("--ref-per-group", type=whole(0, 1000), default=DEFAULTS.ref_per_group,
+                   help="reference (ABC) prompts per template group for the means, drawn on their own "
+                        f"(default {DEFAULTS.ref_per_group}: where faithfulness stops moving); 0: each prompt's ABC "
+                        "twin, as in the paper (about N/30 per group)")
+    p.add_argument("--ref-replicates", type=whole(0, 100), default=DEFAULTS.ref_replicates,
                    help="bootstrap replicates of the reference set, so that intervals include its sampling "
-                        "noise (each costs one more evaluation of C and ∅); 0 (default): prompts only")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
-    p.add_argument("--out", default=None, help="write the run record (JSON) here")
+                        f"noise (each costs one more evaluation of the sets; default {DEFAULTS.ref_replicates}); "
+                        "0: prompts only")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--out", type=output_file, default=None, help="write the run record (JSON) here")
+
+
+DEFAULTS = Methodology()
 
 
 def methodology_from(args) -> Methodology:
-    return Methodology(task=args.task, n=args.n, seed=args.seed, mode=args.mode, prepend_bos=args.prepend_bos,
-                       ablation=args.ablation, positions=args.positions, bootstrap=args.bootstrap,
-                       ref_per_group=args.ref_per_group, ref_replicates=getattr(args, "ref_replicates", 0))
+    try:
+        return Methodology(task=args.task, n=args.n, seed=args.seed, mode=args.mode, prepend_bos=args.prepend_bos,
+                           ablation=args.ablation, positions=args.positions, bootstrap=args.bootstrap,
+                           ref_per_group=args.ref_per_group, ref_replicates=getattr(args, "ref_replicates", 0))
+    except ValueError as exc:  # Methodology checks its own fields
+        raise UsageError(f"methodology: {exc}") from None
 
 
 def open_model(args):
@@ -62,9 +154,34 @@ def open_model(args):
     return load_model(args.model, args.device)
 
 
-def open_circuit(args, model):
-    circuit = load_circuit(args.circuit)
-    circuit.validate(model.n_layers, model.n_heads, task_roles(args.task))
+def prepare(args) -> tuple[Methodology, Circuit | None]:
+    """Every check that needs no model, run before the model is loaded: a mistake costs seconds."""
+    circuit = None
+    if getattr(args, "circuit", None):
+        circuit = load_circuit(args.circuit)
+        circuit.check_task(args.task)
+        if getattr(args, "k", None):
+            from .completeness import parse_heads
+
+            for K in args.k:
+                parse_heads(K, circuit)
+        if args.out and _same_file(args.out, args.circuit):
+            raise UsageError("--out names the circuit file itself; the run record would overwrite it.")
+    if getattr(args, "record", None) and _same_file(args.record, args.out):
+        raise UsageError("--record and --out name the same file.")
+    if getattr(args, "k_source", None) == "search" and args.greedy_runs == 0:
+        raise UsageError("--k-source search needs at least one greedy run (--greedy-runs ≥ 1).")
+    return methodology_from(args), circuit
+
+
+def _same_file(a: str, b: str) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def open_circuit(args, model, circuit: Circuit | None = None) -> Circuit:
+    """The circuit (loaded and checked by `prepare`, or loaded now), checked against the model."""
+    circuit = circuit or load_circuit(args.circuit)
+    circuit.validate(model.n_layers, model.n_heads, task_roles(args.task), task=args.task)
     return circuit
 
 
@@ -185,9 +302,10 @@ def print_minimality(m, out=None) -> None:
 def _evaluator(args):
     from .evaluate import build_evaluator
 
+    methodology, circuit = prepare(args)
     model = open_model(args)
-    circuit = open_circuit(args, model)
-    return model, circuit, build_evaluator(model, methodology_from(args))
+    circuit = open_circuit(args, model, circuit)
+    return model, circuit, build_evaluator(model, methodology)
 
 
 def _completeness(args, ev, circuit):
@@ -255,7 +373,7 @@ def cmd_validate(args) -> int:
 
 
 def add_baseline_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--baseline", type=count, default=0,
+    p.add_argument("--baseline", type=whole(0, 10_000), default=0,
                    help="also evaluate this many random circuits with C's number of heads per layer (0: none)")
 
 
@@ -274,15 +392,16 @@ def _baseline(args, ev, circuit) -> dict:
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--greedy-k", type=int, default=10,
+    p.add_argument("--greedy-k", type=whole(1, 1000), default=10,
                    help="candidates sampled per greedy step (paper: 10 for the full IOI circuit, 5 for the naive one)")
-    p.add_argument("--greedy-steps", type=int, default=10, help="greedy steps per run (default 10)")
-    p.add_argument("--greedy-runs", type=int, default=None,
+    p.add_argument("--greedy-steps", type=whole(1, 1000), default=10, help="greedy steps per run (default 10)")
+    p.add_argument("--greedy-runs", type=whole(0, 1000), default=None,
                    help="greedy runs (default: 10 for completeness, 0 turns it off; 1 for the minimality search)")
 
 
 def add_completeness_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--random", type=int, default=10, metavar="N", help="random K (each head in with probability 1/2)")
+    p.add_argument("--random", type=whole(0, 10_000), default=10, metavar="N",
+                   help="random K (each head in with probability 1/2; default 10)")
     p.add_argument("--k", action="append", default=[], metavar="'l.h,l.h'", help="a K of your own (repeatable)")
 
 
@@ -290,7 +409,8 @@ def add_minimality_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k-source", default="file", choices=["file", "class", "search"],
                    help="K per head: the circuit file's minimality_k (class rule where it has none), the class rule, "
                         "or a greedy search (default: file)")
-    p.add_argument("--threshold", type=float, default=1.0, help="flag heads under this %% of F(M) (default 1)")
+    p.add_argument("--threshold", type=number(0, 100), default=1.0,
+                   help="flag heads under this %% of F(M), 0 to 100 (default 1)")
 
 
 DISCOVER_HELP = """Propose a circuit by greedy pruning (circuit_core/discover.py).
@@ -312,8 +432,11 @@ def cmd_discover(args) -> int:
     from .evaluate import build_evaluator
     from .report import run_record, save_record
 
+    methodology, _ = prepare(args)
+    if Path(args.out).exists() and not args.overwrite:  # a circuit file is work: never replaced silently
+        raise UsageError(f"{snippet(args.out)} exists; choose another --out, or pass --overwrite to replace it")
     model = open_model(args)
-    ev = build_evaluator(model, methodology_from(args))
+    ev = build_evaluator(model, methodology)
     try:
         d = discover(ev, args.threshold, progress_bar("discover"), name=args.name, normalized=args.normalized)
     except ValueError as exc:
@@ -342,21 +465,24 @@ def cmd_discover(args) -> int:
 def add_discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help=f"hub name, local Hugging Face folder, or 'demo' (default: {DEFAULT_MODEL})")
     p.add_argument("--task", default="ioi", choices=TASKS)
-    p.add_argument("--n", type=int, default=100, help="number of prompts (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="dataset and repeated-token seed (default 0)")
+    p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"number of prompts, 1 to {MAX_N:,} (default 100)")
+    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="dataset and repeated-token seed (default 0)")
     p.add_argument("--mode", default="mixed", choices=MODES, help="template order(s)")
     p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
-    p.add_argument("--ref-per-group", type=count, default=0,
-                   help="reference prompts per template group (0: each prompt's ABC twin, the paper)")
-    p.add_argument("--threshold", type=float, default=0.8,
+    p.add_argument("--ref-per-group", type=whole(0, 1000), default=DEFAULTS.ref_per_group,
+                   help=f"reference prompts per template group (default {DEFAULTS.ref_per_group}; 0: each "
+                        "prompt's ABC twin, the paper)")
+    p.add_argument("--threshold", type=number(0, 1, low_open=True), default=0.8,
                    help="keep threshold <= F(C)/F(M) <= 2 - threshold while pruning (default 0.8)")
     p.add_argument("--normalized", action="store_true",
                    help="apply the threshold to (F(C)-F(∅))/(F(M)-F(∅)) instead of F(C)/F(M)")
-    p.add_argument("--name", default=None, help="circuit name (default: says model and threshold)")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
-    p.add_argument("--out", required=True, help="write the circuit JSON here")
-    p.add_argument("--record", default=None, help="also write a run record (steps, head scores, prompts) here")
+    p.add_argument("--name", type=one_line_text, default=None, help="circuit name (default: says model and threshold)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--out", type=output_file, required=True, help="write the circuit JSON here (a new file)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--record", type=output_file, default=None,
+                   help="also write a run record (steps, head scores, prompts) here")
     p.set_defaults(positions=PositionScope.CIRCUIT.value, bootstrap=1000)
 
 
@@ -365,8 +491,8 @@ COMMANDS = {"faithfulness": cmd_faithfulness, "completeness": cmd_completeness, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m circuit_core",
-                                     description="Validate a transformer circuit by mean ablation (Wang et al. 2022).")
+    parser = Parser(prog="python -m circuit_core",
+                    description="Validate a transformer circuit by mean ablation (Wang et al. 2022).")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("faithfulness", help="F(M), F(C), F(∅) and faithfulness with 95%% intervals")
     add_common(p)
@@ -395,8 +521,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ModelLoadError, CircuitError, TaskError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (UsageError, ModelLoadError, CircuitError, TaskError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # paths are checked up front, so this is what changed since: a full disk, a removed folder
+        where = f" ({snippet(str(exc.filename), 200)})" if exc.filename else ""
+        print(f"error: {' '.join(str(exc.strerror or exc).split())}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

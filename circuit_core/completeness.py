@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .ablation import NodeSet
-from .circuit import Circuit, CircuitError, Head, head_name, parse_head
+from .circuit import Circuit, CircuitError, Head, head_name, parse_head, snippet
 from .criteria import interval_method
 
 Progress = Callable[[int, int], None]
@@ -61,9 +61,18 @@ def incompleteness_sets(circuit: Circuit, K: Iterable[Head], positions: str = "c
 
 
 def parse_heads(text: str | Sequence, circuit: Circuit | None = None) -> frozenset[Head]:
-    """'9.9, 10.0' (or a list of heads) -> {(9, 9), (10, 0)}; with a circuit, every head must be in it."""
-    items = [t for t in text.split(",") if t.strip()] if isinstance(text, str) else list(text)
-    K = frozenset(parse_head(t) for t in items)
+    """'9.9, 10.0' (or a list of heads) -> {(9, 9), (10, 0)}; with a circuit, every head must be in it.
+    Anything malformed raises CircuitError naming the K."""
+    if isinstance(text, str):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+    elif isinstance(text, (list, tuple, set, frozenset)):
+        items = list(text)
+    else:
+        raise CircuitError(f"K must be heads like '9.9, 10.0', not {snippet(text)}.")
+    try:
+        K = frozenset(parse_head(t) for t in items)
+    except CircuitError as e:
+        raise CircuitError(f"K {snippet(text, 60)}: {e}") from None
     if circuit is not None:
         outside = [head_name(h) for h in K if h not in circuit.heads]
         if outside:

@@ -311,6 +311,11 @@ def is_eap_graph(d) -> bool:
 
 def read_circuit(data, position: str = "END", name: str = "imported EAP-IG graph") -> Imported:
     """Either kind of file (dict, JSON text or bytes): our circuit JSON, or an EAP-IG / MIB graph."""
+    if isinstance(data, (bytes, str)) and b'"nodes"' not in (data if isinstance(data, bytes) else data.encode()):
+        from .circuit import circuit_from_bytes
+
+        # ours: the circuit-file parser, with its size, depth and encoding checks
+        return Imported(circuit_from_bytes(data if isinstance(data, bytes) else data.encode(), name))
     d = _as_dict(data)
     if is_eap_graph(d):
         return from_eap_graph(d, position=position, name=name)

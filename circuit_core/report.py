@@ -10,6 +10,8 @@ import datetime as _dt
 import json
 from pathlib import Path
 
+from .storage import atomic_write_text
+
 SCHEMA_VERSION = 1
 
 
@@ -48,8 +50,8 @@ def run_record(evaluator, circuit, results: dict) -> dict:
 def save_record(record: dict, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, allow_nan=True))
-    return path
+    # Atomic: an interrupted run never leaves a truncated record where an older good one was.
+    return atomic_write_text(path, json.dumps(record, indent=1, allow_nan=True))
 
 
 def load_record(path) -> dict:

@@ -5,15 +5,15 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from circuit_core.circuit import CircuitError
+from circuit_core.circuit import Circuit, CircuitError
 from circuit_core.editing import add_class, diff, from_rows, remove_class, rows, toggle_head, update_class
 from circuit_core.tasks import task_roles
 from ui.charts import OUT_OF_CIRCUIT, head_grid, style
-from ui.headline import faithfulness_of, headline, with_reference_noise
+from ui.headline import faithfulness_of, figures_or_last, headline
 from ui import jobs
 from circuit_core.attribution import ESTIMATE, EXACT
 from ui.background import agreement_note, background, background_caption, background_metrics
-from ui.state import methodology_caption, require_evaluator, save_circuit, sidebar
+from ui.state import AlreadySaved, methodology_caption, require_evaluator, save_circuit, sidebar
 
 ctx = sidebar()
 ev = require_evaluator(ctx)
@@ -27,8 +27,9 @@ def commit(new_circuit):
     """Record an edit: remember the figures before it, push to history, redraw widgets fresh."""
     if new_circuit.to_dict() == circuit.to_dict():
         return
-    st.session_state[prev_key] = faithfulness_of(ctx)
-    new_circuit.validate(ctx.model.n_layers, ctx.model.n_heads, task_roles(ctx.methodology.task))
+    st.session_state[prev_key] = f if fresh else None  # "since last edit" only against real figures
+    new_circuit.validate(ctx.model.n_layers, ctx.model.n_heads, task_roles(ctx.methodology.task),
+                         task=ctx.methodology.task)
     hist.push(new_circuit)
     st.session_state[version_key] += 1
     st.rerun()
@@ -36,17 +37,27 @@ def commit(new_circuit):
 
 st.title("Circuit editor")
 st.caption(methodology_caption(ctx))
-f = with_reference_noise(ctx, faithfulness_of(ctx))
-headline(ctx, f, st.session_state.get(prev_key), faithfulness_of(ctx, ctx.preset))
+f, fresh = figures_or_last(ctx)
+
+
+def loaded_figures():
+    try:
+        return faithfulness_of(ctx, ctx.preset)
+    except Exception:  # without them only the "vs loaded circuit" badge goes
+        return None
+
+
+if f is not None:
+    headline(ctx, f, st.session_state.get(prev_key), loaded_figures())
 
 u1, u2, _ = st.columns([1, 1, 6])
 if u1.button("↶ Undo", disabled=not hist.can_undo, width="stretch"):
-    st.session_state[prev_key] = f
+    st.session_state[prev_key] = f if fresh else None
     hist.undo()
     st.session_state[version_key] += 1
     st.rerun()
 if u2.button("↷ Redo", disabled=not hist.can_redo, width="stretch"):
-    st.session_state[prev_key] = f
+    st.session_state[prev_key] = f if fresh else None
     hist.redo()
     st.session_state[version_key] += 1
     st.rerun()
@@ -140,16 +151,41 @@ with right:
                     st.error(str(e))
 
     st.subheader("Save")
-    name = st.text_input("Name", circuit.name, key=f"save-name-{ctx.circuit_key}")
-    s1, s2 = st.columns(2)
-    if s1.button("Save circuit", width="stretch"):
+    name_key, ask_key, said_key = (f"save-name-{ctx.circuit_key}", f"save-ask::{ctx.circuit_key}",
+                                   f"save-said::{ctx.circuit_key}")
+    name = st.text_input("Name", circuit.name, key=name_key,
+                         help="Save writes a copy under this name; the circuit being edited keeps its own "
+                              "name unless you rename it (an edit, so Undo reverts it).")
+
+    def save(overwrite: bool) -> None:
+        # A callback, so the question and the outcome are drawn in the run that follows the click.
+        st.session_state.pop(ask_key, None)
+        wanted = st.session_state[name_key]
         try:
-            to_save = hist.current
-            path = save_circuit(to_save, name)
-            st.success(f"Saved as {path.name}; it appears under 'saved:' in the sidebar.")
+            path = save_circuit(hist.current, wanted, overwrite=overwrite)
+            st.session_state[said_key] = ("success", f"Saved as '{path.stem}'; it appears under 'saved:' in the sidebar.")
+        except AlreadySaved:
+            st.session_state[ask_key] = wanted.strip()
         except (CircuitError, OSError) as e:
-            st.error(f"Not saved: {e}")
-    s2.download_button("Download JSON", json.dumps({**circuit.to_dict(), "name": name}, indent=2),
+            st.session_state[said_key] = ("error", f"Not saved: {e}")
+
+    s1, s2, s3 = st.columns(3)
+    s1.button("Save circuit", on_click=save, args=(False,), width="stretch")
+    if s2.button("Rename", width="stretch", help="Give the circuit being edited this name."):
+        try:
+            if not name.strip():
+                raise CircuitError("A circuit needs a name.")
+            commit(Circuit.from_dict({**circuit.to_dict(), "name": name.strip()}))
+        except CircuitError as e:
+            st.error(str(e))
+    s3.download_button("Download JSON", json.dumps({**circuit.to_dict(), "name": name}, indent=2),
                        file_name=f"{name or 'circuit'}.json", mime="application/json", width="stretch")
+    if st.session_state.get(ask_key) and st.session_state[ask_key] == name.strip():
+        st.warning(f"A saved circuit named '{name.strip()}' exists. Overwrite it with the circuit being edited?")
+        o1, o2 = st.columns(2)
+        o1.button("Overwrite", type="primary", on_click=save, args=(True,), width="stretch")
+        o2.button("Cancel", on_click=lambda: st.session_state.pop(ask_key, None), width="stretch")
+    if said := st.session_state.pop(said_key, None):
+        (st.success if said[0] == "success" else st.error)(said[1])
     st.caption(f"{len(circuit.heads)} heads in {len(circuit.classes)} classes: "
                + ", ".join(f"{c.name} ({len(c.heads)})" for c in circuit.classes))

@@ -5,6 +5,7 @@ import streamlit as st
 from circuit_core.completeness import completeness, completeness_in_stages
 from ui.charts import completeness_scatter, style
 from ui import jobs
+from ui import runs as run_log
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
 
 ctx = sidebar()
@@ -58,6 +59,7 @@ greedy = jobs.show(greedy_job) if greedy_job is not None else None
 fixed = jobs.show(fixed_job, partial=draw_partial)
 if fixed is None:
     st.stop()
+run_log.log("completeness", ctx, run_log.completeness_summary(fixed), fixed.to_dict())
 drawn = fixed.settings.get("n_random_drawn", int(n_random))
 if drawn < int(n_random):
     st.info(f"The circuit has only {drawn} distinct non-empty subsets: {drawn} random K sets are shown, not {int(n_random)}.")

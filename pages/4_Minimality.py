@@ -4,6 +4,7 @@ import streamlit as st
 from circuit_core.minimality import minimality, minimality_in_stages
 from ui.charts import minimality_bars, style
 from ui import jobs
+from ui import runs as run_log
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
 
 ctx = sidebar()
@@ -46,6 +47,7 @@ job = jobs.start(key, "Searching K for every head" if source == "search" else "S
 result = jobs.show(job, partial=draw_partial)
 if result is None:
     st.stop()
+run_log.log("minimality", ctx, run_log.minimality_summary(result), result.to_dict())
 if result.cancelled:
     st.info("The search was stopped: each head shows the best K found before that.")
 

@@ -1,9 +1,13 @@
 """Headline figures shared by the home page and the editor."""
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
-from ui import jobs
+from circuit_core.tasks import TaskError
+from ui import format as fmt
+from ui import jobs, runs
 from ui.state import Context, circuit_json, faithfulness_result, get_evaluator
 
 
@@ -17,6 +21,7 @@ def with_reference_noise(ctx: Context, f: dict, wait: float = 1.0) -> dict:
     (one evaluation of C and ∅ per reference replicate); until then `f`, with the job's progress."""
     ev = get_evaluator(ctx.model_key, ctx.methodology)
     if not ev.replicates:
+        runs.log("faithfulness", ctx, runs.faithfulness_summary(f), f)
         return f
     circuit = ctx.circuit
     key = ("joint", ctx.model_key, ctx.methodology, circuit_json(circuit))
@@ -28,13 +33,12 @@ def with_reference_noise(ctx: Context, f: dict, wait: float = 1.0) -> dict:
         return faithfulness(ev, circuit, progress=job.progress, should_stop=job.should_stop).to_dict()
 
     job = jobs.start(key, "Adding the reference set's noise to the intervals", run)
-    return jobs.show(job, wait) or f
+    f = jobs.show(job, wait) or f
+    runs.log("faithfulness", ctx, runs.faithfulness_summary(f), f)
+    return f
 
 
-def ci(f: dict, key: str, percent: bool = False) -> str:
-    """The 95% interval in the unit of the figure beside it."""
-    lo, hi = f["intervals_95"][key]
-    return f"95% CI [{lo:.1%}, {hi:.1%}]" if percent else f"95% CI [{lo:.2f}, {hi:.2f}]"
+ci = fmt.ci  # the report prints intervals the same way
 
 
 def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict | None = None) -> None:
@@ -53,3 +57,21 @@ def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict |
     cols[3].metric("Normalised (F(C)−F(∅))/(F(M)−F(∅))", f"{f['normalized']:.1%}", delta)
     cols[3].caption(ci(f, "normalized", percent=True) + f" · F(∅) = {f['F_empty']:.2f}")
     st.caption(f"95% intervals: {f.get('interval_method') or 'paired bootstrap over prompts'}.")
+
+
+def figures_or_last(ctx: Context) -> tuple[dict | None, bool]:
+    """(figures, fresh): the current circuit's figures; when computing them fails, an error saying why
+    and the last figures this session had for this circuit entry (None if none), so a failed
+    computation leaves the figures on screen with the error beside them instead of a blank page."""
+    key = f"last-figures::{ctx.circuit_key}"
+    try:
+        f = with_reference_noise(ctx, faithfulness_of(ctx))
+    except Exception as e:  # Streamlit's stop and rerun are BaseExceptions: they pass through
+        logging.getLogger(__name__).exception("headline figures failed")
+        why = str(e) if isinstance(e, (ValueError, TaskError)) else f"{type(e).__name__} (details in the server's log)"
+        last = st.session_state.get(key)
+        st.error(f"The figures for this circuit could not be computed: {why}"
+                 + ("  \nShown: the last figures that could be computed, for an earlier circuit or setting." if last else ""))
+        return last, False
+    st.session_state[key] = f
+    return f, True

@@ -6,15 +6,20 @@ circuit_core; this module only wires it to Streamlit.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import secrets
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
 from circuit_core.ablation import Ablation, Methodology, PositionScope
-from circuit_core.circuit import Circuit, CircuitError
+from circuit_core.circuit import Circuit, CircuitError, circuit_from_bytes
 from circuit_core.editing import History
+from circuit_core.links import decode_circuit, encode_circuit
 from circuit_core.models import DATA_DIR, ModelLoadError, load_model, load_model_or_demo
 from circuit_core.tasks import TASKS, TaskError, task_roles
 from circuit_core.tasks.ioi import MODES
@@ -99,15 +104,121 @@ def default_circuit_choice(model, files: dict[str, Path]) -> str:
     return next(iter(files))
 
 
-def save_circuit(c: Circuit, name: str) -> Path:
-    safe = "".join(ch if ch.isalnum() or ch in "-_ " else "-" for ch in name).strip().replace(" ", "-")
-    if not safe:
+class AlreadySaved(CircuitError):
+    """A saved circuit has this name: saving again needs an explicit overwrite."""
+
+
+# The file name is the circuit's name itself, so two names never share a file; names that would
+# need changing to be a portable file name are refused rather than rewritten.
+_SAVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,79}")
+
+
+def saved_path(name: str) -> Path:
+    """Where a circuit saved as `name` goes; CircuitError when `name` cannot be a file name as it is."""
+    name = name.strip()
+    if not name:
         raise CircuitError("Give the circuit a name to save it under.")
+    if not _SAVE_NAME.fullmatch(name) or name.endswith("."):
+        raise CircuitError(f"'{name}' cannot be saved as it is: use letters, digits, spaces and . _ ( ) + - "
+                           "(at most 80 characters, starting with a letter or digit).")
+    return SAVED_DIR / f"{name}.json"
+
+
+def save_circuit(c: Circuit, name: str, overwrite: bool = False) -> Path:
+    """Save a copy of `c` under `name`; `c` itself (the circuit being edited) keeps its name.
+
+    Raises AlreadySaved when a saved circuit has this name and `overwrite` is False.
+    """
+    path = saved_path(name)
     SAVED_DIR.mkdir(parents=True, exist_ok=True)
-    c.name = name
-    path = SAVED_DIR / f"{safe}.json"
-    c.save(path)
+    # Names differing only in case share a file on macOS and Windows: refuse them everywhere.
+    twin = next((p for p in SAVED_DIR.glob("*.json") if p.stem.casefold() == path.stem.casefold()), None)
+    if twin is not None and twin.name != path.name:
+        raise CircuitError(f"A saved circuit is named '{twin.stem}'; choose a name that differs in more than case.")
+    if twin is not None and not overwrite:
+        raise AlreadySaved(f"A saved circuit named '{path.stem}' exists.")
+    copy = Circuit.from_dict({**c.to_dict(), "name": path.stem})
+    if overwrite:
+        copy.save(path)
+        return path
+    # Write the whole file aside, then link it into place: the link fails if another session has
+    # saved this name in the meantime, so a file is never replaced without the user's say.
+    tmp = SAVED_DIR / f".{path.stem}.{secrets.token_hex(4)}.tmp"
+    copy.save(tmp)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise AlreadySaved(f"A saved circuit named '{path.stem}' exists.") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise AlreadySaved(f"A saved circuit named '{path.stem}' exists.") from None
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+# --- serving a group ----------------------------------------------------------------------------------
+SERVE_ENV = "CIRCUIT_DASHBOARD_SERVE"
+log = logging.getLogger(__name__)
+
+
+class ServeConfigError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What a served dashboard offers: models by the label the group sees, never by their path."""
+
+    models: dict[str, str]  # label -> hub name, "demo", or a model folder on the server
+
+
+def serve_config() -> ServeConfig | None:
+    """The configuration named by $CIRCUIT_DASHBOARD_SERVE, or None when the dashboard runs for one
+    person. A set but unusable configuration raises: a served dashboard never falls back to open mode."""
+    where = os.environ.get(SERVE_ENV, "").strip()
+    if not where:
+        return None
+    try:
+        with open(where, "rb") as fh:
+            models = tomllib.load(fh).get("models")
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ServeConfigError(f"{SERVE_ENV}={where}: {e}") from None
+    if not (isinstance(models, dict) and models
+            and all(isinstance(v, str) and v.strip() and k.strip() for k, v in models.items())):
+        raise ServeConfigError(f"{where}: [models] must map each label to a hub name, 'demo' or a model folder.")
+    return ServeConfig({k.strip(): v.strip() for k, v in models.items()})
+
+
+def _serve_or_stop() -> ServeConfig | None:
+    try:
+        return serve_config()
+    except ServeConfigError as e:
+        log.error("%s", e)
+        st.error("This dashboard's serving configuration cannot be used; whoever runs it will find why in its log.")
+        st.stop()
+
+
+def _load_model(choice: str, model_key: str, serve: ServeConfig | None):
+    """get_model, with errors that name no server path when serving a group."""
+    try:
+        model, notice = get_model(model_key)
+    except ModelLoadError as e:
+        if serve is None:
+            st.error(str(e))
+        else:
+            log.warning("model '%s' could not be loaded: %s", choice, e)
+            st.error(f"Model '{choice}' cannot be loaded on this server; whoever runs the dashboard will find "
+                     "why in its log. Choose another model in the sidebar.")
+        st.stop()
+    if serve is not None:
+        if notice:
+            log.warning("%s", notice)
+            notice = f"Model '{choice}' cannot be loaded on this server; using the bundled demo model."
+        if model.source == "folder":
+            model.name = choice  # the group knows a folder by its label; records and captions say that
+    return model, notice
 
 
 # --- the sidebar --------------------------------------------------------------------------------------
@@ -133,32 +244,39 @@ def sidebar() -> Context:
     st.set_page_config(page_title="Circuit validation", page_icon="🔬", layout="wide")
     if "_pending_model_choice" in st.session_state:  # set before the widget exists (see the fallback below)
         st.session_state["model_choice"] = st.session_state.pop("_pending_model_choice")
+    for k, v in st.session_state.pop("_pending_view", {}).items():  # a reopened run's methodology
+        st.session_state[k] = v
     _keep_widget_state()
     sb = st.sidebar
     sb.header("Model")
-    choice = sb.selectbox("Model", MODEL_CHOICES, key="model_choice",
-                          help="gpt2 / gpt2-medium from the Hugging Face hub (falls back to the bundled demo "
-                               "when the hub is unreachable), the bundled demo, or a local Hugging Face folder.")
-    model_key = choice
-    if choice == "local folder…":
+    serve = _serve_or_stop()
+    choices = list(serve.models) if serve else MODEL_CHOICES
+    _model_from_url(choices)
+    choice = sb.selectbox("Model", choices, key="model_choice",
+                          help="The models this server offers." if serve else
+                          "gpt2 / gpt2-medium from the Hugging Face hub (falls back to the bundled demo "
+                          "when the hub is unreachable), the bundled demo, or a local Hugging Face folder.")
+    model_key = serve.models[choice] if serve else choice
+    if not serve and choice == "local folder…":  # never offered when serving a group: no free-text paths
         model_key = sb.text_input("Folder", key="model_folder", placeholder="/path/to/model").strip()
         if not model_key:
             st.info("Enter the folder of a Hugging Face model in the sidebar.")
             st.stop()
-    try:
-        model, notice = get_model(model_key)
-    except ModelLoadError as e:
-        st.error(str(e))
-        st.stop()
-    if notice:
+    model, notice = _load_model(choice, model_key, serve)
+    demo_choice = next((k for k in choices if (serve.models[k] if serve else k) == "demo"), None)
+    if notice and demo_choice:
         # The model in use is the demo: say so in the sidebar too, and share the demo's edit history.
         st.session_state["_fallback_notice"] = notice
-        st.session_state["_pending_model_choice"] = "demo"
+        st.session_state["_pending_model_choice"] = demo_choice
         st.rerun()
-    if choice == "demo" and st.session_state.get("_fallback_notice"):
+    if notice:
+        sb.warning(notice)
+    if choice == demo_choice and st.session_state.get("_fallback_notice"):
         sb.warning(st.session_state["_fallback_notice"])
+    _set_param("model", None if choice == "local folder…" else choice)  # a folder's path stays out of URLs
     sb.caption(f"{model.describe()['architecture']} · {model.n_layers} layers × {model.n_heads} heads · {model.device}")
 
+    _methodology_from_url()
     sb.header("Data")
     task = sb.selectbox("Task", TASKS, key="task")
     c1, c2 = sb.columns(2)
@@ -183,29 +301,34 @@ def sidebar() -> Context:
                              help="circuit: heads kept only at their class position (the paper); all: everywhere.")
     meth = Methodology(task=task, n=int(n), seed=int(seed), mode=mode, ablation=ablation, positions=positions,
                        ref_per_group=int(ref), ref_replicates=int(reps))
+    _methodology_to_url(meth)
 
     sb.header("Circuit")
     files = circuit_files()
-    if st.session_state.pop("circuit_choice_pending", None):
-        st.session_state["circuit_choice"] = "uploaded"
-    if st.session_state.get("circuit_choice") not in list(files) + ["uploaded"]:
+    uploads = st.session_state.setdefault("uploaded_circuits", {})  # "uploaded: name" -> Circuit, in order
+    if not st.session_state.get("_url_circuit_read"):  # a fresh session: a reload or an opened address
+        st.session_state["_url_circuit_read"] = True
+        _circuit_from_url(files, uploads, model, model_key, task)
+    if pending := st.session_state.pop("circuit_choice_pending", None):
+        st.session_state["circuit_choice"] = pending
+    options = list(files) + list(uploads)
+    if st.session_state.get("circuit_choice") not in options:
         st.session_state["circuit_choice"] = default_circuit_choice(model, files)
-    options = list(files) + (["uploaded"] if "uploaded_circuit" in st.session_state else [])
     key = sb.selectbox("Circuit", options, key="circuit_choice")
-    upload = sb.file_uploader("Upload a circuit (JSON)", type=["json"], key="upload")
+    _show_url_warning(key)
+    upload = sb.file_uploader("Upload a circuit (JSON)", type=["json"], key="upload",
+                              help="Each upload keeps its own edits; earlier uploads stay in the list above.")
     if upload is not None and st.session_state.get("upload_id") != upload.file_id:
         st.session_state["upload_id"] = upload.file_id
         try:
-            st.session_state["uploaded_circuit"] = Circuit.from_dict(json.loads(upload.getvalue()))
-            st.session_state.pop(_history_key("uploaded", model_key), None)
-            st.session_state.pop(f"save-name-{_history_key('uploaded', model_key)}", None)  # the new file's name
-            st.session_state["circuit_choice_pending"] = "uploaded"
+            circuit = circuit_from_bytes(upload.getvalue(), upload.name)
+            st.session_state["circuit_choice_pending"] = _add_upload(uploads, "uploaded", upload.name, circuit)
             st.rerun()
-        except (ValueError, CircuitError) as e:
-            sb.error(f"{upload.name}: {e}")
+        except CircuitError as e:  # the message starts with the file's name
+            sb.error(str(e))
     try:
-        preset = (st.session_state["uploaded_circuit"] if key == "uploaded" else _load(files[key]))
-        preset.validate(model.n_layers, model.n_heads, task_roles(task))
+        preset = uploads[key] if key in uploads else _load(files[key])
+        preset.validate(model.n_layers, model.n_heads, task_roles(task), task=task)
     except (CircuitError, TaskError) as e:
         st.error(f"Circuit '{key}' does not fit {model.name}: {e}  \nChoose another circuit in the sidebar.")
         st.stop()
@@ -213,6 +336,9 @@ def sidebar() -> Context:
     if hkey not in st.session_state:  # one edit history per (circuit, model): switching loses nothing
         st.session_state[hkey] = History(preset)
     history = st.session_state[hkey]
+    _circuit_to_url(key, key in files, history.current, preset)
+    with sb.expander("Share this view"):
+        share_link()
     _remember_widget_state()
     return Context(model, model_key, meth, history.current, preset, history, hkey)
 
@@ -224,7 +350,188 @@ def _history_key(circuit_key: str, model_key: str) -> str:
 def _load(path: Path) -> Circuit:
     from circuit_core.circuit import load_circuit
 
-    return load_circuit(path)
+    try:
+        return load_circuit(path)
+    except CircuitError as e:  # name the file, not where it lives on the server
+        raise CircuitError(str(e).replace(str(path), path.name)) from None
+
+
+# --- uploads and the page's address -------------------------------------------------------------------
+MAX_UPLOADS = 32  # per session: uploads live in the server's memory
+
+
+def _add_upload(uploads: dict, kind: str, file_name: str, circuit: Circuit) -> str:
+    """Add `circuit` to the circuit list as "<kind>: <name>", with its own history; the same content
+    uploaded again selects the entry it already has, so its edits are kept. Returns the entry."""
+    same = next((k for k, c in uploads.items() if circuit_json(c) == circuit_json(circuit)), None)
+    if same is not None:
+        return same
+    if len(uploads) >= MAX_UPLOADS:
+        raise CircuitError(f"This session holds {MAX_UPLOADS} uploaded circuits already; save the ones "
+                           "you need and reload the page to start afresh.")
+    stem = file_name.removesuffix(".json").strip()[:60] or "circuit"
+    key, n = f"{kind}: {stem}", 2
+    while key in uploads:  # another file of the same name: both stay selectable
+        key, n = f"{kind}: {stem} ({n})", n + 1
+    uploads[key] = circuit
+    return key
+
+
+def _set_param(name: str, value: str | None) -> None:
+    """Write a query parameter only when it changes (each write updates the browser's address)."""
+    if value is None:
+        if name in st.query_params:
+            del st.query_params[name]
+    elif st.query_params.get(name) != value:
+        st.query_params[name] = value
+
+
+def _model_from_url(choices: list[str]) -> None:
+    """On a fresh session, the model the address names (one of those offered; never a folder)."""
+    if not st.session_state.get("_url_model_read"):
+        st.session_state["_url_model_read"] = True
+        wanted = st.query_params.get("model")
+        if wanted in choices and wanted != "local folder…" and "model_choice" not in st.session_state:
+            st.session_state["model_choice"] = wanted
+    if st.session_state.get("model_choice") not in (None, *choices):  # e.g. a choice this server does not offer
+        del st.session_state["model_choice"]
+
+
+# The methodology in the address: every field written out, so a link opens the same figures even
+# after the defaults change. name in the address -> (widget key, parse, check).
+URL_METHODOLOGY = {
+    "task": ("task", str, lambda v: v in TASKS),
+    "n": ("n", int, lambda v: 10 <= v <= 2000),
+    "seed": ("seed", int, lambda v: 0 <= v <= 10_000),
+    "mode": ("mode", str, lambda v: v in MODES),
+    "ref": ("ref_per_group", int, lambda v: 0 <= v <= 500),
+    "reps": ("ref_replicates", int, lambda v: 0 <= v <= 50),
+    "ablation": ("ablation", str, lambda v: v in [a.value for a in Ablation]),
+    "positions": ("positions", str, lambda v: v in [p.value for p in PositionScope]),
+}
+
+
+def _methodology_from_url() -> None:
+    """On a fresh session, the methodology the address names; values out of range are named in a
+    warning and left at their defaults."""
+    if st.session_state.get("_url_meth_read"):
+        return
+    st.session_state["_url_meth_read"] = True
+    bad = []
+    for name, (key, parse, ok) in URL_METHODOLOGY.items():
+        text = st.query_params.get(name)
+        if text is None or key in st.session_state:
+            continue
+        try:
+            value = parse(text) if parse is str or text.isascii() and text.isdigit() else None
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            bad.append(f"{name}={text[:20]}")
+            continue
+        st.session_state[key] = value
+    if bad:
+        st.session_state["_url_meth_warning"] = ("This page's address has settings the dashboard cannot use "
+                                                 f"({', '.join(bad)}); they are left at their defaults.")
+
+
+def _methodology_to_url(meth: Methodology) -> None:
+    for name, (key, _, _) in URL_METHODOLOGY.items():
+        field = {"ref": "ref_per_group", "reps": "ref_replicates"}.get(name, name)
+        _set_param(name, str(getattr(meth, field)))
+    if "_url_meth_warning" in st.session_state:
+        st.sidebar.warning(st.session_state["_url_meth_warning"])
+
+
+def share_link() -> None:
+    """The address of this exact view (model, methodology, circuit, page), with a copy button."""
+    url = st.context.url or ""
+    base = url.split("?")[0]
+    query = "&".join(f"{k}={v}" for k, v in st.query_params.to_dict().items())
+    st.code(f"{base}?{query}" if query else base, language=None, wrap_lines=True)
+    st.caption("Copy this link (button at its right): it opens this page with the same model, "
+                       "methodology and circuit, and the same figures.")
+
+
+def open_view(record: dict) -> None:
+    """Open a saved run record: its model (when this dashboard offers it), methodology and circuit."""
+    meth = Methodology(**{k: v for k, v in record["methodology"].items() if k in Methodology.__dataclass_fields__})
+    circuit = Circuit.from_dict(record["circuit"])
+    key = (record.get("run") or {}).get("model_key") or (record.get("model") or {}).get("name")
+    serve = serve_config()
+    choices = list(serve.models) if serve else MODEL_CHOICES
+    if key in choices and key != "local folder…":
+        st.session_state["_pending_model_choice"] = key
+    pending = {}
+    for name, (widget, _, ok) in URL_METHODOLOGY.items():
+        field = {"ref": "ref_per_group", "reps": "ref_replicates"}.get(name, name)
+        value = getattr(meth, field)
+        if not ok(value):
+            raise ValueError(f"{field} = {value} is outside what the sidebar offers")
+        pending[widget] = value
+    st.session_state["_pending_view"] = pending  # applied before the widgets exist (see sidebar)
+    uploads = st.session_state.setdefault("uploaded_circuits", {})
+    st.session_state["circuit_choice_pending"] = _add_upload(uploads, "reopened", circuit.name, circuit)
+    st.rerun()
+
+
+def _show_url_warning(key: str) -> None:
+    # Shown until another circuit is chosen: a job finishing reruns the page, which would lose it.
+    if "_url_warning" not in st.session_state:
+        return
+    if st.session_state.setdefault("_url_warning_for", key) == key:
+        st.warning(st.session_state["_url_warning"])
+    else:
+        del st.session_state["_url_warning"], st.session_state["_url_warning_for"]
+
+
+def _circuit_to_url(key: str, from_file: bool, current: Circuit, loaded: Circuit) -> None:
+    """Keep the circuit being edited in the page's address, so a reload brings it back: "from" names
+    the entry, "circuit" carries the circuit itself unless it is a file's, unedited."""
+    _set_param("from", key)
+    if from_file and circuit_json(current) == circuit_json(loaded):
+        _set_param("circuit", None)
+        return
+    try:
+        _set_param("circuit", encode_circuit(current))
+    except CircuitError as e:
+        _set_param("circuit", None)
+        st.sidebar.caption(f"A reload will not keep this circuit: {e}")
+
+
+def _circuit_from_url(files: dict[str, Path], uploads: dict, model, model_key: str, task: str) -> None:
+    """Bring back the circuit the address holds, as an edit of its file (undo returns to the file)
+    or as an entry of its own; anything unreadable or unfitting is named in a warning and left out."""
+    base, text = st.query_params.get("from"), st.query_params.get("circuit")
+    if base in files:
+        st.session_state["circuit_choice"] = base
+    if not text:
+        return
+    try:
+        roles = task_roles(task)
+        circuit = decode_circuit(text)
+        circuit.validate(model.n_layers, model.n_heads, roles, task=task)
+    except (CircuitError, TaskError) as e:
+        st.session_state["_url_warning"] = (f"The circuit in this page's address could not be brought back: {e} "
+                                            "Showing a circuit from the list instead.")
+        del st.query_params["circuit"]
+        return
+    if base in files:
+        try:
+            loaded = _load(files[base])
+            loaded.validate(model.n_layers, model.n_heads, roles)
+            history = History(loaded)
+            history.push(circuit)
+            st.session_state[_history_key(base, model_key)] = history
+            return
+        except CircuitError:  # the file changed or went: keep the circuit as an entry of its own
+            pass
+    label = base if isinstance(base, str) and base.startswith("uploaded: ") else f"restored: {circuit.name}"
+    kind, _, name = label.partition(": ")
+    try:
+        st.session_state["circuit_choice"] = _add_upload(uploads, kind, name, circuit)
+    except CircuitError as e:
+        st.session_state["_url_warning"] = f"The circuit in this page's address could not be brought back: {e}"
 
 
 def require_evaluator(ctx: Context):

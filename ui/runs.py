@@ -1,0 +1,69 @@
+"""Run history: every result computed in the session, with its circuit and methodology.
+
+A run is logged when a page shows a result (faithfulness headline, completeness, minimality,
+report). Runs can be pinned and named, compared side by side, saved as run records (the CLI's
+`--out` schema) and reopened. Kept in the session; bounded so a long session stays small.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+MAX_RUNS = 200  # unpinned runs kept per session; the oldest go first
+
+
+@dataclass
+class Run:
+    kind: str  # faithfulness / completeness / minimality
+    model_key: str
+    methodology: object  # Methodology
+    circuit: dict  # Circuit.to_dict()
+    summary: dict  # the figures shown, with their intervals
+    result: dict  # the result's to_dict(), for the saved record
+    created: float = field(default_factory=time.time)
+    name: str = ""
+    pinned: bool = False
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.model_key, self.methodology, json.dumps(self.circuit, sort_keys=True))
+
+
+def runs() -> list[Run]:
+    return st.session_state.setdefault("_runs", [])
+
+
+def log(kind: str, ctx, summary: dict, result: dict) -> None:
+    """Record a shown result once per (kind, model, methodology, circuit); a later, fuller result of
+    the same key (joint intervals after prompts-only ones) replaces the earlier one."""
+    run = Run(kind, ctx.model_key, ctx.methodology, ctx.circuit.to_dict(), summary, result)
+    items = runs()
+    for i, r in enumerate(items):
+        if r.key == run.key:
+            run.name, run.pinned, run.created = r.name, r.pinned, r.created
+            items[i] = run
+            return
+    items.append(run)
+    unpinned = [r for r in items if not r.pinned]
+    for r in unpinned[:max(0, len(unpinned) - MAX_RUNS)]:
+        items.remove(r)
+
+
+def faithfulness_summary(f: dict) -> dict:
+    return {"F(C)/F(M)": f["ratio"], "lo": f["intervals_95"]["ratio"][0], "hi": f["intervals_95"]["ratio"][1],
+            "F(C)": f["F_circuit"], "F(M)": f["F_model"], "intervals": f.get("interval_method", "")}
+
+
+def completeness_summary(c) -> dict:
+    top = c.table.sort_values("incompleteness", ascending=False).iloc[0]
+    return {"max incompleteness": float(top.incompleteness), "lo": float(top.ci_low), "hi": float(top.ci_high),
+            "% of F(M)": float(top.incompleteness_pct), "worst K": top["name"],
+            "intervals": c.settings.get("interval_method", "")}
+
+
+def minimality_summary(m) -> dict:
+    return {"passengers": len(m.flagged), "heads": len(m.table), "threshold %": m.threshold_pct,
+            "flagged": ", ".join(m.flagged), "intervals": m.settings.get("interval_method", "")}
