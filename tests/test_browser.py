@@ -32,3 +32,25 @@ def test_clicking_a_head_changes_faithfulness():
         body = page.inner_text("body")
         assert "Added:" in body or "Removed:" in body or "Moved:" in body
 
+
+
+def test_a_copied_link_opens_the_same_numbers_in_a_fresh_browser():
+    from playwright.sync_api import sync_playwright
+
+    from scripts.browser import CHROMIUM, CHROMIUM_ARGS
+
+    with dashboard() as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        first = browser.new_context(viewport={"width": 1600, "height": 1100}).new_page()
+        first.goto(f"{url}/Faithfulness?model=demo&n=60&seed=3&ref=10&reps=0&ablation=resample")
+        wait_idle(first)
+        first.get_by_text("Share this view").click()
+        link = first.locator('[data-testid="stSidebar"] [data-testid="stCode"]').inner_text().strip()
+        assert "/Faithfulness?" in link and "ablation=resample" in link and "seed=3" in link
+        shown = {label: metric_value(first, label) for label in ("F(M)", "F(C)", "Faithfulness", "Normalised")}
+
+        fresh = browser.new_context(viewport={"width": 1600, "height": 1100}).new_page()  # no shared state
+        fresh.goto(link)
+        wait_idle(fresh)
+        assert {label: metric_value(fresh, label) for label in shown} == shown
+        browser.close()

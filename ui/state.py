@@ -411,25 +411,30 @@ URL_METHODOLOGY = {
 }
 
 
+def methodology_from_query(query: dict) -> tuple[dict, list[str]]:
+    """Widget values for the address's settings, and the settings refused (name=value) as out of range."""
+    values, bad = {}, []
+    for name, (key, parse, ok) in URL_METHODOLOGY.items():
+        text = query.get(name)
+        if text is None:
+            continue
+        value = parse(text) if parse is str or (text.isascii() and text.isdigit()) else None
+        if value is None or not ok(value):
+            bad.append(f"{name}={text[:20]}")
+        else:
+            values[key] = value
+    return values, bad
+
+
 def _methodology_from_url() -> None:
     """On a fresh session, the methodology the address names; values out of range are named in a
     warning and left at their defaults."""
     if st.session_state.get("_url_meth_read"):
         return
     st.session_state["_url_meth_read"] = True
-    bad = []
-    for name, (key, parse, ok) in URL_METHODOLOGY.items():
-        text = st.query_params.get(name)
-        if text is None or key in st.session_state:
-            continue
-        try:
-            value = parse(text) if parse is str or text.isascii() and text.isdigit() else None
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            bad.append(f"{name}={text[:20]}")
-            continue
-        st.session_state[key] = value
+    values, bad = methodology_from_query(st.query_params.to_dict())
+    for key, value in values.items():
+        st.session_state.setdefault(key, value)
     if bad:
         st.session_state["_url_meth_warning"] = ("This page's address has settings the dashboard cannot use "
                                                  f"({', '.join(bad)}); they are left at their defaults.")
@@ -455,6 +460,9 @@ def share_link() -> None:
 
 def open_view(record: dict) -> None:
     """Open a saved run record: its model (when this dashboard offers it), methodology and circuit."""
+    if not (isinstance(record, dict) and isinstance(record.get("methodology"), dict)
+            and isinstance(record.get("circuit"), dict)):
+        raise CircuitError("a run record is an object with 'methodology' and 'circuit' objects")
     meth = Methodology(**{k: v for k, v in record["methodology"].items() if k in Methodology.__dataclass_fields__})
     circuit = Circuit.from_dict(record["circuit"])
     key = (record.get("run") or {}).get("model_key") or (record.get("model") or {}).get("name")
