@@ -202,3 +202,16 @@ def test_runs_are_logged_pinned_saved_and_reopened():
     bad.file_uploader(key="reopen").set_value(("run.json", b'{"methodology": 3}', "application/json")).run()
     next(b for b in bad.button if b.label == "Open it").click().run()
     assert not bad.exception and "not a run record" in bad.error[0].value
+
+
+def test_an_eap_ig_graph_uploads_as_a_circuit():
+    from circuit_core.interchange import to_eap_graph
+
+    demo = load_circuit(ROOT / "data" / "circuits" / "ioi-demo.json")
+    graph = to_eap_graph(demo, {"n_layers": 4, "n_heads": 4}, keep_circuit=False)  # as EAP-IG writes it
+    at = app("dashboard.py")
+    at.sidebar.file_uploader(key="upload").set_value(("found.json", json.dumps(graph).encode(), "application/json")).run()
+    assert not at.exception and not at.error
+    assert at.session_state["circuit_choice"] == "uploaded: found"
+    got = at.session_state["history::demo::uploaded: found.json"].current
+    assert sorted(got.heads) == sorted(demo.heads) and {c.position for c in got.classes} == {"END"}

@@ -17,7 +17,8 @@ from pathlib import Path
 import streamlit as st
 
 from circuit_core.ablation import Ablation, Methodology, PositionScope
-from circuit_core.circuit import Circuit, CircuitError, circuit_from_bytes
+from circuit_core.circuit import Circuit, CircuitError
+from circuit_core.interchange import read_circuit
 from circuit_core.editing import History
 from circuit_core.links import decode_circuit, encode_circuit
 from circuit_core.models import DATA_DIR, ModelLoadError, load_model, load_model_or_demo
@@ -315,13 +316,20 @@ def sidebar() -> Context:
     if st.session_state.get("circuit_choice") not in options:
         st.session_state["circuit_choice"] = default_circuit_choice(model, files)
     key = sb.selectbox("Circuit", options, key="circuit_choice")
+    for note in st.session_state.pop("_import_notes", []):
+        sb.info(note)
     _show_url_warning(key)
     upload = sb.file_uploader("Upload a circuit (JSON)", type=["json"], key="upload",
-                              help="Each upload keeps its own edits; earlier uploads stay in the list above.")
+                              help="A circuit file of this dashboard, or an EAP-IG / MIB graph (its heads become one "
+                                   "class kept at END). Each upload keeps its own edits; earlier uploads stay listed.")
     if upload is not None and st.session_state.get("upload_id") != upload.file_id:
         st.session_state["upload_id"] = upload.file_id
         try:
-            circuit = circuit_from_bytes(upload.getvalue(), upload.name)
+            # our circuit JSON, or an EAP-IG / MIB graph (its heads become one class kept at END)
+            imported = read_circuit(upload.getvalue(), name=upload.name.removesuffix(".json"))
+            for note in imported.warnings:
+                st.session_state.setdefault("_import_notes", []).append(f"{upload.name}: {note}")
+            circuit = imported.circuit
             st.session_state["circuit_choice_pending"] = _add_upload(uploads, "uploaded", upload.name, circuit)
             st.rerun()
         except CircuitError as e:  # the message starts with the file's name
