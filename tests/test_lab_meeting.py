@@ -213,5 +213,5 @@ def test_an_eap_ig_graph_uploads_as_a_circuit():
     at.sidebar.file_uploader(key="upload").set_value(("found.json", json.dumps(graph).encode(), "application/json")).run()
     assert not at.exception and not at.error
     assert at.session_state["circuit_choice"] == "uploaded: found"
-    got = at.session_state["history::demo::uploaded: found.json"].current
+    got = at.session_state["history::demo::uploaded: found"].current
     assert sorted(got.heads) == sorted(demo.heads) and {c.position for c in got.classes} == {"END"}
