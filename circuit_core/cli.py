@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .ablation import Ablation, Methodology, PositionScope
-from .circuit import MAX_NAME, Circuit, CircuitError, load_circuit, snippet
+from .circuit import MAX_NAME, Circuit, CircuitError, snippet
+from .interchange import load_any
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
 from .tasks import TASKS, TaskError, task_roles
 from .tasks.ioi import MODES
@@ -158,7 +159,7 @@ def prepare(args) -> tuple[Methodology, Circuit | None]:
     """Every check that needs no model, run before the model is loaded: a mistake costs seconds."""
     circuit = None
     if getattr(args, "circuit", None):
-        circuit = load_circuit(args.circuit)
+        circuit = load_any(args.circuit).circuit  # ours, or an EAP-IG / MIB graph (heads kept at END)
         circuit.check_task(args.task)
         if getattr(args, "k", None):
             from .completeness import parse_heads
@@ -180,7 +181,7 @@ def _same_file(a: str, b: str) -> bool:
 
 def open_circuit(args, model, circuit: Circuit | None = None) -> Circuit:
     """The circuit (loaded and checked by `prepare`, or loaded now), checked against the model."""
-    circuit = circuit or load_circuit(args.circuit)
+    circuit = circuit or load_any(args.circuit).circuit
     circuit.validate(model.n_layers, model.n_heads, task_roles(args.task), task=args.task)
     return circuit
 
@@ -490,6 +491,33 @@ COMMANDS = {"faithfulness": cmd_faithfulness, "completeness": cmd_completeness, 
             "validate": cmd_validate, "discover": cmd_discover}
 
 
+def cmd_convert(args) -> int:
+    """EAP-IG interchange: our circuits to graph JSON and back, with what did not carry over."""
+    import json
+
+    from .interchange import to_eap_graph
+    from .storage import atomic_write_text
+
+    if Path(args.output).exists() and not args.overwrite:
+        raise UsageError(f"{snippet(args.output)} exists; choose another output, or pass --overwrite to replace it")
+    imported = load_any(args.input, position=args.position)
+    for note in imported.warnings:
+        print(f"note: {note}")
+    c = imported.circuit
+    if args.to == "circuit":
+        c.save(args.output)
+    else:
+        cfg = imported.cfg or {"n_layers": args.n_layers or 1 + max(l for l, _ in c.heads),
+                               "n_heads": args.n_heads or 1 + max(h for _, h in c.heads),
+                               "parallel_attn_mlp": False, "d_model": args.d_model}
+        atomic_write_text(args.output, json.dumps(to_eap_graph(c, cfg)))
+    print(f"{args.to} JSON of '{c.name}' ({len(c.heads)} heads) written to {args.output}")
+    return 0
+
+
+COMMANDS["convert"] = cmd_convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m circuit_core",
                     description="Validate a transformer circuit by mean ablation (Wang et al. 2022).")
@@ -514,6 +542,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("discover", help="propose a circuit by greedy pruning and write it as JSON",
                        description=DISCOVER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_discover_options(p)
+    p = sub.add_parser("convert", help="convert a circuit between this tool's JSON and EAP-IG / MIB graph JSON")
+    p.add_argument("input", help="a circuit file of either kind")
+    p.add_argument("output", type=output_file, help="the file to write (a new file)")
+    p.add_argument("--to", choices=["eap-ig", "circuit"], default="eap-ig",
+                   help="eap-ig: graph JSON with every node and edge (default); circuit: this tool's JSON")
+    p.add_argument("--n-layers", type=whole(1, 1000), default=None, help="the model's layers (eap-ig; default: "
+                   "from the circuit's heads)")
+    p.add_argument("--n-heads", type=whole(1, 1000), default=None, help="heads per layer (eap-ig)")
+    p.add_argument("--d-model", type=whole(1, 100_000), default=768, help="d_model in the graph's cfg (default 768)")
+    p.add_argument("--position", default="END", help="the position imported heads are kept at (default END)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     return parser
 
 

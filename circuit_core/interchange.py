@@ -322,5 +322,32 @@ def read_circuit(data, position: str = "END", name: str = "imported EAP-IG graph
     return Imported(Circuit.from_dict(d))
 
 
-__all__ = ["to_eap_graph", "from_eap_graph", "read_circuit", "is_eap_graph", "Imported", "graph_cfg", "graph_nodes",
+MAX_GRAPH_BYTES = 64 << 20  # an EAP-IG graph lists every edge: ~1.8 MB for GPT-2 small, ~13 MB for medium
+
+
+def load_any(path, position: str = "END") -> Imported:
+    """A circuit file on disk, either kind; CircuitError (naming the file) when it cannot be read."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_file():
+            raise CircuitError(f"Cannot read circuit file {path.name}: not a regular file.")
+        with open(path, "rb") as f:
+            data = f.read(MAX_GRAPH_BYTES + 1)
+    except OSError as e:
+        raise CircuitError(f"Cannot read circuit file {path.name}: {e.strerror or e}.") from None
+    if len(data) > MAX_GRAPH_BYTES:
+        raise CircuitError(f"{path.name}: larger than {MAX_GRAPH_BYTES >> 20} MB; no circuit file is this large.")
+    if b'"nodes"' not in data:  # ours: the circuit-file parser names the file in its messages
+        from .circuit import circuit_from_bytes
+
+        return Imported(circuit_from_bytes(data, path.name))
+    try:
+        return read_circuit(data, position=position, name=path.stem)
+    except CircuitError as e:
+        raise CircuitError(f"{path.name}: {e}") from None
+
+
+__all__ = ["load_any", "to_eap_graph", "from_eap_graph", "read_circuit", "is_eap_graph", "Imported", "graph_cfg", "graph_nodes",
            "graph_edges", "edge_name", "head_node", "CIRCUIT_KEY"]

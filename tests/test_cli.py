@@ -65,3 +65,22 @@ def test_negative_counts_are_refused_before_any_work(tmp_path, capsys, option):
         main(["faithfulness", "--model", "demo", "--circuit", "data/circuits/ioi-demo.json", option, "-2"])
     assert exit_.value.code == 2
     assert "expected a whole number ≥ 0, got -2" in capsys.readouterr().err
+
+
+def test_convert_round_trips_through_eap_ig_and_the_cli_reads_graphs(tmp_path, capsys):
+    import json
+
+    from circuit_core.circuit import load_circuit
+    from circuit_core.cli import main
+
+    graph, back = tmp_path / "graph.json", tmp_path / "back.json"
+    assert main(["convert", "data/circuits/ioi-demo.json", str(graph), "--n-layers", "4", "--n-heads", "4"]) == 0
+    assert json.loads(graph.read_text())["nodes"]["a3.h0"]["in_graph"] is True
+    assert main(["convert", str(graph), str(back), "--to", "circuit"]) == 0
+    assert load_circuit(back).to_dict() == load_circuit("data/circuits/ioi-demo.json").to_dict()
+    assert main(["convert", str(graph), str(back), "--to", "circuit"]) == 2  # never replaced silently
+    assert "pass --overwrite" in capsys.readouterr().err
+    # an EAP-IG graph is a circuit file for every command
+    assert main(["faithfulness", "--model", "demo", "--circuit", str(graph), "--n", "20", "--bootstrap", "20",
+                 "--ref-replicates", "0"]) == 0
+    assert "F(C)/F(M)" in capsys.readouterr().out
