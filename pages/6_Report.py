@@ -29,7 +29,7 @@ STEPS = ["The circuit", "Faithfulness", "Completeness", "Minimality", "Against r
 
 
 def show_step(i: int) -> None:
-    figs = figures(report)
+    figs = {k: v.properties(height=330) for k, v in figures(report).items()}  # a slide: one screen high
     st.header(f"{STEPS[i]}")
     if i == 0:
         st.altair_chart(figs["circuit"], width="stretch")
@@ -54,7 +54,7 @@ def show_step(i: int) -> None:
     else:
         st.altair_chart(figs["baseline"], width="stretch")
         st.markdown(summary_lines(report)[3])
-    st.caption(summary_lines(report)[-1] + " " + caption)
+    st.caption(summary_lines(report)[-1] if present else summary_lines(report)[-1] + " " + caption)
 
 
 if present:
@@ -66,8 +66,8 @@ if present:
     h2 {font-size: 2.6rem !important;} [data-testid="stMetricValue"] {font-size: 3.4rem !important;}
     </style>""", unsafe_allow_html=True)
     step = st.session_state.setdefault("present_step", 0)
-    show_step(step)
-    b1, b2, b3 = st.columns([1, 6, 1])
+    # The buttons sit above the slide, so a step always opens at its top
+    b1, b2, b3 = st.columns([1.4, 6, 1.4], vertical_alignment="center")
     if b1.button("← Back", disabled=step == 0, width="stretch"):
         st.session_state["present_step"] = step - 1
         st.rerun()
@@ -75,6 +75,7 @@ if present:
     if b3.button("Next →", disabled=step == len(STEPS) - 1, width="stretch"):
         st.session_state["present_step"] = step + 1
         st.rerun()
+    show_step(step)
     st.stop()
 
 st.markdown("\n".join(f"- {s}" for s in summary_lines(report)))

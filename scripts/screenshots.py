@@ -7,7 +7,8 @@ from __future__ import annotations
 from scripts.browser import ROOT, browser_page, dashboard, wait_idle
 
 PAGES = {"home": "", "editor": "Circuit_editor", "faithfulness": "Faithfulness", "completeness": "Completeness",
-         "minimality": "Minimality"}
+         "minimality": "Minimality", "compare": "Compare", "report": "Report"}
+PRESENT = ["circuit", "faithfulness", "completeness", "minimality", "baseline"]  # presentation mode's steps
 
 
 def main():
@@ -16,7 +17,8 @@ def main():
     with dashboard() as url, browser_page(1500, 1000) as page:
         for name, path in PAGES.items():
             page.goto(f"{url}/{path}")
-            ready = '[data-testid="stMetric"]' if name == "home" else '[data-testid="stVegaLiteChart"]'
+            ready = {"home": '[data-testid="stMetric"]', "report": '[data-testid="stTable"]'}.get(
+                name, '[data-testid="stVegaLiteChart"]')
             wait_idle(page, ready)
             if name == "completeness":  # show the greedy sets too
                 page.get_by_role("button", name="Run greedy search").click()
@@ -24,6 +26,18 @@ def main():
                 wait_idle(page, ready)
             page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             print(f"docs/{name}.png")
+    # Presentation mode at a projector's 1280 × 720, one screen per step
+    with dashboard() as url, browser_page(1280, 720) as page:
+        page.goto(f"{url}/Report")
+        wait_idle(page, '[data-testid="stTable"]')
+        page.get_by_text("Presentation mode").click()
+        for i, step in enumerate(PRESENT):
+            wait_idle(page, '[data-testid="stVegaLiteChart"]')
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(out / f"present-{step}.png"))
+            print(f"docs/present-{step}.png")
+            if i < len(PRESENT) - 1:
+                page.get_by_role("button", name="Next →").click()
 
 
 if __name__ == "__main__":

@@ -160,18 +160,21 @@ def membership_grid(cells: pd.DataFrame, order: list[str], labels: list[str]) ->
     """
     n_layers, n_heads = int(cells["layer"].max()) + 1, int(cells["head"].max()) + 1
     colors = MEMBERSHIP_COLORS[:len(order) - 1] + [MEMBERSHIP_COLORS[-1]]  # 'neither' stays pale
-    base = alt.Chart(cells).encode(
-        x=alt.X("head:O", title="head"),
-        y=alt.Y("layer:O", title="layer", sort="descending"),
-        tooltip=[alt.Tooltip("label:N", title="head"), alt.Tooltip("membership:N")]
-                + [alt.Tooltip(f"{k}:N", title=f"class in {k}") for k in labels],
-    )
+    df = cells.assign(differs=cells["class_differs"].map({True: "yes", False: "no"}))
+    base = alt.Chart(df).encode(x=alt.X("head:O", title="head"), y=alt.Y("layer:O", title="layer", sort="descending"))
     rect = base.mark_rect(stroke="white", strokeWidth=1).encode(
-        color=alt.Color("membership:N", title="held by", scale=alt.Scale(domain=order, range=colors),
-                        legend=alt.Legend(orient="bottom", columns=min(4, len(order)))))
-    dots = base.transform_filter(alt.datum.class_differs).mark_circle(color="black", size=40, opacity=1)
+        color=alt.Color("membership:N", title="held by", scale=alt.Scale(domain=order, range=colors)),
+        tooltip=[alt.Tooltip("label:N", title="head"), alt.Tooltip("membership:N", title="held by")]
+                + [alt.Tooltip(f"{k}:N", title=f"class in {k}") for k in labels])
+    # Dots drawn on every cell and hidden where the classes agree: a filtered layer that ends up
+    # empty collapses the whole chart in Streamlit's renderer.
+    dots = base.mark_circle(color="black", size=40).encode(
+        opacity=alt.condition(alt.datum.differs == "yes", alt.value(1.0), alt.value(0.0)))
     cell = 34 if n_layers <= 12 else 24  # 12 layers: roomy; 24 layers (gpt2-medium): still a readable cell
-    return alt.layer(rect, dots).properties(height=cell * n_layers, width=max(300, cell * n_heads),
+    # autosize "pad": width and height are the grid's; axes and legend are added around it. (Streamlit
+    # otherwise fits title, legend and grid into `width`, squeezing a small grid to nothing.)
+    return alt.layer(rect, dots).properties(height=cell * n_layers, width=cell * n_heads,
+                                            autosize=alt.AutoSizeParams(type="pad"),
                                             title="Heads by circuit (dot: held under different class names)")
 
 
