@@ -181,6 +181,6 @@ def test_minimality_cli(tmp_path, tiny_dir, capsys):
     rec = json.loads(out.read_text())["results"]["minimality"]
     assert rec["threshold_pct"] == 5 and [h["k_source"] for h in rec["heads"]][:2] == ["file", "class"]
     assert rec["flagged"] == [h["head"] for h in rec["heads"] if h["pct_of_F_M"] < 5]
-    rc = main(["minimality", "--model", str(tiny_dir), "--circuit", str(cpath), "--n", "16", "--bootstrap", "0",
+    rc = main(["minimality", "--model", str(tiny_dir), "--circuit", str(cpath), "--n", "16", "--bootstrap", "10",
                "--k-source", "search", "--greedy-k", "2", "--greedy-steps", "1"])
     assert rc == 0 and "search" in capsys.readouterr().out
