@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -153,7 +154,8 @@ def child_peak(folder: Path, device: str, n: int) -> dict:
         "faithfulness(ev, c); n <= 100 and ev.logit_diffs(suite_sets(c));"
         "print(json.dumps({'seconds': time.perf_counter()-t, 'peak_gb': peak_gb(), 'after_load_gb': loaded}))"
     )
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "CIRCUIT_CACHE_DIR": "off"}  # the cold path: means computed, not read back
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
     if res.returncode:
         return {"error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -178,6 +180,9 @@ def main(argv=None):
     p.add_argument("--skip-memory", action="store_true", help="keep the memory rows of the last results")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    # A fresh, empty disk cache of the means: the first open below is cold, the reopen reads them back.
+    os.environ["CIRCUIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="circuit-bench-means-")
+    from circuit_core import ablation
     from circuit_core.ablation import Methodology
     from circuit_core.attribution import exact_toggles, rank_agreement
     from circuit_core.circuit import load_circuit
@@ -203,11 +208,13 @@ def main(argv=None):
 
     editor_open(model, meth.replace(seed=99), circuit)  # warm-up: kernels, allocator
     r["editor_open_s"], (ev, estimate) = timed(lambda: editor_open(model, meth, circuit))
+    ablation.TABLES = ablation.TableCache()  # as in a new process: only the disk cache has the means
+    r["editor_reopen_s"], _ = timed(lambda: editor_open(model, meth, circuit))
     from circuit_core.criteria import faithfulness
 
     r["joint_intervals_s"], _ = timed(lambda: faithfulness(ev, circuit))  # the background job after opening
     r["ref_per_group"], r["ref_replicates"] = meth.ref_per_group, meth.ref_replicates
-    print(f"editor open: {r['editor_open_s']:.2f} s; joint intervals after it {r['joint_intervals_s']:.1f} s", flush=True)
+    print(f"editor open: {r['editor_open_s']:.2f} s (means from the disk cache: {r['editor_reopen_s']:.2f} s); joint intervals after it {r['joint_intervals_s']:.1f} s", flush=True)
     dataset = ev.dataset
     r["floor_body_forward_s"] = floor_forward(folder, dataset) if device == "cpu" else None
     edits = edit_times(ev, circuit)
@@ -266,6 +273,8 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
     rows = [
         (f"editor first open ({r.get('ref_per_group', 0)} reference prompts per group: the means)",
          f"{r['editor_open_s']:.1f} s", "≤ 15 s", r["editor_open_s"] <= 15),
+        *([("editor open after a restart or in another session (means read from the disk cache)",
+            f"{r['editor_reopen_s']:.1f} s", "≤ 15 s", r["editor_reopen_s"] <= 15)] if "editor_reopen_s" in r else []),
         (f"joint intervals ({r.get('ref_replicates', 0)} reference replicates), in the background after it",
          f"{r.get('joint_intervals_s', float('nan')):.1f} s", "", None),
         ("an edit's figures, median over layers 0–11", f"{r['edit_median_s']:.2f} s", "≤ 2 s", r["edit_median_s"] <= 2),

@@ -4,6 +4,10 @@ A node is (layer, head, position role). `position` "*" stands for every position
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
@@ -48,9 +52,12 @@ class Methodology:
         # Validate early so a typo never silently falls back to a default.
         Ablation(self.ablation)
         PositionScope(self.positions)
-        for name in ("ref_per_group", "ref_replicates"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a whole number ≥ 0 (got {getattr(self, name)!r}).")
+        for name, low in (("n", 1), ("seed", 0), ("bootstrap", 1), ("ref_per_group", 0), ("ref_replicates", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be a whole number ≥ {low} (got {value!r}).")
+        if self.seed > 2**32 - 1:  # numpy and torch seeding take no more
+            raise ValueError(f"seed must be at most 2^32 - 1 (got {self.seed}).")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,17 +139,32 @@ def reference_z(model, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tens
     return torch.cat([z for _, z in reference_z_batches(model, tokens, batch_size)])
 
 
-def ablation_table(model, dataset, methodology: Methodology) -> tuple[torch.Tensor, torch.Tensor]:
+class Table:
+    """One draw of ablation values: `values` float [V, seq, layer, head, d_head], and `index` [N], the
+    row each prompt takes. Unpacks as (values, index). Shared between evaluators: read it, never write
+    into it."""
+
+    __slots__ = ("values", "index", "__weakref__")
+
+    def __init__(self, values: torch.Tensor, index: torch.Tensor):
+        self.values, self.index = values, index
+
+    def __iter__(self):
+        return iter((self.values, self.index))
+
+
+def ablation_table(model, dataset, methodology: Methodology) -> Table:
     """What replaces an ablated head's output, stored once per distinct value: (table, index).
 
     table: float [V, seq, layer, head, d_head]; prompt i takes table[index[i]]. Mean ablation keeps
-    one row per group (30 rows whatever N), pooled mean and zero one row, resample one per reference
-    prompt. Computed once per (model, dataset, methodology) and reused by every node set.
+    one row per group (30 rows whatever N), pooled mean one row, resample one per reference prompt
+    used, zero one broadcast row of a single stored zero. Computed once per (model, dataset,
+    methodology) and reused by every node set.
     """
     return ablation_tables(model, dataset, methodology, 0)[0]
 
 
-def ablation_tables(model, dataset, methodology: Methodology, replicates: int = 0) -> list[tuple]:
+def ablation_tables(model, dataset, methodology: Methodology, replicates: int = 0) -> list[Table]:
     """The table above, then `replicates` bootstrap replicates of it (one pass over the references).
 
     A replicate redraws what the reference set is a sample of: for means, the reference prompts
@@ -150,36 +172,194 @@ def ablation_tables(model, dataset, methodology: Methodology, replicates: int = 
     draw of each prompt's reference prompt. Zero ablation has no reference noise: no replicates.
     """
     kind = Ablation(methodology.ablation)
+    draws = [0] if kind is Ablation.ZERO else list(range(1 + replicates))
+    return _compute(model, dataset, kind, methodology.seed, draws)
+
+
+def _compute(model, dataset, kind: Ablation, seed: int, draws: list[int]) -> list[Table]:
+    """The tables of `draws` (0: the reference set itself; b ≥ 1: bootstrap replicate b)."""
     n, seq = dataset.tokens.shape
-    if kind is Ablation.ZERO:
-        return [(torch.zeros(1, seq, model.n_layers, model.n_heads, model.d_head), torch.zeros(n, dtype=torch.long))]
-    weights = [torch.ones(len(dataset.reference_tokens))] + [
-        _bootstrap_weights(dataset.ref_groups, torch.Generator().manual_seed(methodology.seed * 1000 + 7 + b))
-        for b in range(replicates if kind is not Ablation.RESAMPLE else 0)]
+    if kind is Ablation.ZERO:  # one stored zero, broadcast: nothing per group or per prompt
+        zero = torch.zeros(()).expand(1, seq, model.n_layers, model.n_heads, model.d_head)
+        return [Table(zero, torch.zeros(n, dtype=torch.long)) for _ in draws]
+    if kind is Ablation.RESAMPLE:
+        return _resample_tables(model, dataset, seed, draws)
+    weights = [torch.ones(len(dataset.reference_tokens)) if b == 0 else
+               _bootstrap_weights(dataset.ref_groups, torch.Generator().manual_seed(seed * 1000 + 6 + b))
+               for b in draws]
+    shape = (seq, model.n_layers, model.n_heads, model.d_head)
     if kind is Ablation.MEAN:  # streamed: per-group sums, never every reference prompt's z at once
         groups, ref_index = torch.unique(dataset.ref_groups, return_inverse=True)
-        tables = [torch.zeros(len(groups), seq, model.n_layers, model.n_heads, model.d_head) for _ in weights]
+        sums = [torch.zeros(len(groups), *shape) for _ in weights]
         for start, z in reference_z_batches(model, dataset.reference_tokens):
             rows = ref_index[start : start + len(z)]
-            for table, w in zip(tables, weights):
-                table.index_add_(0, rows, z * w[start : start + len(z), None, None, None, None])
+            for total, w in zip(sums, weights):
+                total.index_add_(0, rows, z * w[start : start + len(z), None, None, None, None])
         index = _row_of(dataset.groups, groups)
-        out = []
-        for table, w in zip(tables, weights):
-            totals = torch.zeros(len(groups)).index_add_(0, ref_index, w)
-            out.append((table / totals[:, None, None, None, None], index))
-        return out
-    z_ref = reference_z(model, dataset.reference_tokens)
-    if kind is Ablation.MEAN_POOLED:
-        valid = (torch.arange(seq)[None, :] < dataset.ref_lengths[:, None]).float()
-        out = []
-        for w in weights:
-            mask = (valid * w[:, None])[:, :, None, None, None]
-            out.append((((z_ref * mask).sum(0) / mask.sum(0).clamp(min=1e-9))[None], torch.zeros(n, dtype=torch.long)))
-        return out
-    return [(z_ref, _resample_sources(dataset, torch.Generator().manual_seed(methodology.seed if b == 0 else
-                                                                              methodology.seed * 1000 + 7 + b)))
-            for b in range(1 + replicates)]
+        return [Table(total / torch.zeros(len(groups)).index_add_(0, ref_index, w)[:, None, None, None, None], index)
+                for total, w in zip(sums, weights)]
+    # MEAN_POOLED, streamed too: per position, over the reference prompts long enough to have it
+    valid = (torch.arange(seq)[None, :] < dataset.ref_lengths[:, None]).float()
+    sums = [torch.zeros(shape) for _ in weights]
+    for start, z in reference_z_batches(model, dataset.reference_tokens):
+        for total, w in zip(sums, weights):
+            total += ((valid[start : start + len(z)] * w[start : start + len(z), None])[:, :, None, None, None] * z).sum(0)
+    return [Table((total / (valid * w[:, None]).sum(0).clamp(min=1e-9)[:, None, None, None])[None],
+                  torch.zeros(n, dtype=torch.long)) for total, w in zip(sums, weights)]
+
+
+def _resample_tables(model, dataset, seed: int, draws: list[int]) -> list[Table]:
+    """RESAMPLE: the z of only the reference prompts some draw uses, in one table all draws share."""
+    sources = [_resample_sources(dataset, torch.Generator().manual_seed(seed if b == 0 else seed * 1000 + 7 + b))
+               for b in draws]
+    used, rows = torch.unique(torch.cat(sources), return_inverse=True)
+    values = reference_z(model, dataset.reference_tokens[used])
+    return [Table(values, r) for r in rows.split(dataset.n)]
+
+
+# --- sharing ---------------------------------------------------------------------------------------
+# Methodology fields that change how values are read, not the values: evaluators that differ only in
+# them share their tables (and, through EvaluatorCache, the evaluator itself).
+READOUT_FIELDS = frozenset({"positions", "bootstrap"})
+
+
+def values_key(methodology: Methodology) -> tuple:
+    """The methodology without its read-out fields: equal keys, equal ablation values. A field added
+    later counts as changing the values until it is listed in READOUT_FIELDS (the safe default)."""
+    return tuple((k, v) for k, v in methodology.to_dict().items() if k not in READOUT_FIELDS)
+
+
+def dataset_fingerprint(dataset) -> bytes:
+    """A digest of everything the tables depend on: the reference prompts, their groups and lengths,
+    the clean prompts' groups and the padded length."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((tuple(dataset.tokens.shape), dataset.paired)).encode())
+    for t in (dataset.reference_tokens, dataset.ref_groups, dataset.ref_lengths, dataset.groups):
+        h.update(t.contiguous().numpy().tobytes())
+    return h.digest()
+
+
+def storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors` (views and shared tables counted once)."""
+    seen = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            s = t.untyped_storage()
+            seen[(s.device.type, s.data_ptr())] = s.nbytes()
+    return sum(seen.values())
+
+
+class TableCache:
+    """Ablation tables by (model, dataset, kind, seed, draw), so evaluators that share values share
+    the tensors. Two tiers: every table some evaluator still holds is found through a weak map (it
+    costs nothing extra to hand out again); the most recent ones are also kept after their last
+    evaluator is gone (LRU bounded in bytes and entries), so switching back costs no reference pass.
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20, max_entries: int = 32):
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+        self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._recent: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._builds: dict = {}  # one build at a time per (model, dataset, kind)
+        self._models: dict = {}  # id(model) -> finalizer recording that it has gone
+        self._dead: list = []
+
+    def tables(self, model, dataset, methodology: Methodology) -> list[Table]:
+        """The tables an evaluator of `methodology` needs (its draw, then its replicates)."""
+        kind = Ablation(methodology.ablation)
+        mid, seed = self._model_id(model), methodology.seed
+        if kind is Ablation.ZERO:
+            draws, base = [0], (mid, kind.value, tuple(dataset.tokens.shape))
+        else:
+            draws, base = list(range(1 + methodology.ref_replicates)), (mid, kind.value, dataset_fingerprint(dataset))
+        # A mean draw depends on the seed only through its bootstrap weights; resample draws come as one set.
+        keys = {b: base + ((seed, len(draws), b) if kind is Ablation.RESAMPLE else (seed if b else None, b))
+                for b in draws}
+        found = self._get(keys.values())
+        if len(found) < len(keys):
+            with self._build_lock(base):
+                found = self._get(keys.values())
+                missing = [b for b in draws if keys[b] not in found]
+                if kind is Ablation.RESAMPLE:  # shares one table among its draws: build them together
+                    missing = draws if missing else []
+                if missing:
+                    from . import means_cache  # the reference pass is paid once per machine
+
+                    tables = means_cache.cached(model, dataset, kind.value, seed, missing,
+                                                lambda m: _compute(model, dataset, kind, seed, m))
+                    for b, t in zip(missing, tables):
+                        found[keys[b]] = t if isinstance(t, Table) else Table(*t)
+                    self._put({keys[b]: found[keys[b]] for b in missing})
+        return [found[keys[b]] for b in draws]
+
+    def _model_id(self, model) -> int:
+        mid = id(model)
+        with self._lock:
+            self._purge()
+            if mid not in self._models:  # ids are reused after a model dies: its entries go with it
+                self._models[mid] = weakref.finalize(model, self._dead.append, mid)
+        return mid
+
+    def _purge(self):
+        # The finalizer only records the id (it may run inside any allocation, lock held or not).
+        while self._dead:
+            mid = self._dead.pop()
+            self._models.pop(mid, None)
+            for key in [k for k in self._recent if k[0] == mid]:
+                del self._recent[key]
+            for key in [k for k in list(self._live.keys()) if k[0] == mid]:
+                self._live.pop(key, None)
+
+    def _build_lock(self, base) -> threading.Lock:
+        with self._lock:
+            if len(self._builds) > 256:
+                self._builds = {k: v for k, v in self._builds.items() if v.locked()}
+            return self._builds.setdefault(base, threading.Lock())
+
+    def _get(self, keys) -> dict:
+        with self._lock:
+            self._purge()
+            found = {key: t for key in keys if (t := self._live.get(key)) is not None}
+            self._keep(found)
+            return found
+
+    def _put(self, tables: dict):
+        with self._lock:
+            for key, t in tables.items():
+                self._live[key] = t
+            self._keep(tables)
+
+    def _keep(self, tables: dict):
+        """Mark as most recently used; drop the oldest while over the bounds (lock held)."""
+        for key, t in tables.items():
+            self._recent[key] = t
+            self._recent.move_to_end(key)
+        while self._recent and (len(self._recent) > self.max_entries or self._bytes() > self.max_bytes):
+            self._recent.popitem(last=False)
+
+    def _bytes(self) -> int:
+        return storage_bytes(t.values for t in self._recent.values())
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the tables kept beyond their evaluators' lives (shared storage counted once)."""
+        with self._lock:
+            return self._bytes()
+
+    def clear(self):
+        """Forget the kept tables (those evaluators still hold stay shared)."""
+        with self._lock:
+            self._recent.clear()
+
+
+TABLES = TableCache()
+
+
+def shared_tables(model, dataset, methodology: Methodology) -> list[Table]:
+    """`ablation_tables(model, dataset, methodology, methodology.ref_replicates)`, through the process's
+    table cache: the same tensors for every evaluator whose values are the same."""
+    return TABLES.tables(model, dataset, methodology)
 
 
 def _bootstrap_weights(groups: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -22,18 +22,23 @@ Prompts are processed in chunks (fixed boundaries, so cache entries line up acro
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
 
-from .ablation import Methodology, NodeSet, ablation_tables, keep_mask
+from .ablation import Methodology, NodeSet, keep_mask, shared_tables, storage_bytes, values_key
 from .circuit import ALL_POSITIONS
 
 Progress = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
 
 KEPT, ABLATED = "K", "A"  # a head kept / ablated at every position; else ("k" | "a", roles)
+
+# Bounds of what one evaluator keeps besides its tables (GPT-2 small: a memo key is about 2 KB).
+MEMO_BYTES, MEMO_ENTRIES = 128 << 20, 50_000  # results of an evaluator, its replicates and variants
+MAX_PREFIXES = 200_000  # prefix ids (about 200 bytes each) before they start over
 
 
 class Cancelled(Exception):
@@ -62,12 +67,19 @@ def layer_keys(node_set: NodeSet, n_layers: int, n_heads: int) -> tuple:
 
 
 class _LRU:
-    """A thread-safe LRU map bounded by the bytes of its tensors."""
+    """A thread-safe LRU map bounded by the bytes of its tensors and by its number of entries.
 
-    def __init__(self, max_bytes: int):
+    `overhead`: bytes charged per entry on top of its tensor (a memo's key, a tuple per layer, can
+    outweigh a small result)."""
+
+    def __init__(self, max_bytes: int, max_entries: int | None = None, overhead: int = 0):
         self.max_bytes, self.bytes = max_bytes, 0
+        self.max_entries, self.overhead = max_entries, overhead
         self._d: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+
+    def _size(self, value: torch.Tensor) -> int:
+        return value.numel() * value.element_size() + self.overhead
 
     def get(self, key):
         with self._lock:
@@ -77,7 +89,7 @@ class _LRU:
             return v
 
     def put(self, key, value: torch.Tensor):
-        size = value.numel() * value.element_size()
+        size = self._size(value)
         if size > self.max_bytes:
             return
         with self._lock:
@@ -85,9 +97,9 @@ class _LRU:
                 return
             self._d[key] = value
             self.bytes += size
-            while self.bytes > self.max_bytes:
+            while self.bytes > self.max_bytes or (self.max_entries is not None and len(self._d) > self.max_entries):
                 _, old = self._d.popitem(last=False)
-                self.bytes -= old.numel() * old.element_size()
+                self.bytes -= self._size(old)
 
     def clear(self):
         with self._lock:
@@ -99,7 +111,10 @@ class _LRU:
 
 
 class _Chunk:
-    """One block of prompts: their ablation values and ablated head outputs, built lazily per layer."""
+    """One block of prompts: their ablation values and ablated head outputs, built lazily per layer.
+
+    Both are kept per table row the chunk uses (mean ablation: one per group, not one per prompt) and
+    gathered per prompt only where a layer needs them, so a chunk holds little beyond its residuals."""
 
     def __init__(self, ev: "Evaluator", index: int, prompts: torch.Tensor):
         self.ev, self.index, self.prompts = ev, index, prompts
@@ -109,20 +124,34 @@ class _Chunk:
         self.rows = torch.arange(len(prompts), device=dev)
         self.direction, self.bias = ev._direction[prompts].to(dev), ev._bias[prompts].to(dev)
         self.positions = {r: p[prompts].to(dev) for r, p in ev.dataset.positions.items()}
+        self.table_rows, row_of = torch.unique(ev._table_index[prompts], return_inverse=True)
+        self.row_of = row_of.to(dev)  # each prompt's row among table_rows
         self._values, self._ablated_out = {}, {}
 
-    def values(self, layer: int) -> torch.Tensor:
-        """Ablation values of every head at this layer: [P, S, head, d_head]."""
+    def row_values(self, layer: int) -> torch.Tensor:
+        """Ablation values of every head at this layer, per table row used: [rows, S, head, d_head]."""
         if layer not in self._values:
-            table, index = self.ev._table, self.ev._table_index
-            self._values[layer] = table[index[self.prompts], :, layer].to(self.ev.device)
+            self._values[layer] = self.ev._table[self.table_rows, :, layer].to(self.ev.device)
         return self._values[layer]
 
-    def ablated_out(self, layer: int) -> torch.Tensor:
-        """The attention output with every head ablated (values through W_O, plus b_O): [P, S, d_model]."""
+    def values(self, layer: int) -> torch.Tensor:
+        """Ablation values of every head at this layer, per prompt: [P, S, head, d_head]."""
+        return self.row_values(layer)[self.row_of]
+
+    def head_values(self, layer: int, heads: torch.Tensor, at_end: bool) -> torch.Tensor:
+        """Some heads' ablation values per prompt: [P, S, heads, d_head], or [P, heads, d_head] at END."""
+        v = self.row_values(layer)
+        if at_end:
+            return v[self.row_of[:, None], self.end[:, None], heads[None, :]]
+        return v[self.row_of[:, None], :, heads[None, :]].transpose(1, 2)  # indexed as [P, heads, S, d]
+
+    def ablated_out(self, layer: int, at_end: bool = False) -> torch.Tensor:
+        """The attention output with every head ablated (values through W_O, plus b_O): [P, S, d_model],
+        or [P, d_model] at END."""
         if layer not in self._ablated_out:
-            self._ablated_out[layer] = self.ev.blocks.attn_out(layer, self.values(layer))
-        return self._ablated_out[layer]
+            self._ablated_out[layer] = self.ev.blocks.attn_out(layer, self.row_values(layer))
+        out = self._ablated_out[layer]
+        return out[self.row_of, self.end] if at_end else out[self.row_of]
 
     def keep(self, states: list, at_end: bool) -> torch.Tensor:
         """Bool keep-mask of some heads' states: [P, S, heads], or [P, heads] at END only."""
@@ -148,9 +177,11 @@ class Evaluator:
         if missing:
             # The bridge silently skips hook names it cannot resolve: refuse instead.
             raise RuntimeError(f"Model has no hook point(s) {missing[:3]}; per-head ablation is not supported for it.")
-        tables = ablation_tables(model, dataset, self.methodology, self.methodology.ref_replicates)
-        self._table, self._table_index = tables[0]
-        self._replicate_tables = tables[1:]
+        # The tables come from the process's table cache: evaluators with the same values share the
+        # tensors. Holding the Table objects keeps them findable there for as long as this evaluator lives.
+        self._tables = shared_tables(model, dataset, self.methodology)
+        self._table, self._table_index = self._tables[0]
+        self._replicate_tables = self._tables[1:]
         self._replicates: list["Evaluator"] | None = None
         n, self.seq = dataset.tokens.shape
         on_gpu = str(self.device).startswith("cuda")
@@ -160,7 +191,10 @@ class Evaluator:
         self.end = dataset.positions["END"]
         # Residuals live in the model's LRU (shared by its evaluators), keyed by this evaluator too.
         self._residuals = model.residual_cache if cache_bytes is None else _LRU(cache_bytes)
-        self._memo = _LRU(256 << 20)  # per-set results: float64 [N] each
+        # Per-set results, float64 [N] each, keyed (tag, layer keys): one bounded memo shared with this
+        # evaluator's replicates (tag: replicate number) and variants (the same values, the same results).
+        self._memo = _LRU(MEMO_BYTES, MEMO_ENTRIES, overhead=64 + self.n_layers * (56 + 8 * self.n_heads))
+        self._memo_tag = 0
         self._prefix_ids: dict = {}
         self._id = object()  # this evaluator's part of the shared residual cache
         self._prefix_lock = threading.Lock()
@@ -196,13 +230,13 @@ class Evaluator:
         keys = [(layer_keys(s, self.n_layers, self.n_heads)) for s in node_sets]
         todo: dict = {}
         for i, k in enumerate(keys):
-            if self._memo.get(k) is None:
+            if self._memo.get((self._memo_tag, k)) is None:
                 todo.setdefault(k, []).append(i)
         total = len(todo)
         if total:
             self._compute(list(todo), progress, should_stop)
         for i, k in enumerate(keys):
-            got = self._memo.get(k)
+            got = self._memo.get((self._memo_tag, k))
             out[i] = got if got is not None else self._recompute(k)
         return out
 
@@ -229,16 +263,42 @@ class Evaluator:
             import copy
 
             reps = []
-            for table, index in self._replicate_tables:
-                rep = copy.copy(self)
+            for b, (table, index) in enumerate(self._replicate_tables, 1):
+                rep = copy.copy(self)  # the dataset and answer directions are shared, not copied
                 rep._table, rep._table_index = table, index
-                rep._memo, rep._id, rep._replicates, rep._replicate_tables = _LRU(64 << 20), object(), [], []
+                rep._memo_tag, rep._id, rep._replicates, rep._replicate_tables = b, object(), [], []
+                rep._prefix_ids, rep._prefix_lock = {}, threading.Lock()
                 # Replicates evaluate whole batches in one call (the prefix tree shares within it); kept out
                 # of the model's residual cache so they never evict what makes the next edit fast.
                 rep._residuals = _LRU(0)
                 reps.append(rep)
             self._replicates = reps
         return self._replicates
+
+    def variant(self, methodology: Methodology) -> "Evaluator":
+        """This evaluator under a methodology with the same ablation values (another position scope
+        or bootstrap count): tables, dataset and memoised results shared, nothing recomputed."""
+        if values_key(methodology) != values_key(self.methodology):
+            raise ValueError("A variant must keep the ablation values: only "
+                             "positions and bootstrap may differ.")
+        import copy
+
+        other = copy.copy(self)
+        other.methodology = methodology
+        other._id, other._prefix_ids, other._prefix_lock = object(), {}, threading.Lock()
+        return other
+
+    def held_tensors(self) -> list[torch.Tensor]:
+        """The tensors this evaluator keeps (tables, dataset, answer directions), not its memo."""
+        ds = self.dataset
+        out = [t for tb in self._tables for t in tb]
+        out += [ds.tokens, ds.reference_tokens, ds.lengths, ds.answer_tokens, ds.groups, *ds.positions.values()]
+        out += [t for t in (ds.reference_groups, ds.reference_lengths, self._direction, self._bias) if t is not None]
+        return out
+
+    def memory_bytes(self) -> int:
+        """Bytes held: tables (replicates' included), dataset, memo; shared storage counted once."""
+        return storage_bytes(self.held_tensors()) + self._memo.bytes
 
     def clear_cache(self):
         self._id = object()
@@ -258,7 +318,7 @@ class Evaluator:
             if progress is not None:
                 progress(done[0], total)
             if len(chunks) == 1 or prompts[-1] == n - 1:
-                self._memo.put(key, results[key])  # complete: every chunk done (chunks run in order)
+                self._memo.put((self._memo_tag, key), results[key])  # complete: every chunk done (chunks run in order)
             if should_stop is not None and should_stop() and done[0] < total:
                 raise Cancelled()
 
@@ -272,11 +332,11 @@ class Evaluator:
 
     def _recompute(self, key):  # evicted between compute and read (a tiny memo): compute again
         self._compute([key], None, None)
-        return self._memo.get(key)
+        return self._memo.get((self._memo_tag, key))
 
     def _prefix(self, parent: int, layer_key) -> int:
         with self._prefix_lock:
-            if len(self._prefix_ids) > 2_000_000:  # ids are cheap, but not free: start over
+            if len(self._prefix_ids) > MAX_PREFIXES:  # ids are cheap, but not free: start over
                 self._prefix_ids.clear()
                 self._id = object()  # old residual entries can no longer be hit; the LRU drops them
             return self._prefix_ids.setdefault((parent, layer_key), len(self._prefix_ids) + 1)
@@ -320,16 +380,12 @@ class Evaluator:
         """This layer's attention output for one layer key, from the union heads' z."""
         if all(st == KEPT for st in lkey):  # nothing ablated: the plain output
             return self.blocks.attn_out(layer, z)
-        base = chunk.ablated_out(layer)
-        if at_end:
-            base = base[chunk.rows, chunk.end]
+        base = chunk.ablated_out(layer, at_end)
         cols = [i for i, h in enumerate(union.tolist()) if lkey[h] != ABLATED]
         if not cols:
             return base
         heads = union[cols]
-        values = chunk.values(layer)[:, :, heads]
-        if at_end:
-            values = values[chunk.rows, chunk.end]
+        values = chunk.head_values(layer, heads, at_end)
         keep = chunk.keep([lkey[h] for h in heads.tolist()], at_end)[..., None]
         delta = torch.where(keep, z[..., cols, :] - values, 0.0)
         return base + self.blocks.heads_out(layer, delta, heads)
@@ -381,3 +437,64 @@ def build_evaluator(model, methodology: Methodology | None = None, max_rows: int
     methodology = methodology or Methodology()
     dataset = build_dataset(methodology.task, model.tokenizer, **methodology.dataset_kwargs())
     return Evaluator(model, dataset, methodology, max_rows=max_rows)
+
+
+class EvaluatorCache:
+    """A model's evaluators by methodology: least recently used out first, bounded in entries and in
+    bytes (what they hold: tables, datasets, memos; storage shared between them counted once; the
+    newest one is kept even when it alone is over). A methodology with the same ablation values as a
+    cached one (another position scope or bootstrap count) gets a variant of it: no new dataset, no
+    new tables, its results shared. Thread-safe; an evaluator is built once however many ask for it.
+    """
+
+    def __init__(self, model, max_entries: int = 16, max_bytes: int = 1536 << 20):
+        self._model = weakref.ref(model)  # the model holds this cache
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._d: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._builds: dict = {}
+
+    def __contains__(self, methodology: Methodology) -> bool:
+        with self._lock:
+            return methodology in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, methodology: Methodology) -> Evaluator:
+        with self._lock:
+            if methodology in self._d:
+                self._d.move_to_end(methodology)
+                self._trim()
+                return self._d[methodology]
+            build_lock = self._builds.setdefault(values_key(methodology), threading.Lock())
+        with build_lock:
+            with self._lock:
+                ev = self._d.get(methodology)
+                sibling = next((e for e in self._d.values() if values_key(e.methodology) == values_key(methodology)), None)
+            if ev is None:
+                ev = sibling.variant(methodology) if sibling is not None else build_evaluator(self._model(), methodology)
+            with self._lock:
+                self._d[methodology] = ev
+                self._d.move_to_end(methodology)
+                self._builds.pop(values_key(methodology), None)
+                self._trim()
+        return ev
+
+    def _trim(self):
+        """Drop the least recently used until within bounds (lock held; memos grow, so measured now)."""
+        while len(self._d) > 1 and (len(self._d) > self.max_entries or self._bytes() > self.max_bytes):
+            self._d.popitem(last=False)
+
+    def _bytes(self) -> int:
+        memos = {id(e._memo): e._memo.bytes for e in self._d.values()}
+        return storage_bytes(t for e in self._d.values() for t in e.held_tensors()) + sum(memos.values())
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return self._bytes()
+
+    def clear(self):
+        with self._lock:
+            self._d.clear()

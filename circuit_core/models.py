@@ -45,8 +45,12 @@ class LoadedModel:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     # Shared by every evaluator of this model, so memory stays bounded however many there are.
     residual_cache_bytes: int = 512 << 20
+    # Evaluators kept for reuse (see `evaluators`): at most this many, holding at most these bytes.
+    max_evaluators: int = 16  # variants (another position scope) are cheap entries
+    evaluator_bytes: int = 1536 << 20
     _blocks: object = field(default=None, repr=False)
     _residuals: object = field(default=None, repr=False)
+    _evaluators: object = field(default=None, repr=False)
 
     @property
     def blocks(self):
@@ -77,6 +81,17 @@ class LoadedModel:
                 gpu = str(self.device).startswith("cuda")
                 self._residuals = _LRU(4 << 30 if gpu else self.residual_cache_bytes)
             return self._residuals
+
+    @property
+    def evaluators(self):
+        """This model's evaluators by methodology (evaluate.EvaluatorCache): LRU bounded in entries
+        and in bytes; `model.evaluators.get(methodology)` builds or reuses one."""
+        with self.lock:
+            if self._evaluators is None:
+                from .evaluate import EvaluatorCache
+
+                self._evaluators = EvaluatorCache(self, self.max_evaluators, self.evaluator_bytes)
+            return self._evaluators
 
     @property
     def tokenizer(self):

@@ -14,20 +14,19 @@ from ui.state import circuit_json, methodology_caption, require_evaluator, sideb
 
 
 def sensitivity_job(ctx):
-    """A job body: one evaluator per ablation kind (positions only change the node set), rows as they come."""
+    """A job body: rows as they come. Evaluators from the model's bounded cache: the current one is
+    reused, and the two position scopes of an ablation are variants of one evaluator (same tables,
+    M and ∅ computed once)."""
     from circuit_core.criteria import faithfulness
-    from circuit_core.evaluate import build_evaluator
 
     model, circuit, current = ctx.model, ctx.circuit, ctx.methodology
 
     def run(job):
         job.progress(0, len(Ablation) * len(PositionScope))
         for a in Ablation:
-            ev = build_evaluator(model, current.replace(ablation=a.value))  # built, used, released
             for p in PositionScope:
                 m = current.replace(ablation=a.value, positions=p.value)
-                ev.methodology = m
-                r = faithfulness(ev, circuit)
+                r = faithfulness(model.evaluators.get(m), circuit)
                 lo, hi = r.intervals["ratio"]
                 job.partial.append({"methodology": f"{a.value} · {p.value} positions" + (" (current)" if m == current else ""),
                                     "F(C)/F(M)": r.ratio, "lo": lo, "hi": hi, "F(C)": r.F_circuit, "F(M)": r.F_model})

@@ -2,8 +2,15 @@
 the same `load_model` path as any real model. No network."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
+
+# Ablation values cached on disk (means_cache) go to a folder of this run, never the user's cache;
+# set before anything is computed, and inherited by the CLI and dashboard subprocesses.
+os.environ["CIRCUIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="circuit-means-")
 
 from circuit_core.ablation import Methodology
 from circuit_core.evaluate import Evaluator

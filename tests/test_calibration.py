@@ -1,4 +1,4 @@
-"""Intervals that hold: the N = 100 interval covers what a much larger run finds.
+r"""Intervals that hold: the N = 100 interval covers what a much larger run finds.
 
 On the bundled demo (a trained model), for 20 seeds: F(C)/F(M) of `ioi-demo.json` at N = 100 under the
 default methodology (50 reference prompts per group, a joint bootstrap over prompts × 8 reference

@@ -44,7 +44,9 @@ class Context:
 
 
 # --- cached resources -----------------------------------------------------------------------------
-@st.cache_resource(show_spinner="Loading model…")
+# Two models at most: each holds its weights, its residual cache and its evaluators (see the README's
+# "Memory"); a third model asked for drops the least recently used.
+@st.cache_resource(show_spinner="Loading model…", max_entries=2)
 def get_model(name: str):
     """(model, notice); gpt2 and gpt2-medium fall back to the bundled demo when they cannot be had."""
     if name in ("gpt2", "gpt2-medium"):
@@ -52,12 +54,15 @@ def get_model(name: str):
     return load_model(name), None
 
 
-@st.cache_resource(show_spinner="Building prompts and reference means…")
 def get_evaluator(model_key: str, methodology: Methodology):
-    from circuit_core.evaluate import build_evaluator
-
+    """The model's evaluator for this methodology, shared by every session. Kept in the model's own
+    cache (circuit_core's EvaluatorCache), bounded in entries and bytes, which Streamlit's cannot be;
+    another position scope or bootstrap count reuses the cached evaluator's tables and results."""
     model, _ = get_model(model_key)
-    return build_evaluator(model, methodology)
+    if methodology in model.evaluators:
+        return model.evaluators.get(methodology)
+    with st.spinner("Building prompts and reference means…"):
+        return model.evaluators.get(methodology)
 
 
 @st.cache_data(show_spinner="Evaluating faithfulness…", max_entries=256)
