@@ -50,6 +50,11 @@ class Methodology:
 
     def __post_init__(self):
         # Validate early so a typo never silently falls back to a default.
+        from .tasks import get_task
+
+        modes = get_task(self.task).modes
+        if self.mode not in modes:
+            raise ValueError(f"task '{self.task}' has no mode '{self.mode}' (choose one of: {', '.join(modes)}).")
         Ablation(self.ablation)
         PositionScope(self.positions)
         for name, low in (("n", 1), ("seed", 0), ("bootstrap", 1), ("ref_per_group", 0), ("ref_replicates", 0)):

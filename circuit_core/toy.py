@@ -15,11 +15,16 @@ UNK = "<unk>"
 
 def ioi_vocabulary() -> list[str]:
     """Every text piece an IOI prompt can contain, as GPT-2 would split it (leading spaces kept)."""
-    from .tasks.ioi import NAMES, OBJECTS, PLACES, template_words
+    from .tasks.ioi import vocabulary
 
-    words = set(template_words())
-    words.update(" " + w for w in NAMES + PLACES + OBJECTS)
-    return sorted(words)
+    return vocabulary()
+
+
+def task_vocabulary(*tasks: str) -> list[str]:
+    """The union of the named tasks' vocabularies: a word-level tokenizer for a toy model of them."""
+    from .tasks import get_task
+
+    return sorted({w for t in tasks for w in get_task(t).vocabulary()})
 
 
 def word_level_tokenizer(words: list[str], vocab_size: int | None = None):

@@ -22,13 +22,12 @@ from circuit_core.interchange import read_circuit
 from circuit_core.editing import History
 from circuit_core.links import decode_circuit, encode_circuit
 from circuit_core.models import DATA_DIR, ModelLoadError, load_model, load_model_or_demo
-from circuit_core.tasks import TASKS, TaskError, task_roles
-from circuit_core.tasks.ioi import MODES
+from circuit_core.tasks import REGISTRY, TASKS, TaskError, get_task, task_roles
 
 PRESET_DIR = DATA_DIR / "circuits"
 SAVED_DIR = Path(os.environ.get("CIRCUIT_DASHBOARD_SAVED", PRESET_DIR / "saved"))
-MODEL_CHOICES = ["gpt2", "gpt2-medium", "demo", "local folder…"]
-SIDEBAR_KEYS = ["model_choice", "model_folder", "task", "n", "seed", "mode", "ref_per_group", "ref_replicates",
+MODEL_CHOICES = ["gpt2", "gpt2-medium", "demo", "hub name…", "local folder…"]
+SIDEBAR_KEYS = ["model_choice", "model_folder", "model_hub", "task", "n", "seed", "mode", "ref_per_group", "ref_replicates",
                 "ablation", "positions", "circuit_choice"]
 
 
@@ -90,12 +89,43 @@ def circuit_json(c: Circuit) -> str:
 
 
 # --- circuits on disk -------------------------------------------------------------------------------
-def circuit_files() -> dict[str, Path]:
-    """Shipped presets and saved circuits, by display name."""
+def circuit_files(task: str | None = None) -> dict[str, Path]:
+    """Shipped presets and saved circuits, by display name; with `task`, only that task's."""
     files = {f"preset: {p.stem}": p for p in sorted(PRESET_DIR.glob("*.json"))}
     if SAVED_DIR.exists():
         files.update({f"saved: {p.stem}": p for p in sorted(SAVED_DIR.glob("*.json"))})
-    return files
+    return files if task is None else {k: p for k, p in files.items() if circuit_task(p) == task}
+
+
+def circuit_task(path: Path) -> str | None:
+    """The task a circuit file names ("ioi" when it names none), None when it cannot be read: such a
+    file stays listed under every task, so its error shows when it is picked."""
+    try:
+        stat = path.stat()
+        return _circuit_task(str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        return None
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _circuit_task(path: str, mtime: int, size: int) -> str | None:
+    try:
+        task = json.loads(Path(path).read_bytes()[: 1 << 20]).get("task", "ioi")
+        return task if isinstance(task, str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+WHOLE_MODEL = "start: every head (whole model)"
+
+
+def whole_model_circuit(model, task: str) -> Circuit:
+    """Where a circuit search starts when a task has no circuit yet: every head at every position
+    (F(C) = F(M)). Remove heads in the editor, or add those activation patching points to."""
+    from circuit_core.circuit import ALL_POSITIONS, CircuitClass
+
+    heads = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
+    return Circuit(name=f"{task}: every head", task=task, classes=[CircuitClass("all heads", ALL_POSITIONS, heads)])
 
 
 def default_circuit_choice(model, files: dict[str, Path]) -> str:
@@ -263,6 +293,13 @@ def sidebar() -> Context:
                           "gpt2 / gpt2-medium from the Hugging Face hub (falls back to the bundled demo "
                           "when the hub is unreachable), the bundled demo, or a local Hugging Face folder.")
     model_key = serve.models[choice] if serve else choice
+    if not serve and choice == "hub name…":  # any model TransformerLens supports, e.g. gpt2-large, pythia
+        model_key = sb.text_input("Hub name", key="model_hub", placeholder="e.g. gpt2-large, EleutherAI/pythia-160m",
+                                  help="A Hugging Face hub name of a model TransformerLens supports; it is "
+                                       "downloaded once into the Hugging Face cache.").strip()
+        if not model_key:
+            st.info("Enter a Hugging Face hub name in the sidebar.")
+            st.stop()
     if not serve and choice == "local folder…":  # never offered when serving a group: no free-text paths
         model_key = sb.text_input("Folder", key="model_folder", placeholder="/path/to/model").strip()
         if not model_key:
@@ -279,16 +316,22 @@ def sidebar() -> Context:
         sb.warning(notice)
     if choice == demo_choice and st.session_state.get("_fallback_notice"):
         sb.warning(st.session_state["_fallback_notice"])
-    _set_param("model", None if choice == "local folder…" else choice)  # a folder's path stays out of URLs
+    _set_param("model", None if choice == "local folder…" else model_key if choice == "hub name…" else choice)  # a folder's path stays out of URLs
     sb.caption(f"{model.describe()['architecture']} · {model.n_layers} layers × {model.n_heads} heads · {model.device}")
 
     _methodology_from_url()
     sb.header("Data")
-    task = sb.selectbox("Task", TASKS, key="task")
+    task = sb.selectbox("Task", TASKS, key="task", format_func=lambda t: f"{t} · {REGISTRY[t].title}")
+    spec = get_task(task)
+    sb.caption(f"e.g. “{spec.example}” · metric: {spec.metric} · reference: {spec.reference}")
     c1, c2 = sb.columns(2)
     n = c1.number_input("N prompts", 10, 2000, 100, step=10, key="n")
     seed = c2.number_input("Seed", 0, 10_000, 0, key="seed")
-    mode = sb.selectbox("Templates", MODES, key="mode", help="mixed = all 15 BABA + 15 ABBA templates")
+    if st.session_state.get("mode") not in spec.modes:  # another task's mode: start from all of this one's
+        st.session_state["mode"] = "mixed"
+    mode = sb.selectbox("Templates", spec.modes, key="mode",
+                        help="mixed: every template group of the task" + (
+                            " (IOI: all 15 BABA + 15 ABBA templates)" if task == "ioi" else ""))
     default = Methodology()
     ref = sb.number_input("Reference prompts per group", 0, 500, default.ref_per_group, step=5, key="ref_per_group",
                           help=f"ABC prompts per template group for the means, drawn apart from the clean prompts "
@@ -310,16 +353,16 @@ def sidebar() -> Context:
     _methodology_to_url(meth)
 
     sb.header("Circuit")
-    files = circuit_files()
+    files = circuit_files(task)
     uploads = st.session_state.setdefault("uploaded_circuits", {})  # "uploaded: name" -> Circuit, in order
     if not st.session_state.get("_url_circuit_read"):  # a fresh session: a reload or an opened address
         st.session_state["_url_circuit_read"] = True
         _circuit_from_url(files, uploads, model, model_key, task)
     if pending := st.session_state.pop("circuit_choice_pending", None):
         st.session_state["circuit_choice"] = pending
-    options = list(files) + list(uploads)
+    options = list(files) + list(uploads) + [WHOLE_MODEL]
     if st.session_state.get("circuit_choice") not in options:
-        st.session_state["circuit_choice"] = default_circuit_choice(model, files)
+        st.session_state["circuit_choice"] = default_circuit_choice(model, files) if files else WHOLE_MODEL
     key = sb.selectbox("Circuit", options, key="circuit_choice")
     for note in st.session_state.pop("_import_notes", []):
         sb.info(note)
@@ -340,12 +383,13 @@ def sidebar() -> Context:
         except CircuitError as e:  # the message starts with the file's name
             sb.error(str(e))
     try:
-        preset = uploads[key] if key in uploads else _load(files[key])
+        preset = (whole_model_circuit(model, task) if key == WHOLE_MODEL else
+                  uploads[key] if key in uploads else _load(files[key]))
         preset.validate(model.n_layers, model.n_heads, task_roles(task), task=task)
     except (CircuitError, TaskError) as e:
         st.error(f"Circuit '{key}' does not fit {model.name}: {e}  \nChoose another circuit in the sidebar.")
         st.stop()
-    hkey = _history_key(key, model_key)
+    hkey = _history_key(f"{key}::{task}" if key == WHOLE_MODEL else key, model_key)
     if hkey not in st.session_state:  # one edit history per (circuit, model): switching loses nothing
         st.session_state[hkey] = History(preset)
     history = st.session_state[hkey]
@@ -399,13 +443,19 @@ def _set_param(name: str, value: str | None) -> None:
         st.query_params[name] = value
 
 
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")  # "gpt2-large", "EleutherAI/pythia-160m"
+
+
 def _model_from_url(choices: list[str]) -> None:
     """On a fresh session, the model the address names (one of those offered; never a folder)."""
     if not st.session_state.get("_url_model_read"):
         st.session_state["_url_model_read"] = True
         wanted = st.query_params.get("model")
-        if wanted in choices and wanted != "local folder…" and "model_choice" not in st.session_state:
+        if wanted in choices and wanted not in ("local folder…", "hub name…") and "model_choice" not in st.session_state:
             st.session_state["model_choice"] = wanted
+        elif (wanted and "hub name…" in choices and "model_choice" not in st.session_state
+              and HUB_NAME.fullmatch(wanted) and ".." not in wanted and not Path(wanted).exists()):  # another hub model the link names (never a folder)
+            st.session_state["model_choice"], st.session_state["model_hub"] = "hub name…", wanted
     if st.session_state.get("model_choice") not in (None, *choices):  # e.g. a choice this server does not offer
         del st.session_state["model_choice"]
 
@@ -416,7 +466,7 @@ URL_METHODOLOGY = {
     "task": ("task", str, lambda v: v in TASKS),
     "n": ("n", int, lambda v: 10 <= v <= 2000),
     "seed": ("seed", int, lambda v: 0 <= v <= 10_000),
-    "mode": ("mode", str, lambda v: v in MODES),
+    "mode": ("mode", str, lambda v: any(v in t.modes for t in REGISTRY.values())),
     "ref": ("ref_per_group", int, lambda v: 0 <= v <= 500),
     "reps": ("ref_replicates", int, lambda v: 0 <= v <= 50),
     "ablation": ("ablation", str, lambda v: v in [a.value for a in Ablation]),

@@ -1,25 +1,42 @@
-"""Tasks: each module builds a TaskDataset for a tokenizer. `build_dataset` picks by name."""
+"""Tasks, one module each (tasks/<name>.py defines TASK, a base.Task), registered here by name.
+
+To add a task: write the module (see the README's "Adding a task"), add its name to MODULES.
+"""
 from __future__ import annotations
 
-from .base import TaskDataset, TaskError
+import importlib
 
-TASKS = ("ioi",)
+from .base import Task, TaskDataset, TaskError
+
+MODULES = ("ioi",)  # tasks/<name>.py, each defining TASK
+
+REGISTRY: dict[str, Task] = {}
+for _module in MODULES:
+    _task = importlib.import_module(f".{_module}", __name__).TASK
+    REGISTRY[_task.name] = _task
+
+TASKS = tuple(REGISTRY)  # names, in the order shown to users
+
+
+def get_task(name: str) -> Task:
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise TaskError(f"Unknown task '{name}'. Known tasks: {', '.join(TASKS)}.") from None
 
 
 def build_dataset(task: str, tokenizer, **kwargs) -> TaskDataset:
-    if task == "ioi":
-        from .ioi import make_ioi_dataset
-
-        return make_ioi_dataset(tokenizer, **kwargs)
-    raise TaskError(f"Unknown task '{task}'. Known tasks: {', '.join(TASKS)}.")
+    t = get_task(task)
+    mode = kwargs.get("mode", "mixed")
+    if mode not in t.modes:
+        raise TaskError(f"Task '{task}' has no mode '{mode}'. Choose one of: {', '.join(t.modes)}.")
+    dataset = t.build(tokenizer, **kwargs)
+    dataset.task = t.name
+    return dataset
 
 
 def task_roles(task: str) -> tuple[str, ...]:
-    if task == "ioi":
-        from .ioi import ROLES
-
-        return ROLES
-    raise TaskError(f"Unknown task '{task}'. Known tasks: {', '.join(TASKS)}.")
+    return get_task(task).roles
 
 
-__all__ = ["TaskDataset", "TaskError", "build_dataset", "task_roles", "TASKS"]
+__all__ = ["Task", "TaskDataset", "TaskError", "build_dataset", "get_task", "task_roles", "TASKS", "REGISTRY"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -81,3 +82,35 @@ class TaskDataset:
             reference_groups=self.reference_groups,
             reference_lengths=self.reference_lengths,
         )
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task, declared once as `TASK` in its own module (tasks/<name>.py) and registered by name in
+    tasks/__init__.py. Everything else — the CLI, the dashboard, circuit files, run records — only
+    ever sees the name, the roles and the TaskDataset that `build` returns.
+
+    build(tokenizer, n, seed, mode, prepend_bos, ref_per_group) -> TaskDataset, where
+    - prompts come in groups that share a token layout (per-group means need aligned positions);
+    - reference_tokens[i] is prompt i's corrupted twin when ref_per_group == 0 (same length and
+      positions: what patching needs), else ref_per_group reference prompts drawn per group;
+    - answer_tokens[i] = [correct, incorrect]: the metric is their logit difference at END;
+    - positions[role][i] for every role in `roles` (END last).
+    """
+
+    name: str  # in circuit files, the CLI (--task) and links
+    title: str
+    roles: tuple[str, ...]  # positions a circuit can keep heads at
+    build: Callable[..., TaskDataset]
+    modes: tuple[str, ...] = ("mixed",)  # which groups of prompts to use; "mixed": all of them
+    metric: str = ""  # one line: what the logit difference compares
+    reference: str = ""  # one line: what the reference (corrupted) prompts are
+    example: str = ""  # one clean prompt and its answer, for the UI
+    vocabulary: Callable[[], list[str]] | None = None  # words a word-level toy tokenizer needs
+    source: str = ""  # where the task comes from
+
+    def __post_init__(self):
+        if not self.roles or self.roles[-1] != "END":
+            raise ValueError(f"Task {self.name}: roles must end with END (got {self.roles}).")
+        if "mixed" not in self.modes:
+            raise ValueError(f"Task {self.name}: 'mixed' (every group) must be one of its modes.")

@@ -9,7 +9,7 @@ import random
 
 import torch
 
-from .base import TaskDataset, TaskError
+from .base import Task, TaskDataset, TaskError
 
 ROLES = ("IO", "S1", "S1+1", "S2", "END")
 
@@ -67,6 +67,11 @@ def template_words() -> list[str]:
     pieces.discard("X")
     pieces.discard(" X")
     return sorted(pieces)
+
+
+def vocabulary() -> list[str]:
+    """Every text piece an IOI prompt can contain, as GPT-2 would split it (leading spaces kept)."""
+    return sorted(set(template_words()) | {" " + w for w in NAMES + PLACES + OBJECTS})
 
 
 def single_token_id(tokenizer, word: str) -> int | None:
@@ -231,3 +236,17 @@ def _reference_set(tokenizer, groups_all, groups, per_group, seed, bos, names, p
             out["tokens"].append(t)
             out["groups"].append(g)
     return out
+
+
+TASK = Task(
+    name="ioi",
+    title="Indirect object identification",
+    roles=ROLES,
+    build=make_ioi_dataset,
+    modes=MODES,
+    metric="logit(IO) − logit(S) at END",
+    reference="p_ABC: the same template with three fresh names (Wang et al.)",
+    example="Then, Mary and John went to the store. John gave a drink to → Mary",
+    vocabulary=vocabulary,
+    source="Wang et al. 2022, arXiv 2211.00593",
+)
