@@ -14,8 +14,7 @@ from .ablation import Ablation, Methodology, PositionScope
 from .circuit import MAX_NAME, Circuit, CircuitError, snippet
 from .interchange import load_any
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
-from .tasks import TASKS, TaskError, task_roles
-from .tasks.ioi import MODES
+from .tasks import REGISTRY, TASKS, TaskError, task_roles
 
 
 # Upper bounds: far beyond any sensible run, low enough that a typo fails now, not after hours.
@@ -108,15 +107,21 @@ def device(text: str) -> str:
     return text
 
 
+def add_task_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="ioi", choices=TASKS,
+                   help="; ".join(f"{t.name}: {t.title}" for t in REGISTRY.values()))
+    p.add_argument("--mode", default="mixed", choices=sorted({m for t in REGISTRY.values() for m in t.modes}),
+                   help="which groups of prompts: " + "; ".join(f"{t.name}: {', '.join(t.modes)}" for t in REGISTRY.values()))
+
+
 def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> None:
     p.add_argument("--model", default=None,
                    help=f"hub name (e.g. gpt2, gpt2-medium), local Hugging Face folder, or 'demo' "
                         f"(default: {DEFAULT_MODEL}, falling back to the bundled demo when it cannot be loaded)")
     p.add_argument("--circuit", required=circuit_required, help="circuit JSON file")
-    p.add_argument("--task", default="ioi", choices=TASKS)
+    add_task_options(p)
     p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"number of prompts, 1 to {MAX_N:,} (default 100)")
     p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="seed, 0 to 2^32 - 1 (default 0)")
-    p.add_argument("--mode", default="mixed", choices=MODES, help="template order(s)")
     p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--positions", default="circuit", choices=[s.value for s in PositionScope])
@@ -465,10 +470,9 @@ def cmd_discover(args) -> int:
 
 def add_discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help=f"hub name, local Hugging Face folder, or 'demo' (default: {DEFAULT_MODEL})")
-    p.add_argument("--task", default="ioi", choices=TASKS)
+    add_task_options(p)
     p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"number of prompts, 1 to {MAX_N:,} (default 100)")
     p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="dataset and repeated-token seed (default 0)")
-    p.add_argument("--mode", default="mixed", choices=MODES, help="template order(s)")
     p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--ref-per-group", type=whole(0, 1000), default=DEFAULTS.ref_per_group,
