@@ -94,6 +94,29 @@ def overlap_table(circuits: Mapping[str, Circuit]) -> pd.DataFrame:
                                        "jaccard"])
 
 
+def class_overlap(a: Circuit, b: Circuit) -> pd.DataFrame:
+    """For circuits whose classes need not share names (two tasks, as Merullo et al. compare IOI and
+    Colored Objects): one row per class of A — how many of its heads B holds (in any class) and in
+    which of B's classes — then one for all heads, with |A ∩ B| / |A|, / |B| and the Jaccard.
+
+    Columns: class, position, n_A, in_B (head labels), share_of_A, B_classes, share_of_B, jaccard
+    (share_of_B and jaccard only on the all-heads row).
+    """
+    rows = []
+    for cls in a.classes:
+        held = sorted(h for h in cls.heads if h in set(b.heads))
+        where = sorted({f"{b.class_of(h).name} ({b.class_of(h).position})" for h in held})
+        rows.append({"class": cls.name, "position": cls.position, "n_A": len(cls.heads), "in_B": _names(held),
+                     "share_of_A": len(held) / len(cls.heads) if cls.heads else float("nan"),
+                     "B_classes": ", ".join(where), "share_of_B": float("nan"), "jaccard": float("nan")})
+    both = set(a.heads) & set(b.heads)
+    rows.append({"class": ALL_HEADS, "position": "", "n_A": len(set(a.heads)), "in_B": _names(both),
+                 "share_of_A": len(both) / len(set(a.heads)) if a.heads else float("nan"), "B_classes": "",
+                 "share_of_B": len(both) / len(set(b.heads)) if b.heads else float("nan"),
+                 "jaccard": jaccard(a.heads, b.heads)})
+    return pd.DataFrame(rows)
+
+
 def pairwise_jaccard(circuits: Mapping[str, Circuit]) -> pd.DataFrame:
     """Head-level Jaccard of every pair: a square table, rows and columns in the given order."""
     labels = list(circuits)

@@ -8,10 +8,11 @@ import streamlit as st
 from circuit_core import compare
 from circuit_core.circuit import ALL_POSITIONS, CircuitError, load_circuit
 from circuit_core.interchange import Imported, graph_cfg, read_circuit, to_eap_graph
-from circuit_core.tasks import task_roles
+from circuit_core.tasks import TaskError, get_task, task_roles
 from ui import jobs
 from ui.charts import membership_grid, roc_chart, style
-from ui.state import circuit_files, circuit_json, faithfulness_result, methodology_caption, require_evaluator, sidebar
+from ui.state import (circuit_files, circuit_json, faithfulness_result, get_evaluator, methodology_caption,
+                      require_evaluator, sidebar)
 
 ctx = sidebar()
 ev = require_evaluator(ctx)
@@ -59,8 +60,9 @@ def fitting(names: list[str], items: dict) -> dict[str, tuple[str, Imported]]:
             if isinstance(item, CircuitError):
                 raise item
             item.check_fits(L, H)
-            item.circuit.validate(L, H, task_roles(ctx.methodology.task))
-        except CircuitError as e:
+            # each circuit against its own task's positions: circuits of two tasks compare on one model
+            item.circuit.validate(L, H, task_roles(item.circuit.task), task=item.circuit.task)
+        except (CircuitError, TaskError) as e:
             st.warning(f"'{source}' is left out: {e}")
             continue
         out[string.ascii_uppercase[len(out)]] = (source, item)
@@ -78,7 +80,7 @@ if len(picked) < 2:
 circuits = {k: item.circuit for k, (_, item) in picked.items()}
 sidebar_choice = st.session_state.get("circuit_choice")
 st.dataframe([{"": k, "source": f"{src} ({sidebar_choice})" if src in ("current edit", "as loaded") else src,
-               "circuit": item.circuit.name, "heads": len(item.circuit.heads), "classes": len(item.circuit.classes),
+               "circuit": item.circuit.name, "task": item.circuit.task, "heads": len(item.circuit.heads), "classes": len(item.circuit.classes),
                "head scores": "yes" if item.head_scores else ""} for k, (src, item) in picked.items()], hide_index=True)
 for k, (_, item) in picked.items():
     for w in item.warnings:
@@ -100,6 +102,19 @@ st.dataframe(overlap.style.format({"jaccard": "{:.0%}"}, na_rep="—"), hide_ind
 st.caption("Classes are matched by name; 'added' and 'removed' are the other circuit against A. Jaccard = "
            "|A ∩ B| / |A ∪ B| of the head sets (Merullo et al. report 78% between GPT-2's IOI and Colored "
            "Objects circuits). Counts of heads: no sampling, so no interval.")
+tasks = {k: c.task for k, c in circuits.items()}
+if len(set(tasks.values())) > 1:  # class names differ across tasks: match heads, not names
+    st.subheader("Across tasks")
+    for k, c in list(circuits.items())[1:]:
+        if c.task == circuits["A"].task:
+            continue
+        st.markdown(f"**A ({tasks['A']}) against {k} ({c.task})**: where A's classes' heads sit in {k}.")
+        st.dataframe(compare.class_overlap(circuits["A"], c).style.format(
+            {"share_of_A": "{:.0%}", "share_of_B": "{:.0%}", "jaccard": "{:.0%}"}, na_rep="—"),
+            hide_index=True, width="stretch")
+    st.caption("share_of_A: the part of a class of A whose heads the other circuit holds, in any class (Merullo et "
+               "al. compare GPT-2 medium's IOI and Colored Objects circuits this way). The criteria below evaluate "
+               "each circuit on its own task's prompts.")
 if len(circuits) > 2:
     st.dataframe(compare.pairwise_jaccard(circuits).style.format("{:.0%}"), width="content")
     st.caption("Head-level Jaccard of every pair.")
@@ -109,7 +124,7 @@ st.header("Faithfulness, completeness, minimality")
 threshold = st.number_input("Minimality threshold (% of F(M))", 0.0, 100.0, 1.0, step=0.5, key="compare_threshold")
 
 
-def criteria_job(circuit):
+def criteria_job(circuit, ev):
     """Faithfulness again with the reference set's noise in its intervals, then completeness and minimality."""
     from circuit_core.completeness import completeness
     from circuit_core.criteria import faithfulness
@@ -124,15 +139,22 @@ def criteria_job(circuit):
     return run
 
 
+def task_methodology(task: str):
+    """The sidebar's methodology on another task's prompts (all of its groups when the mode is not its)."""
+    m = ctx.methodology
+    return m if task == m.task else m.replace(task=task, mode=m.mode if m.mode in get_task(task).modes else "mixed")
+
+
 summaries, methods, shown = {}, set(), {}
 for k, c in circuits.items():
-    cj = circuit_json(c)
-    job = jobs.start(("compare", ctx.model_key, ctx.methodology, cj, threshold),
-                     f"Criteria of {k} (faithfulness with reference noise, completeness, minimality)", criteria_job(c))
+    cj, meth = circuit_json(c), task_methodology(c.task)
+    job = jobs.start(("compare", ctx.model_key, meth, cj, threshold),
+                     f"Criteria of {k} (faithfulness with reference noise, completeness, minimality)",
+                     criteria_job(c, get_evaluator(ctx.model_key, meth)))
     if id(job) not in shown:  # identical circuits share a job: one progress bar
         shown[id(job)] = jobs.show(job, wait=0.5)
     done = shown[id(job)]
-    f, comp, mini = done or (faithfulness_result(ctx.model_key, ctx.methodology, cj), None, None)  # figures at once
+    f, comp, mini = done or (faithfulness_result(ctx.model_key, meth, cj), None, None)  # figures at once
     summaries[k] = compare.summarize(f, comp, mini)
     methods |= {f"faithfulness: {f['interval_method']}"} | ({
         f"completeness: {comp.settings['interval_method']}", f"minimality: {mini.settings['interval_method']}"}

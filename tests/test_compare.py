@@ -22,6 +22,18 @@ def test_jaccard():
     assert math.isnan(compare.jaccard(set(), set()))
 
 
+def test_class_overlap_across_tasks_matches_heads_not_class_names():
+    other_task = Circuit("CO", [CircuitClass("colour mover", "END", [(9, 9), (10, 7)]),
+                                CircuitClass("object finder", "QUERY", [(7, 3), (2, 2)])], task="ioi")
+    t = compare.class_overlap(A, other_task).set_index("class")
+    nm, si, every = t.loc["name mover"], t.loc["s-inhibition"], t.loc[compare.ALL_HEADS]
+    assert nm.n_A == 3 and nm.in_B == "9.9" and nm.share_of_A == 1 / 3 and nm.B_classes == "colour mover (END)"
+    assert si.in_B == "7.3" and si.share_of_A == 1 / 2 and si.B_classes == "object finder (QUERY)"
+    # all heads: A 5, B 4, shared 9.9 and 7.3
+    assert every.share_of_A == 2 / 5 and every.share_of_B == 2 / 4 and every.jaccard == 2 / 7
+    assert math.isnan(nm.jaccard)  # only the all-heads row has one
+
+
 def test_added_removed_shared_per_class_and_for_all_heads():
     d = {x.name: x for x in compare.diff(A, B)}
     assert list(d) == ["name mover", "s-inhibition", "backup", compare.ALL_HEADS]  # A's classes, then B's new
