@@ -1,5 +1,5 @@
-"""What a session's process holds, measured: `python -m bench.memory` (N = 100 about 2 minutes on a
-2-core CPU; N = 2000 about ten times that, for its eight reference replicates).
+"""What a session's process holds, measured: `python -m bench.memory` (on a 2-core CPU the N = 100 run
+took 44 s and the N = 2000 one 460 s, most of it evaluating the eight reference replicates).
 
 Each configuration runs in a fresh child process (peak resident memory is VmHWM, as in bench.run):
 load a random model of GPT-2 small's shape (GPT-2's tokenizer), build the evaluator for the
@@ -43,6 +43,34 @@ print(json.dumps({{"peak_gb": peak_gb(), "after_load_gb": loaded, "after_build_g
                   "table_rows": len(ev._table), "seq": ev.seq,
                   "evaluator_mb": ev.memory_bytes() / 2**20, "residual_cache_mb": model.residual_cache.bytes / 2**20}}))
 """
+
+
+TABLES_CHILD = """
+import json, torch
+from pathlib import Path
+torch.set_num_threads({threads})
+from bench.run import build_model
+from circuit_core.ablation import Methodology, TableCache, storage_bytes
+from circuit_core.tasks import build_dataset
+
+model = build_model(Path({folder!r}), {device!r})
+for n in {ns!r}:
+    for kind in ("mean", "mean-pooled", "resample", "zero"):
+        meth = Methodology(n=n, ablation=kind)
+        tables = TableCache().tables(model, build_dataset("ioi", model.tokenizer, **meth.dataset_kwargs()), meth)
+        print(json.dumps({{"n": n, "ablation": kind, "draws": len(tables),
+                          "mb": storage_bytes(t.values for t in tables) / 2**20}}), flush=True)
+"""
+
+
+def table_sizes(folder: Path, device: str, threads: int, ns: list[int]) -> list[dict]:
+    """Bytes of the ablation tables (all draws of the default methodology) per ablation kind and N."""
+    code = TABLES_CHILD.format(threads=threads, folder=str(folder), device=device, ns=ns)
+    env = {**os.environ, "CIRCUIT_CACHE_DIR": "off"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
+    if res.returncode:
+        raise SystemExit(res.stderr.strip().splitlines()[-1] if res.stderr else "failed")
+    return [json.loads(line) for line in res.stdout.strip().splitlines() if line.startswith("{")]
 
 
 def measure(folder: Path, device: str, threads: int, changes: dict) -> dict:
@@ -94,9 +122,17 @@ def main(argv=None):
                    help="reference prompts per group and replicates to measure besides the default")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model-dir", default=None, help="where to keep the random GPT-2-shaped model")
+    p.add_argument("--tables", action="store_true", help="only the ablation tables' size per ablation kind")
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = Path(args.model_dir or Path(tempfile.gettempdir()) / "circuit-bench-gpt2-shape")
+    if args.tables:
+        rows = table_sizes(folder, device, args.threads, args.n)
+        kinds = list(dict.fromkeys(r["ablation"] for r in rows))
+        print("| N | " + " | ".join(kinds) + " |\n|---|" + "---|" * len(kinds))
+        for n in args.n:
+            print(f"| {n} | " + " | ".join(f"{r['mb']:.1f} MB" for r in rows if r["n"] == n) + " |")
+        return
     rows = []
     for changes in configurations(args.n, args.ref):
         rows.append({**changes, "result": measure(folder, device, args.threads, changes)})
