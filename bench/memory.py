@@ -122,6 +122,7 @@ def main(argv=None):
                    help="reference prompts per group and replicates to measure besides the default")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model-dir", default=None, help="where to keep the random GPT-2-shaped model")
+    p.add_argument("--label", default="", help="a name for the results file: memory-<device>-<label>.json")
     p.add_argument("--tables", action="store_true", help="only the ablation tables' size per ablation kind")
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -137,7 +138,7 @@ def main(argv=None):
     for changes in configurations(args.n, args.ref):
         rows.append({**changes, "result": measure(folder, device, args.threads, changes)})
         print(json.dumps(rows[-1]), flush=True)
-    out = ROOT / "bench" / "results" / f"memory-{device}.json"
+    out = ROOT / "bench" / "results" / f"memory-{device}{'-' + args.label if args.label else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"device": device, "threads": args.threads, "torch": torch.__version__, "rows": rows},
                               indent=2))

@@ -92,10 +92,19 @@ def label(position: str, s: pd.Series) -> str:
       looks at S2: "s-inhibition" when its effect is mostly indirect (|direct effect| < half its
       |ablation effect|); when it is mostly direct, "s-suppression" (lowers S's logit itself) or
       "s mover" (raises it).
+    At END of another task (no IO / S roles): "mover (ROLE)" for a head that looks at one of the
+    task's roles in the same way, "negative mover (ROLE)" when its direct effect is negative.
     Elsewhere: the largest of the previous-token, duplicate-token and induction scores, if >= FLOOR.
     Anything else: "other".
     """
     get = lambda m: float(s[m]) if m in s and pd.notna(s[m]) else 0.0
+    if position == "END" and not any(f"attn END→{r}" in s for r in ("IO", "S1", "S2")):
+        # another task: name the head after the position it reads from, and the sign of what it writes
+        att = {m.removeprefix("attn END→"): get(m) for m in s.index if str(m).startswith("attn END→")}
+        for r, a in att.items():
+            if a >= FLOOR and all(a >= PREFER * v for k, v in att.items() if k != r):
+                return f"mover ({r})" if get(hs.DIRECT) >= 0 else f"negative mover ({r})"
+        return "other"
     if position == "END":
         att = {r: get(f"attn END→{r}") for r in ("IO", "S1", "S2")}
         looks = lambda r: att[r] >= FLOOR and all(att[r] >= PREFER * v for k, v in att.items() if k != r)

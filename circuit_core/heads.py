@@ -32,6 +32,12 @@ ATTN_PAIRS = {"attn END→IO": ("END", "IO"), "attn END→S1": ("END", "S1"), "a
 DIRECT, ABLATION = "direct effect", "ablation effect"
 
 
+def attention_pairs(roles: list[str]) -> dict[str, tuple[str, str]]:
+    """The attention scores a task's roles allow: IOI's four (the paper's), else END → each role."""
+    ioi = {m: qk for m, qk in ATTN_PAIRS.items() if all(r in roles for r in qk)}
+    return ioi or {f"attn END→{r}": ("END", r) for r in roles if r != "END"}
+
+
 def _frame(metric: str, scores: torch.Tensor) -> pd.DataFrame:
     """[layer, head] tensor -> tidy rows."""
     n_layers, n_heads = scores.shape
@@ -99,7 +105,7 @@ def task_scores(model, dataset, batch_size: int = 64) -> pd.DataFrame:
     bridge = model.bridge
     L, H = model.n_layers, model.n_heads
     pos = dataset.positions
-    pairs = {m: qk for m, qk in ATTN_PAIRS.items() if all(r in pos for r in qk)}
+    pairs = attention_pairs(list(pos))
     z_names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
     p_names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
     has_scale = "ln_final.hook_scale" in bridge.hook_dict

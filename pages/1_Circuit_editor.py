@@ -69,7 +69,10 @@ with left:
     target = c1.selectbox("A click puts the head in class", class_names, key="edit_class",
                           help="Click a head outside the circuit to add it to this class, a head of this class "
                                "to remove it, a head of another class to move it here.")
-    metric = c2.selectbox("Background", background_metrics(), key="edit_metric",
+    metrics = background_metrics(list(task_roles(ctx.methodology.task)))
+    if st.session_state.get("edit_metric") not in metrics:  # another task's score: start from the first
+        st.session_state.pop("edit_metric", None)
+    metric = c2.selectbox("Background", metrics, key="edit_metric",
                           help="What colours each cell. The estimate costs one pass and follows every edit; "
                                "exact values and ablation effects run in the background with progress.")
     job, scores = background(ctx, ev, metric, target)

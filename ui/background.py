@@ -13,8 +13,12 @@ ROLE_METRICS = ["direct effect", "previous token", "duplicate token", "induction
                 "attn END→S2", "attn S2→S1"]
 
 
-def background_metrics() -> list[str]:
-    return [ESTIMATE, EXACT, ABLATION] + ROLE_METRICS
+def background_metrics(task_roles: list[str] | None = None) -> list[str]:
+    """The scores the grid can show; the attention scores are those the task's roles allow."""
+    from circuit_core.heads import attention_pairs
+
+    attention = list(attention_pairs(list(task_roles))) if task_roles else [m for m in ROLE_METRICS if m.startswith("attn")]
+    return [ESTIMATE, EXACT, ABLATION] + [m for m in ROLE_METRICS if not m.startswith("attn")] + attention
 
 
 def background_caption(metric: str, target: str) -> str:
@@ -42,7 +46,7 @@ def background(ctx: Context, ev, metric: str, target: str) -> tuple[jobs.Job | N
     """(the job computing it, or None; the scores once there): a frame of layer, head, score."""
     cj = circuit_json(ctx.circuit)
     base = (ctx.model_key, ctx.methodology)
-    if metric in ROLE_METRICS:
+    if metric in ROLE_METRICS or metric.startswith("attn "):
         scores = role_scores(*base)
         return None, scores[scores.metric == metric]
     if metric == ESTIMATE:
