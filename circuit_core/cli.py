@@ -14,7 +14,7 @@ from .ablation import Ablation, Methodology, PositionScope
 from .circuit import MAX_NAME, Circuit, CircuitError, snippet
 from .interchange import load_any
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
-from .tasks import REGISTRY, TASKS, TaskError, task_roles
+from .tasks import REGISTRY, TaskError, task_roles
 
 
 # Upper bounds: far beyond any sensible run, low enough that a typo fails now, not after hours.
@@ -108,7 +108,7 @@ def device(text: str) -> str:
 
 
 def add_task_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="ioi", choices=TASKS,
+    p.add_argument("--task", default="ioi", choices=tuple(REGISTRY),
                    help="; ".join(f"{t.name}: {t.title}" for t in REGISTRY.values()))
     p.add_argument("--mode", default="mixed", choices=sorted({m for t in REGISTRY.values() for m in t.modes}),
                    help="which groups of prompts: " + "; ".join(f"{t.name}: {', '.join(t.modes)}" for t in REGISTRY.values()))
@@ -208,7 +208,7 @@ def progress_bar(desc: str):
 
 
 def describe_methodology(m: Methodology, dataset=None) -> str:
-    groups = f", >= {dataset.meta['min_group_size']} prompts per group" if dataset is not None else ""
+    groups = f", >= {dataset.min_group_size} prompts per group" if dataset is not None else ""
     abl = {"mean": "mean over reference prompts of the same template", "mean-pooled": "mean over all reference prompts",
            "resample": "resampled reference prompt", "zero": "zero"}[m.ablation]
     pos = "circuit heads kept at their class positions" if m.positions == "circuit" else "circuit heads kept at all positions"

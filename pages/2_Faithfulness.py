@@ -93,7 +93,7 @@ orders = pd.DataFrame([{"order": o, "n": s["n"], "F(M)": s["F_model"], "F(C)": s
                         "95% CI ": _ci(s, "normalized")} for o, s in f["by_order"].items()])
 st.dataframe(orders.style.format({"F(M)": "{:.3f}", "F(C)": "{:.3f}", "F(C)/F(M)": "{:.1%}", "normalised": "{:.1%}"}),
              hide_index=True, width="stretch")
-st.caption(f"Groups hold {ev.dataset.meta['min_group_size']}+ prompts each; per-group means rest on them.")
+st.caption(f"Groups hold {ev.dataset.min_group_size}+ prompts each; per-group means rest on them.")
 
 st.subheader("Against random circuits of the same shape")
 n_random = st.number_input("Random circuits", 0, 500, 50, step=10, key="baseline_n",

@@ -22,7 +22,7 @@ from circuit_core.interchange import read_circuit
 from circuit_core.editing import History
 from circuit_core.links import decode_circuit, encode_circuit
 from circuit_core.models import DATA_DIR, ModelLoadError, load_model, load_model_or_demo
-from circuit_core.tasks import REGISTRY, TASKS, TaskError, get_task, task_roles
+from circuit_core.tasks import REGISTRY, TaskError, get_task, task_roles
 
 PRESET_DIR = DATA_DIR / "circuits"
 SAVED_DIR = Path(os.environ.get("CIRCUIT_DASHBOARD_SAVED", PRESET_DIR / "saved"))
@@ -321,7 +321,7 @@ def sidebar() -> Context:
 
     _methodology_from_url()
     sb.header("Data")
-    task = sb.selectbox("Task", TASKS, key="task", format_func=lambda t: f"{t} · {REGISTRY[t].title}")
+    task = sb.selectbox("Task", tuple(REGISTRY), key="task", format_func=lambda t: f"{t} · {REGISTRY[t].title}")
     spec = get_task(task)
     sb.caption(f"e.g. “{spec.example}” · metric: {spec.metric} · reference: {spec.reference}")
     c1, c2 = sb.columns(2)
@@ -463,7 +463,7 @@ def _model_from_url(choices: list[str]) -> None:
 # The methodology in the address: every field written out, so a link opens the same figures even
 # after the defaults change. name in the address -> (widget key, parse, check).
 URL_METHODOLOGY = {
-    "task": ("task", str, lambda v: v in TASKS),
+    "task": ("task", str, lambda v: v in REGISTRY),
     "n": ("n", int, lambda v: 10 <= v <= 2000),
     "seed": ("seed", int, lambda v: 0 <= v <= 10_000),
     "mode": ("mode", str, lambda v: any(v in t.modes for t in REGISTRY.values())),

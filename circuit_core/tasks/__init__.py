@@ -1,21 +1,42 @@
 """Tasks, one module each (tasks/<name>.py defines TASK, a base.Task), registered here by name.
 
-To add a task: write the module (see the README's "Adding a task"), add its name to MODULES.
+To add a task: write the module (see the README's "Adding a task") and add its name to MODULES, or
+keep it in your own package and name it in $CIRCUIT_TASK_MODULES (importable modules, comma-separated).
 """
 from __future__ import annotations
 
 import importlib
+import os
 
 from .base import Task, TaskDataset, TaskError
 
 MODULES = ("ioi",)  # tasks/<name>.py, each defining TASK
 
 REGISTRY: dict[str, Task] = {}
-for _module in MODULES:
-    _task = importlib.import_module(f".{_module}", __name__).TASK
-    REGISTRY[_task.name] = _task
 
-TASKS = tuple(REGISTRY)  # names, in the order shown to users
+
+def register(task: Task) -> Task:
+    """Make `task` known by its name to build_dataset, circuit files, the CLI and the dashboard."""
+    global TASKS
+    if not isinstance(task, Task):
+        raise TypeError(f"register() takes a tasks.base.Task, not {type(task).__name__}")
+    REGISTRY[task.name] = task
+    TASKS = tuple(REGISTRY)
+    return task
+
+
+def _load_modules() -> None:
+    for name in MODULES:
+        register(importlib.import_module(f".{name}", __name__).TASK)
+    for name in filter(None, (m.strip() for m in os.environ.get("CIRCUIT_TASK_MODULES", "").split(","))):
+        try:
+            register(importlib.import_module(name).TASK)
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            raise TaskError(f"CIRCUIT_TASK_MODULES names '{name}', which could not be registered: {exc}") from exc
+
+
+TASKS: tuple[str, ...] = ()  # names, in the order shown to users
+_load_modules()
 
 
 def get_task(name: str) -> Task:
@@ -39,4 +60,5 @@ def task_roles(task: str) -> tuple[str, ...]:
     return get_task(task).roles
 
 
-__all__ = ["Task", "TaskDataset", "TaskError", "build_dataset", "get_task", "task_roles", "TASKS", "REGISTRY"]
+__all__ = ["Task", "TaskDataset", "TaskError", "build_dataset", "get_task", "register", "task_roles", "TASKS",
+           "REGISTRY"]

@@ -51,6 +51,12 @@ class TaskDataset:
         return self.lengths if self.paired else self.reference_lengths
 
     @property
+    def min_group_size(self) -> int:
+        """Prompts in the smallest group used (per-group means rest on at least this many)."""
+        sizes = torch.bincount(self.groups)
+        return int(sizes[sizes > 0].min())
+
+    @property
     def n(self) -> int:
         return len(self.prompts)
 
