@@ -14,6 +14,7 @@ from .ablation import Ablation, Methodology, PositionScope
 from .circuit import MAX_NAME, Circuit, CircuitError, snippet
 from .interchange import load_any
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
+from .patching import PatchingError
 from .tasks import REGISTRY, TaskError, task_roles
 
 
@@ -105,6 +106,15 @@ def device(text: str) -> str:
         if ":" in text and int(text.split(":")[1]) >= torch.cuda.device_count():
             raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return text
+
+
+def receivers_arg(text: str):
+    from .patching import PatchingError, parse_receivers
+
+    try:
+        return parse_receivers(text) and text
+    except PatchingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_task_options(p: argparse.ArgumentParser) -> None:
@@ -443,8 +453,18 @@ def cmd_discover(args) -> int:
         raise UsageError(f"{snippet(args.out)} exists; choose another --out, or pass --overwrite to replace it")
     model = open_model(args)
     ev = build_evaluator(model, methodology)
+    start = None
+    if args.start_from_patching:  # the strongest heads of activation patching, each at its best position
+        from .patching import activation_patching, paired_dataset, start_from_patching
+
+        result = activation_patching(model, paired_dataset(model, methodology), "noise",
+                                     progress=progress_bar("activation patching"))
+        start = start_from_patching(result, top_k=args.start_from_patching)
+        print(f"Starting from {len(start)} heads of activation patching (noise): "
+              + ", ".join(f"{l}.{h}@{p}" for (l, h), p in start.items()))
     try:
-        d = discover(ev, args.threshold, progress_bar("discover"), name=args.name, normalized=args.normalized)
+        d = discover(ev, args.threshold, progress_bar("discover"), name=args.name, normalized=args.normalized,
+                     start=start)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -488,7 +508,49 @@ def add_discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--record", type=output_file, default=None,
                    help="also write a run record (steps, head scores, prompts) here")
+    p.add_argument("--start-from-patching", type=whole(1, 100_000), default=None, metavar="K",
+                   help="start from the K heads with the largest activation-patching effect (noise), each at "
+                        "its best position, instead of every head: far fewer node sets on a large model")
     p.set_defaults(positions=PositionScope.CIRCUIT.value, bootstrap=1000)
+
+
+PATCH_HELP = """Activation patching per head and position, or path patching to receivers (circuit_core/patching.py).
+
+Each prompt is paired with its corrupted twin (for IOI, the paper's p_ABC). Activation patching
+(default): --direction noise puts one head's corrupted output into the clean run (effect 1: that
+alone destroys the behaviour); denoise puts its clean output into the corrupted run (effect 1: that
+alone restores it). Path patching (--receivers logits, or heads such as 7.3,8.6): each sender head's
+corrupted output reaches only the receivers' inputs (--receiver-input q, k, v or qkv); every other
+head is frozen to its clean output. Effects are shares of F(clean) - F(corrupted), with 95% intervals
+(bootstrap over prompt pairs). Writes a JSON record (--out)."""
+
+
+def cmd_patch(args) -> int:
+    from .patching import activation_patching, paired_dataset, parse_receivers, path_patching
+    from .storage import atomic_write_text
+    import json
+
+    methodology = methodology_from(args)
+    receivers = parse_receivers(args.receivers) if args.receivers else None
+    if Path(args.out).exists() and not args.overwrite:
+        raise UsageError(f"{snippet(args.out)} exists; choose another --out, or pass --overwrite to replace it")
+    model = open_model(args)
+    dataset = paired_dataset(model, methodology)
+    if receivers is None:
+        r = activation_patching(model, dataset, args.direction, bootstrap=args.bootstrap, seed=args.seed,
+                                progress=progress_bar("activation patching"))
+    else:
+        r = path_patching(model, dataset, receivers, args.receiver_input, args.receiver_position,
+                          bootstrap=args.bootstrap, seed=args.seed, progress=progress_bar("path patching"))
+    print(f"{'Path patching to ' + r.receivers if r.kind == 'path' else 'Activation patching (' + r.direction + ')'} "
+          f"on {model.name}, task {r.task}, N={r.n}: F(clean) {r.F_clean:.3f}, F(corrupted) {r.F_corrupted:.3f}")
+    frame = r.frame().dropna(subset=["effect"]).sort_values("effect", ascending=False).head(10)
+    for row in frame.itertuples():
+        print(f"  {row.name:>6} {row.position:<6} {row.effect:+.3f}  [{row.lo:+.3f}, {row.hi:+.3f}]")
+    atomic_write_text(Path(args.out), json.dumps({**r.to_dict(), "model": model.describe(),
+                                                  "methodology": methodology.to_dict()}, indent=1))
+    print(f"Written to {args.out}")
+    return 0
 
 
 COMMANDS = {"faithfulness": cmd_faithfulness, "completeness": cmd_completeness, "minimality": cmd_minimality,
@@ -520,6 +582,7 @@ def cmd_convert(args) -> int:
 
 
 COMMANDS["convert"] = cmd_convert
+COMMANDS["patch"] = cmd_patch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -546,6 +609,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("discover", help="propose a circuit by greedy pruning and write it as JSON",
                        description=DISCOVER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_discover_options(p)
+    p = sub.add_parser("patch", help="activation patching per head and position, or path patching to receivers",
+                       description=PATCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help=f"hub name, local Hugging Face folder, or 'demo' (default: {DEFAULT_MODEL})")
+    add_task_options(p)
+    p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"prompt pairs, 1 to {MAX_N:,} (default 100)")
+    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="dataset and bootstrap seed (default 0)")
+    p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
+    p.add_argument("--direction", choices=["noise", "denoise"], default="noise", help="activation patching (default noise)")
+    p.add_argument("--receivers", type=receivers_arg, default=None,
+                   help="path patching: 'logits' or receiver heads, e.g. 7.3,8.6")
+    p.add_argument("--receiver-input", choices=["q", "k", "v", "qkv"], default="qkv")
+    p.add_argument("--receiver-position", default=None, help="patch the receivers' input at this position only")
+    p.add_argument("--bootstrap", type=whole(1, 100_000), default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--out", type=output_file, required=True, help="write the result JSON here (a new file)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(ablation="mean", positions=PositionScope.CIRCUIT.value, ref_per_group=0, mode="mixed")
     p = sub.add_parser("convert", help="convert a circuit between this tool's JSON and EAP-IG / MIB graph JSON")
     p.add_argument("input", help="a circuit file of either kind")
     p.add_argument("output", type=output_file, help="the file to write (a new file)")
@@ -564,7 +644,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, ModelLoadError, CircuitError, TaskError) as exc:
+    except (UsageError, ModelLoadError, CircuitError, TaskError, PatchingError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except OSError as exc:  # paths are checked up front, so this is what changed since: a full disk, a removed folder

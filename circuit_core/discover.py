@@ -144,9 +144,14 @@ def _keep(kept: dict[Head, str], label: str = "") -> NodeSet:
 
 
 def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None, name: str | None = None,
-             normalized: bool = False) -> Discovery:
+             normalized: bool = False, start: dict[Head, str] | None = None) -> Discovery:
     """Propose a circuit whose F(C)/F(M) stays within [threshold, 2 - threshold] (module doc);
     with normalized=True, (F(C) - F(∅)) / (F(M) - F(∅)) does instead.
+
+    start: heads and their positions to begin from instead of step 2 (e.g. the strongest heads of
+    activation patching, patching.start_from_patching): far fewer node sets on a large model. If they
+    are not faithful, they are widened to all positions, then heads are added one at a time (the one
+    bringing F(C) closest to F(M), at all positions) until they are; pruning follows as usual.
 
     progress(done, total) counts node sets (total is an upper bound that shrinks as pruning
     goes); should_stop() is checked between steps and raises evaluate.Cancelled when true.
@@ -158,7 +163,11 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     roles = dataset.roles
     H = len(all_heads)
     done = 0
-    total = 2 + H * (1 + len(roles)) + 1 + H * (H + 1) // 2
+    if start is not None:
+        bad = [h for h, p in start.items() if h not in all_heads or (p != ALL_POSITIONS and p not in roles)]
+        if bad or not start:
+            raise ValueError(f"start: {'no heads' if not start else 'head(s) or positions not in this model and task: ' + ', '.join(f'{head_name(h)}@{start[h]}' for h in bad)}")
+    total = 2 + H * (1 + (0 if start else len(roles))) + 1 + H * (H + 1) // 2
 
     def F(sets: list[NodeSet]) -> list[float]:
         nonlocal done
@@ -176,7 +185,7 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
 
     # 2. M, ∅, M without each head, and each head kept at one role only: one batched call.
     everything = {h: ALL_POSITIONS for h in all_heads}
-    only = [_keep({**everything, h: r}) for h in all_heads for r in roles]
+    only = [] if start else [_keep({**everything, h: r}) for h in all_heads for r in roles]
     values = F([NodeSet.model(), NodeSet.empty()] + hs.head_removals(model) + only)
     f_model, f_empty = values[0], values[1]
     base = f_empty if normalized else 0.0  # F(C) is measured from here: score = (F - base) / (F(M) - base)
@@ -189,8 +198,8 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     gap = lambda f: abs(f - f_model)
     faithful = lambda f: gap(f) <= (1 - threshold) * (f_model - base) + 1e-12
     per_role = values[2 + H :]
-    positions = {}
-    for i, h in enumerate(all_heads):
+    positions = dict(start or {})
+    for i, h in enumerate(all_heads if not start else []):
         row = per_role[i * len(roles) : (i + 1) * len(roles)]
         positions[h] = roles[min(range(len(roles)), key=lambda j: gap(row[j]))]
 
@@ -200,13 +209,15 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     steps = [{"action": "start", "head": None, "position": None, "F": f_c, "n_heads": len(kept)}]
     while not faithful(f_c):
         narrow = [h for h, p in kept.items() if p != ALL_POSITIONS]
-        if not narrow:  # C is M; only rounding can make it miss a threshold of 1
+        outside = [h for h in all_heads if h not in kept]  # only when starting from a subset
+        if not narrow and not outside:  # C is M; only rounding can make it miss a threshold of 1
             break
-        fs = F([_keep({**kept, h: ALL_POSITIONS}) for h in narrow])
-        i = min(range(len(narrow)), key=lambda j: gap(fs[j]))
-        kept[narrow[i]], f_c = ALL_POSITIONS, fs[i]
-        steps.append({"action": "widen", "head": head_name(narrow[i]), "position": ALL_POSITIONS, "F": f_c,
-                      "n_heads": len(kept)})
+        grow = narrow or outside
+        fs = F([_keep({**kept, h: ALL_POSITIONS}) for h in grow])
+        i = min(range(len(grow)), key=lambda j: gap(fs[j]))
+        kept[grow[i]], f_c = ALL_POSITIONS, fs[i]
+        steps.append({"action": "widen" if narrow else "add", "head": head_name(grow[i]), "position": ALL_POSITIONS,
+                      "F": f_c, "n_heads": len(kept)})
 
     # 4. Greedy pruning: remove the head whose removal keeps F(C) closest to F(M), while faithful.
     while len(kept) > 1:
@@ -226,7 +237,8 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     # 5. Name, colour and describe.
     criterion = "(F(C) - F(∅))/(F(M) - F(∅))" if normalized else "F(C)/F(M)"
     norm = (f_c - f_empty) / (f_model - f_empty) if f_model != f_empty else float("nan")
-    notes = (f"Proposed by circuit discovery (circuit_core/discover.py: a position per head, then greedy "
+    how = (f"started from {len(start)} heads given (e.g. by activation patching)" if start else "a position per head")
+    notes = (f"Proposed by circuit discovery (circuit_core/discover.py: {how}, then greedy "
              f"pruning): threshold {threshold} (keep {threshold} <= {criterion} <= {2 - threshold:g}); task {meth.task}, "
              f"N={meth.n}, seed {meth.seed}, {meth.mode} templates, ablation {meth.ablation}. "
              f"F(M)={f_model:.3f}, F(C)={f_c:.3f}, F(∅)={f_empty:.3f}, F(C)/F(M)={f_c / f_model:.3f}, "
