@@ -12,7 +12,8 @@ from ui.charts import OUT_OF_CIRCUIT, head_grid, style
 from ui.headline import faithfulness_of, figures_or_last, headline
 from ui import jobs
 from circuit_core.attribution import ESTIMATE, EXACT
-from ui.background import agreement_note, background, background_caption, background_metrics
+from ui.background import (PATCH_DENOISE, PATCH_NOISE, PATCHING, agreement_note, background, background_caption,
+                           background_metrics)
 from ui.state import AlreadySaved, methodology_caption, require_evaluator, save_circuit, sidebar
 
 ctx = sidebar()
@@ -75,7 +76,14 @@ with left:
     metric = c2.selectbox("Background", metrics, key="edit_metric",
                           help="What colours each cell. The estimate costs one pass and follows every edit; "
                                "exact values and ablation effects run in the background with progress.")
-    job, scores = background(ctx, ev, metric, target)
+    position = "*"
+    if metric in (PATCH_NOISE, PATCH_DENOISE):  # one map per position: the target class's by default
+        cls_pos = next(c.position for c in circuit.classes if c.name == target)
+        options = list(task_roles(ctx.methodology.task)) + ["*"]
+        position = st.selectbox("Patched position", options, index=options.index(cls_pos) if cls_pos in options else 0,
+                                key=f"patch_position::{target}", help="Where the head's output is patched: "
+                                "one of the task's positions, or * for every position at once.")
+    job, scores = background(ctx, ev, metric, target, position)
     if scores is None:  # still computing: the grid stays clickable, on a neutral background
         scores = pd.DataFrame({"layer": [l for l in range(ctx.model.n_layers) for _ in range(ctx.model.n_heads)],
                                "head": [h for _ in range(ctx.model.n_layers) for h in range(ctx.model.n_heads)],
@@ -98,6 +106,25 @@ with left:
             st.error(str(e))
     if job is not None:
         jobs.show(job, wait=0)
+    if metric in PATCHING and job is not None and not job.running and job.result is not None:
+        r = job.result
+        st.caption(f"F(clean) {r.F_clean:.3f}, F(corrupted) {r.F_corrupted:.3f} on {r.n} prompt pairs (each prompt and its "
+                   f"corrupted twin); hover a cell for its 95% interval ({r.settings['interval_method']}).")
+        a1, a2 = st.columns([1, 3])
+        k = a1.number_input("Strongest heads", 1, ctx.model.n_layers * ctx.model.n_heads, 3, key="patch_k")
+        outside = scores[[(l, h) not in set(circuit.heads) for l, h in zip(scores["layer"], scores["head"])]]
+        top = outside.sort_values("score", ascending=False).head(int(k))
+        names = ", ".join(f"{l}.{h}" for l, h in zip(top["layer"], top["head"]))
+        if a2.button(f"Add {names} to '{target}'", disabled=top.empty, key="patch_add",
+                     help="The strongest heads of this map that are not in the circuit yet, into the target class "
+                          "(at its position); one edit, so Undo takes them all back."):
+            new = circuit
+            for l, h in zip(top["layer"], top["head"]):
+                new = toggle_head(new, (int(l), int(h)), target)
+            try:
+                commit(new)
+            except CircuitError as e:
+                st.error(str(e))
     note = agreement_note(ctx, ev, target) if metric in (ESTIMATE, EXACT) else None
     st.caption("Background: " + background_caption(metric, target) + " Squares mark circuit heads in their class colour."
                + (f" {note}" if note else ""))

@@ -140,3 +140,42 @@ def test_faithfulness_page_shows_intervals_worst_prompts_and_the_random_baseline
     text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
     assert "mean over prompts of f_C / f_M" in text and "random circuits with C's number of heads" in text
     assert any(s.value == "Worst prompts" for s in at.subheader)
+
+
+def test_editor_patching_map_turns_into_membership_with_one_click():
+    from circuit_core.patching import activation_patching, paired_dataset
+    from ui.background import PATCH_NOISE, PATH_CLASS
+
+    at = app("pages/1_Circuit_editor.py")
+    at.selectbox(key="edit_metric").set_value(PATCH_NOISE).run()
+    job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "patching")
+    assert job.wait(120) and job.error is None
+    at.run()
+    assert not at.exception and not at.error
+    # the map is an independent computation's
+    model = load_model("demo", device="cpu")
+    direct = activation_patching(model, paired_dataset(model, Methodology()), "noise")
+    assert torch_allclose(job.result.effects, direct.effects)
+    history = at.session_state["history::demo::preset: ioi-demo"]
+    before = set(history.current.heads)
+    at.number_input(key="patch_k").set_value(2).run()
+    next(b for b in at.button if b.key == "patch_add").click().run()
+    added = set(history.current.heads) - before
+    assert len(added) == 2 and not at.exception
+    position = at.selectbox(key=f"patch_position::{at.selectbox(key='edit_class').value}").value
+    effects = direct.effects[..., direct.roles.index(position)]
+    outside = sorted((float(effects[l, h]), (l, h)) for l in range(4) for h in range(4) if (l, h) not in before)
+    assert added == {h for _, h in outside[-2:]}  # the two strongest outside the circuit
+    next(b for b in at.button if b.label.startswith("↶")).click().run()
+    assert set(history.current.heads) == before  # one edit: one undo
+    at.selectbox(key="edit_metric").set_value(PATH_CLASS).run()
+    path = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "path")
+    assert path.wait(120) and path.error is None
+    at.run()
+    assert not at.exception and not at.error
+
+
+def torch_allclose(a, b):
+    import torch
+
+    return torch.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)

@@ -9,6 +9,12 @@ from circuit_core.heads import ABLATION, ablation_effects
 from ui import jobs
 from ui.state import Context, circuit_json, role_scores
 
+PATCH_NOISE = "activation patching: corrupt one head (noise)"
+PATCH_DENOISE = "activation patching: restore one head (denoise)"
+PATH_CLASS = "path patching into the target class's heads"
+PATH_LOGITS = "path patching to the logits (direct effect)"
+PATCHING = (PATCH_NOISE, PATCH_DENOISE, PATH_CLASS, PATH_LOGITS)
+
 ROLE_METRICS = ["direct effect", "previous token", "duplicate token", "induction", "attn END→IO", "attn END→S1",
                 "attn END→S2", "attn S2→S1"]
 
@@ -18,7 +24,7 @@ def background_metrics(task_roles: list[str] | None = None) -> list[str]:
     from circuit_core.heads import attention_pairs
 
     attention = list(attention_pairs(list(task_roles))) if task_roles else [m for m in ROLE_METRICS if m.startswith("attn")]
-    return [ESTIMATE, EXACT, ABLATION] + [m for m in ROLE_METRICS if not m.startswith("attn")] + attention
+    return [ESTIMATE, EXACT, ABLATION, *PATCHING] + [m for m in ROLE_METRICS if not m.startswith("attn")] + attention
 
 
 def background_caption(metric: str, target: str) -> str:
@@ -29,6 +35,15 @@ def background_caption(metric: str, target: str) -> str:
         EXACT: f"exact change of F(C) if the head were clicked (into / out of '{target}'): one evaluation per head.",
         ABLATION: "F(M without the head, ablated everywhere) − F(M); blue cells hurt the task when removed.",
         "direct effect": "the head's direct contribution to logit[IO] − logit[S] at END.",
+        PATCH_NOISE: "share of F(clean) − F(corrupted) lost when this head's output at the chosen position "
+                     "is taken from the prompt's corrupted twin (1: it alone carries the behaviour).",
+        PATCH_DENOISE: "share of F(clean) − F(corrupted) restored when this head's clean output at the chosen "
+                       "position is put into the corrupted run (1: it alone restores the behaviour).",
+        PATH_CLASS: f"share of F(clean) − F(corrupted) that flows from this head into the queries, keys and values "
+                    f"of '{target}' (at its position) alone, every other head frozen (Wang et al.'s path patching); "
+                    "heads in or after the receivers' first layer have no such path (shown as 0).",
+        PATH_LOGITS: "share of F(clean) − F(corrupted) that flows from this head straight to the logits (through "
+                     "MLPs only, every other head frozen).",
     }.get(metric, f"{metric} score of each head.")
 
 
@@ -42,10 +57,48 @@ def agreement_note(ctx: Context, ev, target: str) -> str | None:
     return f"Estimate against exact values for this circuit: Spearman ρ = {rho:.2f} over {len(exact.result)} heads."
 
 
-def background(ctx: Context, ev, metric: str, target: str) -> tuple[jobs.Job | None, pd.DataFrame | None]:
+def patching_job(ctx: Context, metric: str, target: str) -> jobs.Job:
+    """The patching result behind `metric`: it depends on the prompts, not on the circuit being edited
+    (path patching into a class: on that class's heads), so edits reuse it."""
+    from circuit_core import patching as pt
+
+    model, meth = ctx.model, ctx.methodology
+    key_meth = (meth.task, meth.n, meth.seed, meth.mode, meth.prepend_bos)
+    if metric in (PATCH_NOISE, PATCH_DENOISE):
+        direction = "noise" if metric == PATCH_NOISE else "denoise"
+        return jobs.start(("patching", ctx.model_key, key_meth, direction), f"Activation patching ({direction})",
+                          lambda job: pt.activation_patching(model, pt.paired_dataset(model, meth), direction,
+                                                             seed=meth.seed, progress=job.progress,
+                                                             should_stop=job.should_stop))
+    if metric == PATH_LOGITS:
+        receivers, role, what = "logits", None, "the logits"
+    else:
+        cls = next(c for c in ctx.circuit.classes if c.name == target)
+        receivers, role = sorted(cls.heads), None if cls.position == "*" else cls.position
+        what = f"'{target}'"
+    return jobs.start(("path", ctx.model_key, key_meth, str(receivers), role), f"Path patching into {what}",
+                      lambda job: pt.path_patching(model, pt.paired_dataset(model, meth), receivers, "qkv", role,
+                                                   seed=meth.seed, progress=job.progress, should_stop=job.should_stop))
+
+
+def patching_scores(result, position: str) -> pd.DataFrame:
+    """layer, head, score, lo, hi of a patching result (activation patching: at `position`)."""
+    frame = result.frame()
+    if result.kind == "activation":
+        frame = frame[frame.position == position]
+    return frame.rename(columns={"effect": "score"}).fillna({"score": 0.0})[["layer", "head", "score", "lo", "hi"]]
+
+
+def background(ctx: Context, ev, metric: str, target: str, position: str = "*") -> tuple[jobs.Job | None, pd.DataFrame | None]:
     """(the job computing it, or None; the scores once there): a frame of layer, head, score."""
     cj = circuit_json(ctx.circuit)
     base = (ctx.model_key, ctx.methodology)
+    if metric in PATCHING:
+        job = patching_job(ctx, metric, target)
+        job.wait(1.0)
+        if job.running or job.result is None:
+            return job, None
+        return job, patching_scores(job.result, position)
     if metric in ROLE_METRICS or metric.startswith("attn "):
         scores = role_scores(*base)
         return None, scores[scores.metric == metric]

@@ -28,7 +28,9 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
         x=alt.X("head:O", title="head"),
         y=alt.Y("layer:O", title="layer", sort="descending"),
         tooltip=[alt.Tooltip("label:N", title="head"), alt.Tooltip("class:N"), alt.Tooltip("position:N"),
-                 alt.Tooltip("score:Q", title=metric, format=".3f")],
+                 alt.Tooltip("score:Q", title=metric, format=".3f")]
+        + ([alt.Tooltip("lo:Q", title="95% interval from", format=".3f"), alt.Tooltip("hi:Q", title="to", format=".3f")]
+           if {"lo", "hi"} <= set(cells.columns) else []),
     )
     lim = float(cells.score.abs().max() or 1.0)
     if float(cells.score.min()) >= 0:  # attention, role scores: a sequential scale from 0
