@@ -147,20 +147,29 @@ class _Runner:
             x = b.mlp(layer, x + out)
         return {"resid": resid, "z": zs, "attn_out": outs, "final": x}
 
-    def metric(self, x: torch.Tensor, rows) -> torch.Tensor:
-        """Logit difference at END of each prompt: x [P, S, d] for prompts `rows` (repeated blocks ok)."""
-        end, direction, bias = self.end[rows], self.direction[rows], self.bias[rows]
-        reps = len(x) // len(end)
-        end, direction, bias = end.repeat(reps), direction.repeat(reps, 1), bias.repeat(reps)
-        x_end = x[torch.arange(len(x), device=x.device), end]
+    def _ends(self, x: torch.Tensor, rows) -> torch.Tensor:
+        """END of each row of x [P', ...] holding prompts `rows` once or repeated in blocks."""
+        return self.end[rows].repeat(len(x) // len(self.end[rows]))
+
+    def metric(self, x: torch.Tensor, rows, at_end: bool = False) -> torch.Tensor:
+        """Logit difference at END of each prompt: x [P, S, d] (or [P, d] at END already) for prompts
+        `rows` (repeated blocks ok)."""
+        reps = len(x) // len(self.end[rows])
+        direction, bias = self.direction[rows].repeat(reps, 1), self.bias[rows].repeat(reps)
+        x_end = x if at_end else x[torch.arange(len(x), device=x.device), self._ends(x, rows)]
         return self.blocks.readout(x_end, direction, bias).double()
 
-    def onward(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """Run layers start.. on residual x; returns the final residual."""
+    def onward(self, x: torch.Tensor, start: int, rows) -> torch.Tensor:
+        """Run layers start.. on residual x [P, S, d]; returns the final residual at END, [P, d]. The last
+        layer runs at END only: nothing else reaches the metric."""
         b = self.blocks
-        for layer in range(start, self.L):
+        for layer in range(start, self.L - 1):
             x = b.mlp(layer, x + b.attn_out(layer, b.attend(layer, x, None)))
-        return x
+        if start == self.L:
+            return x[torch.arange(len(x), device=x.device), self._ends(x, rows)]
+        end = self._ends(x, rows)
+        z = b.attend_at(self.L - 1, x, end, None)  # [P, H, d]
+        return b.mlp(self.L - 1, x[torch.arange(len(x), device=x.device), end] + b.attn_out(self.L - 1, z))
 
 
 def _positions_mask(dataset, role: str, rows, seq: int, device) -> torch.Tensor:
@@ -227,10 +236,12 @@ def _activation_blocks(model, dataset, direction, roles, max_batch, progress, sh
                     # batch k patches head k only: mask [H(batch), P, S, H(head)]
                     mask = eye[:, None, None, :] & where[None, :, :, None]
                     z = torch.where(mask[..., None], z_src[None], z_base[None]).flatten(0, 1)  # [H*P, S, H, d]
-                    x = base["resid"][layer].repeat(H, 1, 1)
-                    x = model.blocks.mlp(layer, x + model.blocks.attn_out(layer, z))
-                    x = r.onward(x, layer + 1)
-                    patched[layer, :, i, rows] = r.metric(x, dev_rows).view(H, P).cpu()
+                    x = base["resid"][layer].repeat(H, 1, 1) + model.blocks.attn_out(layer, z)
+                    if layer == L - 1:  # the last layer: only END reaches the metric
+                        x = model.blocks.mlp(layer, x[torch.arange(len(x), device=r.device), r._ends(x, dev_rows)])
+                    else:
+                        x = r.onward(model.blocks.mlp(layer, x), layer + 1, dev_rows)
+                    patched[layer, :, i, rows] = r.metric(x, dev_rows, at_end=True).view(H, P).cpu()
                     done += 1
                     if progress is not None:
                         progress(done, total)
@@ -358,7 +369,7 @@ def path_patching(model, dataset, receivers, receiver_input: str = "qkv", receiv
                 else:
                     # (c) the clean run, with only the receivers' inputs taken from (b)
                     y = clean["resid"][first].repeat(H, 1, 1)
-                    for j in range(first, L):
+                    for j in range(first, L):  # receivers may sit in the last layer: all positions, kept simple
                         z = b.attend(j, y, None)
                         heads = [h for l, h in receivers if l == j]
                         if heads:
