@@ -12,7 +12,7 @@ from ui.charts import OUT_OF_CIRCUIT, head_grid, style
 from ui.headline import faithfulness_of, figures_or_last, headline
 from ui import jobs
 from circuit_core.attribution import ESTIMATE, EXACT
-from ui.background import (PATCH_DENOISE, PATCH_NOISE, PATCHING, agreement_note, background, background_caption,
+from ui.background import (PATCH_DENOISE, PATCH_N, PATCH_NOISE, PATCHING, agreement_note, background, background_caption,
                            background_metrics)
 from ui.state import AlreadySaved, methodology_caption, require_evaluator, save_circuit, sidebar
 
@@ -76,14 +76,21 @@ with left:
     metric = c2.selectbox("Background", metrics, key="edit_metric",
                           help="What colours each cell. The estimate costs one pass and follows every edit; "
                                "exact values and ablation effects run in the background with progress.")
-    position = "*"
-    if metric in (PATCH_NOISE, PATCH_DENOISE):  # one map per position: the target class's by default
-        cls_pos = next(c.position for c in circuit.classes if c.name == target)
-        options = list(task_roles(ctx.methodology.task)) + ["*"]
-        position = st.selectbox("Patched position", options, index=options.index(cls_pos) if cls_pos in options else 0,
-                                key=f"patch_position::{target}", help="Where the head's output is patched: "
-                                "one of the task's positions, or * for every position at once.")
-    job, scores = background(ctx, ev, metric, target, position)
+    position, patch_n = "*", PATCH_N
+    if metric in PATCHING:
+        p1, p2 = st.columns(2)
+        patch_n = int(p1.number_input("Prompt pairs patched", 4, ctx.methodology.n, min(PATCH_N, ctx.methodology.n),
+                                      key="patch_n", help="Prompts drawn with the sidebar.s task and seed, each with its "
+                                      "corrupted twin. Every head and position costs a partial forward pass of them: "
+                                      "on a CPU, GPT-2 small takes minutes at 20 (see the README)."))
+        if metric in (PATCH_NOISE, PATCH_DENOISE):  # one map per position: the target class's by default
+            cls_pos = next(c.position for c in circuit.classes if c.name == target)
+            options = list(task_roles(ctx.methodology.task)) + ["*"]
+            position = p2.selectbox("Patched position", options,
+                                    index=options.index(cls_pos) if cls_pos in options else 0,
+                                    key=f"patch_position::{target}", help="Where the head's output is patched: "
+                                    "one of the task's positions, or * for every position at once.")
+    job, scores = background(ctx, ev, metric, target, position, patch_n)
     if scores is None:  # still computing: the grid stays clickable, on a neutral background
         scores = pd.DataFrame({"layer": [l for l in range(ctx.model.n_layers) for _ in range(ctx.model.n_heads)],
                                "head": [h for _ in range(ctx.model.n_layers) for h in range(ctx.model.n_heads)],

@@ -57,12 +57,15 @@ def agreement_note(ctx: Context, ev, target: str) -> str | None:
     return f"Estimate against exact values for this circuit: Spearman ρ = {rho:.2f} over {len(exact.result)} heads."
 
 
-def patching_job(ctx: Context, metric: str, target: str) -> jobs.Job:
-    """The patching result behind `metric`: it depends on the prompts, not on the circuit being edited
-    (path patching into a class: on that class's heads), so edits reuse it."""
+PATCH_N = 20  # prompt pairs patched by default: every head and position costs a partial forward pass each
+
+
+def patching_job(ctx: Context, metric: str, target: str, n: int = PATCH_N) -> jobs.Job:
+    """The patching result behind `metric` on the first `n` prompt pairs: it depends on the prompts,
+    not on the circuit being edited (path patching into a class: on that class's heads), so edits reuse it."""
     from circuit_core import patching as pt
 
-    model, meth = ctx.model, ctx.methodology
+    model, meth = ctx.model, ctx.methodology.replace(n=n)
     key_meth = (meth.task, meth.n, meth.seed, meth.mode, meth.prepend_bos)
     if metric in (PATCH_NOISE, PATCH_DENOISE):
         direction = "noise" if metric == PATCH_NOISE else "denoise"
@@ -89,12 +92,13 @@ def patching_scores(result, position: str) -> pd.DataFrame:
     return frame.rename(columns={"effect": "score"}).fillna({"score": 0.0})[["layer", "head", "score", "lo", "hi"]]
 
 
-def background(ctx: Context, ev, metric: str, target: str, position: str = "*") -> tuple[jobs.Job | None, pd.DataFrame | None]:
+def background(ctx: Context, ev, metric: str, target: str, position: str = "*",
+               patch_n: int = PATCH_N) -> tuple[jobs.Job | None, pd.DataFrame | None]:
     """(the job computing it, or None; the scores once there): a frame of layer, head, score."""
     cj = circuit_json(ctx.circuit)
     base = (ctx.model_key, ctx.methodology)
     if metric in PATCHING:
-        job = patching_job(ctx, metric, target)
+        job = patching_job(ctx, metric, target, patch_n)
         job.wait(1.0)
         if job.running or job.result is None:
             return job, None
