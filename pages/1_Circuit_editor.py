@@ -80,7 +80,7 @@ with left:
     if metric in PATCHING:
         p1, p2 = st.columns(2)
         patch_n = int(p1.number_input("Prompt pairs patched", 4, ctx.methodology.n, min(PATCH_N, ctx.methodology.n),
-                                      key="patch_n", help="Prompts drawn with the sidebar.s task and seed, each with its "
+                                      key="patch_n", help="Prompts drawn with the sidebar's task and seed, each with its "
                                       "corrupted twin. Every head and position costs a partial forward pass of them: "
                                       "on a CPU, GPT-2 small takes minutes at 20 (see the README)."))
         if metric in (PATCH_NOISE, PATCH_DENOISE):  # one map per position: the target class's by default
