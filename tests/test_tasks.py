@@ -1,0 +1,104 @@
+"""Tasks beyond IOI: prompts in the documented format, positions on the right tokens, twins aligned,
+answers single tokens; a tiny model trained on the task in a fixture does it, and the criteria run."""
+import re
+
+import pytest
+import torch
+
+from circuit_core.ablation import Methodology
+from circuit_core.circuit import Circuit, CircuitClass, CircuitError
+from circuit_core.criteria import faithfulness
+from circuit_core.evaluate import Evaluator
+from circuit_core.tasks import REGISTRY, TaskError, build_dataset, get_task, task_roles
+from circuit_core.tasks import colored_objects as co
+from circuit_core.toy import gpt2_tokenizer, task_vocabulary, word_level_tokenizer
+
+TOKENIZERS = {"gpt2": gpt2_tokenizer, "word-level": lambda: word_level_tokenizer(task_vocabulary("colored-objects"))}
+
+
+@pytest.fixture(scope="module", params=list(TOKENIZERS))
+def tok(request):
+    return TOKENIZERS[request.param]()
+
+
+def test_registered_with_its_positions():
+    t = get_task("colored-objects")
+    assert "colored-objects" in REGISTRY and t.roles == ("COLOR", "OBJECT", "QUERY", "END") and t.modes == ("mixed",)
+
+
+def test_colored_objects_prompts_follow_the_papers_format(tok):
+    ds = build_dataset("colored-objects", tok, n=30, seed=4)
+    assert ds.task == "colored-objects" and ds.paired and torch.bincount(ds.groups).tolist() == [5] * 6
+    for i in range(ds.n):
+        text, twin = ds.prompts[i], ds.reference_prompts[i]
+        example, query = text.split("\nQ: ")
+        assert example.startswith("Q: On the ") and query.endswith("?\nA:") and "What color is the " in query
+        asked = query.split("What color is the ")[1].split("?")[0]
+        items = query.split(". What")[0]  # "On the desk, I see a red pen, an orange cup, and a blue ball"
+        assert re.fullmatch(r"On the (table|desk|floor), (there is|you see|I see) an? \w+ \w+, an? \w+ \w+, and an? \w+ \w+",
+                            items), items
+        colours = {obj: col for art, col, obj in re.findall(r"\b(an?) (\w+) (\w+)(?=,|$)", items)}
+        assert all((art == "an") == (col[0] in "aeiou") for art, col, _ in re.findall(r"\b(an?) (\w+) (\w+)(?=,|$)", items))
+        assert len(colours) == 3 and set(colours.values()) <= set(co.COLORS)
+        ex_objects = {w.strip(",.?") for w in example.split()} & set(co.OBJECTS)
+        assert not (ex_objects & set(colours)) and len(ex_objects) == 3  # no shared object
+        ex_answer = example.split("\nA: ")[1]
+        ex_asked = example.split("What color is the ")[1].split("?")[0]
+        assert ex_answer == [c.capitalize() for c in co.COLORS if f" {c} {ex_asked}" in example][0]
+        # positions point at the right tokens
+        word = lambda role: tok.decode([int(ds.tokens[i, ds.positions[role][i]])])
+        assert word("COLOR") == " " + colours[asked] and word("OBJECT") == " " + asked
+        assert word("QUERY") == " " + asked and word("END") == ":" and ds.positions["END"][i] == ds.lengths[i] - 1
+        # the twin asks another object of the same list, token for token aligned
+        twin_asked = twin.split("What color is the ")[-1].split("?")[0]
+        assert twin_asked in colours and twin_asked != asked
+        assert twin.replace(f"the {twin_asked}?", f"the {asked}?") == text
+        differ = (ds.tokens[i] != ds.reference_tokens[i]).nonzero().flatten().tolist()
+        assert differ == [int(ds.positions["QUERY"][i])]
+        assert tok.decode([int(ds.answer_tokens[i, 0])]) == " " + colours[asked].capitalize()
+        assert tok.decode([int(ds.answer_tokens[i, 1])]) == " " + colours[twin_asked].capitalize()
+
+
+def test_colored_objects_groups_references_and_seeds(tok):
+    ds = build_dataset("colored-objects", tok, n=24, seed=1)
+    for g in ds.groups.unique():
+        rows = (ds.groups == g).nonzero().flatten()
+        for role in ds.roles:  # a group shares its layout: per-group means line up
+            assert ds.positions[role][rows].unique().numel() == 1
+    drawn = build_dataset("colored-objects", tok, n=24, seed=1, ref_per_group=5)
+    assert drawn.prompts == ds.prompts and torch.bincount(drawn.reference_groups).tolist() == [5] * 6
+    assert build_dataset("colored-objects", tok, n=24, seed=1).prompts == ds.prompts
+    assert build_dataset("colored-objects", tok, n=24, seed=2).prompts != ds.prompts
+    with pytest.raises(TaskError, match="mode"):
+        build_dataset("colored-objects", tok, n=4, mode="ABBA")
+
+
+def test_too_few_single_token_words_is_a_clear_error():
+    tok = word_level_tokenizer([w for w in task_vocabulary("colored-objects") if w.strip().lower() not in co.COLORS[:4]])
+    with pytest.raises(TaskError, match="6 colours"):
+        build_dataset("colored-objects", tok, n=4)
+
+
+def test_circuit_files_name_the_task_and_its_positions():
+    c = Circuit("co", [CircuitClass("colour movers", "END", [(1, 0)]), CircuitClass("finders", "QUERY", [(0, 2)])],
+                task="colored-objects")
+    c.validate(2, 4, task_roles("colored-objects"), task="colored-objects")
+    with pytest.raises(CircuitError):
+        c.validate(2, 4, task_roles("ioi"), task="ioi")
+    with pytest.raises(CircuitError):
+        Circuit("bad", [CircuitClass("x", "S2", [(0, 0)])], task="colored-objects").validate(
+            2, 4, task_roles("colored-objects"), task="colored-objects")
+
+
+def test_a_tiny_trained_model_does_colored_objects(colored_objects_model):
+    model = colored_objects_model
+    meth = Methodology(task="colored-objects", n=60, seed=5, ref_per_group=10, ref_replicates=2, bootstrap=300)
+    ds = build_dataset("colored-objects", model.tokenizer, **meth.dataset_kwargs())
+    assert co.accuracy(model, ds) > 0.5  # chance among 8 colours: 1/8
+    ev = Evaluator(model, ds, meth)
+    whole = Circuit("all", [CircuitClass("all", "*", [(l, h) for l in range(model.n_layers)
+                                                      for h in range(model.n_heads)])], task="colored-objects")
+    r = faithfulness(ev, whole)
+    assert r.F_circuit == pytest.approx(r.F_model) and r.F_model > 1
+    assert r.intervals["F_model"][0] > 0
+    assert r.F_empty < r.F_model / 2  # the heads carry it
