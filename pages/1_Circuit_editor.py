@@ -187,6 +187,44 @@ with right:
                 except CircuitError as e:
                     st.error(str(e))
 
+    with st.expander("Let discovery propose a circuit"):
+        st.caption("Greedy pruning under the sidebar's methodology (circuit_core/discover.py): every head at the "
+                   "position where it restores F(M) best, or the strongest heads of activation patching, then "
+                   "heads removed while F(C)/F(M) stays within the threshold. A hypothesis to validate.")
+        d1, d2 = st.columns(2)
+        threshold = d1.number_input("Threshold", 0.5, 1.0, 0.8, step=0.05, key="disc_threshold",
+                                    help="Keep threshold ≤ F(C)/F(M) ≤ 2 − threshold while pruning.")
+        start_k = int(d2.number_input("Start from the K strongest patched heads (0: every head)", 0,
+                                      ctx.model.n_layers * ctx.model.n_heads, 0, key="disc_start",
+                                      help="Activation patching (noise, 20 prompt pairs) first: far fewer "
+                                           "evaluations on a large model."))
+        if st.button("Propose", key="disc_go") or jobs.get(("discover", ctx.model_key, ctx.methodology, threshold, start_k)):
+            from circuit_core.discover import discover
+            from circuit_core.patching import activation_patching, paired_dataset, start_from_patching
+
+            def propose(job, model=ctx.model, meth=ctx.methodology):
+                start = None
+                if start_k:
+                    result = activation_patching(model, paired_dataset(model, meth.replace(n=min(PATCH_N, meth.n))),
+                                                 "noise", should_stop=job.should_stop)
+                    start = start_from_patching(result, top_k=start_k)
+                return discover(ev, threshold, job.progress, job.should_stop, start=start)
+
+            djob = jobs.start(("discover", ctx.model_key, ctx.methodology, threshold, start_k), "Discovering a circuit",
+                              propose)
+            found = jobs.show(djob, wait=1.0)
+            if found is not None:
+                st.markdown(f"**{len(found.circuit.heads)} heads** in {len(found.circuit.classes)} classes: "
+                            + "; ".join(f"{c.name} at {c.position}: {', '.join(f'{l}.{h}' for l, h in c.heads)}"
+                                        for c in found.circuit.classes)
+                            + f". F(C)/F(M) {found.ratio:.3f} on these prompts ({found.n_node_sets} node sets).")
+                if st.button("Edit this circuit", key="disc_take", help="It replaces the circuit being edited as one "
+                             "edit: Undo brings the previous one back."):
+                    try:
+                        commit(found.circuit)
+                    except CircuitError as e:
+                        st.error(str(e))
+
     st.subheader("Save")
     name_key, ask_key, said_key = (f"save-name-{ctx.circuit_key}", f"save-ask::{ctx.circuit_key}",
                                    f"save-said::{ctx.circuit_key}")

@@ -179,3 +179,20 @@ def torch_allclose(a, b):
     import torch
 
     return torch.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_discovery_proposes_a_circuit_the_editor_can_take():
+    at = app("pages/1_Circuit_editor.py")
+    at.number_input(key="disc_start").set_value(3).run()
+    next(b for b in at.button if b.key == "disc_go").click().run()
+    job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "discover")
+    assert job.wait(300) and job.error is None, job.error
+    at.run()
+    assert not at.exception and not at.error
+    found = job.result
+    assert "started from 3 heads" in found.circuit.notes
+    next(b for b in at.button if b.key == "disc_take").click().run()
+    history = at.session_state["history::demo::preset: ioi-demo"]
+    assert history.current.to_dict() == found.circuit.to_dict()
+    next(b for b in at.button if b.label.startswith("↶")).click().run()
+    assert history.current.name != found.circuit.name or history.current.to_dict() != found.circuit.to_dict()
