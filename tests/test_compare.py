@@ -198,3 +198,42 @@ def test_compare_page_takes_an_imported_eap_ig_graph():
     assert table.set_index("circuit").loc["B", "AUC"] == pytest.approx(compare.roc(
         demo, imported.head_scores, 4, 4).auc)
     assert any("every position" in c.value for c in at.caption)
+
+
+@pytest.fixture(scope="module")
+def two_task_model_dir(tmp_path_factory):
+    """A random toy model whose vocabulary covers IOI and Colored Objects."""
+    from circuit_core.toy import save_random_gpt2, task_vocabulary
+
+    folder = tmp_path_factory.mktemp("two-tasks")
+    save_random_gpt2(folder, n_layer=2, n_head=4, n_embd=32, words=task_vocabulary("ioi", "colored-objects"),
+                     n_positions=96, seed=1)
+    return folder
+
+
+def test_compare_page_puts_circuits_of_two_tasks_side_by_side(two_task_model_dir):
+    from circuit_core.interchange import Imported
+
+    ioi = Circuit("IOI", [CircuitClass("name mover", "END", [(1, 0), (1, 1)]),
+                          CircuitClass("s-inhibition", "END", [(0, 2)])], task="ioi")
+    colours = Circuit("CO", [CircuitClass("colour mover", "END", [(1, 0), (1, 3)]),
+                             CircuitClass("finder", "QUERY", [(0, 2), (0, 0)])], task="colored-objects")
+    at = AppTest.from_file("../pages/5_Compare.py", default_timeout=300)
+    for k, v in {"model_choice": "local folder…", "model_folder": str(two_task_model_dir), "n": 20,
+                 "ref_per_group": 5, "ref_replicates": 0,
+                 "compare_uploads": {"uploaded: ioi": Imported(ioi), "uploaded: co": Imported(colours)},
+                 "compare_choice": ["uploaded: ioi", "uploaded: co"]}.items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at = finish_jobs(at)
+    assert not at.exception and not at.error
+    assert any(s.value == "Across tasks" for s in at.subheader)
+    cross = next(d.value for d in at.dataframe if "share_of_A" in getattr(d.value, "columns", []))
+    rows = cross.set_index("class")
+    assert rows.loc["name mover", "share_of_A"] == 0.5 and rows.loc["s-inhibition", "B_classes"] == "finder (QUERY)"
+    assert rows.loc[compare.ALL_HEADS, "jaccard"] == pytest.approx(2 / 5)  # {1.0, 0.2} of five heads
+    listed = next(d.value for d in at.dataframe if "task" in getattr(d.value, "columns", []))
+    assert list(listed.task) == ["ioi", "colored-objects"]
+    criteria = next(d.value for d in at.dataframe if "F(C)/F(M)" in getattr(d.value, "columns", []))
+    assert len(criteria) == 2  # each on its own task's prompts

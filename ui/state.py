@@ -128,8 +128,9 @@ def whole_model_circuit(model, task: str) -> Circuit:
     return Circuit(name=f"{task}: every head", task=task, classes=[CircuitClass("all heads", ALL_POSITIONS, heads)])
 
 
-def default_circuit_choice(model, files: dict[str, Path]) -> str:
-    """The preset made for this model (its `model` field), else the first one."""
+def default_circuit_choice(model, files: dict[str, Path], task: str = "ioi") -> str:
+    """The preset made for this model (its `model` field), else the first that fits it, else the
+    whole-model start: a first view is never an error about a circuit the user did not pick."""
     want = "demo" if model.source == "demo" else model.name
     for key, path in files.items():
         try:
@@ -137,7 +138,13 @@ def default_circuit_choice(model, files: dict[str, Path]) -> str:
                 return key
         except (OSError, ValueError):
             continue
-    return next(iter(files))
+    for key, path in files.items():
+        try:
+            _load(path).validate(model.n_layers, model.n_heads, task_roles(task), task=task)
+            return key
+        except (CircuitError, TaskError):
+            continue
+    return WHOLE_MODEL
 
 
 class AlreadySaved(CircuitError):
@@ -362,7 +369,7 @@ def sidebar() -> Context:
         st.session_state["circuit_choice"] = pending
     options = list(files) + list(uploads) + [WHOLE_MODEL]
     if st.session_state.get("circuit_choice") not in options:
-        st.session_state["circuit_choice"] = default_circuit_choice(model, files) if files else WHOLE_MODEL
+        st.session_state["circuit_choice"] = default_circuit_choice(model, files, task)
     key = sb.selectbox("Circuit", options, key="circuit_choice")
     for note in st.session_state.pop("_import_notes", []):
         sb.info(note)
