@@ -173,7 +173,7 @@ def with_class(**changes):
 
 
 @pytest.mark.parametrize("obj,message", [
-    ({**GOOD, "task": "greater-than"}, "'task' is 'greater-than', which is not a known task (known: ioi, colored-objects)"),
+    ({**GOOD, "task": "greater-than"}, "'task' is 'greater-than', which is not a known task (known: ioi, colored-objects, acronyms)"),
     ({**GOOD, "task": 7}, "'task' is 7, which is not a known task"),
     (with_class(heads=[[True, False]]), "Head [true, false] is not [layer, head] with two whole numbers"),
     (with_class(heads=[[1.0, 2]]), "is not [layer, head]"),

@@ -134,3 +134,64 @@ def test_criteria_and_patching_run_on_colored_objects(co_toy):
     assert result.roles == ["COLOR", "OBJECT", "QUERY", "END", "*"] and result.task == "colored-objects"
     # the twin differs only at QUERY: patching any head anywhere before it changes nothing
     assert torch.allclose(result.effects[:, :, :2], torch.zeros(2, 4, 2), atol=1e-5)
+
+
+# --- acronyms ---------------------------------------------------------------------------------------------
+from circuit_core.tasks import acronyms as ac  # noqa: E402
+
+ACRO_TOKENIZERS = {"gpt2": gpt2_tokenizer, "word-level": lambda: word_level_tokenizer(task_vocabulary("acronyms"))}
+
+
+@pytest.mark.parametrize("which", list(ACRO_TOKENIZERS))
+def test_acronyms_follow_the_papers_layout(which):
+    tok = ACRO_TOKENIZERS[which]()
+    ds = build_dataset("acronyms", tok, n=40, seed=2)
+    assert ds.task == "acronyms" and ds.roles == list(ac.ROLES) and ds.tokens.shape == (40, 10)
+    if which == "gpt2":  # every listed word splits as ' ' + capital and one more token
+        assert ds.meta["dropped_words"] == []
+    for i in range(ds.n):
+        m = re.fullmatch(r"The ([A-Z][a-z]+) ([A-Z][a-z]+) ([A-Z][a-z]+) \(([A-Z])([A-Z])", ds.prompts[i])
+        assert m, ds.prompts[i]
+        words = m.groups()[:3]
+        assert m.group(4) == words[0][0] and m.group(5) == words[1][0] and len({w[0] for w in words}) == 3
+        piece = lambda role: tok.decode([int(ds.tokens[i, ds.positions[role][i]])])
+        assert [piece(r) for r in ("W1", "W2", "W3", "PAREN", "A1", "END")] == [
+            " " + words[0][0], " " + words[1][0], " " + words[2][0], " (", words[0][0], words[1][0]]
+        assert tok.decode(ds.tokens[i].tolist()) == ds.prompts[i]  # the ids spell the prompt
+        if which == "gpt2":
+            for k, w in enumerate(words):  # each word as GPT-2 itself splits it
+                assert ds.tokens[i, 1 + 2 * k: 3 + 2 * k].tolist() == tok.encode(" " + w, add_special_tokens=False)
+        twin = re.fullmatch(r"The ([A-Z])[a-z]+ ([A-Z])[a-z]+ ([A-Z])[a-z]+ \((..)", ds.reference_prompts[i]).groups()
+        assert all(t != w[0] for t, w in zip(twin, words))  # other capitals everywhere
+        assert tok.decode([int(ds.answer_tokens[i, 0])]) == words[2][0]
+        assert tok.decode([int(ds.answer_tokens[i, 1])]) == twin[2]
+    drawn = build_dataset("acronyms", tok, n=40, seed=2, ref_per_group=7)
+    assert drawn.prompts == ds.prompts and len(drawn.reference_tokens) == 7
+    with pytest.raises(TaskError, match="mode"):
+        build_dataset("acronyms", tok, n=4, mode="BABA")
+
+
+def test_acronyms_refuse_a_tokenizer_without_the_split():
+    tok = word_level_tokenizer(["The", " ("] + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))  # no word pieces
+    with pytest.raises(TaskError, match="6 letters"):
+        build_dataset("acronyms", tok, n=4)
+
+
+def test_criteria_and_patching_run_on_acronyms(tmp_path):
+    from circuit_core import patching as pt
+    from circuit_core.models import load_model
+    from circuit_core.toy import save_random_gpt2
+
+    save_random_gpt2(tmp_path, n_layer=2, n_head=4, n_embd=32, words=task_vocabulary("acronyms"), seed=3, init_std=0.3)
+    model = load_model(str(tmp_path), device="cpu")
+    meth = Methodology(task="acronyms", n=24, seed=5, ref_per_group=10, ref_replicates=2, bootstrap=200)
+    ev = Evaluator(model, build_dataset("acronyms", model.tokenizer, **meth.dataset_kwargs()), meth)
+    heads = [(l, h) for l in range(2) for h in range(4)]
+    r = faithfulness(ev, Circuit("all", [CircuitClass("all", "*", heads)], task="acronyms"))
+    assert r.F_circuit == pytest.approx(r.F_model)
+    movers = Circuit("movers", [CircuitClass("letter movers", "END", heads[4:]),
+                                CircuitClass("word readers", "W3", heads[:2])], task="acronyms")
+    movers.validate(2, 4, task_roles("acronyms"), task="acronyms")
+    assert faithfulness(ev, movers).F_circuit != pytest.approx(r.F_model)
+    result = pt.activation_patching(model, pt.paired_dataset(model, meth), "denoise", bootstrap=50)
+    assert result.roles == list(ac.ROLES) + ["*"]

@@ -10,7 +10,7 @@ import os
 
 from .base import Task, TaskDataset, TaskError
 
-MODULES = ("ioi", "colored_objects")  # tasks/<name>.py, each defining TASK
+MODULES = ("ioi", "colored_objects", "acronyms")  # tasks/<name>.py, each defining TASK
 
 REGISTRY: dict[str, Task] = {}
 
