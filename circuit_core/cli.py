@@ -457,7 +457,7 @@ def cmd_discover(args) -> int:
     if args.start_from_patching:  # the strongest heads of activation patching, each at its best position
         from .patching import activation_patching, paired_dataset, start_from_patching
 
-        result = activation_patching(model, paired_dataset(model, methodology), "noise",
+        result = activation_patching(model, paired_dataset(model, methodology), "noise", seed=args.seed,
                                      progress=progress_bar("activation patching"))
         start = start_from_patching(result, top_k=args.start_from_patching)
         print(f"Starting from {len(start)} heads of activation patching (noise): "
@@ -532,15 +532,26 @@ def cmd_patch(args) -> int:
 
     methodology = methodology_from(args)
     receivers = parse_receivers(args.receivers) if args.receivers else None
+    # Options that belong to the other kind of patching are refused, not ignored: a run costs minutes.
+    if receivers is None and (args.receiver_input or args.receiver_position):
+        raise UsageError("--receiver-input and --receiver-position are for path patching: add --receivers")
+    if receivers == "logits" and (args.receiver_input or args.receiver_position):
+        raise UsageError("--receivers logits reads the final residual at END: it takes no --receiver-input or "
+                         "--receiver-position")
+    if receivers is not None and args.direction:
+        raise UsageError("path patching always noises (a sender's corrupted output in the clean run): drop --direction")
+    if args.receiver_position and args.receiver_position not in task_roles(args.task):
+        raise UsageError(f"--receiver-position {snippet(args.receiver_position)} is not a position of task "
+                         f"{args.task} ({', '.join(task_roles(args.task))})")
     if Path(args.out).exists() and not args.overwrite:
         raise UsageError(f"{snippet(args.out)} exists; choose another --out, or pass --overwrite to replace it")
     model = open_model(args)
     dataset = paired_dataset(model, methodology)
     if receivers is None:
-        r = activation_patching(model, dataset, args.direction, bootstrap=args.bootstrap, seed=args.seed,
+        r = activation_patching(model, dataset, args.direction or "noise", bootstrap=args.bootstrap, seed=args.seed,
                                 progress=progress_bar("activation patching"))
     else:
-        r = path_patching(model, dataset, receivers, args.receiver_input, args.receiver_position,
+        r = path_patching(model, dataset, receivers, args.receiver_input or "qkv", args.receiver_position,
                           bootstrap=args.bootstrap, seed=args.seed, progress=progress_bar("path patching"))
     print(f"{'Path patching to ' + r.receivers if r.kind == 'path' else 'Activation patching (' + r.direction + ')'} "
           f"on {model.name}, task {r.task}, N={r.n}: F(clean) {r.F_clean:.3f}, F(corrupted) {r.F_corrupted:.3f}")
@@ -616,11 +627,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"prompt pairs, 1 to {MAX_N:,} (default 100)")
     p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="dataset and bootstrap seed (default 0)")
     p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
-    p.add_argument("--direction", choices=["noise", "denoise"], default="noise", help="activation patching (default noise)")
+    p.add_argument("--direction", choices=["noise", "denoise"], default=None, help="activation patching (default noise)")
     p.add_argument("--receivers", type=receivers_arg, default=None,
                    help="path patching: 'logits' or receiver heads, e.g. 7.3,8.6")
-    p.add_argument("--receiver-input", choices=["q", "k", "v", "qkv"], default="qkv")
-    p.add_argument("--receiver-position", default=None, help="patch the receivers' input at this position only")
+    p.add_argument("--receiver-input", choices=["q", "k", "v", "qkv"], default=None,
+                   help="path patching into heads: which of their inputs (default qkv)")
+    p.add_argument("--receiver-position", default=None,
+                   help="path patching into heads: patch their input at this position only (default: every position)")
     p.add_argument("--bootstrap", type=whole(1, 100_000), default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--device", type=device, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--out", type=output_file, required=True, help="write the result JSON here (a new file)")

@@ -10,16 +10,18 @@ logit difference at END; F_clean and F_corrupted are its means on the two prompt
     clean behaviour.
   - "noise" runs the clean prompts and puts in the corrupted z:
     effect = (F_clean − F_patched) / (F_clean − F_corrupted); 1 = that alone destroys it.
-- Path patching to receivers (Wang et al.'s method): sender h's output is taken from the corrupted
-  run while every other head is frozen to its clean output (MLPs recomputed); only the receivers'
-  inputs (queries, keys and/or values of chosen heads, or the final residual read by the unembedding:
-  "logits") see the change, and the model runs on from there. effect = (F_clean − F_patched) /
-  (F_clean − F_corrupted): the share of the clean − corrupted gap that flows along sender → receivers.
+- Path patching to receivers (Wang et al.'s method): (a) clean and corrupted runs; (b) sender h's
+  output taken from the corrupted run while every other head is frozen to its clean output (MLPs
+  recomputed); (c) the clean run again with only the receivers' inputs (queries, keys and/or values of
+  chosen heads, or the final residual read by the unembedding: "logits") taken from (b).
+  effect = (F_clean − F_patched) / (F_clean − F_corrupted): the share of the gap that flows along
+  sender → receivers. Senders in or after the earliest receiver's layer have no such path: NaN.
 
-Every cell has a 95% interval from a bootstrap over prompt pairs (numerator and denominator resampled
-together). The fast path runs the model's blocks (blocks.py) from the residual entering the patched
-layer, all heads of a layer stacked in one batch; models without blocks take hooked bridge passes
-(activation patching only).
+Every cell has a 95% interval from a bootstrap over prompt pairs (the pair is the unit: numerator and
+denominator resampled together). The fast path runs the model's blocks (blocks.py) from the residual
+entering the patched layer, with all heads of a layer stacked in one batch, and only from the first
+patched position on (causal attention: earlier positions keep the unpatched run's keys and values).
+Models without blocks take hooked bridge passes, which give the same numbers more slowly.
 """
 from __future__ import annotations
 
@@ -27,12 +29,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from .circuit import ALL_POSITIONS, Head, head_name
 from .evaluate import Cancelled
 
 DIRECTIONS = ("denoise", "noise")
 INPUTS = ("q", "k", "v", "qkv")
+LOGITS_BUDGET = 1 << 26  # hooked passes return full logits: at most this many floats (256 MB) per batch
 
 
 class PatchingError(ValueError):
@@ -77,7 +81,7 @@ class PatchingResult:
                 "settings": self.settings, "cells": self.frame().to_dict("records")}
 
 
-# --- data and intervals ------------------------------------------------------------------------------
+# --- data, intervals, progress ---------------------------------------------------------------------------
 def paired_dataset(model, methodology):
     """The methodology's prompts, each with its aligned corrupted twin (ref_per_group = 0)."""
     from .tasks import build_dataset
@@ -88,12 +92,13 @@ def paired_dataset(model, methodology):
 def _check_paired(dataset):
     if not dataset.paired:
         raise PatchingError("patching needs each prompt's corrupted twin: build the dataset with ref_per_group=0")
-    if not torch.equal(dataset.tokens.ne(dataset.reference_tokens).any(1), torch.ones(dataset.n, dtype=torch.bool)):
+    if not bool(dataset.tokens.ne(dataset.reference_tokens).any(1).all()):
         raise PatchingError("some corrupted twins equal their clean prompts: nothing to patch")
 
 
 def _boot_counts(n: int, draws: int, seed: int) -> torch.Tensor:
-    """[draws, n] multinomial counts: each row one bootstrap resample of the prompt pairs."""
+    """[draws, n] multinomial counts: each row one bootstrap resample of the prompt pairs. (completeness.py
+    draws the same in numpy, a row at a time; here every cell shares one weight matrix, so a matmul does it.)"""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, n, (draws, n), generator=gen)
     return torch.zeros(draws, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones(draws, n, dtype=torch.float64))
@@ -104,72 +109,64 @@ def _effects(patched: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor
     """Point effects [cells] and 95% intervals from per-prompt metrics: patched [cells, N]."""
     n = clean.numel()
     sign = 1.0 if direction == "denoise" else -1.0
-    base = corrupted if direction == "denoise" else clean
 
-    def ratio(p, c, k, b):
-        gap = c - k
-        return sign * (p - b) / gap
+    def ratio(p, c, k):  # denoise: (p - k) / (c - k); noise: (c - p) / (c - k)
+        return sign * (p - (k if direction == "denoise" else c)) / (c - k)
 
-    point = ratio(patched.mean(1), clean.mean(), corrupted.mean(), base.mean())
-    W = _boot_counts(n, draws, seed) / n  # [B, N]
+    point = ratio(patched.mean(1), clean.mean(), corrupted.mean())
+    W = _boot_counts(n, draws, seed) / n  # [B, N]: the same resampled pairs for every cell and both means
     pb, cb, kb = patched @ W.T, W @ clean, W @ corrupted  # [cells, B], [B], [B]
-    bb = kb if direction == "denoise" else cb
-    boots = ratio(pb, cb[None], kb[None], bb[None])
+    boots = ratio(pb, cb[None], kb[None])
+    if not len(boots):  # no cells (path patching into layer 0: no sender precedes it)
+        return point, point, point, _F_intervals(cb, kb)
     lo, hi = torch.nanquantile(boots, 0.025, dim=1), torch.nanquantile(boots, 0.975, dim=1)
-    F_int = {"clean": tuple(torch.quantile(cb, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()),
-             "corrupted": tuple(torch.quantile(kb, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist())}
-    return point, lo, hi, F_int
+    return point, lo, hi, _F_intervals(cb, kb)
 
 
-# --- the model, run from any layer ---------------------------------------------------------------------
-class _Runner:
-    """Forward passes of the model's blocks, on CPU or GPU, with the pieces patching needs."""
+def _F_intervals(cb: torch.Tensor, kb: torch.Tensor) -> dict:
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    return {"clean": tuple(torch.quantile(cb, q).tolist()), "corrupted": tuple(torch.quantile(kb, q).tolist())}
 
-    def __init__(self, model, dataset):
-        self.model, self.blocks = model, model.blocks
-        self.device = model.device
-        self.L, self.H = model.n_layers, model.n_heads
-        ds = dataset
-        self.end = ds.positions["END"].to(self.device)
-        self.direction, self.bias = (t.to(self.device) for t in self.blocks.answer_direction(ds.answer_tokens.to(self.device)))
 
-    def run(self, tokens: torch.Tensor) -> dict:
-        """Residual entering each layer, every head's z and attention output, and the metric."""
-        b = self.blocks
-        x = b.embed(tokens)
-        resid, zs, outs = [], [], []
-        for layer in range(self.L):
-            resid.append(x)
-            z = b.attend(layer, x, None)
-            out = b.attn_out(layer, z)
-            zs.append(z)
-            outs.append(out)
-            x = b.mlp(layer, x + out)
-        return {"resid": resid, "z": zs, "attn_out": outs, "final": x}
+def _result(kind: str, direction: str, roles: list[str], patched: torch.Tensor, clean: torch.Tensor,
+            corrupted: torch.Tensor, dataset, bootstrap: int, seed: int, settings: dict,
+            receivers: str = "") -> PatchingResult:
+    """Effects and intervals of per-prompt metrics patched [L, H, (R,) N]; rows of NaN (no path) stay NaN."""
+    if (clean.mean() - corrupted.mean()).abs() < 1e-9:
+        raise PatchingError("F(clean) equals F(corrupted): the corruption changes nothing, so no effect can be "
+                            "normalised by their difference")
+    n, shape = dataset.n, patched.shape[:-1]
+    flat = patched.reshape(-1, n)
+    has = ~flat.isnan().any(1)
+    out = [torch.full((len(flat),), float("nan"), dtype=torch.float64) for _ in range(3)]
+    *cells, F_int = _effects(flat[has], clean, corrupted, direction, bootstrap, seed)
+    for o, c in zip(out, cells):
+        o[has] = c
+    effects, lo, hi = (o.view(shape).float() for o in out)
+    settings = {"bootstrap": bootstrap, "seed": seed, "interval_method": "bootstrap over prompt pairs", **settings}
+    return PatchingResult(kind, direction, roles, effects, lo, hi, float(clean.mean()), float(corrupted.mean()),
+                          F_int, n, dataset.task, receivers, settings)
 
-    def _ends(self, x: torch.Tensor, rows) -> torch.Tensor:
-        """END of each row of x [P', ...] holding prompts `rows` once or repeated in blocks."""
-        return self.end[rows].repeat(len(x) // len(self.end[rows]))
 
-    def metric(self, x: torch.Tensor, rows, at_end: bool = False) -> torch.Tensor:
-        """Logit difference at END of each prompt: x [P, S, d] (or [P, d] at END already) for prompts
-        `rows` (repeated blocks ok)."""
-        reps = len(x) // len(self.end[rows])
-        direction, bias = self.direction[rows].repeat(reps, 1), self.bias[rows].repeat(reps)
-        x_end = x if at_end else x[torch.arange(len(x), device=x.device), self._ends(x, rows)]
-        return self.blocks.readout(x_end, direction, bias).double()
+class _Steps:
+    """Progress (done, total) after each batch; Cancelled before a batch once should_stop() says so."""
 
-    def onward(self, x: torch.Tensor, start: int, rows) -> torch.Tensor:
-        """Run layers start.. on residual x [P, S, d]; returns the final residual at END, [P, d]. The last
-        layer runs at END only: nothing else reaches the metric."""
-        b = self.blocks
-        for layer in range(start, self.L - 1):
-            x = b.mlp(layer, x + b.attn_out(layer, b.attend(layer, x, None)))
-        if start == self.L:
-            return x[torch.arange(len(x), device=x.device), self._ends(x, rows)]
-        end = self._ends(x, rows)
-        z = b.attend_at(self.L - 1, x, end, None)  # [P, H, d]
-        return b.mlp(self.L - 1, x[torch.arange(len(x), device=x.device), end] + b.attn_out(self.L - 1, z))
+    def __init__(self, progress, should_stop):
+        self.progress, self.should_stop, self.done, self.total = progress, should_stop, 0, 0
+
+    def before(self):
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled("patching cancelled")
+
+    def after(self):
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _chunks(n: int, per: int):
+    for start in range(0, n, per):
+        yield torch.arange(start, min(n, start + per))
 
 
 def _positions_mask(dataset, role: str, rows, seq: int, device) -> torch.Tensor:
@@ -180,123 +177,181 @@ def _positions_mask(dataset, role: str, rows, seq: int, device) -> torch.Tensor:
     return torch.arange(seq, device=device)[None, :] == pos[:, None]
 
 
-def _chunks(n: int, per: int):
-    for start in range(0, n, per):
-        yield torch.arange(start, min(n, start + per))
+# --- the model's blocks, run from any layer and position ------------------------------------------------
+def _attend(b, layer: int, x: torch.Tensor, s0: int = 0, prefix: torch.Tensor | None = None):
+    """z of every head [B, S', H, d] for the residual x [B, S', d] at positions s0..; the positions before s0
+    are unchanged, so their keys and values come from `prefix` [B, s0, 2, H, d]. Also returns k, v [B, S, H, d]."""
+    q, k, v = b.qkv(layer, x, None).unbind(2)  # each [B, S', H, d]
+    if s0:
+        k, v = torch.cat([prefix[:, :, 0], k], 1), torch.cat([prefix[:, :, 1], v], 1)
+        S = k.shape[1]
+        causal = torch.arange(S, device=x.device)[None, :] <= torch.arange(s0, S, device=x.device)[:, None]
+        z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           attn_mask=causal, scale=b.scale)
+    else:
+        z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True, scale=b.scale)
+    return z.transpose(1, 2), k, v
+
+
+class _Runner:
+    """Forward passes of the model's blocks with the pieces patching needs."""
+
+    def __init__(self, model, dataset):
+        self.b, self.device = model.blocks, model.device
+        self.L, self.H = model.n_layers, model.n_heads
+        self.end = dataset.positions["END"].to(self.device)
+        answers = dataset.answer_tokens.to(self.device)
+        self.direction, self.bias = (t.to(self.device) for t in self.b.answer_direction(answers))
+
+    def run(self, tokens: torch.Tensor) -> dict:
+        """Residual entering each layer, every head's z, keys and values, attention output; the final residual."""
+        b, x = self.b, self.b.embed(tokens)
+        out = {"resid": [], "z": [], "kv": [], "attn_out": []}
+        for layer in range(self.L):
+            z, k, v = _attend(b, layer, x)
+            o = b.attn_out(layer, z)
+            for key, val in zip(out, (x, z, torch.stack([k, v], 2), o)):
+                out[key].append(val)
+            x = b.mlp(layer, x + o)
+        out["final"] = x
+        return out
+
+    def metric(self, x_end: torch.Tensor, rows) -> torch.Tensor:
+        """Logit difference from the final residual at END [B, d] of prompts `rows` (repeated in blocks)."""
+        reps = len(x_end) // len(rows)
+        return self.b.readout(x_end, self.direction[rows].repeat(reps, 1), self.bias[rows].repeat(reps)).double()
+
+    def at_end(self, x: torch.Tensor, rows) -> torch.Tensor:
+        return x[torch.arange(len(x), device=x.device), self.end[rows]]
+
+    def onward(self, x: torch.Tensor, start: int, s0: int, kv: list, end: torch.Tensor) -> torch.Tensor:
+        """Layers start.. on the residual x [B, S', d] at positions s0.. (B: the chunk's prompts repeated in
+        blocks; kv: the unpatched run's keys and values per layer, [P, S, 2, H, d]; end: END - s0 per row).
+        The last layer runs at END only: nothing else reaches the metric. Returns the final residual at END."""
+        rows = torch.arange(len(x), device=x.device)
+        reps = len(x) // len(kv[0])
+        for layer in range(start, self.L):
+            z = _attend(self.b, layer, x, s0, kv[layer][:, :s0].repeat(reps, 1, 1, 1, 1))[0]
+            if layer == self.L - 1:
+                x, z = x[rows, end], z[rows, end]
+            x = self.b.mlp(layer, x + self.b.attn_out(layer, z))
+        return x if start < self.L else x[rows, end]
+
+
+# --- hooked bridge passes (architectures blocks.py does not describe) ------------------------------------
+def _hook_names(model, names: list[str]) -> list[str]:
+    missing = [x for x in names if x not in model.bridge.hook_dict]
+    if missing:  # the bridge would skip them silently
+        raise PatchingError(f"the model has no hook point(s) {', '.join(missing[:2])}; per-head patching is not "
+                            "supported for it")
+    return names
+
+
+def _hooked_per(model, dataset, batch_size: int) -> int:
+    """Prompts per hooked pass: H of them stacked per prompt, and full logits held in LOGITS_BUDGET."""
+    S, V = dataset.tokens.shape[1], int(getattr(model.bridge.cfg, "d_vocab", 50257))
+    return max(1, min(batch_size, LOGITS_BUDGET // (S * V)) // model.n_heads)
+
+
+def _hooked_run(model, dataset, tokens: torch.Tensor, rows, hooks=(), grab=()):
+    """Metric per row of tokens (prompts `rows`, repeated in blocks) from one hooked pass, and the
+    activations at hook points `grab` (after `hooks` changed them)."""
+    store = {}
+    keep = lambda act, hook: store.__setitem__(hook.name, act.detach().clone())
+    with model.lock, torch.no_grad():
+        logits = model.bridge.run_with_hooks(tokens.to(model.device), fwd_hooks=list(hooks) + [(g, keep) for g in grab])
+    reps = len(tokens) // len(rows)
+    end = dataset.positions["END"][rows].repeat(reps)
+    at = logits[torch.arange(len(logits)), end.to(logits.device)].double().cpu()
+    ans = dataset.answer_tokens[rows].repeat(reps, 1)
+    return at.gather(1, ans[:, :1])[:, 0] - at.gather(1, ans[:, 1:])[:, 0], store
+
+
+def _one_head_each(H: int, where: torch.Tensor) -> torch.Tensor:
+    """[H(batch), P, S, H(head), 1] bool: batch block k patches head k only, at `where` [P, S]."""
+    eye = torch.eye(H, dtype=torch.bool, device=where.device)
+    return (eye[:, None, None, :] & where[None, :, :, None])[..., None]
 
 
 # --- activation patching -------------------------------------------------------------------------------
 def activation_patching(model, dataset, direction: str = "denoise", roles: list[str] | None = None,
-                        max_batch: int = 512, bootstrap: int = 1000, seed: int = 0,
+                        batch_size: int = 512, bootstrap: int = 1000, seed: int = 0,
                         progress=None, should_stop=None) -> PatchingResult:
-    """Every head at every role (and "*"), patched alone; see the module doc."""
+    """Every head at every role (and "*"), patched alone; see the module doc. batch_size: rows per forward
+    pass (heads × prompts). progress(done, total) counts batches; should_stop() -> Cancelled."""
     if direction not in DIRECTIONS:
         raise PatchingError(f"direction must be one of {', '.join(DIRECTIONS)} (got {direction!r})")
     _check_paired(dataset)
-    roles = list(roles or dataset.roles) + [ALL_POSITIONS]
+    roles = [r for r in roles or dataset.roles if r != ALL_POSITIONS] + [ALL_POSITIONS]
     unknown = [r for r in roles if r != ALL_POSITIONS and r not in dataset.positions]
     if unknown:
         raise PatchingError(f"unknown position(s) {unknown}; this task has {', '.join(dataset.roles)}")
-    L, H, n = model.n_layers, model.n_heads, dataset.n
-    if model.blocks is None:
-        patched, clean, corrupted = _activation_hooked(model, dataset, direction, roles, progress, should_stop)
-    else:
-        patched, clean, corrupted = _activation_blocks(model, dataset, direction, roles, max_batch, progress,
-                                                       should_stop)
-    if (clean.mean() - corrupted.mean()).abs() < 1e-9:
-        raise PatchingError("F(clean) equals F(corrupted): the corruption changes nothing, so no effect can be normalised")
-    point, lo, hi, F_int = _effects(patched.view(-1, n), clean, corrupted, direction, bootstrap, seed)
-    shape = (L, H, len(roles))
-    return PatchingResult("activation", direction, roles, point.view(shape).float(), lo.view(shape).float(),
-                          hi.view(shape).float(), float(clean.mean()), float(corrupted.mean()), F_int, n,
-                          dataset.task, settings={"bootstrap": bootstrap, "seed": seed,
-                                                  "interval_method": "bootstrap over prompt pairs"})
-
-
-def _activation_blocks(model, dataset, direction, roles, max_batch, progress, should_stop):
-    L, H, n = model.n_layers, model.n_heads, dataset.n
-    r = _Runner(model, dataset)
-    patched = torch.zeros(L, H, len(roles), n, dtype=torch.float64)
-    per = max(1, max_batch // H)  # prompts per batch: all H heads of a layer stacked
-    total, done = L * len(roles) * ((n + per - 1) // per), 0
-    clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    steps = _Steps(progress, should_stop)
+    fast = model.blocks is not None
     with torch.no_grad():
-        for rows in _chunks(n, per):
-            dev_rows = rows.to(r.device)
-            clean = r.run(dataset.tokens[rows].to(r.device))
-            corr = r.run(dataset.reference_tokens[rows].to(r.device))
-            clean_m[rows], corr_m[rows] = r.metric(clean["final"], dev_rows).cpu(), r.metric(corr["final"], dev_rows).cpu()
-            base, source = (corr, clean) if direction == "denoise" else (clean, corr)
-            P, S = len(rows), dataset.tokens.shape[1]
-            eye = torch.eye(H, dtype=torch.bool, device=r.device)
+        patched, clean, corrupted = (_activation_blocks if fast else _activation_hooked)(
+            model, dataset, direction, roles, batch_size, steps)
+    return _result("activation", direction, roles, patched, clean, corrupted, dataset, bootstrap, seed,
+                   settings={"engine": "blocks" if fast else "hooks"})
+
+
+def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
+    L, H, n = model.n_layers, model.n_heads, dataset.n
+    r, b = _Runner(model, dataset), model.blocks
+    per = max(1, batch_size // H)  # prompts per batch: all H heads of a layer stacked
+    steps.total = L * len(roles) * len(range(0, n, per))
+    patched = torch.zeros(L, H, len(roles), n, dtype=torch.float64)
+    clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for rows in _chunks(n, per):
+        dev_rows, P = rows.to(r.device), len(rows)
+        end = r.end[dev_rows]
+        S = int(end.max()) + 1  # positions after every END cannot reach the metric
+        clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
+        clean_m[rows] = r.metric(r.at_end(clean["final"], dev_rows), dev_rows).cpu()
+        corr_m[rows] = r.metric(r.at_end(corr["final"], dev_rows), dev_rows).cpu()
+        base, source = (corr, clean) if direction == "denoise" else (clean, corr)
+        for i, role in enumerate(roles):
+            where = _positions_mask(dataset, role, rows, S, r.device)
+            # causal attention: nothing before the first patched position (or END) changes, so start there
+            s0 = 0 if role == ALL_POSITIONS else min(int(dataset.positions[role][rows].min()), int(end.min()))
+            mask, e = _one_head_each(H, where[:, s0:]), (end - s0).repeat(H)
             for layer in range(L):
-                z_base, z_src = base["z"][layer], source["z"][layer]  # [P, S, H, d]
-                for i, role in enumerate(roles):
-                    where = _positions_mask(dataset, role, rows, S, r.device)  # [P, S]
-                    # batch k patches head k only: mask [H(batch), P, S, H(head)]
-                    mask = eye[:, None, None, :] & where[None, :, :, None]
-                    z = torch.where(mask[..., None], z_src[None], z_base[None]).flatten(0, 1)  # [H*P, S, H, d]
-                    x = base["resid"][layer].repeat(H, 1, 1) + model.blocks.attn_out(layer, z)
-                    if layer == L - 1:  # the last layer: only END reaches the metric
-                        x = model.blocks.mlp(layer, x[torch.arange(len(x), device=r.device), r._ends(x, dev_rows)])
-                    else:
-                        x = r.onward(model.blocks.mlp(layer, x), layer + 1, dev_rows)
-                    patched[layer, :, i, rows] = r.metric(x, dev_rows, at_end=True).view(H, P).cpu()
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-                    if should_stop is not None and should_stop():
-                        raise Cancelled()
+                steps.before()
+                z = torch.where(mask, source["z"][layer][None, :, s0:], base["z"][layer][None, :, s0:]).flatten(0, 1)
+                x = base["resid"][layer][:, s0:].repeat(H, 1, 1) + b.attn_out(layer, z)  # [H*P, S', d]
+                if layer == L - 1:  # only END reaches the metric
+                    x = b.mlp(layer, x[torch.arange(len(x), device=x.device), e])
+                else:
+                    x = r.onward(b.mlp(layer, x), layer + 1, s0, base["kv"], e)
+                patched[layer, :, i, rows] = r.metric(x, dev_rows).view(H, P).cpu()
+                steps.after()
     return patched, clean_m, corr_m
 
 
-def _activation_hooked(model, dataset, direction, roles, progress, should_stop):
-    """The same through hooked bridge passes (any architecture TransformerLens hooks per head)."""
+def _activation_hooked(model, dataset, direction, roles, batch_size, steps):
+    """The same through hooked bridge passes on `hook_z` (any architecture TransformerLens hooks per head)."""
     L, H, n = model.n_layers, model.n_heads, dataset.n
-    bridge, dev = model.bridge, model.device
-    names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
-    missing = [x for x in names if x not in bridge.hook_dict]
-    if missing:
-        raise PatchingError(f"the model has no hook point(s) {missing[:2]}; per-head patching is not supported for it")
-    rows = torch.arange(n)
-    end, ans = dataset.positions["END"], dataset.answer_tokens
-
-    def metric(logits):
-        at = logits[torch.arange(len(logits)), end.repeat(len(logits) // n).to(logits.device)].double().cpu()
-        a = ans.repeat(len(logits) // n, 1)
-        return at.gather(1, a[:, :1]).squeeze(1) - at.gather(1, a[:, 1:]).squeeze(1)
-
-    def cache(tokens):
-        store = {}
-        grab = lambda act, hook: store.__setitem__(hook.name, act.detach().clone())
-        with model.lock, torch.no_grad():
-            logits = bridge.run_with_hooks(tokens.to(dev), fwd_hooks=[(x, grab) for x in names])
-        return store, metric(logits)
-
-    clean_z, clean = cache(dataset.tokens)
-    corr_z, corr = cache(dataset.reference_tokens)
-    base_tokens, source = (dataset.reference_tokens, clean_z) if direction == "denoise" else (dataset.tokens, corr_z)
+    names = _hook_names(model, [f"blocks.{l}.attn.hook_z" for l in range(L)])
+    per = _hooked_per(model, dataset, batch_size)
+    steps.total = L * len(roles) * len(range(0, n, per))
     patched = torch.zeros(L, H, len(roles), n, dtype=torch.float64)
-    S, eye = dataset.tokens.shape[1], torch.eye(H, dtype=torch.bool, device=dev)
-    done, total = 0, L * len(roles)
-    for layer in range(L):
+    clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for rows in _chunks(n, per):
+        tokens, ref = dataset.tokens[rows], dataset.reference_tokens[rows]
+        clean_m[rows], clean_z = _hooked_run(model, dataset, tokens, rows, grab=names)
+        corr_m[rows], corr_z = _hooked_run(model, dataset, ref, rows, grab=names)
+        base_tokens, source = (ref, clean_z) if direction == "denoise" else (tokens, corr_z)
         for i, role in enumerate(roles):
-            where = _positions_mask(dataset, role, rows, S, dev)
-            mask = (eye[:, None, None, :] & where[None, :, :, None]).flatten(0, 1)[..., None]  # [H*N, S, H, 1]
-            src = source[names[layer]].repeat(H, 1, 1, 1)
-
-            def put(z, hook, src=src, mask=mask):
-                return torch.where(mask, src, z)
-
-            with model.lock, torch.no_grad():
-                logits = bridge.run_with_hooks(base_tokens.repeat(H, 1).to(dev), fwd_hooks=[(names[layer], put)])
-            patched[layer, :, i] = metric(logits).view(H, n)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-    return patched, clean, corr
+            mask = _one_head_each(H, _positions_mask(dataset, role, rows, tokens.shape[1], model.device)).flatten(0, 1)
+            for layer in range(L):
+                steps.before()
+                src = source[names[layer]].repeat(H, 1, 1, 1)
+                put = lambda z, hook, src=src: torch.where(mask, src.to(z.dtype), z)
+                m, _ = _hooked_run(model, dataset, base_tokens.repeat(H, 1), rows, [(names[layer], put)])
+                patched[layer, :, i, rows] = m.view(H, len(rows))
+                steps.after()
+    return patched, clean_m, corr_m
 
 
 # --- path patching ---------------------------------------------------------------------------------------
@@ -317,108 +372,163 @@ def parse_receivers(text: str) -> list[Head] | str:
 
 
 def path_patching(model, dataset, receivers, receiver_input: str = "qkv", receiver_role: str | None = None,
-                  max_batch: int = 512, bootstrap: int = 1000, seed: int = 0, progress=None,
+                  batch_size: int = 512, bootstrap: int = 1000, seed: int = 0, progress=None,
                   should_stop=None) -> PatchingResult:
-    """Each sender head's effect through `receivers` only ("logits" or a list of (layer, head)); see the
-    module doc. Senders in or after the earliest receiver's layer have no path: NaN."""
+    """Each sender head's effect through `receivers` only: "logits" (the direct path: the final residual at
+    END) or a list of (layer, head) whose `receiver_input` (q, k, v or qkv) is patched, at `receiver_role`
+    only or (None) every position. See the module doc; senders in or after the earliest receiver's layer: NaN."""
     _check_paired(dataset)
-    if model.blocks is None:
-        raise PatchingError("path patching runs the model's blocks, which this architecture does not provide "
-                            "(GPT-2-style models do); activation patching works on it")
-    L, H, n = model.n_layers, model.n_heads, dataset.n
+    L, H = model.n_layers, model.n_heads
     to_logits = receivers == "logits"
     if not to_logits:
         receivers = sorted(set(map(tuple, receivers)))
         bad = [h for h in receivers if not (0 <= h[0] < L and 0 <= h[1] < H)]
-        if bad:
-            raise PatchingError(f"receiver(s) {', '.join(map(head_name, bad))} not in this {L}×{H} model")
+        if bad or not receivers:
+            raise PatchingError(f"receiver(s) {', '.join(map(head_name, bad)) or 'none'} not in this {L}×{H} model")
         if receiver_input not in INPUTS:
             raise PatchingError(f"receiver input must be one of {', '.join(INPUTS)} (got {receiver_input!r})")
         if receiver_role is not None and receiver_role not in dataset.positions:
             raise PatchingError(f"unknown receiver position {receiver_role!r}; this task has {', '.join(dataset.roles)}")
-    first = L if to_logits else min(l for l, _ in receivers)
-    b, r = model.blocks, _Runner(model, dataset)
-    which = [i for i, c in enumerate("qkv") if c in receiver_input]
-    patched = torch.full((L, H, n), float("nan"), dtype=torch.float64)
-    clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-    per = max(1, max_batch // H)
-    total, done = first * ((n + per - 1) // per), 0
-    S = dataset.tokens.shape[1]
-    eye = torch.eye(H, device=r.device)
+    first = L if to_logits else min(l for l, _ in receivers)  # senders from here on have no path
+    steps = _Steps(progress, should_stop)
+    fast = model.blocks is not None
     with torch.no_grad():
-        for rows in _chunks(n, per):
-            dev_rows, P = rows.to(r.device), len(rows)
-            clean = r.run(dataset.tokens[rows].to(r.device))
-            corr = r.run(dataset.reference_tokens[rows].to(r.device))
-            clean_m[rows], corr_m[rows] = r.metric(clean["final"], dev_rows).cpu(), r.metric(corr["final"], dev_rows).cpu()
-            where = (None if receiver_role is None or to_logits else
-                     _positions_mask(dataset, receiver_role, rows, S, r.device).repeat(H, 1))
-            for layer in range(first):
-                # (b) batch k: sender (layer, k) corrupted, every other head frozen clean, MLPs recomputed
-                dz = (corr["z"][layer] - clean["z"][layer])[None] * eye[:, None, None, :, None]  # [H, P, S, H, d]
-                x = clean["resid"][layer].repeat(H, 1, 1) + 0.0
-                seen = {}
-                for j in range(layer, L):
-                    seen[j] = x  # the residual entering layer j, as the receivers there would read it
-                    out = clean["attn_out"][j].repeat(H, 1, 1)
-                    if j == layer:
-                        out = out + b.heads_out(layer, dz.flatten(0, 1), torch.arange(H, device=r.device))
-                    x = b.mlp(j, x + out)
-                if to_logits:
-                    metric = r.metric(x, dev_rows)
-                else:
-                    # (c) the clean run, with only the receivers' inputs taken from (b)
-                    y = clean["resid"][first].repeat(H, 1, 1)
-                    for j in range(first, L):  # receivers may sit in the last layer: all positions, kept simple
-                        z = b.attend(j, y, None)
-                        heads = [h for l, h in receivers if l == j]
-                        if heads:
-                            idx = torch.tensor(heads, device=r.device)
-                            qkv_clean, qkv_sent = b.qkv(j, y, idx), b.qkv(j, seen[j], idx)  # [P, S, 3, h, d]
-                            mixed = qkv_clean.clone()
-                            for c in which:
-                                sent = qkv_sent[:, :, c]
-                                if where is not None:
-                                    sent = torch.where(where[:, :, None, None], sent, qkv_clean[:, :, c])
-                                mixed[:, :, c] = sent
-                            q, k, v = mixed.permute(2, 0, 3, 1, 4)
-                            zr = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                                                   scale=b.scale).transpose(1, 2)
-                            z = z.clone()
-                            z[:, :, idx] = zr
-                        y = b.mlp(j, y + b.attn_out(j, z))
-                    metric = r.metric(y, dev_rows)
-                patched[layer, :, rows] = metric.view(H, P).cpu()
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-                if should_stop is not None and should_stop():
-                    raise Cancelled()
-    if (clean_m.mean() - corr_m.mean()).abs() < 1e-9:
-        raise PatchingError("F(clean) equals F(corrupted): the corruption changes nothing, so no effect can be normalised")
-    valid = patched[:first].reshape(-1, n)
-    point, lo, hi, F_int = _effects(valid, clean_m, corr_m, "noise", bootstrap, seed)
-    full = lambda t: torch.cat([t.view(first, H), torch.full((L - first, H), float("nan"), dtype=t.dtype)]).float()
+        patched, clean, corrupted = (_path_blocks if fast else _path_hooked)(
+            model, dataset, receivers, receiver_input, None if to_logits else receiver_role, first, batch_size, steps)
     label = "logits" if to_logits else f"{receiver_input} of {', '.join(map(head_name, receivers))}" + (
         f" at {receiver_role}" if receiver_role else "")
-    return PatchingResult("path", "noise", [], full(point), full(lo), full(hi), float(clean_m.mean()),
-                          float(corr_m.mean()), F_int, n, dataset.task, receivers=label,
-                          settings={"bootstrap": bootstrap, "seed": seed,
-                                    "interval_method": "bootstrap over prompt pairs"})
+    return _result("path", "noise", [], patched, clean, corrupted, dataset, bootstrap, seed, receivers=label,
+                   settings={"engine": "blocks" if fast else "hooks",
+                             "receiver_input": "" if to_logits else receiver_input,
+                             "receiver_position": receiver_role or ALL_POSITIONS})
+
+
+def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, first, batch_size, steps):
+    L, H, n = model.n_layers, model.n_heads, dataset.n
+    b, r = model.blocks, _Runner(model, dataset)
+    to_logits = receivers == "logits"
+    last = L - 1 if to_logits else max(l for l, _ in receivers)
+    per = max(1, batch_size // H)  # senders of a layer stacked: H × prompts per batch
+    steps.total = first * len(range(0, n, per))
+    patched = torch.full((L, H, n), float("nan"), dtype=torch.float64)
+    clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for rows in _chunks(n, per):
+        dev_rows, P = rows.to(r.device), len(rows)
+        S = int(r.end[dev_rows].max()) + 1  # positions after every END cannot reach the metric
+        clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
+        clean_m[rows] = r.metric(r.at_end(clean["final"], dev_rows), dev_rows).cpu()
+        corr_m[rows] = r.metric(r.at_end(corr["final"], dev_rows), dev_rows).cpu()
+        for layer in range(first):
+            steps.before()
+            # (b) batch block k: sender (layer, k) corrupted, every other head frozen to its clean output
+            dz = corr["z"][layer] - clean["z"][layer]  # [P, S, H, d]
+            x = clean["resid"][layer] + clean["attn_out"][layer]
+            if to_logits:  # attention frozen: a position's residual depends on itself only, so END suffices
+                dz, x = r.at_end(dz, dev_rows), r.at_end(x, dev_rows)
+            sent = torch.einsum("p...hd,hdm->hp...m", dz, b.layers[layer].W_O).flatten(0, 1)  # [H*P, (S,) d_model]
+            x = x.repeat(H, *[1] * (x.dim() - 1)) + sent
+            if to_logits:
+                for j in range(layer, L):
+                    x = b.mlp(j, x + (r.at_end(clean["attn_out"][j], dev_rows).repeat(H, 1) if j > layer else 0))
+                patched[layer, :, rows] = r.metric(x, dev_rows).view(H, P).cpu()
+            else:
+                seen = {}  # the residual entering each receiver layer in (b), as the receivers there read it
+                for j in range(layer, last):
+                    x = b.mlp(j, x + (clean["attn_out"][j].repeat(H, 1, 1) if j > layer else 0))
+                    seen[j + 1] = x
+                y = _receive(r, clean, seen, receivers, receiver_input, receiver_role, dataset, rows, first)
+                patched[layer, :, rows] = r.metric(y, dev_rows).view(H, P).cpu()
+            steps.after()
+    return patched, clean_m, corr_m
+
+
+def _receive(r: _Runner, clean: dict, seen: dict, receivers, receiver_input, receiver_role, dataset, rows,
+             first: int) -> torch.Tensor:
+    """(c): the clean run from the earliest receiver's layer on, the receivers' chosen inputs (at their role,
+    or everywhere) computed from the residuals `seen` in (b). Returns the final residual at END."""
+    b = r.b
+    reps = len(seen[first]) // len(rows)
+    y = clean["resid"][first].repeat(reps, 1, 1)
+    take = torch.tensor([c in receiver_input for c in "qkv"], device=y.device)[None, None, :, None, None]
+    if receiver_role is not None:
+        where = _positions_mask(dataset, receiver_role, rows, y.shape[1], y.device).repeat(reps, 1)
+        take = take & where[:, :, None, None, None]
+    for j in range(first, r.L):
+        z = _attend(b, j, y)[0]
+        heads = [h for l, h in receivers if l == j]
+        if heads:
+            idx = torch.tensor(heads, device=y.device)
+            mixed = torch.where(take, b.qkv(j, seen[j], idx), b.qkv(j, y, idx))  # [B, S, 3, h, d]
+            q, k, v = mixed.permute(2, 0, 3, 1, 4)
+            z = z.clone()
+            z[:, :, idx] = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=b.scale).transpose(1, 2)
+        y = b.mlp(j, y + b.attn_out(j, z))
+    return r.at_end(y, rows.to(y.device).repeat(reps))
+
+
+def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, first, batch_size, steps):
+    """The same through hooked bridge passes: (b) freezes every `hook_z` from the sender's layer on, (c)
+    patches the receivers' `hook_q` / `hook_k` / `hook_v`."""
+    L, H, n = model.n_layers, model.n_heads, dataset.n
+    z_names = _hook_names(model, [f"blocks.{l}.attn.hook_z" for l in range(L)])
+    to_logits = receivers == "logits"
+    inputs = {} if to_logits else {(l, c): f"blocks.{l}.attn.hook_{c}" for l in sorted({l for l, _ in receivers})
+                                   for c in "qkv" if c in receiver_input}
+    _hook_names(model, list(inputs.values()))
+    per = _hooked_per(model, dataset, batch_size)
+    steps.total = first * len(range(0, n, per))
+    patched = torch.full((L, H, n), float("nan"), dtype=torch.float64)
+    clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for rows in _chunks(n, per):
+        tokens, P = dataset.tokens[rows], len(rows)
+        clean_m[rows], clean_z = _hooked_run(model, dataset, tokens, rows, grab=z_names)
+        corr_m[rows], corr_z = _hooked_run(model, dataset, dataset.reference_tokens[rows], rows, grab=z_names)
+        where = None if receiver_role is None else _positions_mask(dataset, receiver_role, rows, tokens.shape[1],
+                                                                    model.device).repeat(H, 1)
+        for layer in range(first):
+            steps.before()
+            # (b) batch block k: sender (layer, k) corrupted; from its layer on every other head's z clean
+            corrupt = _one_head_each(H, torch.ones(P, tokens.shape[1], dtype=torch.bool, device=model.device))
+            frozen = [torch.where(corrupt.flatten(0, 1), corr_z[z_names[layer]].repeat(H, 1, 1, 1),
+                                  clean_z[z_names[layer]].repeat(H, 1, 1, 1))]
+            frozen += [clean_z[z_names[j]].repeat(H, 1, 1, 1) for j in range(layer + 1, L)]
+            hooks = [(z_names[j], lambda z, hook, v=v: v.to(z.dtype)) for j, v in zip(range(layer, L), frozen)]
+            m, seen = _hooked_run(model, dataset, tokens.repeat(H, 1), rows, hooks, grab=list(inputs.values()))
+            if not to_logits:  # (c) the clean run, only the receivers' inputs from (b)
+                hooks = [(name, _put_heads(seen[name], [h for l2, h in receivers if l2 == l], where, H))
+                         for (l, _), name in inputs.items()]
+                m, _ = _hooked_run(model, dataset, tokens.repeat(H, 1), rows, hooks)
+            patched[layer, :, rows] = m.view(H, P)
+            steps.after()
+    return patched, clean_m, corr_m
+
+
+def _put_heads(sent: torch.Tensor, heads: list[int], where: torch.Tensor | None, H: int):
+    """A hook putting `sent` [B, S, H, d] into these heads' slice of hook_q / hook_k / hook_v (at `where`)."""
+    def put(act, hook):
+        if act.shape[2] != H:  # grouped-query attention: a key or value serves several heads
+            raise PatchingError(f"{hook.name} has {act.shape[2]} heads, not {H}: path patching into grouped "
+                                "keys or values is not supported; patch the receivers' queries (q)")
+        act = act.clone()
+        new = sent[:, :, heads].to(act.dtype)
+        act[:, :, heads] = new if where is None else torch.where(where[:, :, None, None], new, act[:, :, heads])
+        return act
+
+    return put
 
 
 # --- from a map to a circuit -------------------------------------------------------------------------------
 def start_from_patching(result: PatchingResult, top_k: int | None = None,
                         threshold: float | None = None) -> dict[Head, str]:
-    """Heads to start a circuit from: each at the role where its effect is largest (activation
-    patching; "*" only when no single role comes close), keeping the top k by that effect and/or those
-    whose interval lies wholly above `threshold`."""
+    """Heads to start a circuit from (discover's `start`): each at the single role where its effect is largest
+    (activation patching; "*" only when the task has no other role, since a circuit keeps a head at one
+    position; path patching: "*"), keeping the top k by that effect and/or those whose interval lies wholly
+    above `threshold`."""
     eff, lo = result.effects, result.lo
     if result.kind == "activation":
-        single = eff[..., :-1] if len(result.roles) > 1 else eff
-        best = torch.nan_to_num(single, nan=-float("inf")).argmax(-1)  # [L, H]
-        val = single.gather(-1, best[..., None])[..., 0]
-        low = lo[..., :-1].gather(-1, best[..., None])[..., 0] if len(result.roles) > 1 else lo[..., 0]
+        single = slice(None, -1) if len(result.roles) > 1 else slice(None)
+        best = torch.nan_to_num(eff[..., single], nan=-float("inf")).argmax(-1, keepdim=True)  # [L, H, 1]
+        val, low = eff[..., single].gather(-1, best)[..., 0], lo[..., single].gather(-1, best)[..., 0]
         role = lambda l, h: result.roles[int(best[l, h])]
     else:
         val, low, role = eff, lo, lambda l, h: ALL_POSITIONS
