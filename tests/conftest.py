@@ -52,3 +52,27 @@ def tiny_dataset(tiny_model):
 @pytest.fixture(scope="session")
 def tiny_evaluator(tiny_model, tiny_dataset):
     return Evaluator(tiny_model, tiny_dataset, Methodology(n=40, seed=3))
+
+
+# --- models that really do the other tasks (tests/test_tasks.py) -----------------------------------------
+@pytest.fixture(scope="session")
+def colored_objects_model(tmp_path_factory):
+    """A 2-layer GPT-2 that does Colored Objects (accuracy 1.0) by a known circuit,
+    train_task.WIRED_COLORED_OBJECTS: written by hand, because a tiny model trained on the task in
+    seconds stays at "some colour of the list" (see train_task's notes). Built in ~0.1 s."""
+    from circuit_core.demo.train_task import wire_colored_objects_model
+
+    folder = tmp_path_factory.mktemp("colored-objects-model")
+    wire_colored_objects_model(folder, seed=0)
+    return load_model(str(folder), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def acronyms_model(tmp_path_factory):
+    """A 2-layer, 4-head, 64-wide GPT-2 trained on acronyms (200 steps, a few seconds): it names the
+    third letter (accuracy ~1.0 among the 26 capitals, prompts without BOS)."""
+    from circuit_core.demo.train_task import train_task_model
+
+    folder = tmp_path_factory.mktemp("acronyms-model")
+    train_task_model(folder, "acronyms", steps=200, pool=1024, batch=32, lr=1e-2, seed=0)
+    return load_model(str(folder), device="cpu")

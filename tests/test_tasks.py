@@ -1,5 +1,8 @@
 """Tasks beyond IOI: prompts in the documented format, positions on the right tokens, twins aligned,
-answers single tokens; a tiny model trained on the task in a fixture does it, and the criteria run."""
+answers single tokens, with the word-level toy tokenizer and GPT-2's own; models that really do the
+tasks (conftest: a wired Colored Objects model, a trained acronyms model) have F(M) > 0, and the
+criteria run."""
+import json
 import re
 
 import pytest
@@ -57,6 +60,31 @@ def test_colored_objects_prompts_follow_the_papers_format(tok):
         assert differ == [int(ds.positions["QUERY"][i])]
         assert tok.decode([int(ds.answer_tokens[i, 0])]) == " " + colours[asked].capitalize()
         assert tok.decode([int(ds.answer_tokens[i, 1])]) == " " + colours[twin_asked].capitalize()
+
+
+CO_EXAMPLE = ("Q: On the desk, I see a brown mug, a black plate, and a yellow lighter. What color is the lighter?\n"
+              "A: Yellow\nQ: On the floor, I see a green pen, a purple bottle, and a blue notebook. What color is the {}?\nA:")
+
+
+def test_colored_objects_example_checked_by_hand(tok):
+    ds = build_dataset("colored-objects", tok, n=2, seed=0)
+    assert ds.prompts[0] == CO_EXAMPLE.format("notebook") and ds.reference_prompts[0] == CO_EXAMPLE.format("pen")
+    assert ds.group_names[int(ds.groups[0])] == "asks 3, twin asks 1"
+    assert [tok.decode([int(t)]) for t in ds.answer_tokens[0]] == [" Blue", " Green"]
+    piece = lambda role: tok.decode([int(ds.tokens[0, ds.positions[role][0]])])
+    assert [piece(r) for r in co.ROLES] == [" blue", " notebook", " notebook", ":"]
+    assert ds.meta["dropped_words"] == {"colors": [], "objects": []}  # all 8 colours, 17 objects, both tokenizers
+    assert (ds.answer_tokens[:, 0] != ds.answer_tokens[:, 1]).all()
+
+
+def test_colored_objects_bos_and_bad_input(tok):
+    plain = build_dataset("colored-objects", tok, n=12, seed=3)
+    bos = build_dataset("colored-objects", tok, n=12, seed=3, prepend_bos=True)
+    assert bos.prompts == plain.prompts and (bos.tokens[:, 0] == tok.bos_token_id).all()
+    assert torch.equal(bos.tokens[:, 1:], plain.tokens) and torch.equal(bos.reference_tokens[:, 1:], plain.reference_tokens)
+    assert all(torch.equal(bos.positions[r], plain.positions[r] + 1) for r in co.ROLES)
+    with pytest.raises(TaskError, match="at least 1"):
+        build_dataset("colored-objects", tok, n=0)
 
 
 def test_colored_objects_groups_references_and_seeds(tok):
@@ -171,6 +199,49 @@ def test_acronyms_follow_the_papers_layout(which):
         build_dataset("acronyms", tok, n=4, mode="BABA")
 
 
+def test_acronyms_example_checked_by_hand():
+    for tok in (ACRO_TOKENIZERS["gpt2"](), ACRO_TOKENIZERS["word-level"]()):
+        ds = build_dataset("acronyms", tok, n=2, seed=0)
+        assert ds.prompts == ["The Poodle Riddle Cinder (PR", "The Fawn Mule Zinc (FM"]
+        assert ds.reference_prompts == ["The Mule Umpire Oatmeal (MU", "The Waffle Fudge Mango (WF"]
+        assert [tok.decode([int(t)]) for t in ds.answer_tokens[0]] == ["C", "O"]
+        assert [tok.decode([t]) for t in ds.tokens[0].tolist()] == [
+            "The", " P", "oodle", " R", "iddle", " C", "inder", " (", "P", "R"]
+
+
+@pytest.mark.parametrize("which", list(ACRO_TOKENIZERS))
+def test_acronyms_twins_groups_seeds_and_bos(which):
+    tok = ACRO_TOKENIZERS[which]()
+    ds = build_dataset("acronyms", tok, n=30, seed=4)
+    assert ds.paired and ds.reference_tokens.shape == ds.tokens.shape and ds.group_names == ["all"]
+    assert (ds.groups == 0).all() and (ds.answer_tokens[:, 0] != ds.answer_tokens[:, 1]).all()
+    for role in ds.roles:  # one layout for every prompt and its twin
+        assert ds.positions[role].unique().numel() == 1
+    # the twin keeps "The" and " (" and changes the three words and the letters
+    same = (ds.tokens == ds.reference_tokens).all(0).nonzero().flatten().tolist()
+    assert same == [0, int(ds.positions["PAREN"][0])]
+    for role in ("W1", "W2", "W3", "A1", "END"):
+        p = ds.positions[role]
+        assert (ds.tokens[torch.arange(30), p] != ds.reference_tokens[torch.arange(30), p]).all()
+    assert build_dataset("acronyms", tok, n=30, seed=4).prompts == ds.prompts
+    assert build_dataset("acronyms", tok, n=30, seed=5).prompts != ds.prompts
+    bos = build_dataset("acronyms", tok, n=30, seed=4, prepend_bos=True)
+    assert bos.prompts == ds.prompts and (bos.tokens[:, 0] == tok.bos_token_id).all()
+    assert torch.equal(bos.tokens[:, 1:], ds.tokens) and torch.equal(bos.reference_tokens[:, 1:], ds.reference_tokens)
+    assert all(torch.equal(bos.positions[r], ds.positions[r] + 1) for r in ac.ROLES)
+    assert torch.equal(bos.lengths, ds.lengths + 1)
+    with pytest.raises(TaskError, match="at least 1"):
+        build_dataset("acronyms", tok, n=0)
+
+
+def test_acronyms_words_gpt2_splits_as_the_paper_needs():
+    tok = gpt2_tokenizer()
+    kept = [w for w in ac.WORDS if tok.encode(" " + w) == [tok.encode(" " + w[0])[0], tok.encode(w[1:])[0]]]
+    assert kept == ac.WORDS and len(kept) == 60 and len({w[0] for w in kept}) >= 20
+    # a word that GPT-2 keeps whole (" Table") or splits otherwise is dropped and reported
+    assert ac._pieces(tok, "Table") is None and ac._pieces(tok, "Ketchup") is not None
+
+
 def test_acronyms_refuse_a_tokenizer_without_the_split():
     tok = word_level_tokenizer(["The", " ("] + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))  # no word pieces
     with pytest.raises(TaskError, match="6 letters"):
@@ -198,15 +269,10 @@ def test_criteria_and_patching_run_on_acronyms(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def acronyms_trained(tmp_path_factory):
-    """A 2-layer model trained on acronyms here (about 10 s on 2 CPU cores: the third letter sits at a
-    fixed offset, so it is learnt in a hundred steps)."""
-    from circuit_core.demo.train_task import train_task_model
-    from circuit_core.models import load_model
-
-    folder = tmp_path_factory.mktemp("acronyms-trained")
-    stats = train_task_model(folder, "acronyms", n_layer=2, n_head=4, n_embd=64, steps=150, lr=3e-3, pool=1024)
-    return load_model(str(folder), device="cpu"), stats
+def acronyms_trained(acronyms_model):
+    """conftest's acronyms model (2 layers trained here in a few seconds: the third letter sits at a
+    fixed offset, so it is learnt in a hundred or two steps)."""
+    return acronyms_model, None
 
 
 def test_a_tiny_trained_model_does_acronyms_and_patching_finds_where(acronyms_trained):
@@ -224,3 +290,62 @@ def test_a_tiny_trained_model_does_acronyms_and_patching_finds_where(acronyms_tr
     end, every = result.effects[..., result.roles.index("END")], result.effects[..., -1]
     assert float(end.max()) > 0.1  # some head's output at END carries the letter
     assert torch.allclose(end, every, atol=0.02)  # and it is at END that it matters
+
+
+# --- models that do the tasks -------------------------------------------------------------------------------
+from circuit_core.circuit import load_circuit  # noqa: E402
+from circuit_core.demo.train_task import WIRED_COLORED_OBJECTS  # noqa: E402
+
+TASK_MODELS = {"colored-objects": ("colored_objects_model", co.accuracy, 1 / 8),
+               "acronyms": ("acronyms_model", ac.accuracy, 1 / 26)}
+
+
+def _all_heads(model, task):
+    heads = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
+    return Circuit("all", [CircuitClass("all", "*", heads)], task=task)
+
+
+@pytest.fixture(scope="module", params=list(TASK_MODELS))
+def task_model(request):
+    fixture, accuracy, chance = TASK_MODELS[request.param]
+    model = request.getfixturevalue(fixture)
+    meth = Methodology(task=request.param, n=48, seed=3, ref_per_group=8, ref_replicates=2, bootstrap=200)
+    ds = build_dataset(request.param, model.tokenizer, **meth.dataset_kwargs())
+    return request.param, model, ds, Evaluator(model, ds, meth), accuracy, chance
+
+
+def test_models_do_their_task(task_model):
+    task, model, ds, ev, accuracy, chance = task_model
+    r = faithfulness(ev, _all_heads(model, task))
+    assert r.F_circuit == pytest.approx(r.F_model)
+    assert r.F_model > 1 and r.intervals["F_model"][0] > 0  # the right answer beats the twin's, clearly
+    assert accuracy(model, ds) > max(0.8, 4 * chance)
+    assert r.F_empty < r.F_model / 2  # ablating every head takes most of it away
+
+
+def test_circuit_files_for_the_new_tasks_validate(task_model, tmp_path):
+    task, model, *_ = task_model
+    roles = task_roles(task)
+    c = Circuit(f"{task} sketch", [CircuitClass("movers", "END", [(1, 0)]), CircuitClass("readers", roles[0], [(0, 1)])],
+                task=task)
+    c.save(tmp_path / "c.json")
+    assert json.loads((tmp_path / "c.json").read_text())["task"] == task
+    loaded = load_circuit(tmp_path / "c.json")
+    loaded.validate(model.n_layers, model.n_heads, roles, task=task)
+    other = "ioi"
+    with pytest.raises(CircuitError, match="for task"):
+        loaded.validate(model.n_layers, model.n_heads, task_roles(other), task=other)
+
+
+def test_the_wired_colored_objects_circuit_is_faithful(colored_objects_model):
+    model = colored_objects_model
+    meth = Methodology(task="colored-objects", n=48, seed=4, ref_per_group=8, ref_replicates=0, bootstrap=200)
+    ev = Evaluator(model, build_dataset("colored-objects", model.tokenizer, **meth.dataset_kwargs()), meth)
+    classes = [CircuitClass(name, role, [head]) for name, (head, role) in WIRED_COLORED_OBJECTS.items()]
+    known = Circuit("wired", classes, task="colored-objects")
+    known.validate(model.n_layers, model.n_heads, task_roles("colored-objects"), task="colored-objects")
+    r = faithfulness(ev, known)
+    assert r.normalized > 0.9
+    for drop in WIRED_COLORED_OBJECTS:  # each of its three heads is needed
+        part = Circuit("part", [c for c in classes if c.name != drop], task="colored-objects")
+        assert faithfulness(ev, part, reference_noise=False).normalized < 0.5, drop

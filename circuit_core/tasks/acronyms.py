@@ -12,6 +12,7 @@ change too). The engine reads out one logit difference, so the metric is logit(t
 logit(the twin's third capital) at END; the paper's metric (the right capital minus the largest of
 the other 25) is not linear in the residual stream and is not used. Positions: W1, W2, W3 (each
 word's capital token), PAREN, A1 and END (A2). Every prompt has the same layout: one group.
+`accuracy` is the share of prompts whose top capital ("A"–"Z") at END is the third letter.
 """
 from __future__ import annotations
 
@@ -99,6 +100,21 @@ def make_acronyms_dataset(tokenizer, n: int = 100, seed: int = 0, mode: str = "m
               "dropped_words": [w for w in WORDS if w not in pieces],
               "reference": "paired twins (other words, other capitals)" if ref_per_group == 0
               else f"{ref_per_group} twins", "answer": "[third capital, the twin's third capital]"})
+
+
+def accuracy(model, dataset, batch_size: int = 256) -> float:
+    """Share of prompts whose top prediction among the capitals "A"–"Z" at END is the third letter
+    (the paper's letter-by-letter correctness, at the last position)."""
+    ids = [i for c in string.ascii_uppercase if (i := single_token_id(model.tokenizer, c)) is not None]
+    ids = torch.tensor(ids)
+    right = 0
+    with model.lock, torch.no_grad():
+        for start in range(0, dataset.n, batch_size):
+            rows = torch.arange(start, min(dataset.n, start + batch_size))
+            logits = model.bridge(dataset.tokens[rows].to(model.device))
+            at = logits[torch.arange(len(rows)), dataset.positions["END"][rows].to(logits.device)][:, ids.to(logits.device)]
+            right += int((ids[at.argmax(-1).cpu()] == dataset.answer_tokens[rows, 0]).sum())
+    return right / dataset.n
 
 
 TASK = Task(

@@ -92,13 +92,15 @@ def make_colored_objects_dataset(tokenizer, n: int = 100, seed: int = 0, mode: s
     groups = groups[:n]
     bos = [tokenizer.bos_token_id] if prepend_bos else []
     encode = lambda text: bos + tokenizer.encode(text, add_special_tokens=False)
-    one = lambda word: single_token_id(tokenizer, " " + word)
+    ids = {w: single_token_id(tokenizer, " " + w) for w in colors + objects + [c.capitalize() for c in colors]}
+    one = ids.__getitem__
 
     rows, toks, twin_toks, pos = [], [], [], {r: [] for r in ROLES}
     for g in groups:
         d = _draw(rng, colors, objects, g)
         t, tt = encode(d["prompt"]), encode(d["twin"])
-        at = [i for i, x in enumerate(t) if x == one(d["object"])]
+        obj = one(d["object"])
+        at = [i for i, x in enumerate(t) if x == obj]
         if len(at) != 2 or len(tt) != len(t) or t[at[0] - 1] != one(d["answer"]):
             raise TaskError(f"Prompt does not tokenize into aligned positions: {d['prompt']!r}")
         rows.append(d)
