@@ -20,11 +20,15 @@ minimality), not a finding. Algorithm, with H = layers x heads and R position ro
    removal stays faithful (or one head is left).
 5. Kept heads are grouped by (position, label); the label comes from the role scores (`label`):
    the paper's class names where the scores fit them, "other (POSITION)" where they fit none.
+   IOI only: kept END heads left "other" that sit before the kept name movers are path-patched to
+   the name movers' queries at END, as the paper found its S-inhibition heads (Wang et al. §3.2);
+   those whose 95% interval is above 0 and that carry >= PATH_FLOOR of F(clean) − F(corrupted) and
+   >= PATH_PREFER x the strongest sender's effect are named "s-inhibition" (`s_inhibition_by_path_patching`; at most PATH_N prompt pairs).
 
 Cost: 2 + H(1 + R) node sets for step 2, then |C| per pruning step, at most H(H + 1)/2 in all
 (plus at most H per widening step, usually none). A node set costs one forward pass over the N
 prompts, stacked many to a batch by the evaluator. A 3-layer, 4-head toy at N = 8: ~160 node sets,
-a few seconds on a CPU; the 4-layer, 4-head demo at N = 100: 232 node sets, about a minute on 2
+a few seconds on a CPU; the 4-layer, 4-head demo at N = 100: about 220 node sets, about a minute on 2
 CPU cores. GPT-2 small (H = 144): ~870 + up to ~10,000 node sets: a GPU job.
 """
 from __future__ import annotations
@@ -38,6 +42,9 @@ from .circuit import ALL_POSITIONS, Circuit, CircuitClass, Head, head_name
 from .evaluate import Cancelled
 from . import heads as hs
 
+PATH_FLOOR = 0.02  # share of the clean − corrupted gap a head must carry to the name movers' queries ...
+PATH_PREFER = 0.5  # ... and this share of the strongest sender's: the senders that stand out
+PATH_N = 50  # prompt pairs for that path patching (its cost grows with them; the demo needs a second)
 FLOOR = 0.3  # an attention score must reach this to name a class after it
 PREFER = 2.0  # ... and be this many times the head's attention to the other names
 LABELS = {"name mover": "#1f77b4", "negative name mover": "#d62728", "s-inhibition": "#ff7f0e",
@@ -94,6 +101,8 @@ def label(position: str, s: pd.Series) -> str:
       "s mover" (raises it).
     At END of another task (no IO / S roles): "mover (ROLE)" for a head that looks at one of the
     task's roles in the same way, "negative mover (ROLE)" when its direct effect is negative.
+    At S2 (IOI): "duplicate token" when it looks back at S1, the same name (attn S2→S1 >= FLOOR, the
+    paper's test), whatever it does on random tokens.
     Elsewhere: the largest of the previous-token, duplicate-token and induction scores, if >= FLOOR.
     Anything else: "other".
     """
@@ -116,18 +125,44 @@ def label(position: str, s: pd.Series) -> str:
                 return "s-inhibition"
             return "s-suppression" if direct > 0 else "s mover"
         return "other"
+    if position == "S2" and get("attn S2→S1") >= FLOOR:
+        return hs.DUP
     best = max((hs.PREV, hs.DUP, hs.IND), key=get)
     return best if get(best) >= FLOOR else "other"
 
 
+def s_inhibition_by_path_patching(evaluator, kept: dict[Head, str], scores: pd.DataFrame,
+                                  should_stop=None) -> dict[Head, float]:
+    """The kept END heads that `label` leaves "other" and that feed the kept name movers' queries
+    (module doc, step 5): {head: path-patching effect}. Empty when there is no name mover or no such
+    head before one, or the task is not IOI."""
+    table = hs.wide(scores)
+    at_end = {h: label("END", table.loc[h]) for h, p in kept.items() if p == "END"}
+    movers = [h for h, lab in at_end.items() if lab == "name mover"]
+    candidates = [h for h, lab in at_end.items() if lab == "other" and movers and h[0] < min(l for l, _ in movers)]
+    if evaluator.methodology.task != "ioi" or not candidates:
+        return {}
+    from dataclasses import replace
+
+    from .patching import paired_dataset, path_patching
+
+    meth = evaluator.methodology
+    pairs = paired_dataset(evaluator.model, replace(meth, n=min(meth.n, PATH_N)))
+    r = path_patching(evaluator.model, pairs, movers, receiver_input="q", receiver_role="END", seed=meth.seed,
+                      should_stop=should_stop)
+    floor = max(PATH_FLOOR, PATH_PREFER * float(r.effects.nan_to_num(0.0).max()))
+    return {h: float(r.effects[h]) for h in candidates if r.effects[h] >= floor and r.lo[h] > 0}
+
+
 def build_circuit(kept: dict[Head, str], scores: pd.DataFrame, name: str, model: str | None, task: str,
-                  notes: str) -> Circuit:
-    """Group kept heads by (position, label) into named, coloured classes."""
+                  notes: str, named: dict[Head, str] | None = None) -> Circuit:
+    """Group kept heads by (position, label) into named, coloured classes; `named` overrides the label
+    of some heads (e.g. S-inhibition found by path patching)."""
     table = hs.wide(scores)
     groups: dict[tuple[str, str], list[Head]] = {}
     for h in sorted(kept):
         pos = kept[h]
-        groups.setdefault((pos, label(pos, table.loc[h])), []).append(h)
+        groups.setdefault((pos, (named or {}).get(h) or label(pos, table.loc[h])), []).append(h)
     order = list(LABELS) + ["other"]
     keys = sorted(groups, key=lambda k: (order.index(k[1]) if k[1] in order else len(order), k[0]))
     classes, others = [], iter(OTHER_COLORS * 10)
@@ -235,6 +270,7 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
         progress(done, done)
 
     # 5. Name, colour and describe.
+    inhibitors = s_inhibition_by_path_patching(evaluator, kept, scores, should_stop)
     criterion = "(F(C) - F(∅))/(F(M) - F(∅))" if normalized else "F(C)/F(M)"
     norm = (f_c - f_empty) / (f_model - f_empty) if f_model != f_empty else float("nan")
     how = (f"started from {len(start)} heads given (e.g. by activation patching)" if start else "a position per head")
@@ -244,10 +280,14 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
              f"F(M)={f_model:.3f}, F(C)={f_c:.3f}, F(∅)={f_empty:.3f}, F(C)/F(M)={f_c / f_model:.3f}, "
              f"(F(C) - F(∅))/(F(M) - F(∅))={norm:.3f} on these prompts; "
              f"{len(kept)} of {H} heads kept; {done} node sets evaluated. Classes are named from head scores "
-             f"(circuit_core/heads.py). A hypothesis to validate, not a finding.")
+             f"(circuit_core/heads.py)" + (
+                 f"; s-inhibition by path patching to the name movers' queries at END (share of F(clean) − "
+                 f"F(corrupted), N={min(meth.n, PATH_N)} pairs): "
+                 + ", ".join(f"{head_name(h)} {e:.2f}" for h, e in sorted(inhibitors.items())) if inhibitors else "")
+             + ". A hypothesis to validate, not a finding.")
     circuit = build_circuit(kept, scores, name or f"discovered circuit ({model.name}, threshold {threshold})",
-                            model.name, meth.task, notes)
+                            model.name, meth.task, notes, {h: "s-inhibition" for h in inhibitors})
     return Discovery(circuit, f_model, f_c, f_empty, threshold, normalized, positions, steps, scores, done)
 
 
-__all__ = ["Discovery", "discover", "label", "build_circuit"]
+__all__ = ["Discovery", "discover", "label", "build_circuit", "s_inhibition_by_path_patching"]

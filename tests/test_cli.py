@@ -75,7 +75,8 @@ def test_convert_round_trips_through_eap_ig_and_the_cli_reads_graphs(tmp_path, c
 
     graph, back = tmp_path / "graph.json", tmp_path / "back.json"
     assert main(["convert", "data/circuits/ioi-demo.json", str(graph), "--n-layers", "4", "--n-heads", "4"]) == 0
-    assert json.loads(graph.read_text())["nodes"]["a3.h0"]["in_graph"] is True
+    assert json.loads(graph.read_text())["nodes"]["a2.h2"]["in_graph"] is True  # the name mover
+    assert json.loads(graph.read_text())["nodes"]["a3.h0"]["in_graph"] is False
     assert main(["convert", str(graph), str(back), "--to", "circuit"]) == 0
     assert load_circuit(back).to_dict() == load_circuit("data/circuits/ioi-demo.json").to_dict()
     assert main(["convert", str(graph), str(back), "--to", "circuit"]) == 2  # never replaced silently

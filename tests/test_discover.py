@@ -74,6 +74,10 @@ def test_class_labels_from_scores():
     assert label("S2", row(**{hs.IND: 0.7, hs.DUP: 0.2, hs.PREV: 0.1})) == "induction"
     assert label("S1+1", row(**{hs.IND: 0.0, hs.DUP: 0.0, hs.PREV: 0.9})) == "previous token"
     assert label("S2", row(**{hs.IND: 0.1, hs.DUP: 0.1, hs.PREV: 0.1})) == "other"
+    # on the task itself a head at S2 that looks back at S1 is a duplicate-token head (the paper's test)
+    assert label("S2", row(**{hs.IND: 0.0, hs.DUP: 0.2, hs.PREV: 0.0, "attn S2→S1": 0.6})) == "duplicate token"
+    assert label("S2", row(**{hs.IND: 0.0, hs.DUP: 0.2, hs.PREV: 0.0, "attn S2→S1": 0.2})) == "other"
+    assert label("S1+1", row(**{hs.IND: 0.0, hs.DUP: 0.0, hs.PREV: 0.0, "attn S2→S1": 0.9})) == "other"
 
 
 def test_cli_discover_is_reproducible(found, tiny_dir, tmp_path, capsys):

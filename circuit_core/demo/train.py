@@ -7,6 +7,22 @@ Data: the project's own IOI prompts (circuit_core.tasks.ioi) on all names, place
 orders (ABBA/BABA), from 12 of the 15 templates; templates HELD_OUT never appear in training.
 Training prompts use dataset seed TRAIN_DATA_SEED_BASE + --seed, so any small dataset seed (the
 app's default 0, the tests' seeds) is a fresh sample.
+Mix (so that position alone cannot tell which name to suppress): a share --ioi-share (0.4) of the
+pool is standard IOI prompts; a share --repeat-share (0.2) is repeated random-token sequences
+r_1..r_T r_1..r_T, whose second half only looking back predicts (what teaches GPT-2 its duplicate-
+token and induction heads in pretraining); the rest are "which name occurs once" sentences on the same training
+templates, places and objects (so no new words: the tokenizer and every IOI evaluation stay as
+they are): the template's first name slot ("[B] and [A]") and its second ("[B]") become lists of
+1 to --max-names names ("X", "X and Y", "X, Y and Z"), filled so that exactly one name occurs once
+and every other name twice (never twice in one list); the answer is the name that occurs once.
+Layouts (first list, second list): (1, 2), e.g. "Then, B went to the store. A and B gave a ring
+to" -> A, where the answer is in the second list (sometimes the last name); (3, 2), e.g. "Then,
+A, B and C went to the store. C and B gave a ring to" -> A, where two names repeat and the last
+one is not the only one to suppress; (2, 3) with the answer among three in the second list. The
+standard IOI layout is (2, 1). Only detecting which name is duplicated solves all of them.
+The old recipe (IOI prompts only: --ioi-share 1 --repeat-share 0) is solved by a shortcut (late
+heads suppress the most recent name) with no duplicate-token head; this mix gives a layer-0
+duplicate-token head at S2 that the S-inhibition and name-mover heads at END depend on.
 Objective: next-token loss on the whole sentence, final IO name included (as in pretraining, so
 the model also learns that names get copied), plus the answer token's loss again, so IO at END is
 what training is mostly about.
@@ -16,19 +32,23 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import time
 from pathlib import Path
 
 import torch
 
 from ..models import DEMO_MODEL_DIR
-from ..tasks.ioi import BABA_TEMPLATES, make_ioi_dataset
+from ..tasks.ioi import BABA_TEMPLATES, NAMES, OBJECTS, PLACES, make_ioi_dataset, single_token_id
 from ..toy import gpt2_config, ioi_vocabulary, word_level_tokenizer
 
 HELD_OUT = (2, 9, 13)  # a plain variant, one with an unseen word (" commuting"), a reordered one
 TRAIN_TEMPLATES = tuple(t for t in range(len(BABA_TEMPLATES)) if t not in HELD_OUT)
 TRAIN_DATA_SEED_BASE = 1_000_000
 ARCH = dict(n_layer=4, n_head=4, n_embd=64)
+IOI_SHARE = 0.4  # share of standard IOI prompts in the training pool (REPEAT_SHARE below; the rest: "which name occurs once")
+MAX_NAMES = 3  # names per list in the other sentences (2 or 3)
+REPEAT_SHARE = 0.2  # share of repeated random-token sequences (as in pretraining: what induction is for)
 
 
 def sentences(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,19 +59,118 @@ def sentences(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return full, end
 
 
-def train(out: Path, seed: int = 0, steps: int = 1500, batch: int = 64, lr: float = 1e-3, pool: int = 50_000,
-          log_every: int = 100):
+def layouts(max_names: int = MAX_NAMES) -> list[tuple[int, int]]:
+    """(first list, second list) sizes of the non-IOI sentences: k names fill 2k - 1 slots."""
+    out = [(1, 2)]
+    if max_names >= 3:
+        out += [(3, 2), (2, 3)]
+    return out
+
+
+def _names_text(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def unique_name_sentences(tokenizer, n: int, seed: int, templates, max_names: int = MAX_NAMES):
+    """n "which name occurs once" sentences (module doc): complete token lists (answer included),
+    END indices and [answer, a repeated name] token pairs. Seeded; training templates only."""
+    if max_names not in (2, 3):
+        raise ValueError(f"--max-names must be 2 or 3 (got {max_names})")
+    rng = random.Random(f"unique-name-{seed}")
+    names = [w for w in NAMES if single_token_id(tokenizer, " " + w) is not None]
+    shapes = layouts(max_names)
+    toks, ends, answers = [], [], []
+    for _ in range(n):
+        t = BABA_TEMPLATES[rng.choice(list(templates))]
+        first, second = shapes[rng.randrange(len(shapes))]
+        k = (first + second + 1) // 2
+        people = rng.sample(names, k)
+        unique, repeated = people[0], people[1:]
+        # the larger list holds every name once; the smaller one holds the repeated names
+        big, small = [unique] + repeated, list(repeated)
+        rng.shuffle(big)
+        rng.shuffle(small)
+        one, two = (big, small) if first > second else (small, big)
+        i = t.index("[B] and [A]")
+        head, rest = t[:i], t[i + len("[B] and [A]"):]
+        rest = rest[: rest.rindex(" [A]")]  # the prompt stops before the answer
+        text = (head + _names_text(one) + rest.replace("[B]", _names_text(two), 1))
+        text = text.replace("[PLACE]", rng.choice(PLACES)).replace("[OBJECT]", rng.choice(OBJECTS))
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        answer = single_token_id(tokenizer, " " + unique)
+        wrong = single_token_id(tokenizer, " " + two[-1] if two[-1] != unique else " " + two[-2])
+        toks.append(ids + [answer])
+        ends.append(len(ids) - 1)
+        answers.append([answer, wrong])
+    width = max(len(x) for x in toks)
+    full = torch.zeros(n, width, dtype=torch.long)  # BOS (id 0) pads, as in sentences()
+    for r, x in enumerate(toks):
+        full[r, : len(x)] = torch.tensor(x)
+    return full, torch.tensor(ends), torch.tensor(answers)
+
+
+def repeated_sequences(tokenizer, n: int, seed: int, lengths=(4, 12)):
+    """n sequences r_1..r_T r_1..r_T of distinct random words of the vocabulary (T uniform in
+    `lengths`): the second copy can only be predicted by looking back, the job of induction and
+    duplicate-token heads, which pretraining teaches GPT-2 the same way. END is the last token but
+    one; the "answer" is the last token, and the wrong one the token before it (logged only)."""
+    gen = torch.Generator().manual_seed(seed)
+    words = torch.arange(2, len(tokenizer))  # not BOS (0) or <unk> (1)
+    width = 2 * lengths[1]
+    full = torch.zeros(n, width, dtype=torch.long)
+    end = torch.zeros(n, dtype=torch.long)
+    answers = torch.zeros(n, 2, dtype=torch.long)
+    for r in range(n):
+        T = int(torch.randint(lengths[0], lengths[1] + 1, (1,), generator=gen))
+        seq = words[torch.randperm(len(words), generator=gen)[:T]]
+        full[r, : 2 * T] = torch.cat([seq, seq])
+        end[r] = 2 * T - 2
+        answers[r] = torch.stack([seq[-1], seq[-2]])
+    return full, end, answers
+
+
+def training_pool(tokenizer, pool: int, seed: int, ioi_share: float = IOI_SHARE, max_names: int = MAX_NAMES,
+                  repeat_share: float = REPEAT_SHARE):
+    """The training sentences: round(ioi_share * pool) standard IOI prompts, round(repeat_share * pool)
+    repeated random-token sequences, the rest "which name occurs once" sentences, shuffled together
+    (seeded). Returns (full, end, answers [IO, wrong])."""
+    n_rep = round(repeat_share * pool)
+    n_ioi = round(ioi_share * pool)
+    parts = []
+    if n_rep:
+        parts.append(repeated_sequences(tokenizer, n_rep, TRAIN_DATA_SEED_BASE + seed))
+        pool -= n_rep
+    if n_ioi:
+        data = make_ioi_dataset(tokenizer, n=n_ioi, seed=TRAIN_DATA_SEED_BASE + seed, templates=list(TRAIN_TEMPLATES))
+        full, end = sentences(data)
+        parts.append((full, end, data.answer_tokens))
+    if pool - n_ioi:
+        parts.append(unique_name_sentences(tokenizer, pool - n_ioi, TRAIN_DATA_SEED_BASE + seed, TRAIN_TEMPLATES,
+                                           max_names))
+    width = max(p[0].shape[1] for p in parts)
+    full = torch.cat([torch.nn.functional.pad(p[0], (0, width - p[0].shape[1])) for p in parts])
+    end = torch.cat([p[1] for p in parts])
+    answers = torch.cat([p[2] for p in parts])
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(TRAIN_DATA_SEED_BASE + seed))
+    return full[perm], end[perm], answers[perm]
+
+
+def train(out: Path, seed: int = 0, steps: int = 4000, batch: int = 64, lr: float = 1e-3, pool: int = 50_000,
+          log_every: int = 100, ioi_share: float = IOI_SHARE, max_names: int = MAX_NAMES, arch: dict | None = None,
+          repeat_share: float = REPEAT_SHARE):
     from transformers import GPT2LMHeadModel
 
     torch.set_num_threads(2)  # the budget: 2 CPU cores, <= 10 minutes
     torch.manual_seed(seed)
     t0 = time.time()
     tokenizer = word_level_tokenizer(ioi_vocabulary())
-    data = make_ioi_dataset(tokenizer, n=pool, seed=TRAIN_DATA_SEED_BASE + seed, templates=list(TRAIN_TEMPLATES))
-    full, end = sentences(data)
-    print(f"{pool} training prompts from templates {list(TRAIN_TEMPLATES)} in {time.time() - t0:.1f}s")
+    full, end, answers = training_pool(tokenizer, pool, seed, ioi_share, max_names, repeat_share)
+    print(f"{pool} training sentences from templates {list(TRAIN_TEMPLATES)} ({round(ioi_share * pool)} standard "
+          f"IOI, {round(repeat_share * pool)} repeated random tokens, the rest 'which name occurs once', layouts "
+          f"{layouts(max_names)}) in {time.time() - t0:.1f}s")
 
-    config = gpt2_config(len(tokenizer), **ARCH)
+    arch = {**ARCH, **(arch or {})}
+    config = gpt2_config(len(tokenizer), **arch)
     config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = 0.0  # fresh data each epoch: no overfitting
     model = GPT2LMHeadModel(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -86,7 +205,7 @@ def train(out: Path, seed: int = 0, steps: int = 1500, batch: int = 64, lr: floa
         if step % log_every == 0 or step == steps - 1:
             with torch.no_grad():
                 ans = logits[rows, e]
-                diff = (ans[rows, data.answer_tokens[idx, 0]] - ans[rows, data.answer_tokens[idx, 1]])
+                diff = (ans[rows, answers[idx, 0]] - ans[rows, answers[idx, 1]])
             print(f"step {step:5d}  loss {lm.item():.3f} (sentence) {answer.item():.3f} (answer)  "
                   f"batch logit diff {diff.mean().item():.2f}  acc {(diff > 0).float().mean().item():.2f}  "
                   f"{time.time() - t0:.0f}s", flush=True)
@@ -94,7 +213,8 @@ def train(out: Path, seed: int = 0, steps: int = 1500, batch: int = 64, lr: floa
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    print(f"trained in {time.time() - t0:.1f}s (seed {seed}, {steps} steps of {batch}); saved to {out}")
+    print(f"trained in {time.time() - t0:.1f}s (seed {seed}, {steps} steps of {batch}, {arch}, IOI share "
+          f"{ioi_share}, repeat share {repeat_share}, max names {max_names}); saved to {out}")
     return model
 
 
@@ -131,16 +251,30 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m circuit_core.demo.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=DEMO_MODEL_DIR, help="output folder (default: data/models/ioi-demo)")
     p.add_argument("--seed", type=int, default=0, help="init, data order and training-data seed (default 0)")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ioi-share", type=float, default=IOI_SHARE,
+                   help=f"share of standard IOI prompts in training; the rest are 'which name occurs once' "
+                        f"sentences (default {IOI_SHARE}; 1 gives the old, IOI-only recipe)")
+    p.add_argument("--repeat-share", type=float, default=REPEAT_SHARE,
+                   help=f"share of repeated random-token sequences in training (default {REPEAT_SHARE})")
+    p.add_argument("--max-names", type=int, default=MAX_NAMES, choices=(2, 3),
+                   help=f"names per list in the other sentences (default {MAX_NAMES})")
+    p.add_argument("--layers", type=int, default=ARCH["n_layer"])
+    p.add_argument("--heads-per-layer", type=int, default=ARCH["n_head"])
+    p.add_argument("--d-model", type=int, default=ARCH["n_embd"])
     p.add_argument("--evaluate-only", action="store_true", help="skip training; evaluate the model in --out")
     p.add_argument("--eval-n", type=int, default=500)
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1], help="dataset seeds (fresh: < 1,000,000)")
     p.add_argument("--heads", action="store_true", help="also print F(M) with each head ablated")
     args = p.parse_args(argv)
     if not args.evaluate_only:
-        train(args.out, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr)
+        if not (0 <= args.ioi_share <= 1 and 0 <= args.repeat_share <= 1 and args.ioi_share + args.repeat_share <= 1):
+            p.error("--ioi-share and --repeat-share must be in [0, 1] and add up to at most 1")
+        train(args.out, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr, ioi_share=args.ioi_share,
+              max_names=args.max_names, repeat_share=args.repeat_share,
+              arch=dict(n_layer=args.layers, n_head=args.heads_per_layer, n_embd=args.d_model))
     evaluate(args.out, n=args.eval_n, seeds=args.eval_seeds, heads=args.heads)
 
 
