@@ -185,7 +185,7 @@ def test_compare_page_takes_an_imported_eap_ig_graph():
     demo = load_circuit("data/circuits/ioi-demo.json")
     graph = to_eap_graph(demo, {"n_layers": 4, "n_heads": 4, "parallel_attn_mlp": False, "d_model": 64},
                          head_scores={(l, h): float(l == 3) for l in range(4) for h in range(4)}, keep_circuit=False)
-    graph["nodes"]["a0.h0"]["in_graph"] = True
+    graph["nodes"]["a1.h0"]["in_graph"] = True  # a head the demo circuit lacks
     imported = from_eap_graph(graph, name="eap")
     at = page(compare_uploads={"uploaded: eap": imported},
               compare_choice=["current edit", "uploaded: eap"])
@@ -193,7 +193,8 @@ def test_compare_page_takes_an_imported_eap_ig_graph():
     at = finish_jobs(at)
     overlap = next(d.value for d in at.dataframe if "jaccard" in getattr(d.value, "columns", []))
     everything = overlap[overlap["class"] == compare.ALL_HEADS].iloc[0]
-    assert everything.added == "0.0" and everything.jaccard == pytest.approx(3 / 4)
+    n = len(demo.heads)
+    assert everything.added == "1.0" and everything.jaccard == pytest.approx(n / (n + 1))
     table = next(d.value for d in at.dataframe if "AUC" in getattr(d.value, "columns", []))
     assert table.set_index("circuit").loc["B", "AUC"] == pytest.approx(compare.roc(
         demo, imported.head_scores, 4, 4).auc)

@@ -295,7 +295,7 @@ DEMO = ["--model", "demo", "--circuit", "data/circuits/ioi-demo.json"]
     ("completeness", ["--greedy-steps", "0"], "expected a whole number ≥ 1"),
     ("completeness", ["--random", "-1"], "argument --random: expected a whole number ≥ 0, got -1"),
     ("completeness", ["--k", "3.0, x"], "K '3.0, x': Head 'x' is not of the form"),
-    ("completeness", ["--k", "0.0"], "K must be a subset of the circuit"),
+    ("completeness", ["--k", "1.0"], "K must be a subset of the circuit"),
     ("minimality", ["--threshold", "nan"], "argument --threshold: expected a number from 0 to 100, got 'nan'"),
     ("minimality", ["--threshold", "inf"], "expected a number from 0 to 100"),
     ("minimality", ["--threshold", "-5"], "expected a number from 0 to 100"),
