@@ -7,7 +7,7 @@ import streamlit as st
 
 from circuit_core.circuit import Circuit, CircuitError
 from circuit_core.editing import add_class, diff, from_rows, remove_class, rows, toggle_head, update_class
-from circuit_core.tasks import task_roles
+from circuit_core.tasks import get_task, task_roles
 from ui.charts import OUT_OF_CIRCUIT, head_grid, style
 from ui.headline import faithfulness_of, figures_or_last, headline
 from ui import jobs
@@ -133,7 +133,7 @@ with left:
             except CircuitError as e:
                 st.error(str(e))
     note = agreement_note(ctx, ev, target) if metric in (ESTIMATE, EXACT) else None
-    st.caption("Background: " + background_caption(metric, target) + " Squares mark circuit heads in their class colour."
+    st.caption("Background: " + background_caption(metric, target, get_task(ctx.methodology.task).metric) + " Squares mark circuit heads in their class colour."
                + (f" {note}" if note else ""))
 
 with right:

@@ -6,6 +6,7 @@ import streamlit as st
 from circuit_core.ablation import Ablation, PositionScope
 from circuit_core.criteria import breakdown_by_group, worst_prompts
 from circuit_core.baseline import random_circuit_baseline
+from circuit_core.tasks import get_task
 from ui.charts import baseline_histogram, by_group, distribution, intervals, style
 from ui import jobs
 from ui.headline import faithfulness_of, headline, with_reference_noise
@@ -60,7 +61,7 @@ st.markdown(f"The circuit keeps **{f['ratio']:.1%}** (95% CI {iv['ratio'][0]:.1%
             f"Gap F(M) − F(C) = {f['gap']:.3f} (95% CI {iv['gap'][0]:.3f} – {iv['gap'][1]:.3f}). "
             f"With every head ablated F(∅) = {f['F_empty']:.3f}.")
 
-st.altair_chart(style(distribution(f["per_prompt"])), width="stretch")
+st.altair_chart(style(distribution(f["per_prompt"], get_task(ctx.methodology.task).metric)), width="stretch")
 st.caption("Each prompt's logit difference: the model, the circuit alone, and every head ablated. "
            "A faithful circuit's distribution lies on the model's, not only its mean.")
 q = pd.DataFrame([{"run": k, "25%": v["q25"], "median": v["median"], "75%": v["q75"]}

@@ -175,6 +175,12 @@ def test_editor_patching_map_turns_into_membership_with_one_click():
     assert not at.exception and not at.error
 
 
+def finish_jobs(at):
+    for job in list(at.session_state["_jobs"].values()):
+        assert job.wait(240) and job.error is None, job.error
+    return at.run()
+
+
 def torch_allclose(a, b):
     import torch
 
@@ -196,3 +202,39 @@ def test_discovery_proposes_a_circuit_the_editor_can_take():
     assert history.current.to_dict() == found.circuit.to_dict()
     next(b for b in at.button if b.label.startswith("↶")).click().run()
     assert history.current.name != found.circuit.name or history.current.to_dict() != found.circuit.to_dict()
+
+
+def test_colored_objects_end_to_end_on_a_model_folder(tmp_path):
+    """The issue's path for another task: a model folder, Colored Objects, the patching map, discovery's
+    proposal taken into the editor, then the criteria pages on it. The model is the hand-wired one whose
+    circuit is known (demo/train_task.py), so the proposal can be checked."""
+    from circuit_core.demo.train_task import WIRED_COLORED_OBJECTS, wire_colored_objects_model
+    from ui.background import PATCH_NOISE
+
+    wire_colored_objects_model(tmp_path, seed=0)
+    at = app("pages/1_Circuit_editor.py", model_choice="local folder…", model_folder=str(tmp_path),
+             task="colored-objects", n=48, seed=4, ref_per_group=8, ref_replicates=0)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.selectbox(key="edit_metric").set_value(PATCH_NOISE).run()
+    job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "patching")
+    assert job.wait(120) and job.error is None
+    at.run()
+    assert not at.exception and not at.error
+    assert job.result.task == "colored-objects" and "QUERY" in job.result.roles
+    next(b for b in at.button if b.key == "disc_go").click().run()
+    disc = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "discover")
+    assert disc.wait(300) and disc.error is None, disc.error
+    at.run()
+    next(b for b in at.button if b.key == "disc_take").click().run()
+    assert not at.exception and not at.error
+    from ui.state import WHOLE_MODEL
+
+    assert at.session_state["circuit_choice"] == WHOLE_MODEL  # no preset for this model: it starts from every head
+    history = at.session_state[f"history::{tmp_path}::{WHOLE_MODEL}::colored-objects"]
+    assert {(l, h): p for l, h, p in history.current.nodes()} == {hd: r for hd, r in WIRED_COLORED_OBJECTS.values()}
+    for page in ("2_Faithfulness.py", "3_Completeness.py", "4_Minimality.py"):  # beside the editor's page
+        at.switch_page(page).run()
+        at = finish_jobs(at)
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
+    at.switch_page("2_Faithfulness.py").run()
+    assert 80 <= float(metric(at, "Faithfulness").rstrip("%")) <= 120

@@ -349,3 +349,18 @@ def test_the_wired_colored_objects_circuit_is_faithful(colored_objects_model):
     for drop in WIRED_COLORED_OBJECTS:  # each of its three heads is needed
         part = Circuit("part", [c for c in classes if c.name != drop], task="colored-objects")
         assert faithfulness(ev, part, reference_noise=False).normalized < 0.5, drop
+
+
+def test_discovery_recovers_the_wired_colored_objects_circuit(colored_objects_model):
+    """Discovery works on any registered task: on the model whose circuit is known it proposes exactly
+    that circuit, each head at the position where its work is read, named after what it does."""
+    from circuit_core.discover import discover
+
+    model = colored_objects_model
+    meth = Methodology(task="colored-objects", n=48, seed=4, ref_per_group=8, ref_replicates=0, bootstrap=200)
+    ev = Evaluator(model, build_dataset("colored-objects", model.tokenizer, **meth.dataset_kwargs()), meth)
+    found = discover(ev, 0.8)
+    assert {(l, h): p for l, h, p in found.circuit.nodes()} == {head: role for head, role in WIRED_COLORED_OBJECTS.values()}
+    names = {c.name: c.heads for c in found.circuit.classes}
+    assert names == {"previous token": [(0, 0)], "mover (QUERY)": [(0, 1)], "mover (OBJECT)": [(1, 0)]}
+    assert found.circuit.task == "colored-objects" and 0.8 <= found.ratio <= 1.2

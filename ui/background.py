@@ -27,14 +27,14 @@ def background_metrics(task_roles: list[str] | None = None) -> list[str]:
     return [ESTIMATE, EXACT, ABLATION, *PATCHING] + [m for m in ROLE_METRICS if not m.startswith("attn")] + attention
 
 
-def background_caption(metric: str, target: str) -> str:
+def background_caption(metric: str, target: str, task_metric: str = "logit(IO) − logit(S) at END") -> str:
     return {
         ESTIMATE: f"estimated change of F(C) if the head were clicked (into / out of '{target}'): gradient × "
                   "(own output − ablation value), one forward and one backward pass on the current circuit "
                   "(attribution patching). An estimate: choose the exact values to check it.",
         EXACT: f"exact change of F(C) if the head were clicked (into / out of '{target}'): one evaluation per head.",
         ABLATION: "F(M without the head, ablated everywhere) − F(M); blue cells hurt the task when removed.",
-        "direct effect": "the head's direct contribution to logit[IO] − logit[S] at END.",
+        "direct effect": f"the head's direct contribution to {task_metric}.",
         PATCH_NOISE: "share of F(clean) − F(corrupted) lost when this head's output at the chosen position "
                      "is taken from the prompt's corrupted twin (1: it alone carries the behaviour).",
         PATCH_DENOISE: "share of F(clean) − F(corrupted) restored when this head's clean output at the chosen "

@@ -48,13 +48,13 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
     return chart.properties(height=max(320, 34 * n_layers), title=f"Heads: circuit classes over {metric}")
 
 
-def distribution(per_prompt: dict[str, list[float]]) -> alt.Chart:
-    """Per-prompt logit differences for model, circuit and empty circuit."""
+def distribution(per_prompt: dict[str, list[float]], metric: str = "logit(IO) − logit(S) at END") -> alt.Chart:
+    """Per-prompt logit differences for model, circuit and empty circuit; `metric`: the task's."""
     rows = [{"which": k, "logit diff": v} for k, vs in per_prompt.items() for v in vs]
     df = pd.DataFrame(rows)
     return alt.Chart(df).transform_density("logit diff", groupby=["which"], as_=["logit diff", "density"]).mark_area(
         opacity=0.45).encode(
-        x=alt.X("logit diff:Q", title="logit[IO] − logit[S] per prompt (nats)"),
+        x=alt.X("logit diff:Q", title=f"{metric}, per prompt (nats)"),
         y=alt.Y("density:Q", title="density", stack=None),  # overlaid, not stacked
         color=alt.Color("which:N", title="run", scale=alt.Scale(domain=["model", "circuit", "empty"],
                                                                 range=["#4c78a8", "#f58518", "#9d9d9d"])),

@@ -44,7 +44,10 @@ ci = fmt.ci  # the report prints intervals the same way
 def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict | None = None) -> None:
     """F(M), F(C), F(C)/F(M) and the normalised score as metrics, with changes when given."""
     cols = st.columns(4)
-    cols[0].metric("F(M) — model", f"{f['F_model']:.3f}", help="mean logit[IO] − logit[S] at END, nothing ablated")
+    from circuit_core.tasks import get_task
+
+    cols[0].metric("F(M) — model", f"{f['F_model']:.3f}",
+                   help=f"mean {get_task(ctx.methodology.task).metric}, nothing ablated")
     cols[0].caption(ci(f, "F_model"))
     delta = None if previous is None else f"{f['F_circuit'] - previous['F_circuit']:+.3f} since last edit"
     cols[1].metric("F(C) — circuit", f"{f['F_circuit']:.3f}", delta)

@@ -72,10 +72,16 @@ def build_report(ev, circuit, caption: str, n_random: int = 10, n_baseline: int 
                   run_record(ev, circuit, results))
 
 
+def _task_metric(r: Report) -> str:
+    from circuit_core.tasks import get_task
+
+    return get_task(r.record.get("methodology", {}).get("task", "ioi")).metric
+
+
 def figures(r: Report) -> dict[str, alt.Chart]:
     """The report's charts, by file stem, in reading order."""
     out = {"circuit": circuit_diagram(r.circuit, r.model.get("n_layers")),
-           "per_prompt": distribution(r.faithfulness["per_prompt"])}
+           "per_prompt": distribution(r.faithfulness["per_prompt"], _task_metric(r))}
     if r.group_table is not None:
         out["by_group"] = by_group(r.group_table)
     if r.baseline is not None:
