@@ -61,18 +61,34 @@ def criteria_coverage(model, circuit) -> dict:
 
     big_ev = build_evaluator(model, Methodology(n=2000, seed=1000, ref_per_group=100, ref_replicates=0, bootstrap=10))
     big, big_min = completeness(big_ev, circuit, n_random=0, greedy_runs=0).table, minimality(big_ev, circuit).table
+    # the same at 400 reference prompts per group: where the minimality scores head as the reference set grows
+    huge_min = minimality(build_evaluator(model, Methodology(n=2000, seed=1000, ref_per_group=400, ref_replicates=0,
+                                                             bootstrap=10)), circuit).table
     inside = lambda lo, hi, truth: list((lo.to_numpy() <= truth.to_numpy()) & (truth.to_numpy() <= hi.to_numpy()))
     out = {}
     for reps in (8, 0):
         hits = {"F_C_and_F_M_minus_K": [], "incompleteness": [], "minimality": []}
+        scores = []  # [seed][head]: the N = 100 minimality scores
         for seed in range(20):
             ev = build_evaluator(model, Methodology(n=100, seed=seed, ref_replicates=reps, bootstrap=400))
             t, mt = completeness(ev, circuit, n_random=0, greedy_runs=0).table, minimality(ev, circuit).table
             hits["F_C_and_F_M_minus_K"] += inside(t.F_C_lo, t.F_C_hi, big.F_C_minus_K) + inside(t.F_M_lo, t.F_M_hi, big.F_M_minus_K)
             hits["incompleteness"] += inside(t.ci_low, t.ci_high, big.incompleteness)
             hits["minimality"] += inside(mt.ci_low, mt.ci_high, big_min.score)
+            scores.append(list(mt.score))
         out[f"replicates_{reps}"] = {k: float(np.mean(v)) for k, v in hits.items()}
-        print(f"  criteria coverage, {reps} replicates: {out[f'replicates_{reps}']}", flush=True)
+        per_head = np.array(hits["minimality"]).reshape(20, -1).mean(0)
+        out[f"replicates_{reps}"]["minimality_by_head"] = {
+            h: {"coverage": float(per_head[i]), "mean_N100_R50": float(np.mean([s[i] for s in scores])),
+                "sd_N100_R50": float(np.std([s[i] for s in scores], ddof=1)),
+                "truth_N2000_R100": float(big_min.score.iloc[i]), "N2000_R400": float(huge_min.score.iloc[i])}
+            for i, h in enumerate(big_min["head"])}
+        print(f"  criteria coverage, {reps} replicates: "
+              f"{ {k: v for k, v in out[f'replicates_{reps}'].items() if k != 'minimality_by_head'} }", flush=True)
+        for h, r in out[f"replicates_{reps}"]["minimality_by_head"].items():
+            print(f"    minimality {h}: covered {r['coverage']:.0%}; N = 100 mean {r['mean_N100_R50']:.3f} "
+                  f"(sd {r['sd_N100_R50']:.3f}); N = 2000 with 100 / 400 references per group "
+                  f"{r['truth_N2000_R100']:.3f} / {r['N2000_R400']:.3f}", flush=True)
     return out
 
 
