@@ -36,7 +36,7 @@ GPT-2-small-shaped model on 2 CPU cores.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -145,9 +145,7 @@ def s_inhibition_by_path_patching(evaluator, kept: dict[Head, str], scores: pd.D
     candidates = [h for h, lab in at_end.items() if lab == "other" and movers and h[0] < min(l for l, _ in movers)]
     if evaluator.methodology.task != "ioi" or not candidates:
         return {}
-    from dataclasses import replace
-
-    from .patching import paired_dataset, path_patching
+    from .patching import paired_dataset, path_patching  # patching is only needed here
 
     meth = evaluator.methodology
     pairs = paired_dataset(evaluator.model, replace(meth, n=min(meth.n, PATH_N)))

@@ -485,10 +485,10 @@ def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, first
         corr_m[rows], corr_z = _hooked_run(model, dataset, dataset.reference_tokens[rows], rows, grab=z_names)
         where = None if receiver_role is None else _positions_mask(dataset, receiver_role, rows, tokens.shape[1],
                                                                     model.device).repeat(H, 1)
+        # (b) batch block k: sender (layer, k) corrupted; from its layer on every other head's z clean
+        corrupt = _one_head_each(H, torch.ones(P, tokens.shape[1], dtype=torch.bool, device=model.device))
         for layer in range(first):
             steps.before()
-            # (b) batch block k: sender (layer, k) corrupted; from its layer on every other head's z clean
-            corrupt = _one_head_each(H, torch.ones(P, tokens.shape[1], dtype=torch.bool, device=model.device))
             frozen = [torch.where(corrupt.flatten(0, 1), corr_z[z_names[layer]].repeat(H, 1, 1, 1),
                                   clean_z[z_names[layer]].repeat(H, 1, 1, 1))]
             frozen += [clean_z[z_names[j]].repeat(H, 1, 1, 1) for j in range(layer + 1, L)]

@@ -21,7 +21,7 @@ import string
 
 import torch
 
-from .base import Task, TaskDataset, TaskError
+from .base import Task, TaskDataset, TaskError, top_choice_accuracy
 from .ioi import single_token_id
 
 # Nouns that GPT-2's tokenizer splits as " " + capital and one more token (60 of 407 tried).
@@ -106,15 +106,7 @@ def accuracy(model, dataset, batch_size: int = 256) -> float:
     """Share of prompts whose top prediction among the capitals "A"–"Z" at END is the third letter
     (the paper's letter-by-letter correctness, at the last position)."""
     ids = [i for c in string.ascii_uppercase if (i := single_token_id(model.tokenizer, c)) is not None]
-    ids = torch.tensor(ids)
-    right = 0
-    with model.lock, torch.no_grad():
-        for start in range(0, dataset.n, batch_size):
-            rows = torch.arange(start, min(dataset.n, start + batch_size))
-            logits = model.bridge(dataset.tokens[rows].to(model.device))
-            at = logits[torch.arange(len(rows)), dataset.positions["END"][rows].to(logits.device)][:, ids.to(logits.device)]
-            right += int((ids[at.argmax(-1).cpu()] == dataset.answer_tokens[rows, 0]).sum())
-    return right / dataset.n
+    return top_choice_accuracy(model, dataset, ids, batch_size)
 
 
 TASK = Task(

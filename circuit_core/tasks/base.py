@@ -90,6 +90,20 @@ class TaskDataset:
         )
 
 
+def top_choice_accuracy(model, dataset: TaskDataset, choices: list[int], batch_size: int = 64) -> float:
+    """Share of prompts whose top prediction at END among the token ids `choices` is the right answer
+    (answer_tokens[:, 0]): a task's accuracy when its answers come from a closed set."""
+    ids = torch.tensor(choices)
+    right = 0
+    with model.lock, torch.no_grad():
+        for start in range(0, dataset.n, batch_size):
+            rows = torch.arange(start, min(dataset.n, start + batch_size))
+            logits = model.bridge(dataset.tokens[rows].to(model.device))
+            at = logits[torch.arange(len(rows)), dataset.positions["END"][rows].to(logits.device)][:, ids.to(logits.device)]
+            right += int((ids[at.argmax(-1).cpu()] == dataset.answer_tokens[rows, 0]).sum())
+    return right / dataset.n
+
+
 @dataclass(frozen=True)
 class Task:
     """A task, declared once as `TASK` in its own module (tasks/<name>.py) and registered by name in

@@ -21,7 +21,7 @@ import random
 
 import torch
 
-from .base import Task, TaskDataset, TaskError
+from .base import Task, TaskDataset, TaskError, top_choice_accuracy
 from .ioi import single_token_id
 
 COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "brown", "black"]
@@ -139,15 +139,7 @@ def make_colored_objects_dataset(tokenizer, n: int = 100, seed: int = 0, mode: s
 def accuracy(model, dataset, batch_size: int = 64) -> float:
     """Share of prompts whose top prediction among the eight capitalised colours at END is right."""
     ids = [single_token_id(model.tokenizer, " " + c.capitalize()) for c in COLORS]
-    ids = torch.tensor([i for i in ids if i is not None])
-    right = 0
-    with model.lock, torch.no_grad():
-        for start in range(0, dataset.n, batch_size):
-            rows = torch.arange(start, min(dataset.n, start + batch_size))
-            logits = model.bridge(dataset.tokens[rows].to(model.device))
-            at = logits[torch.arange(len(rows)), dataset.positions["END"][rows].to(logits.device)][:, ids.to(logits.device)]
-            right += int((ids[at.argmax(-1).cpu()] == dataset.answer_tokens[rows, 0]).sum())
-    return right / dataset.n
+    return top_choice_accuracy(model, dataset, [i for i in ids if i is not None], batch_size)
 
 
 TASK = Task(
