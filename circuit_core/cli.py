@@ -444,37 +444,44 @@ Cost: at most 2 + H(1 + R) + 1 + H(H + 1)/2 node sets of N prompts each: seconds
 
 
 def cmd_discover(args) -> int:
-    from .discover import discover
+    from .discover import discover_and_report
     from .evaluate import build_evaluator
     from .report import run_record, save_record
+    from .selection import Selection
 
     methodology, _ = prepare(args)
+    selection = Selection(args.selection_n, args.selection_seed)
+    try:  # refused before the model loads: a search scored on its own prompts is a winner's-curse figure
+        selection.seed_for(methodology)
+    except ValueError as exc:
+        raise UsageError(f"--selection-seed: {exc}") from None
     if Path(args.out).exists() and not args.overwrite:  # a circuit file is work: never replaced silently
         raise UsageError(f"{snippet(args.out)} exists; choose another --out, or pass --overwrite to replace it")
     model = open_model(args)
-    ev = build_evaluator(model, methodology)
-    start = None
-    if args.start_from_patching:  # the strongest heads of activation patching, each at its best position
-        from .patching import activation_patching, paired_dataset, start_from_patching
-
-        result = activation_patching(model, paired_dataset(model, methodology), "noise", seed=args.seed,
-                                     progress=progress_bar("activation patching"))
-        start = start_from_patching(result, top_k=args.start_from_patching)
-        print(f"Starting from {len(start)} heads of activation patching (noise): "
-              + ", ".join(f"{l}.{h}@{p}" for (l, h), p in start.items()))
+    ev = build_evaluator(model, methodology)  # the report prompts: they only measure the proposal
     try:
-        d = discover(ev, args.threshold, progress_bar("discover"), name=args.name, normalized=args.normalized,
-                     start=start)
+        d = discover_and_report(ev, args.threshold, selection, progress_bar("discover (selection prompts)"),
+                                name=args.name, normalized=args.normalized,
+                                start_from_patching=args.start_from_patching,
+                                report_progress=progress_bar("faithfulness (report prompts)"))
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    c = d.circuit
+    c, sel, held = d.circuit, d.selection, d.held_out
+    if d.start:
+        print(f"Started from {len(d.start)} heads of activation patching (noise, selection prompts): "
+              + ", ".join(f"{l}.{h}@{p}" for (l, h), p in d.start.items()))
     print(f"Discovered circuit on {model.name}: {len(c.heads)} of {model.n_layers * model.n_heads} heads, "
           f"{d.n_node_sets} node sets evaluated")
-    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
-    print(f"  F(M) {d.F_model:.3f}  F(C) {d.F_circuit:.3f}  F(∅) {d.F_empty:.3f}  F(C)/F(M) {d.ratio:.3f}  "
-          f"(F(C)-F(∅))/(F(M)-F(∅)) {d.normalized_score:.3f}  (threshold {args.threshold} on the "
-          f"{'normalized score' if args.normalized else 'ratio'})")
+    print(f"  searched on selection prompts: N={sel.n}, seed {sel.seed}; reported on: "
+          f"{describe_methodology(ev.methodology, ev.dataset)}")
+    print(f"  on the prompts that chose it (selection): F(M) {d.F_model:.3f}  F(C) {d.F_circuit:.3f}  "
+          f"F(∅) {d.F_empty:.3f}  F(C)/F(M) {d.ratio:.3f}  (F(C)-F(∅))/(F(M)-F(∅)) {d.normalized_score:.3f}  "
+          f"(threshold {args.threshold} on the {'normalized score' if args.normalized else 'ratio'})")
+    f = held.faithfulness
+    print(f"  held out (report prompts, N={held.n}, seed {held.seed}): F(C)/F(M) {held.ratio:.3f} "
+          f"{fmt_ci(held.interval)}  (F(C)-F(∅))/(F(M)-F(∅)) {f.stats['normalized']:.3f} "
+          f"{fmt_ci(f.intervals['normalized'])}  (95%: {f.interval_method})")
     if d.empty_passes and not args.normalized:
         print(f"  note: F(∅)/F(M) = {d.F_empty / d.F_model:.3f} already meets the threshold, so the ratio barely "
               "constrains the circuit here; --normalized measures from F(∅) instead.")
@@ -483,16 +490,19 @@ def cmd_discover(args) -> int:
     c.save(args.out)
     print(f"Circuit written to {args.out}")
     if args.record:
-        results = {"discovery": d.to_dict(), "head_scores": d.scores.to_dict("records")}
+        results = {"discovery": d.to_dict(), "faithfulness": f.to_dict(), "head_scores": d.scores.to_dict("records"),
+                   **_headline(f)}
         print(f"Run record written to {save_record(run_record(ev, c, results), args.record)}")
     return 0
 
 
 def add_discover_options(p: argparse.ArgumentParser) -> None:
+    from .selection import SELECTION_N, SELECTION_SEED_OFFSET
+
     p.add_argument("--model", default=None, help=f"hub name, local Hugging Face folder, or 'demo' (default: {DEFAULT_MODEL})")
     add_task_options(p)
     p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"number of prompts, 1 to {MAX_N:,} (default 100)")
-    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="dataset and repeated-token seed (default 0)")
+    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="seed of the report prompts (default 0)")
     p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--ref-per-group", type=whole(0, 1000), default=DEFAULTS.ref_per_group,
@@ -509,9 +519,24 @@ def add_discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", type=output_file, default=None,
                    help="also write a run record (steps, head scores, prompts) here")
     p.add_argument("--start-from-patching", type=whole(1, 100_000), default=None, metavar="K",
-                   help="start from the K heads with the largest activation-patching effect (noise), each at "
-                        "its best position, instead of every head: far fewer node sets on a large model")
+                   help="start from the K heads with the largest activation-patching effect (noise, on the "
+                        "selection prompts), each at its best position, instead of every head: far fewer node "
+                        "sets on a large model")
+    p.add_argument("--selection-n", type=whole(1, MAX_N), default=SELECTION_N,
+                   help=f"prompts the search runs on (default {SELECTION_N}); --n and --seed are the report "
+                        "prompts, on which the proposed circuit is then measured")
+    p.add_argument("--selection-seed", type=whole(0, MAX_SEED), default=None,
+                   help=f"seed of the selection prompts (default: --seed + {SELECTION_SEED_OFFSET:,}); must differ "
+                        "from --seed")
+    p.add_argument("--ref-replicates", type=whole(0, 100), default=DEFAULTS.ref_replicates,
+                   help="reference-set replicates in the held-out interval (default "
+                        f"{DEFAULTS.ref_replicates}; 0: prompts only)")
     p.set_defaults(positions=PositionScope.CIRCUIT.value, bootstrap=1000)
+    # Said here because the figure a reader sees first must not be the one the search fitted.
+    p.description = (p.description or "") + (
+        "\n\nSelection apart from report: the search runs on --selection-n prompts drawn with --selection-seed "
+        "and the proposed circuit's F(C)/F(M) is reported, with its 95% interval, on the --n prompts of --seed, "
+        "which took no part in choosing it (the figure on the selection prompts is printed too, labelled).")
 
 
 PATCH_HELP = """Activation patching per head and position, or path patching to receivers (circuit_core/patching.py).
@@ -596,6 +621,28 @@ COMMANDS["convert"] = cmd_convert
 COMMANDS["patch"] = cmd_patch
 
 
+def cmd_test(args) -> int:
+    """Shi et al.'s formal tests (circuit_core/formal_tests.py): each null, statistic, p-value and verdict."""
+    from .formal_tests import formal_tests, formal_tests_to_json
+
+    model, circuit, ev = _evaluator(args)
+    print(f"Formal tests of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}, α = {args.alpha:g}")
+    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
+    tests = formal_tests(ev, circuit, alpha=args.alpha, n_random=args.n_random, epsilon=args.epsilon,
+                         n_permutations=args.permutations, progress=progress_bar("formal tests"))
+    for t in tests:
+        print(f"{t.name}\n  H0: {t.null}\n  {t.statistic_name} = {t.statistic:.4g}   p = {t.p_value:.4g}   "
+              f"{t.verdict} at α = {t.alpha:g}\n  {t.meaning}")
+        for r in t.details.get("heads", []):
+            print(f"    {r['head']:<7}{r['class'][:19]:<20}effect {r['effect']:>8.3f}   p {r['p_raw']:.4f}   "
+                  f"Holm {r['p_holm']:.4f}   {r['verdict']}")
+    _save(args, ev, circuit, {"tests": formal_tests_to_json(tests)})
+    return 0
+
+
+COMMANDS["test"] = cmd_test
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m circuit_core",
                     description="Validate a transformer circuit by mean ablation (Wang et al. 2022).")
@@ -650,6 +697,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=whole(1, 100_000), default=768, help="d_model in the graph's cfg (default 768)")
     p.add_argument("--position", default="END", help="the position imported heads are kept at (default END)")
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p = sub.add_parser("test", help="formal hypothesis tests (Shi et al. 2024): equivalence, independence, "
+                                    "minimality, beats random circuits; null, statistic, p-value, verdict")
+    add_common(p)
+    p.add_argument("--alpha", type=number(0, 1, low_open=True), default=0.05, help="level of every test (default 0.05)")
+    p.add_argument("--epsilon", type=number(0, 10, low_open=True), default=0.1,
+                   help="equivalence tolerance, as a share of |F(M)| (default 0.1)")
+    p.add_argument("--n-random", type=whole(1, 100_000), default=100,
+                   help="random circuits and (at least) random inflations of C (default 100; the inflations are "
+                        "raised to |C|/alpha so that Holm can reject every head)")
+    p.add_argument("--permutations", type=whole(1, 100_000), default=1000, help="HSIC permutations (default 1000)")
     return parser
 
 

@@ -6,8 +6,9 @@ For K ⊆ C the incompleteness score is |F(C\\K) − F(M\\K)|:
 A complete circuit scores low for every K. K is drawn from: ∅, each whole class, random subsets
 (each head in with probability ½), the paper's greedy search, and any sets the user gives.
 
-Also here, because minimality uses them too: the node-set cache (`FCache`) and the lockstep greedy
-search (`Search`, `greedy_search`).
+Also here, because minimality uses them too: the node-set cache (`FCache`) and the bootstrap of
+differences. The greedy search lives in `search.py`; it chooses on selection prompts
+(`selection.py`) and the sets it chose are reported on the page's prompts.
 
 Long runs report progress(done, total) in greedy steps and check should_stop() between steps; when
 it says stop they return the partial result with `cancelled=True` (they do not raise).
@@ -27,9 +28,9 @@ import pandas as pd
 from .ablation import NodeSet
 from .circuit import Circuit, CircuitError, Head, head_name, parse_head, snippet
 from .criteria import interval_method
-
-Progress = Callable[[int, int], None]
-StopCheck = Callable[[], bool]
+from .search import Progress, Search, StopCheck, best_per_run, budget, greedy_search
+from .selection import Selection, selection_evaluator
+from .verdicts import Verdict, abs_interval, at_most, overall
 
 
 # --- node sets -------------------------------------------------------------------------------------
@@ -142,10 +143,11 @@ def _boot_means(arrays: Sequence[np.ndarray], n_boot: int, seed: int, replicates
     return out
 
 
-def abs_diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95,
-                       replicates: Sequence[tuple[np.ndarray, np.ndarray]] = ()):
-    """95% percentile intervals of |mean(a) − mean(b)| per row, resampling prompts (paired) and, with
-    `replicates` [(a_k, b_k)], the reference set too (see `_boot_means`).
+def diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95,
+                   replicates: Sequence[tuple[np.ndarray, np.ndarray]] = ()):
+    """95% percentile intervals of the SIGNED mean(a) − mean(b) per row, resampling prompts (paired)
+    and, with `replicates` [(a_k, b_k)], the reference set too (see `_boot_means`). Signed, because the
+    percentiles of |d*| are biased upward near 0; |d|'s interval for display is `verdicts.abs_interval`.
 
     a, b: [rows, N] per-prompt values. One resample = one weight vector over prompts, shared by rows.
     """
@@ -153,8 +155,14 @@ def abs_diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, lev
     if n_boot <= 0 or rows == 0:
         return np.full(rows, np.nan), np.full(rows, np.nan)
     ma, mb = _boot_means([a, b], n_boot, seed, replicates)
-    lo, hi = np.percentile(np.abs(ma - mb), [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1)
+    lo, hi = np.percentile(ma - mb, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1)
     return lo, hi
+
+
+def abs_columns(d_lo: np.ndarray, d_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Display intervals of |d| row by row, from the signed ones."""
+    pairs = [abs_interval(lo, hi) for lo, hi in zip(d_lo, d_hi)]
+    return np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=float)
 
 
 def mean_intervals(a: np.ndarray, n_boot: int, seed: int, level: float = 0.95, replicates: Sequence[np.ndarray] = ()):
@@ -185,92 +193,7 @@ def pct_of(value, f_model: float):
     return 100 * np.asarray(value) / abs(f_model) if f_model != 0 else np.full(np.shape(value), np.nan)
 
 
-# --- greedy search -----------------------------------------------------------------------------------
-@dataclass
-class Search:
-    """One greedy search: K grows from ∅ with heads from `pool`.
-
-    sets(K) lists the node sets the score needs; score(means) turns their mean F into the score
-    (e.g. |F(C\\K) − F(M\\K)|); columns names those means in the trace.
-    """
-
-    pool: list[Head]
-    sets: Callable[[frozenset], list[NodeSet]]
-    score: Callable[[np.ndarray], float]
-    columns: tuple[str, ...]
-
-
-@dataclass(eq=False)  # eq=False: hashable by identity, one dict key per run
-class _Run:
-    search: int
-    run: int
-    rng: np.random.Generator
-    K: frozenset
-    score: float
-
-
-def greedy_search(cache: FCache, searches: Sequence[Search], k: int = 10, steps: int = 10, runs: int = 10,
-                  seed: int = 0, progress: Progress | None = None, should_stop: StopCheck | None = None):
-    """The paper's greedy search (App. M), every (search, run) in lockstep.
-
-    Each run starts at K = ∅. Each step samples k candidates v from pool \\ K, scores K ∪ {v} for all of
-    them and moves to the best if it beats the run's current score; otherwise the run stops. All
-    candidates of all live runs of a step go to the evaluator in one call. Run r of search i draws
-    from np.random.default_rng([seed, i, r]), so results do not depend on batching.
-
-    Returns (trace, cancelled). trace: one row per scored K (search, run, step, K, means, score,
-    accepted); step 0 is ∅. Along each run the accepted scores strictly increase, so the last
-    accepted K of a run scores at least as high as every K that run saw.
-    """
-    trace: list[dict] = []
-
-    def score_all(proposals):  # [(search index, K)] -> [(means of its sets, score)], one evaluator call
-        means = cache.get([s for i, K in proposals for s in searches[i].sets(K)]).mean(1)
-        out, at = [], 0
-        for i, _ in proposals:
-            m = means[at : at + len(searches[i].columns)]
-            at += len(m)
-            out.append((m, float(searches[i].score(m))))
-        return out
-
-    def record(run, step, K, m, score, accepted):
-        trace.append({"search": run.search, "run": run.run, "step": step, "K": K,
-                      **dict(zip(searches[run.search].columns, map(float, m))), "score": score, "accepted": accepted})
-
-    live = []
-    for i, (m, score) in enumerate(score_all([(i, frozenset()) for i in range(len(searches))])):
-        for r in range(runs):
-            live.append(_Run(i, r, np.random.default_rng([seed, i, r]), frozenset(), score))
-            record(live[-1], 0, frozenset(), m, score, True)
-    cancelled = False
-    for step in range(1, steps + 1):
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
-        proposals = []  # (run, K ∪ {v})
-        for run in live:
-            rest = [h for h in searches[run.search].pool if h not in run.K]
-            picks = run.rng.choice(len(rest), size=min(k, len(rest)), replace=False)
-            proposals += [(run, run.K | {rest[j]}) for j in picks]
-        results = score_all([(run.search, K) for run, K in proposals])
-        best: dict[_Run, tuple] = {}  # each run's best candidate (the first one on ties)
-        for (run, K), (_, score) in zip(proposals, results):
-            if run not in best or score > best[run][1]:
-                best[run] = (K, score)
-        for (run, K), (m, score) in zip(proposals, results):
-            record(run, step, K, m, score, best[run][0] == K and score > run.score)
-        live = []
-        for run, (K, score) in best.items():
-            if score > run.score:  # moves on; a run whose best does not beat its score stops
-                run.K, run.score = K, score
-                live.append(run)
-        if progress is not None:
-            progress(step if live else steps, steps)
-        if not live:
-            break
-    return trace, cancelled
-
-
+# --- greedy search: search.py; the trace as a table -------------------------------------------
 def trace_frame(trace: list[dict], circuit: Circuit) -> pd.DataFrame:
     df = pd.DataFrame(trace)
     if len(df):
@@ -285,9 +208,19 @@ def frame_records(df: pd.DataFrame) -> list[dict]:
 
 
 # --- completeness ------------------------------------------------------------------------------------
+TOLERANCE_PCT = 10.0  # a K passes when |F(C\K) − F(M\K)| stays within this % of |F(M)| over its whole interval
+
+
 @dataclass
 class Completeness:
-    """One row per K in `table`; per_prompt['C_minus_K'][i], ['M_minus_K'][i] belong to table row i."""
+    """One row per K in `table`; per_prompt['C_minus_K'][i], ['M_minus_K'][i] belong to table row i.
+
+    Columns: d = F(C\\K) − F(M\\K) (signed) with its 95% interval d_lo, d_hi; incompleteness = |d|
+    with the display interval ci_low, ci_high; verdict against tolerance_pct % of |F(M)| (passes /
+    fails / undecided, from the interval). Greedy rows were chosen on selection prompts: their score
+    there is `selection_incompleteness` (a winner's-curse figure, shown as such); every other column is
+    on the report prompts.
+    """
 
     table: pd.DataFrame
     per_prompt: dict[str, np.ndarray]  # C_minus_K / M_minus_K: [rows, N]; model: [N]
@@ -301,25 +234,50 @@ class Completeness:
         t = self.table if family is None else self.table[self.table.family == family]
         return t.loc[t.incompleteness.idxmax()] if len(t) else None
 
+    @property
+    def verdict(self) -> Verdict:
+        """Fails if any K fails, passes if every K passes, else undecided."""
+        return overall(self.table.verdict) if len(self.table) else Verdict.UNDECIDED
+
     def to_dict(self) -> dict:
         rows = frame_records(self.table)
         for i, row in enumerate(rows):
             row["per_prompt"] = {"C_minus_K": self.per_prompt["C_minus_K"][i].tolist(),
                                  "M_minus_K": self.per_prompt["M_minus_K"][i].tolist()}
         return {"F_model": self.F_model, "settings": self.settings, "cancelled": self.cancelled,
-                "K_sets": rows, "greedy_trace": frame_records(self.greedy_trace),
+                "verdict": self.verdict.value, "K_sets": rows, "greedy_trace": frame_records(self.greedy_trace),
                 "per_prompt_model": self.per_prompt["model"].tolist()}
+
+
+def greedy_k_sets(selection_ev, circuit: Circuit, k: int, steps: int, runs: int, seed: int,
+                  progress: Progress | None = None, should_stop: StopCheck | None = None):
+    """The paper's greedy search for the worst K, run on the selection evaluator's prompts.
+    Returns ([(run, step, K, selection score)] — each run's best K, deduplicated — , trace, cancelled)."""
+    pos = selection_ev.methodology.positions
+    search = Search(pool=list(circuit.heads), sets=lambda K: incompleteness_sets(circuit, K, pos),
+                    score=lambda m: abs(m[0] - m[1]), columns=("F_C_minus_K", "F_M_minus_K"))
+    trace, cancelled = greedy_search(FCache(selection_ev), [search], k, steps, runs, seed, progress, should_stop)
+    chosen, seen = [], set()
+    for (_, run), row in sorted(best_per_run(trace).items()):
+        if row["K"] not in seen:
+            seen.add(row["K"])
+            chosen.append((run, row["step"], row["K"], row["score"]))
+    return chosen, trace, cancelled
 
 
 def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random: int = 10,
                  user_k: Sequence = (), greedy_k: int = 10, greedy_steps: int = 10, greedy_runs: int = 10,
                  seed: int | None = None, progress: Progress | None = None,
-                 should_stop: StopCheck | None = None, reference_noise: bool = True) -> Completeness:
-    """|F(C\\K) − F(M\\K)| for K = ∅, each class (classes=True), n_random random subsets, the greedy
+                 should_stop: StopCheck | None = None, reference_noise: bool = True,
+                 selection: Selection | None = None, selection_ev=None,
+                 tolerance_pct: float = TOLERANCE_PCT) -> Completeness:
+    """d = F(C\\K) − F(M\\K) for K = ∅, each class (classes=True), n_random random subsets, the greedy
     search's sets (greedy_runs=0 turns it off) and each K in user_k ('l.h,l.h' strings or head lists).
 
-    Greedy keeps every K a run accepted (intermediate ones included), deduplicated; its full trace
-    (every K scored) is in `greedy_trace`. seed defaults to the methodology's seed.
+    The greedy search chooses on selection prompts (`selection_ev`, or one built from `selection`:
+    by default N = 40 at the report seed + 10,000) and never stops early; each run's best K is then
+    evaluated here, on the report prompts. Its full trace (every K scored, on selection prompts) is in
+    `greedy_trace`. seed (the search's draws) defaults to the methodology's seed.
     progress(done, total) counts steps: 1 for the fixed families, then one per greedy step.
     """
     meth = evaluator.methodology
@@ -329,62 +287,66 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     cache = FCache(evaluator)
 
     # Fixed families: every K known up front, evaluated in one batched call with M.
-    ks = [("empty", "∅", frozenset(), None, None)]
+    ks = [("empty", "∅", frozenset(), None, None, np.nan)]
     if classes:
-        ks += [("class", c.name, frozenset(c.heads), None, None) for c in circuit.classes]
+        ks += [("class", c.name, frozenset(c.heads), None, None, np.nan) for c in circuit.classes]
     for j, K in enumerate(random_subsets(heads, n_random, seed)):
-        ks.append(("random", f"random {j + 1}", K, None, None))
+        ks.append(("random", f"random {j + 1}", K, None, None, np.nan))
     for j, K in enumerate(user_k):
-        ks.append(("user", f"user {j + 1}", parse_heads(K, circuit), None, None))
+        ks.append(("user", f"user {j + 1}", parse_heads(K, circuit), None, None, np.nan))
 
     do_greedy = greedy_runs > 0 and greedy_steps > 0
     total = 1 + (greedy_steps if do_greedy else 0)
     if progress is not None:
         progress(0, total)
-    cache.get([NodeSet.model()] + [s for _, _, K, _, _ in ks for s in incompleteness_sets(circuit, K, pos)])
+    cache.get([NodeSet.model()] + [s for _, _, K, *_ in ks for s in incompleteness_sets(circuit, K, pos)])
     if progress is not None:
         progress(1, total)
 
-    trace, cancelled = [], False
+    trace, cancelled, sel_info = [], False, None
     if do_greedy:
-        search = Search(pool=list(heads), sets=lambda K: incompleteness_sets(circuit, K, pos),
-                        score=lambda m: abs(m[0] - m[1]), columns=("F_C_minus_K", "F_M_minus_K"))
-        trace, cancelled = greedy_search(cache, [search], greedy_k, greedy_steps, greedy_runs, seed,
-                                         progress=(lambda d, t: progress(1 + d, 1 + t)) if progress else None,
-                                         should_stop=should_stop)
-        seen = set()
-        for row in trace:  # the best sets are the accepted ones, intermediates included
-            if row["accepted"] and row["step"] > 0 and row["K"] not in seen:
-                seen.add(row["K"])
-                ks.append(("greedy", f"greedy run {row['run'] + 1} step {row['step']}", row["K"],
-                           row["run"] + 1, row["step"]))
+        sel_ev = selection_ev if selection_ev is not None else selection_evaluator(evaluator.model, meth, selection)
+        if sel_ev.methodology.seed == meth.seed:
+            raise ValueError("The greedy search must choose on prompts apart from the report prompts "
+                             f"(selection seed {sel_ev.methodology.seed} = report seed).")
+        chosen, trace, cancelled = greedy_k_sets(
+            sel_ev, circuit, greedy_k, greedy_steps, greedy_runs, seed,
+            progress=(lambda d, t: progress(1 + d, 1 + t)) if progress else None, should_stop=should_stop)
+        ks += [("greedy", f"greedy run {run + 1}", K, run + 1, step, score) for run, step, K, score in chosen]
+        sel_info = {"n": sel_ev.methodology.n, "seed": sel_ev.methodology.seed,
+                    "budget": budget(greedy_k, greedy_steps, greedy_runs)}
 
     f_model = float(cache.get([NodeSet.model()])[0].mean())
-    c = cache.get([c_minus(circuit, K, pos) for _, _, K, _, _ in ks])
-    m = cache.get([m_minus(circuit, K, pos) for _, _, K, _, _ in ks])
-    inc = np.abs(c.mean(1) - m.mean(1))
+    c = cache.get([c_minus(circuit, K, pos) for _, _, K, *_ in ks])
+    m = cache.get([m_minus(circuit, K, pos) for _, _, K, *_ in ks])
+    d = c.mean(1) - m.mean(1)
     reps = []
     if reference_noise and evaluator.replicates:
-        sets = [c_minus(circuit, K, pos) for _, _, K, _, _ in ks] + [m_minus(circuit, K, pos) for _, _, K, _, _ in ks]
+        sets = [c_minus(circuit, K, pos) for _, _, K, *_ in ks] + [m_minus(circuit, K, pos) for _, _, K, *_ in ks]
         reps = [(r[:len(ks)], r[len(ks):]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
-    lo, hi = abs_diff_intervals(c, m, meth.bootstrap, meth.seed, replicates=reps)
+    d_lo, d_hi = diff_intervals(c, m, meth.bootstrap, meth.seed, replicates=reps)
+    lo, hi = abs_columns(d_lo, d_hi)
     c_lo, c_hi = mean_intervals(c, meth.bootstrap, meth.seed, replicates=[a for a, _ in reps])
     m_lo, m_hi = mean_intervals(m, meth.bootstrap, meth.seed, replicates=[b for _, b in reps])
+    tol = tolerance_pct / 100 * abs(f_model)
     table = pd.DataFrame({
         "family": [f for f, *_ in ks],
         "name": [name for _, name, *_ in ks],
-        "K": [heads_label(K, circuit) for _, _, K, _, _ in ks],
-        "size": [len(K) for _, _, K, _, _ in ks],
+        "K": [heads_label(K, circuit) for _, _, K, *_ in ks],
+        "size": [len(K) for _, _, K, *_ in ks],
         "F_C_minus_K": c.mean(1),
         "F_C_lo": c_lo, "F_C_hi": c_hi,
         "F_M_minus_K": m.mean(1),
         "F_M_lo": m_lo, "F_M_hi": m_hi,
-        "incompleteness": inc,
-        "incompleteness_pct": pct_of(inc, f_model),
+        "d": d, "d_lo": d_lo, "d_hi": d_hi,
+        "incompleteness": np.abs(d),
+        "incompleteness_pct": pct_of(np.abs(d), f_model),
         "ci_low": lo,
         "ci_high": hi,
-        "run": pd.array([r for *_, r, _ in ks], dtype="Int64"),
-        "step": pd.array([s for *_, s in ks], dtype="Int64"),
+        "verdict": [at_most(a, b, tol).value for a, b in zip(d_lo, d_hi)],
+        "selection_incompleteness": [s for *_, s in ks],
+        "run": pd.array([r for *_, r, _, _ in ks], dtype="Int64"),
+        "step": pd.array([s for *_, s, _ in ks], dtype="Int64"),
     })
     tr = trace_frame(trace, circuit)
     if len(tr):
@@ -393,25 +355,27 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     settings = {"classes": classes, "n_random": n_random, "n_random_drawn": sum(f == "random" for f, *_ in ks),
                 "user_k": [heads_label(parse_heads(K), circuit) for K in user_k],
                 "greedy_k": greedy_k, "greedy_steps": greedy_steps, "greedy_runs": greedy_runs, "seed": seed,
+                "selection": sel_info, "tolerance_pct": tolerance_pct,
                 "bootstrap": meth.bootstrap, "interval_method": interval_method(meth, bool(reps))}
     return Completeness(table, {"C_minus_K": c, "M_minus_K": m, "model": cache.get([NodeSet.model()])[0]},
                         f_model, tr, settings, cancelled)
 
 
 def completeness_in_stages(evaluator, circuit: Circuit, n_random: int = 10, progress: Progress | None = None,
-                           should_stop: StopCheck | None = None):
+                           should_stop: StopCheck | None = None, tolerance_pct: float = TOLERANCE_PCT):
     """The fixed families as they fill in: yields the result for ∅, then ∅ and each class, then with
     the random sets too, then (with reference replicates) the same with the reference noise in the
     intervals. The evaluator memoises node sets, so no stage recomputes the one before."""
     stages = [dict(classes=False, n_random=0), dict(classes=True, n_random=0), dict(classes=True, n_random=n_random)]
     for stage in stages:
         yield completeness(evaluator, circuit, greedy_runs=0, progress=progress, should_stop=should_stop,
-                           reference_noise=False, **stage)
+                           reference_noise=False, tolerance_pct=tolerance_pct, **stage)
     if evaluator.replicates:
         yield completeness(evaluator, circuit, greedy_runs=0, progress=progress, should_stop=should_stop,
-                           reference_noise=True, **stages[-1])
+                           reference_noise=True, tolerance_pct=tolerance_pct, **stages[-1])
 
 
 __all__ = ["Completeness", "completeness", "completeness_in_stages", "c_minus", "m_minus", "incompleteness_sets", "parse_heads",
-           "heads_label", "random_subsets", "FCache", "Search", "greedy_search", "abs_diff_intervals", "mean_intervals",
+           "heads_label", "random_subsets", "FCache", "Search", "greedy_search", "greedy_k_sets", "diff_intervals",
+           "abs_columns", "mean_intervals", "TOLERANCE_PCT",
            "replicate_values"]

@@ -2,11 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
+from statistics import NormalDist
 
 import numpy as np
 
 from .ablation import NodeSet
 from .circuit import Circuit
+
+# τ for the median of ratios, as a share of the median |f_M|: a prompt whose f_M is under a tenth of a
+# typical one carries a ratio that noise alone can push to 10× the typical ratio, and a prompt the
+# model gets wrong (f_M ≤ 0) flips the ratio's sign. The median |f_M| keeps τ in the task's unit and
+# is itself unmoved by the few near-zero prompts that τ guards against.
+TAU_SHARE = 0.1
+
+# Each ratio's denominator: (its key in the stats, its name in the reason a ratio is undefined).
+DENOMINATORS = {"ratio": ("F_model", "F(M)"), "normalized": ("F_model_minus_empty", "F(M) − F(∅)")}
 
 
 def circuit_node_set(circuit: Circuit, positions: str = "circuit", label: str = "C") -> NodeSet:
@@ -14,25 +25,36 @@ def circuit_node_set(circuit: Circuit, positions: str = "circuit", label: str = 
     return NodeSet(circuit.nodes(positions), label=label)
 
 
-def faithfulness_stats(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray) -> dict[str, float]:
-    """F(M), F(C), F(∅) and the derived numbers, from per-prompt logit differences (ratio of means)."""
+def ratio_threshold(model: np.ndarray) -> float:
+    """τ: the median of ratios counts only prompts with f_M > τ = TAU_SHARE × median |f_M|."""
+    return TAU_SHARE * float(np.median(np.abs(model))) if len(model) else 0.0
+
+
+def faithfulness_stats(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray,
+                       tau: float | None = None) -> dict[str, float]:
+    """F(M), F(C), F(∅) and the derived numbers, from per-prompt logit differences (ratio of means).
+    tau: the median of ratios' threshold, fixed by the caller so every bootstrap draw uses the same."""
+    tau = ratio_threshold(model) if tau is None else tau
     fm, fc, fe = float(np.mean(model)), float(np.mean(circuit)), float(np.mean(empty))
     return {
         "F_model": fm,
         "F_circuit": fc,
         "F_empty": fe,
         "gap": fm - fc,
+        "F_model_minus_empty": fm - fe,  # the normalised score's denominator, with an interval of its own
         "ratio": fc / fm if fm != 0 else float("nan"),
         "normalized": (fc - fe) / (fm - fe) if fm != fe else float("nan"),
-        "mean_of_ratios": mean_of_ratios(model, circuit),
+        "median_of_ratios": median_of_ratios(model, circuit, tau),
     }
 
 
-def mean_of_ratios(model: np.ndarray, circuit: np.ndarray) -> float:
-    """Mean over prompts of f_C / f_M (prompts with f_M = 0 left out): each prompt weighs the same,
-    where the ratio of means weighs prompts by their f_M. Miller et al. (2024) find it higher."""
-    ok = model != 0
-    return float(np.mean(circuit[ok] / model[ok])) if ok.any() else float("nan")
+def median_of_ratios(model: np.ndarray, circuit: np.ndarray, tau: float | None = None) -> float:
+    """Median over prompts with f_M > τ of f_C / f_M: each prompt weighs the same, where the ratio of
+    means weighs prompts by their f_M (Miller et al. 2024). The median, not the mean, and only prompts
+    over τ: a mean of per-prompt ratios is ruled by the prompts whose f_M is near zero or negative."""
+    tau = ratio_threshold(model) if tau is None else tau
+    ok = model > tau
+    return float(np.median(circuit[ok] / model[ok])) if ok.any() else float("nan")
 
 
 def spread(per_prompt: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -53,11 +75,11 @@ def worst_prompts(dataset, per_prompt: dict[str, np.ndarray], k: int = 10):
                          "f_M − f_C": gap[order]})
 
 
-def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 1000, seed: int = 0,
-                        level: float = 0.95, replicates: list[dict[str, np.ndarray]] = ()) -> dict[str, tuple[float, float]]:
-    """Percentile intervals for every key `statistic` returns. Each draw resamples the prompts (paired);
-    with reference `replicates`, draw j also takes its per-prompt values from replicate j mod B
-    (arrays a replicate lacks, such as the intact model's, which ablates nothing, come from `per_prompt`).
+def bootstrap_draws(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 1000, seed: int = 0,
+                    replicates: list[dict[str, np.ndarray]] = ()) -> dict[str, np.ndarray]:
+    """`n_boot` draws of every key `statistic` returns. Each draw resamples the prompts (paired); with
+    reference `replicates`, draw j also takes its per-prompt values from replicate j mod B (arrays a
+    replicate lacks, such as the intact model's, which ablates nothing, come from `per_prompt`).
 
     Resampling references with replacement leaves fewer distinct ones, and fewer references lower F
     (the README's curve): the replicates are shifted together so their average matches the full
@@ -73,8 +95,110 @@ def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: in
         idx = rng.integers(0, n, n)
         for k, v in statistic(**{name: arr[idx] for name, arr in source.items()}).items():
             draws.setdefault(k, []).append(v)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return {k: (float(np.nanpercentile(v, lo)), float(np.nanpercentile(v, hi))) for k, v in draws.items()}
+    return {k: np.asarray(v, dtype=float) for k, v in draws.items()}
+
+
+def bc_interval(draws: np.ndarray, estimate: float, level: float = 0.95) -> tuple[float, float]:
+    """Bias-corrected percentile interval (Efron 1981) over the finite draws.
+
+    Why not the plain percentile: a ratio's bootstrap distribution is skewed, and the plain 2.5/97.5
+    percentiles can both fall on one side of the plug-in estimate. BC moves the two percentiles by
+    z0 = Φ⁻¹(share of draws below the estimate), so whenever that share lies inside (2.5%, 97.5%) the
+    interval's levels bracket the estimate; where the share is uncorrected (z0 = 0, as for a mean)
+    it is the plain percentile interval. Not BCa: its acceleration needs a jackknife, which has no
+    clean form for the joint prompts × reference-replicates draws."""
+    d = draws[np.isfinite(draws)]
+    if not len(d) or not np.isfinite(estimate):
+        return float("nan"), float("nan")
+    share = (np.sum(d < estimate) + 0.5 * np.sum(d == estimate)) / len(d)  # ties count half
+    share = min(max(share, 0.5 / len(d)), 1 - 0.5 / len(d))  # Φ⁻¹ of 0 or 1 is infinite
+    normal = NormalDist()
+    z0, z = normal.inv_cdf(share), normal.inv_cdf((1 + level) / 2)
+    lo, hi = np.percentile(d, [100 * normal.cdf(2 * z0 - z), 100 * normal.cdf(2 * z0 + z)])
+    # a draw equal to the estimate in exact arithmetic (the same prompts in another order) can differ
+    # from it in the last bits: rounding, not evidence, so it does not push the estimate out
+    tol = 1e-9 * max(1.0, abs(estimate))
+    lo, hi = (min(lo, estimate) if lo - tol <= estimate else lo), (max(hi, estimate) if hi + tol >= estimate else hi)
+    return float(lo), float(hi)
+
+
+def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95, replicates: list[dict[str, np.ndarray]] = ()) -> dict[str, tuple[float, float]]:
+    """Bias-corrected percentile intervals (`bc_interval`) for every key `statistic` returns, from the
+    joint draws of `bootstrap_draws`; the estimate each is centred on is `statistic(**per_prompt)`."""
+    estimate = statistic(**per_prompt)
+    draws = bootstrap_draws(per_prompt, statistic, n_boot, seed, replicates)
+    return {k: bc_interval(v, estimate[k], level) for k, v in draws.items()}
+
+
+def straddles_zero(interval) -> bool:
+    """True when the interval includes 0 (or is not a number): a ratio over it is undefined."""
+    lo, hi = interval
+    return not (lo > 0 or hi < 0)
+
+
+def _signed(x: float) -> str:
+    return f"{x:.3f}".replace("-", "−")
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Faithfulness numbers on one set of prompts. `undefined` maps a key to why it is not a number:
+    its stats value and its interval are then NaN, and a page prints "undefined" and the reason."""
+
+    stats: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    undefined: dict[str, str]
+
+
+def faithfulness_figures(per_prompt: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0,
+                         replicates: list[dict[str, np.ndarray]] = (), tau: float | None = None,
+                         level: float = 0.95) -> Figures:
+    """`faithfulness_stats` with joint bootstrap intervals, and no number printed that cannot stand:
+    a ratio whose denominator's interval includes 0, or any figure outside its own interval (or not
+    a number in too many draws), is undefined, with its reason. The stats also carry the median of
+    ratios' τ and how many prompts it excluded (f_M ≤ τ)."""
+    model = per_prompt["model"]
+    tau = ratio_threshold(model) if tau is None else tau
+    statistic = partial(faithfulness_stats, tau=tau)
+    stats = statistic(**per_prompt)
+    draws = bootstrap_draws(per_prompt, statistic, n_boot, seed, replicates)
+    intervals = {k: bc_interval(v, stats[k], level) for k, v in draws.items()}
+    excluded = int(np.sum(model <= tau))
+    undefined = {}
+    for key, (den, name) in DENOMINATORS.items():
+        if straddles_zero(intervals[den]):
+            lo, hi = intervals[den]
+            undefined[key] = f"{name} is indistinguishable from 0: {level:.0%} interval [{_signed(lo)}, {_signed(hi)}]"
+    for key, d in draws.items():
+        lo, hi = intervals[key]
+        missing = float(np.mean(~np.isfinite(d)))
+        if key in undefined:
+            continue
+        if key == "median_of_ratios" and excluded == len(model):
+            undefined[key] = f"no prompt has f_M > τ = {_signed(tau)}"
+        elif not np.isfinite(stats[key]):
+            undefined[key] = "not a number on these prompts"
+        elif missing > (1 - level) / 2:  # the interval would describe only the draws where it exists
+            undefined[key] = f"not a number in {missing:.0%} of bootstrap draws ({len(model) - excluded} prompts over τ)" \
+                if key == "median_of_ratios" else f"not a number in {missing:.0%} of bootstrap draws"
+        elif not lo <= stats[key] <= hi:  # BC brackets the estimate unless it sits in its draws' far tail
+            undefined[key] = (f"unstable: the estimate {stats[key]:.3g} lies outside its bias-corrected "
+                              f"{level:.0%} interval [{lo:.3g}, {hi:.3g}]")
+    for key in undefined:
+        stats[key], intervals[key] = float("nan"), (float("nan"), float("nan"))
+    stats.update(median_of_ratios_tau=tau, median_of_ratios_excluded=excluded)
+    return Figures(stats, intervals, undefined)
+
+
+def undefined_reason(figures: dict, key: str) -> str | None:
+    """Why `key` of a result dict (`Faithfulness.to_dict()`, or one of its `by_order` entries) is not a
+    number, or None when it is one. A record from before `undefined` existed gives no reason for a NaN."""
+    reason = figures.get("undefined", {}).get(key)
+    value = figures.get(key)
+    if reason is None and (value is None or not np.isfinite(value)):
+        reason = "not a number"
+    return reason
 
 
 def interval_method(methodology, reference_noise: bool = True) -> str:
@@ -90,7 +214,9 @@ def interval_method(methodology, reference_noise: bool = True) -> str:
 
 @dataclass
 class Faithfulness:
-    """F(M), F(C), F(∅), the gap, the ratio F(C)/F(M) and the normalised score, with 95% intervals."""
+    """F(M), F(C), F(∅), the gap, the ratio F(C)/F(M), the normalised score and the median of per-prompt
+    ratios, with 95% intervals. A key of `undefined` is not a number (NaN in stats and intervals) and
+    says why; `by_order` entries carry their own "undefined"."""
 
     stats: dict[str, float]
     intervals: dict[str, tuple[float, float]]
@@ -99,6 +225,7 @@ class Faithfulness:
     interval_method: str = ""
     spread: dict[str, dict[str, float]] = field(default_factory=dict)  # quartiles per run
     replicates: list[dict[str, np.ndarray]] = field(default_factory=list)  # circuit / empty per reference replicate
+    undefined: dict[str, str] = field(default_factory=dict)  # key -> why it is not a number
 
     def __getattr__(self, name):
         if name != "stats" and name in self.__dict__.get("stats", {}):
@@ -109,6 +236,7 @@ class Faithfulness:
         return {
             **self.stats,
             "intervals_95": {k: list(v) for k, v in self.intervals.items()},
+            "undefined": self.undefined,
             "interval_method": self.interval_method,
             "by_order": self.by_order,
             "spread": self.spread,
@@ -126,28 +254,28 @@ def faithfulness(evaluator, circuit: Circuit, progress=None, reference_noise: bo
     sets = [NodeSet.model(), circuit_node_set(circuit, meth.positions), NodeSet.empty()]
     diffs = evaluator.logit_diffs(sets, progress, should_stop).numpy()
     per_prompt = {"model": diffs[0], "circuit": diffs[1], "empty": diffs[2]}
-    stats = faithfulness_stats(**per_prompt)
-    stats["accuracy_model"] = float(np.mean(diffs[0] > 0))
-    stats["accuracy_circuit"] = float(np.mean(diffs[1] > 0))
     reps = []
     for r in evaluator.replicates if reference_noise else []:
         d = r.logit_diffs(sets[1:], should_stop=should_stop)
         reps.append({"circuit": d[0].numpy(), "empty": d[1].numpy()})
         if progress is not None:
             progress(len(reps), len(evaluator.replicates))
-    intervals = bootstrap_intervals(per_prompt, faithfulness_stats, meth.bootstrap, meth.seed, replicates=reps)
+    tau = ratio_threshold(per_prompt["model"])  # one τ, stated once, for every order too
+    fig = faithfulness_figures(per_prompt, meth.bootstrap, meth.seed, reps, tau)
+    stats = {**fig.stats, "accuracy_model": float(np.mean(diffs[0] > 0)),
+             "accuracy_circuit": float(np.mean(diffs[1] > 0))}
     by_order = {}
     orders = np.array([evaluator.dataset.group_names[g].split("-")[0] for g in evaluator.dataset.groups.tolist()])
     for order in ("ABBA", "BABA"):
         sel = orders == order
         if sel.any():
-            part = {k: v[sel] for k, v in per_prompt.items()}
-            ci = bootstrap_intervals(part, faithfulness_stats, meth.bootstrap, meth.seed,
-                                     replicates=[{k: v[sel] for k, v in r.items()} for r in reps])
-            by_order[order] = {**faithfulness_stats(**part), "n": int(sel.sum()),
-                               "intervals_95": {k: list(v) for k, v in ci.items()}}
-    return Faithfulness(stats, intervals, per_prompt, by_order, interval_method(meth, bool(reps) or not evaluator.replicates),
-                        spread(per_prompt), reps)
+            part = faithfulness_figures({k: v[sel] for k, v in per_prompt.items()}, meth.bootstrap, meth.seed,
+                                        [{k: v[sel] for k, v in r.items()} for r in reps], tau)
+            by_order[order] = {**part.stats, "n": int(sel.sum()),
+                               "intervals_95": {k: list(v) for k, v in part.intervals.items()},
+                               "undefined": part.undefined}
+    return Faithfulness(stats, fig.intervals, per_prompt, by_order, interval_method(meth, bool(reps) or not evaluator.replicates),
+                        spread(per_prompt), reps, fig.undefined)
 
 
 def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0,
@@ -178,5 +306,6 @@ def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int =
     return pd.DataFrame(rows)
 
 
-__all__ = ["Faithfulness", "faithfulness", "circuit_node_set", "faithfulness_stats", "bootstrap_intervals",
-           "breakdown_by_group", "mean_of_ratios", "spread", "worst_prompts"]
+__all__ = ["Faithfulness", "Figures", "faithfulness", "faithfulness_figures", "circuit_node_set", "faithfulness_stats",
+           "bootstrap_draws", "bootstrap_intervals", "bc_interval", "breakdown_by_group", "median_of_ratios",
+           "ratio_threshold", "straddles_zero", "undefined_reason", "spread", "worst_prompts", "TAU_SHARE"]

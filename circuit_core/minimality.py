@@ -1,15 +1,16 @@
 """Minimality (Wang et al. 2022, §4 and App. K): does every head of C matter?
 
 For each head v there should be some K ⊆ C\\{v} with a large |F(C\\(K∪{v})) − F(C\\K)|: knocking v
-out on top of K must move F. The score is shown as % of F(M); heads under a threshold (default 1%)
-are flagged. K per head comes from:
+out on top of K must move F. The score is shown as % of F(M); against a threshold (default 1%) each head
+gets a verdict from the interval of the signed difference: passes (beyond ±threshold throughout),
+fails (within throughout) or undecided. K per head comes from:
 - "file":   the circuit file's minimality_k (the paper's Fig. 20 sets for the IOI circuit); a head the
             file does not list falls back to the class rule, and `k_source` says which rule each used;
 - "class":  K = the rest of v's class (the paper's choice for most classes);
-- "search": a greedy search for the K maximising the score (see `greedy_search` in completeness.py):
-            from K = ∅, each step samples k candidates from C\\(K∪{v}), moves to the best if it raises
-            the score, else stops; bounded by steps and runs, seeded, all heads searched in lockstep
-            with one evaluator call per step. The best K seen (accepted) per head is kept.
+- "search": the paper's greedy search for the K maximising the score (`search.py`): from K = ∅,
+            each step samples k candidates from C\\(K∪{v}) and moves to the best, for every step
+            (no early stop); all heads searched in lockstep with one evaluator call per step; the best
+            K visited per head is kept. It chooses on selection prompts and is scored on the report's.
 
 A search reports progress(done, total) per step and checks should_stop() between steps; on stop it
 returns the partial result (each head's best K so far) with `cancelled=True` rather than raising.
@@ -24,9 +25,12 @@ import pandas as pd
 
 from .ablation import NodeSet
 from .circuit import Circuit, Head, head_name
-from .completeness import (FCache, Progress, Search, StopCheck, abs_diff_intervals, c_minus, frame_records,
-                           greedy_search, heads_label, pct_of, replicate_values, trace_frame)
+from .completeness import (FCache, abs_columns, c_minus, diff_intervals, frame_records, heads_label, pct_of,
+                           replicate_values, trace_frame)
 from .criteria import interval_method
+from .search import Progress, Search, StopCheck, best_per_run, budget, greedy_search
+from .selection import Selection, selection_evaluator
+from .verdicts import Verdict, at_least, overall
 
 K_SOURCES = ("file", "class", "search")
 
@@ -52,7 +56,14 @@ def minimality_sets(circuit: Circuit, v: Head, K: Iterable[Head], positions: str
 
 @dataclass
 class Minimality:
-    """One row per head in `table`; per_prompt arrays are row-aligned with it."""
+    """One row per head in `table`; per_prompt arrays are row-aligned with it.
+
+    Columns: d = F(C\\(K∪{v})) − F(C\\K) (signed) with its 95% interval d_lo, d_hi; score = |d| (also
+    as % of |F(M)|) with the display interval ci_low, ci_high; verdict against threshold_pct % of
+    |F(M)|: passes when the whole interval of d lies beyond ±threshold, fails when it lies within,
+    else undecided. With a searched K, `selection_score` is the K's score on the selection prompts
+    that chose it (a winner's-curse figure); every other column is on the report prompts.
+    """
 
     table: pd.DataFrame
     per_prompt: dict[str, np.ndarray]  # C_minus_K / C_minus_K_and_v: [heads, N]; model: [N]
@@ -64,8 +75,17 @@ class Minimality:
 
     @property
     def flagged(self) -> list[str]:
-        """Heads whose score is under the threshold."""
-        return self.table.loc[self.table.below_threshold, "head"].tolist()
+        """Heads that fail: their whole interval lies under the threshold."""
+        return self.table.loc[self.table.verdict == Verdict.FAILS.value, "head"].tolist()
+
+    @property
+    def undecided(self) -> list[str]:
+        """Heads whose interval straddles the threshold."""
+        return self.table.loc[self.table.verdict == Verdict.UNDECIDED.value, "head"].tolist()
+
+    @property
+    def verdict(self) -> Verdict:
+        return overall(self.table.verdict) if len(self.table) else Verdict.UNDECIDED
 
     def to_dict(self) -> dict:
         rows = frame_records(self.table)
@@ -73,18 +93,39 @@ class Minimality:
             row["per_prompt"] = {"C_minus_K": self.per_prompt["C_minus_K"][i].tolist(),
                                  "C_minus_K_and_v": self.per_prompt["C_minus_K_and_v"][i].tolist()}
         return {"F_model": self.F_model, "threshold_pct": self.threshold_pct, "settings": self.settings,
-                "cancelled": self.cancelled, "heads": rows, "flagged": self.flagged,
-                "search_trace": frame_records(self.search_trace), "per_prompt_model": self.per_prompt["model"].tolist()}
+                "cancelled": self.cancelled, "verdict": self.verdict.value, "heads": rows, "flagged": self.flagged,
+                "undecided": self.undecided, "search_trace": frame_records(self.search_trace),
+                "per_prompt_model": self.per_prompt["model"].tolist()}
+
+
+def searched_k(selection_ev, circuit: Circuit, heads: list[Head], k: int, steps: int, runs: int, seed: int,
+               progress: Progress | None = None, should_stop: StopCheck | None = None):
+    """For each head v, the K ⊆ C\\{v} that makes knocking v out matter most, searched greedily on the
+    selection evaluator's prompts. Returns ({v: (K, selection score)}, trace, cancelled)."""
+    pos = selection_ev.methodology.positions
+    searches = [Search(pool=[h for h in circuit.heads if h != v], sets=lambda K, v=v: minimality_sets(circuit, v, K, pos),
+                       score=lambda m: abs(m[1] - m[0]), columns=("F_C_minus_K", "F_C_minus_K_and_v"))
+                for v in heads]
+    trace, cancelled = greedy_search(FCache(selection_ev), searches, k, steps, runs, seed, progress, should_stop)
+    ks = {}
+    for (i, _), row in best_per_run(trace).items():  # the best K over a head's runs
+        v = heads[i]
+        if v not in ks or row["score"] > ks[v][1]:
+            ks[v] = (row["K"], row["score"])
+    return ks, trace, cancelled
 
 
 def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold_pct: float = 1.0,
                search_k: int = 10, search_steps: int = 10, search_runs: int = 1, seed: int | None = None,
                progress: Progress | None = None, should_stop: StopCheck | None = None,
-               only: Iterable[Head] | None = None, reference_noise: bool = True) -> Minimality:
-    """|F(C\\(K∪{v})) − F(C\\K)| for every head v, as a value and as % of |F(M)|.
+               only: Iterable[Head] | None = None, reference_noise: bool = True,
+               selection: Selection | None = None, selection_ev=None) -> Minimality:
+    """d = F(C\\(K∪{v})) − F(C\\K) for every head v, its |d| as a value and as % of |F(M)|, and a verdict.
 
     k_source: 'file' (default; the class rule for heads the file does not list, or for a circuit
-    without minimality_k), 'class' or 'search'. Heads scoring under threshold_pct % of F(M) are flagged.
+    without minimality_k), 'class' or 'search'. A search chooses each head's K on selection prompts
+    (`selection_ev`, or one built from `selection`: by default N = 40 at the report seed + 10,000),
+    never stops early, and its K are then scored here on the report prompts.
     only: score just these heads of the circuit (K still ranges over the whole circuit).
     reference_noise: with the methodology's reference replicates, the intervals include the reference
     set's noise (each replicate evaluates the scored sets again); False: prompts-only intervals.
@@ -97,36 +138,36 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     seed = meth.seed if seed is None else seed
     heads = circuit.heads if only is None else [h for h in circuit.heads if h in set(only)]
     cache = FCache(evaluator)
-    trace, cancelled = [], False
+    trace, cancelled, sel_scores, sel_info = [], False, {}, None
 
     if k_source == "search":
-        searches = [Search(pool=[h for h in heads if h != v], sets=lambda K, v=v: minimality_sets(circuit, v, K, pos),
-                           score=lambda m: abs(m[1] - m[0]), columns=("F_C_minus_K", "F_C_minus_K_and_v"))
-                    for v in heads]
-        cache.get([NodeSet.model()] + [s for srch in searches for s in srch.sets(frozenset())])  # step 0, one call
-        trace, cancelled = greedy_search(cache, searches, search_k, search_steps, search_runs, seed, progress,
-                                         should_stop)
-        ks = {}
-        for row in trace:  # best accepted K per head; ties keep the earliest (smallest) one
-            v = heads[row["search"]]
-            if row["accepted"] and (v not in ks or row["score"] > ks[v][2]):
-                ks[v] = (row["K"], "search", row["score"])
-        ks = {v: (K, src) for v, (K, src, _) in ks.items()}
+        sel_ev = selection_ev if selection_ev is not None else selection_evaluator(evaluator.model, meth, selection)
+        if sel_ev.methodology.seed == meth.seed:
+            raise ValueError("The minimality search must choose on prompts apart from the report prompts "
+                             f"(selection seed {sel_ev.methodology.seed} = report seed).")
+        found, trace, cancelled = searched_k(sel_ev, circuit, heads, search_k, search_steps, search_runs, seed,
+                                             progress, should_stop)
+        # a head whose search was stopped before its first step keeps the class rule
+        ks = {v: (found[v][0], "search") if v in found else (class_rule_k(circuit, v), "class") for v in heads}
+        sel_scores = {v: s for v, (_, s) in found.items()}
+        sel_info = {"n": sel_ev.methodology.n, "seed": sel_ev.methodology.seed,
+                    "budget_per_head": budget(search_k, search_steps, search_runs)}
     else:
         ks = minimality_k(circuit, k_source)
-        cache.get([NodeSet.model()] + [s for v in heads for s in minimality_sets(circuit, v, ks[v][0], pos)],
-                  progress)
+    cache.get([NodeSet.model()] + [s for v in heads for s in minimality_sets(circuit, v, ks[v][0], pos)],
+              None if k_source == "search" else progress)
 
     f_model = float(cache.get([NodeSet.model()])[0].mean())
     base = cache.get([c_minus(circuit, ks[v][0], pos) for v in heads])
     knocked = cache.get([c_minus(circuit, ks[v][0] | {v}, pos) for v in heads])
-    score = np.abs(knocked.mean(1) - base.mean(1))
-    pct = pct_of(score, f_model)
+    d = knocked.mean(1) - base.mean(1)
     reps = []
     if reference_noise and evaluator.replicates:
         sets = [c_minus(circuit, ks[v][0], pos) for v in heads] + [c_minus(circuit, ks[v][0] | {v}, pos) for v in heads]
         reps = [(r[len(heads):], r[:len(heads)]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
-    lo, hi = abs_diff_intervals(knocked, base, meth.bootstrap, meth.seed, replicates=reps)
+    d_lo, d_hi = diff_intervals(knocked, base, meth.bootstrap, meth.seed, replicates=reps)
+    lo, hi = abs_columns(d_lo, d_hi)
+    thr = threshold_pct / 100 * abs(f_model)
     table = pd.DataFrame({
         "head": [head_name(v) for v in heads],
         "class": [circuit.class_of(v).name for v in heads],
@@ -134,13 +175,16 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
         "k_source": [ks[v][1] for v in heads],
         "F_C_minus_K": base.mean(1),
         "F_C_minus_K_and_v": knocked.mean(1),
-        "score": score,
-        "pct_of_F_M": pct,
+        "d": d, "d_lo": d_lo, "d_hi": d_hi,
+        "score": np.abs(d),
+        "pct_of_F_M": pct_of(np.abs(d), f_model),
         "ci_low": lo,
         "ci_high": hi,
         "ci_low_pct": pct_of(lo, f_model),
         "ci_high_pct": pct_of(hi, f_model),
-        "below_threshold": pct < threshold_pct,
+        "verdict": [at_least(a, b, thr).value for a, b in zip(d_lo, d_hi)],
+        "below_threshold": pct_of(np.abs(d), f_model) < threshold_pct,  # the point estimate alone: not a verdict
+        "selection_score": [sel_scores.get(v, np.nan) for v in heads],
     })
     tr = trace_frame(trace, circuit)
     if len(tr):
@@ -149,7 +193,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     settings = {"k_source": k_source, "threshold_pct": threshold_pct, "seed": seed, "bootstrap": meth.bootstrap,
                 "interval_method": interval_method(meth, bool(reps) or not evaluator.replicates)}
     if k_source == "search":
-        settings.update(search_k=search_k, search_steps=search_steps, search_runs=search_runs)
+        settings.update(search_k=search_k, search_steps=search_steps, search_runs=search_runs, selection=sel_info)
     return Minimality(table, {"C_minus_K": base, "C_minus_K_and_v": knocked, "model": cache.get([NodeSet.model()])[0]},
                       f_model, threshold_pct, settings, tr, cancelled)
 
@@ -171,4 +215,4 @@ def minimality_in_stages(evaluator, circuit: Circuit, progress: Progress | None 
         yield minimality(evaluator, circuit, progress=progress, should_stop=should_stop, reference_noise=True, **options)
 
 
-__all__ = ["Minimality", "minimality", "minimality_in_stages", "minimality_k", "minimality_sets", "class_rule_k", "K_SOURCES"]
+__all__ = ["Minimality", "minimality", "searched_k", "minimality_in_stages", "minimality_k", "minimality_sets", "class_rule_k", "K_SOURCES"]

@@ -15,7 +15,10 @@ logit difference at END; F_clean and F_corrupted are its means on the two prompt
   recomputed); (c) the clean run again with only the receivers' inputs (queries, keys and/or values of
   chosen heads, or the final residual read by the unembedding: "logits") taken from (b).
   effect = (F_clean − F_patched) / (F_clean − F_corrupted): the share of the gap that flows along
-  sender → receivers. Senders in or after the earliest receiver's layer have no such path: NaN.
+  sender → receivers. A receiver hears only senders in earlier layers: with receivers in several
+  layers, a sender between them reaches the later ones only. Since (b) freezes the earlier receivers
+  too, a later receiver reads the sender directly, not through an earlier receiver (another path).
+  Senders in or after the last receiver's layer have no such path: NaN.
 
 Every cell has a 95% interval from a bootstrap over prompt pairs (the pair is the unit: numerator and
 denominator resampled together). The fast path runs the model's blocks (blocks.py) from the residual
@@ -376,7 +379,8 @@ def path_patching(model, dataset, receivers, receiver_input: str = "qkv", receiv
                   should_stop=None) -> PatchingResult:
     """Each sender head's effect through `receivers` only: "logits" (the direct path: the final residual at
     END) or a list of (layer, head) whose `receiver_input` (q, k, v or qkv) is patched, at `receiver_role`
-    only or (None) every position. See the module doc; senders in or after the earliest receiver's layer: NaN."""
+    only or (None) every position. See the module doc; each sender reaches the receivers in later layers than
+    its own; senders in or after the last receiver's layer: NaN."""
     _check_paired(dataset)
     L, H = model.n_layers, model.n_heads
     to_logits = receivers == "logits"
@@ -389,12 +393,12 @@ def path_patching(model, dataset, receivers, receiver_input: str = "qkv", receiv
             raise PatchingError(f"receiver input must be one of {', '.join(INPUTS)} (got {receiver_input!r})")
         if receiver_role is not None and receiver_role not in dataset.positions:
             raise PatchingError(f"unknown receiver position {receiver_role!r}; this task has {', '.join(dataset.roles)}")
-    first = L if to_logits else min(l for l, _ in receivers)  # senders from here on have no path
+    until = L if to_logits else max(l for l, _ in receivers)  # senders from here on have no path
     steps = _Steps(progress, should_stop)
     fast = model.blocks is not None
     with torch.no_grad():
         patched, clean, corrupted = (_path_blocks if fast else _path_hooked)(
-            model, dataset, receivers, receiver_input, None if to_logits else receiver_role, first, batch_size, steps)
+            model, dataset, receivers, receiver_input, None if to_logits else receiver_role, until, batch_size, steps)
     label = "logits" if to_logits else f"{receiver_input} of {', '.join(map(head_name, receivers))}" + (
         f" at {receiver_role}" if receiver_role else "")
     return _result("path", "noise", [], patched, clean, corrupted, dataset, bootstrap, seed, receivers=label,
@@ -403,13 +407,13 @@ def path_patching(model, dataset, receivers, receiver_input: str = "qkv", receiv
                              "receiver_position": receiver_role or ALL_POSITIONS})
 
 
-def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, first, batch_size, steps):
+def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until, batch_size, steps):
     L, H, n = model.n_layers, model.n_heads, dataset.n
     b, r = model.blocks, _Runner(model, dataset)
     to_logits = receivers == "logits"
     last = L - 1 if to_logits else max(l for l, _ in receivers)
     per = max(1, batch_size // H)  # senders of a layer stacked: H × prompts per batch
-    steps.total = first * len(range(0, n, per))
+    steps.total = until * len(range(0, n, per))
     patched = torch.full((L, H, n), float("nan"), dtype=torch.float64)
     clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     for rows in _chunks(n, per):
@@ -418,7 +422,7 @@ def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, first
         clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
         clean_m[rows] = r.metric(r.at_end(clean["final"], dev_rows), dev_rows).cpu()
         corr_m[rows] = r.metric(r.at_end(corr["final"], dev_rows), dev_rows).cpu()
-        for layer in range(first):
+        for layer in range(until):
             steps.before()
             # (b) batch block k: sender (layer, k) corrupted, every other head frozen to its clean output
             dz = corr["z"][layer] - clean["z"][layer]  # [P, S, H, d]
@@ -436,17 +440,20 @@ def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, first
                 for j in range(layer, last):
                     x = b.mlp(j, x + (clean["attn_out"][j].repeat(H, 1, 1) if j > layer else 0))
                     seen[j + 1] = x
-                y = _receive(r, clean, seen, receivers, receiver_input, receiver_role, dataset, rows, first)
+                y = _receive(r, clean, seen, [h for h in receivers if h[0] > layer], receiver_input, receiver_role,
+                             dataset, rows)
                 patched[layer, :, rows] = r.metric(y, dev_rows).view(H, P).cpu()
             steps.after()
     return patched, clean_m, corr_m
 
 
-def _receive(r: _Runner, clean: dict, seen: dict, receivers, receiver_input, receiver_role, dataset, rows,
-             first: int) -> torch.Tensor:
+def _receive(r: _Runner, clean: dict, seen: dict, receivers, receiver_input, receiver_role, dataset,
+             rows) -> torch.Tensor:
     """(c): the clean run from the earliest receiver's layer on, the receivers' chosen inputs (at their role,
-    or everywhere) computed from the residuals `seen` in (b). Returns the final residual at END."""
+    or everywhere) computed from the residuals `seen` in (b); `receivers` are those after the sender's layer
+    (the others hear nothing from it). Returns the final residual at END."""
     b = r.b
+    first = min(l for l, _ in receivers)  # below it (c) is the clean run
     reps = len(seen[first]) // len(rows)
     y = clean["resid"][first].repeat(reps, 1, 1)
     take = torch.tensor([c in receiver_input for c in "qkv"], device=y.device)[None, None, :, None, None]
@@ -466,9 +473,9 @@ def _receive(r: _Runner, clean: dict, seen: dict, receivers, receiver_input, rec
     return r.at_end(y, rows.to(y.device).repeat(reps))
 
 
-def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, first, batch_size, steps):
+def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, until, batch_size, steps):
     """The same through hooked bridge passes: (b) freezes every `hook_z` from the sender's layer on, (c)
-    patches the receivers' `hook_q` / `hook_k` / `hook_v`."""
+    patches the `hook_q` / `hook_k` / `hook_v` of the receivers after the sender's layer."""
     L, H, n = model.n_layers, model.n_heads, dataset.n
     z_names = _hook_names(model, [f"blocks.{l}.attn.hook_z" for l in range(L)])
     to_logits = receivers == "logits"
@@ -476,7 +483,7 @@ def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, first
                                    for c in "qkv" if c in receiver_input}
     _hook_names(model, list(inputs.values()))
     per = _hooked_per(model, dataset, batch_size)
-    steps.total = first * len(range(0, n, per))
+    steps.total = until * len(range(0, n, per))
     patched = torch.full((L, H, n), float("nan"), dtype=torch.float64)
     clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     for rows in _chunks(n, per):
@@ -487,16 +494,17 @@ def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, first
                                                                     model.device).repeat(H, 1)
         # (b) batch block k: sender (layer, k) corrupted; from its layer on every other head's z clean
         corrupt = _one_head_each(H, torch.ones(P, tokens.shape[1], dtype=torch.bool, device=model.device))
-        for layer in range(first):
+        for layer in range(until):
             steps.before()
+            later = {k: name for k, name in inputs.items() if k[0] > layer}  # receivers that hear this sender
             frozen = [torch.where(corrupt.flatten(0, 1), corr_z[z_names[layer]].repeat(H, 1, 1, 1),
                                   clean_z[z_names[layer]].repeat(H, 1, 1, 1))]
             frozen += [clean_z[z_names[j]].repeat(H, 1, 1, 1) for j in range(layer + 1, L)]
             hooks = [(z_names[j], lambda z, hook, v=v: v.to(z.dtype)) for j, v in zip(range(layer, L), frozen)]
-            m, seen = _hooked_run(model, dataset, tokens.repeat(H, 1), rows, hooks, grab=list(inputs.values()))
-            if not to_logits:  # (c) the clean run, only the receivers' inputs from (b)
+            m, seen = _hooked_run(model, dataset, tokens.repeat(H, 1), rows, hooks, grab=list(later.values()))
+            if not to_logits:  # (c) the clean run, only the later receivers' inputs from (b)
                 hooks = [(name, _put_heads(seen[name], [h for l2, h in receivers if l2 == l], where, H))
-                         for (l, _), name in inputs.items()]
+                         for (l, _), name in later.items()]
                 m, _ = _hooked_run(model, dataset, tokens.repeat(H, 1), rows, hooks)
             patched[layer, :, rows] = m.view(H, P)
             steps.after()

@@ -107,30 +107,69 @@ def test_m_minus_k_against_plain_hugging_face(toy, ev16, tiny_hf):
     assert np.allclose(res.per_prompt["M_minus_K"][1], expected.numpy(), atol=1e-4)
 
 
-def test_greedy_is_reproducible_and_keeps_its_best(toy, ev16):
+def test_greedy_chooses_on_selection_prompts_runs_every_step_and_keeps_each_runs_best(toy, ev16):
     a = completeness(ev16, toy, classes=False, n_random=0, greedy_k=3, greedy_steps=3, greedy_runs=3, seed=7)
     b = completeness(ev16, toy, classes=False, n_random=0, greedy_k=3, greedy_steps=3, greedy_runs=3, seed=7)
     assert a.table.equals(b.table) and a.greedy_trace.equals(b.greedy_trace)
+    sel = a.settings["selection"]
+    assert sel["seed"] != ev16.methodology.seed and sel["n"] == 40 and sel["budget"] == 27
     tr = a.greedy_trace
-    assert tr.step.max() >= 1 and len(a.table[a.table.family == "greedy"]) >= 1
-    # Never returns a K that scores lower than one it saw: its best beats every K it scored.
-    assert a.best("greedy").incompleteness >= tr.incompleteness.max() - 1e-12
     for run, steps in tr.groupby("run"):
         path = steps[steps.accepted].sort_values("step")
-        assert path.step.tolist() == list(range(len(path)))  # one accepted K per step until it stops
-        assert np.all(np.diff(path.incompleteness) > 0)  # strictly better at each step
+        assert path.step.tolist() == [0, 1, 2, 3]  # every run takes every step: no early stop
         for step, cands in steps[steps.step > 0].groupby("step"):
-            assert len(cands) <= 3
-            if cands.accepted.any():  # the accepted K is the best candidate of its step
-                assert cands[cands.accepted].incompleteness.iloc[0] == cands.incompleteness.max()
-            else:  # the run stopped: no candidate beat the current score
-                assert cands.incompleteness.max() <= path.incompleteness.iloc[-1]
-        # Each accepted K adds one head to the previous one.
-        for k0, k1 in zip(path.K.iloc[:-1], path.K.iloc[1:]):
+            assert len(cands) == 3 and cands.accepted.sum() == 1  # k candidates, it moves to the best
+            assert cands[cands.accepted].incompleteness.iloc[0] == cands.incompleteness.max()
+        for k0, k1 in zip(path.K.iloc[:-1], path.K.iloc[1:]):  # each step adds one head
             assert set(k0) < set(k1) and len(k1) == len(k0) + 1
-    # A table row per distinct accepted K (intermediate ones included).
-    accepted = {tuple(sorted(K)) for K, s in zip(tr[tr.accepted].K, tr[tr.accepted].step) if s > 0}
-    assert {tuple(sorted(K)) for K in a.table[a.table.family == "greedy"].K} == accepted
+    # A table row per run's best K (as chosen on the selection prompts), scored again on the report prompts.
+    greedy = a.table[a.table.family == "greedy"]
+    assert 1 <= len(greedy) <= 3
+    for row in greedy.itertuples():
+        visited = tr[(tr.run == row.run) & tr.accepted & (tr.step > 0)]
+        assert row.selection_incompleteness == pytest.approx(visited.incompleteness.max())
+        c, m = ev16.F(incompleteness_sets(toy, [tuple(map(int, h.split("."))) for h in row.K]))
+        assert row.incompleteness == pytest.approx(abs(c - m))  # the report figure: ev16's own prompts
+    # the trace is on the selection prompts, not the report prompts
+    from circuit_core.selection import selection_evaluator
+    sel_ev = selection_evaluator(ev16.model, ev16.methodology)
+    last = tr.iloc[-1]
+    c, m = sel_ev.F(incompleteness_sets(toy, [tuple(map(int, h.split("."))) for h in last.K]))
+    assert last.incompleteness == pytest.approx(abs(c - m))
+
+
+class _Landscape:
+    """A stand-in for FCache whose 'F' of a node set is a hand-made function of the heads it drops."""
+
+    def __init__(self, circuit, value):
+        self.circuit, self.value = circuit, value
+
+    def get(self, node_sets):
+        kept = lambda s: {n[:2] for n in s.nodes}
+        return np.array([[self.value(frozenset(self.circuit.heads) - kept(s))] for s in node_sets])
+
+
+def test_the_worst_k_behind_a_dip_is_found_only_by_a_search_that_does_not_stop_early(toy):
+    """Knocking out K = ∅ scores 1; any one head scores less (a pair member 0.6, others 0.5), both heads of
+    {2.1, 1.0} together score 5. A search that stops when a step's best does not beat the run's score
+    stops at step 1 and reports 1; the paper's search takes every step and finds the pair."""
+    from circuit_core.search import Search, best_per_run, greedy_search
+
+    pair = {(2, 1), (1, 0)}
+
+    def score(K):
+        if not K:
+            return 1.0
+        return 5.0 if pair <= K else (0.6 if len(K) == 1 and K <= pair else 0.5 - 0.01 * len(K))
+
+    search = Search(pool=list(toy.heads), sets=lambda K: [c_minus(toy, K)], score=lambda m: float(m[0]),
+                    columns=("score",))
+    trace, _ = greedy_search(_Landscape(toy, score), [search], k=len(toy.heads), steps=3, runs=1, seed=0)
+    first = [r for r in trace if r["step"] == 1]
+    assert max(r["score"] for r in first) < 1.0  # the early-stopping rule would end here, at ∅
+    best = best_per_run(trace)[(0, 0)]
+    assert best["score"] == 5.0 and best["K"] == frozenset(pair)
+    assert [r["step"] for r in trace if r["accepted"]] == [0, 1, 2, 3]  # and it goes on after the best
 
 
 def test_progress_and_cancel(toy, ev16):
@@ -278,7 +317,7 @@ def test_every_point_and_bar_carries_its_intervals(tiny_evaluator):
 
 
 def test_joint_intervals_keep_only_the_spread_of_the_reference_replicates():
-    from circuit_core.completeness import abs_diff_intervals, mean_intervals
+    from circuit_core.completeness import diff_intervals, mean_intervals
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(1, 1, (3, 200)), rng.normal(0, 1, (3, 200))
@@ -291,6 +330,6 @@ def test_joint_intervals_keep_only_the_spread_of_the_reference_replicates():
     lo, hi = mean_intervals(a, 500, 0, replicates=noisy)
     assert np.all(hi - lo > plain[1] - plain[0] + 1.0)
     assert np.all((lo < a.mean(1)) & (a.mean(1) < hi))
-    d_plain = abs_diff_intervals(a, b, 500, 0)
-    d_noisy = abs_diff_intervals(a, b, 500, 0, replicates=[(x, b) for x in noisy])
+    d_plain = diff_intervals(a, b, 500, 0)
+    d_noisy = diff_intervals(a, b, 500, 0, replicates=[(x, b) for x in noisy])
     assert np.all(d_noisy[1] - d_noisy[0] > d_plain[1] - d_plain[0])

@@ -128,6 +128,29 @@ def test_path_patching_matches_plain_hugging_face_hooks(tiny_model, tiny_hf, pai
         assert float(res.effects[sender]) == pytest.approx(want.item(), rel=2e-4, abs=1e-4), sender
 
 
+@pytest.mark.parametrize("receivers,inputs,role", [([(0, 1), (2, 2)], "qkv", None), ([(1, 0), (2, 2)], "k", "S2")])
+def test_receivers_in_two_layers_each_hear_the_senders_before_them(tiny_model, tiny_hf, pairs, receivers, inputs,
+                                                                   role, monkeypatch):
+    # hf_path patches every receiver with (b)'s inputs: one in the sender's layer or earlier gets its clean input
+    # back by causality, and (b) freezes the earlier receiver, so the later one hears the sender directly.
+    fast = pt.path_patching(tiny_model, pairs, receivers, inputs, role, bootstrap=20)
+    assert fast.effects[2].isnan().all() and not fast.effects[:2].isnan().any()  # NaN only from the last layer on
+    clean, corr = hf_metric(tiny_hf, pairs, pairs.tokens), hf_metric(tiny_hf, pairs, pairs.reference_tokens)
+    # (1, 3): between the receivers' layers or in the earlier one's; (0, 2): before both in the second case
+    for sender in [(1, 3), (0, 2)]:
+        patched = hf_path(tiny_hf, pairs, sender, receivers, inputs, role)
+        want = (clean.mean() - patched.mean()) / (clean.mean() - corr.mean())
+        assert float(fast.effects[sender]) == pytest.approx(want.item(), abs=1e-4), sender
+    # Senders in the earlier receiver's layer or later reach the later receiver alone: the same as patching it only
+    later = pt.path_patching(tiny_model, pairs, receivers[1:], inputs, role, bootstrap=20)
+    from_ = receivers[0][0]
+    assert torch.allclose(fast.effects[from_:2], later.effects[from_:2], atol=1e-6)
+    monkeypatch.setattr(type(tiny_model), "blocks", property(lambda self: None))
+    slow = pt.path_patching(tiny_model, pairs, receivers, inputs, role, bootstrap=20)
+    assert slow.settings["engine"] == "hooks" and torch.equal(slow.effects.isnan(), fast.effects.isnan())
+    assert torch.allclose(fast.effects.nan_to_num(), slow.effects.nan_to_num(), rtol=2e-4, atol=1e-4)
+
+
 # --- the fallback ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("direction", pt.DIRECTIONS)
 def test_hooked_bridge_fallback_gives_the_same_activation_patching(tiny_model, pairs, direction, denoise, noise,

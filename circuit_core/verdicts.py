@@ -1,0 +1,81 @@
+"""Verdicts decided by intervals, not point estimates.
+
+A criterion compares a signed difference d (with its 95% interval [lo, hi]) to a threshold t:
+- "at most t" (completeness: F(C\\K) and F(M\\K) agree; faithfulness: the gap is small):
+  passes when the whole interval lies inside [−t, t], fails when it lies wholly outside, else undecided;
+- "at least t" (minimality: knocking v out moves F): passes when the whole interval lies outside
+  [−t, t] (|d| > t for every value in it), fails when it lies wholly inside, else undecided.
+An interval that is not there (no bootstrap, NaN) decides nothing: undecided.
+
+    >>> at_least(0.5, 3.0, 1.0).value, at_least(2.0, 3.0, 1.0).value, at_most(-0.2, 0.3, 1.0).value
+    ('undecided', 'passes', 'passes')
+"""
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Iterable
+
+
+class Verdict(str, Enum):
+    PASSES = "passes"
+    FAILS = "fails"
+    UNDECIDED = "undecided"
+
+    @property
+    def colour(self) -> str:
+        return {"passes": "#2e7d32", "fails": "#c62828", "undecided": "#9e9e9e"}[self.value]
+
+    @property
+    def words(self) -> str:
+        return {"passes": "passes: the whole 95% interval is on the good side of the threshold",
+                "fails": "fails: the whole 95% interval is on the wrong side of the threshold",
+                "undecided": "undecided: the 95% interval straddles the threshold"}[self.value]
+
+
+def _known(*xs) -> bool:
+    return all(x is not None and not math.isnan(float(x)) for x in xs)
+
+
+def at_most(lo: float, hi: float, t: float) -> Verdict:
+    """|d| ≤ t: passes if [lo, hi] ⊆ [−t, t], fails if [lo, hi] misses [−t, t] entirely."""
+    if not _known(lo, hi, t):
+        return Verdict.UNDECIDED
+    if -t <= lo and hi <= t:
+        return Verdict.PASSES
+    if lo > t or hi < -t:
+        return Verdict.FAILS
+    return Verdict.UNDECIDED
+
+
+def at_least(lo: float, hi: float, t: float) -> Verdict:
+    """|d| > t: passes if [lo, hi] misses [−t, t] entirely, fails if [lo, hi] ⊆ [−t, t]."""
+    if not _known(lo, hi, t):
+        return Verdict.UNDECIDED
+    if lo > t or hi < -t:
+        return Verdict.PASSES
+    if -t <= lo and hi <= t:
+        return Verdict.FAILS
+    return Verdict.UNDECIDED
+
+
+def overall(verdicts: Iterable[Verdict | str]) -> Verdict:
+    """A criterion over many parts: fails if any part fails, passes if every part passes, else undecided."""
+    vs = [Verdict(v) for v in verdicts]
+    if any(v is Verdict.FAILS for v in vs):
+        return Verdict.FAILS
+    if vs and all(v is Verdict.PASSES for v in vs):
+        return Verdict.PASSES
+    return Verdict.UNDECIDED
+
+
+def abs_interval(lo: float, hi: float) -> tuple[float, float]:
+    """The interval of |d| implied by d's interval [lo, hi] (for display: the decisions use d's)."""
+    if not _known(lo, hi):
+        return float("nan"), float("nan")
+    if lo <= 0 <= hi:
+        return 0.0, max(-lo, hi)
+    return min(abs(lo), abs(hi)), max(abs(lo), abs(hi))
+
+
+__all__ = ["Verdict", "at_most", "at_least", "overall", "abs_interval"]
