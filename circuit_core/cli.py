@@ -276,41 +276,56 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
     t = c.table
     greedy = t[t.family == "greedy"]
     shown = [t[t.family != "greedy"], greedy.nlargest(top_greedy, "incompleteness")]
-    print(f"  F(M) = {c.F_model:.3f}", file=out)
+    tol = c.settings.get("tolerance_pct", 10.0)
+    print(f"  F(M) = {c.F_model:.3f}; a K passes when the 95% interval of F(C\\K) - F(M\\K) stays within "
+          f"±{tol:g}% of |F(M)|, fails when it lies wholly outside, else undecided", file=out)
     asked, drawn = c.settings.get("n_random", 0), c.settings.get("n_random_drawn", 0)
     if drawn < asked:
         print(f"  ({drawn} random K sets, not {asked}: the circuit has only {drawn} distinct non-empty subsets)",
               file=out)
     print("  " + "family".ljust(8) + "K".ljust(24) + "|K|".rjust(4) + "F(C\\K)".rjust(9) + "F(M\\K)".rjust(9)
-          + "|diff|".rjust(9) + "% F(M)".rjust(9) + "   95% interval  members", file=out)
+          + "diff".rjust(9) + "% F(M)".rjust(9) + "   95% interval of diff  verdict    members", file=out)
     for part in shown:
         for r in part.to_dict("records"):
             print(f"  {r['family']:<8}{r['name'][:23]:<24}{r['size']:>4}{r['F_C_minus_K']:>9.3f}"
-                  f"{r['F_M_minus_K']:>9.3f}{r['incompleteness']:>9.3f}{r['incompleteness_pct']:>8.1f}%   "
-                  f"{fmt_ci((r['ci_low'], r['ci_high']))}"
-                  f"  {_k_text(r['K'])}", file=out)
+                  f"{r['F_M_minus_K']:>9.3f}{r['d']:>9.3f}{r['incompleteness_pct']:>8.1f}%   "
+                  f"{fmt_ci((r['d_lo'], r['d_hi'])):<22}{r['verdict']:<11}{_k_text(r['K'])}", file=out)
     if len(greedy) > top_greedy:
         print(f"  ... and {len(greedy) - top_greedy} more greedy sets (all in the run record)", file=out)
+    sel = c.settings.get("selection")
+    if sel and len(greedy):
+        print(f"  Greedy K were chosen on {sel['n']} selection prompts (seed {sel['seed']}; "
+              f"{c.settings['greedy_runs']} runs × {c.settings['greedy_steps']} steps × {c.settings['greedy_k']} "
+              f"candidates = {sel['budget']} sets scored) and are reported above on the report prompts.", file=out)
+        g = greedy.loc[greedy.incompleteness.idxmax()]
+        print(f"  Worst greedy K on the report prompts: {g.incompleteness:.3f}; the same K on the prompts that "
+              f"chose it (selection, biased upward): {g.selection_incompleteness:.3f}", file=out)
     if len(t):
         b = c.best()
         print(f"  Largest incompleteness: {b.incompleteness:.3f} ({b.incompleteness_pct:.1f}% of F(M)) for "
               f"K = {_k_text(b.K)} ({b.family})", file=out)
+        print(f"  Completeness {c.verdict.value}", file=out)
     if c.cancelled:
         print("  (search cancelled: partial result)", file=out)
 
 
 def print_minimality(m, out=None) -> None:
     out = out or sys.stdout
-    print(f"  F(M) = {m.F_model:.3f}; flagged below {m.threshold_pct:g}% of F(M)", file=out)
+    print(f"  F(M) = {m.F_model:.3f}; a head passes when the 95% interval of F(C\\(K∪v)) - F(C\\K) lies beyond "
+          f"±{m.threshold_pct:g}% of |F(M)|, fails when it lies within, else undecided", file=out)
     print("  " + "head".ljust(7) + "class".ljust(20) + "K from".ljust(8) + "F(C\\K)".rjust(9) + "F(C\\K∪v)".rjust(10)
-          + "score".rjust(9) + "% F(M)".rjust(9) + "   95% interval      K", file=out)
+          + "diff".rjust(9) + "% F(M)".rjust(9) + "   95% interval of diff  verdict    K", file=out)
     for r in m.table.to_dict("records"):
-        flag = "  LOW" if r["below_threshold"] else "     "
         print(f"  {r['head']:<7}{r['class'][:19]:<20}{r['k_source']:<8}{r['F_C_minus_K']:>9.3f}"
-              f"{r['F_C_minus_K_and_v']:>10.3f}{r['score']:>9.3f}{r['pct_of_F_M']:>8.1f}%   "
-              f"{fmt_ci((r['ci_low'], r['ci_high']))}{flag}  {_k_text(r['K'])}", file=out)
-    flagged = m.flagged
-    print(f"  Below threshold: {', '.join(flagged) if flagged else 'none'}", file=out)
+              f"{r['F_C_minus_K_and_v']:>10.3f}{r['d']:>9.3f}{r['pct_of_F_M']:>8.1f}%   "
+              f"{fmt_ci((r['d_lo'], r['d_hi'])):<22}{r['verdict']:<11}{_k_text(r['K'])}", file=out)
+    sel = m.settings.get("selection")
+    if sel:
+        print(f"  K were searched on {sel['n']} selection prompts (seed {sel['seed']}; {sel['budget_per_head']} sets "
+              f"scored per head) and are reported above on the report prompts.", file=out)
+    print(f"  Fail (whole interval under {m.threshold_pct:g}%): {', '.join(m.flagged) or 'none'}", file=out)
+    print(f"  Undecided (interval straddles {m.threshold_pct:g}%): {', '.join(m.undecided) or 'none'}", file=out)
+    print(f"  Minimality {m.verdict.value}", file=out)
     if m.cancelled:
         print("  (search cancelled: partial result)", file=out)
 
@@ -329,7 +344,8 @@ def _completeness(args, ev, circuit):
 
     runs = 10 if args.greedy_runs is None else args.greedy_runs
     return completeness(ev, circuit, n_random=args.random, user_k=args.k, greedy_k=args.greedy_k,
-                        greedy_steps=args.greedy_steps, greedy_runs=runs, progress=progress_bar("completeness"))
+                        greedy_steps=args.greedy_steps, greedy_runs=runs, progress=progress_bar("completeness"),
+                        selection=_selection(args), tolerance_pct=args.tolerance)
 
 
 def _minimality(args, ev, circuit):
@@ -337,7 +353,20 @@ def _minimality(args, ev, circuit):
 
     runs = 1 if args.greedy_runs is None else args.greedy_runs
     return minimality(ev, circuit, k_source=args.k_source, threshold_pct=args.threshold, search_k=args.greedy_k,
-                      search_steps=args.greedy_steps, search_runs=runs, progress=progress_bar("minimality"))
+                      search_steps=args.greedy_steps, search_runs=runs, progress=progress_bar("minimality"),
+                      selection=_selection(args))
+
+
+def _selection(args):
+    """Where searches choose: their own prompts, apart from the report prompts (selection.py)."""
+    from .selection import Selection
+
+    sel = Selection(n=args.selection_n, seed=args.selection_seed)
+    try:
+        sel.seed_for(methodology_from(args))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return sel
 
 
 def _save(args, ev, circuit, results: dict) -> None:
@@ -369,8 +398,10 @@ def cmd_minimality(args) -> int:
 
 def cmd_validate(args) -> int:
     from .criteria import faithfulness
+    from .verdicts import verdict_summary
 
     model, circuit, ev = _evaluator(args)
+    _selection(args)  # a bad selection seed is refused before any work
     print(f"Validation of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}")
     print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
     f = faithfulness(ev, circuit, progress_bar("faithfulness"))
@@ -378,13 +409,22 @@ def cmd_validate(args) -> int:
     print_faithfulness(f)
     baseline = _baseline(args, ev, circuit)
     c = _completeness(args, ev, circuit)
-    print("Completeness: |F(C\\K) - F(M\\K)|")
+    print("Completeness: F(C\\K) - F(M\\K)")
     print_completeness(c)
     m = _minimality(args, ev, circuit)
-    print("Minimality: |F(C\\(K∪{v})) - F(C\\K)|")
+    print("Minimality: F(C\\(K∪{v})) - F(C\\K)")
     print_minimality(m)
+    verdicts = verdict_summary(f, c, m, args.faithfulness_tolerance)
+    print("Verdicts (from the 95% intervals)")
+    for name, v in verdicts.items():
+        if name != "overall":
+            print(f"  {name:<13}{v['verdict']:<11}{v['rule']}")
+    print(f"  {'overall':<13}{verdicts['overall']}")
     _save(args, ev, circuit, {"faithfulness": f.to_dict(), "completeness": c.to_dict(), "minimality": m.to_dict(),
-                              **baseline, **_headline(f)})
+                              "verdicts": verdicts, **baseline, **_headline(f)})
+    if args.strict and verdicts["overall"] == "fails":
+        print("strict: a criterion fails", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -413,12 +453,19 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--greedy-steps", type=whole(1, 1000), default=10, help="greedy steps per run (default 10)")
     p.add_argument("--greedy-runs", type=whole(0, 1000), default=None,
                    help="greedy runs (default: 10 for completeness, 0 turns it off; 1 for the minimality search)")
+    p.add_argument("--selection-n", type=whole(1, MAX_N), default=40,
+                   help="prompts the searches choose on, apart from the report prompts (default 40)")
+    p.add_argument("--selection-seed", type=whole(0, MAX_SEED), default=None,
+                   help="seed of the selection prompts (default: --seed + 10000; must differ from --seed)")
 
 
 def add_completeness_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random", type=whole(0, 10_000), default=10, metavar="N",
                    help="random K (each head in with probability 1/2; default 10)")
     p.add_argument("--k", action="append", default=[], metavar="'l.h,l.h'", help="a K of your own (repeatable)")
+    p.add_argument("--tolerance", type=number(0, 1000), default=10.0,
+                   help="a K passes when its whole 95%% interval of F(C\\K) - F(M\\K) is within this %% of |F(M)| "
+                        "(default 10)")
 
 
 def add_minimality_options(p: argparse.ArgumentParser) -> None:
@@ -426,7 +473,8 @@ def add_minimality_options(p: argparse.ArgumentParser) -> None:
                    help="K per head: the circuit file's minimality_k (class rule where it has none), the class rule, "
                         "or a greedy search (default: file)")
     p.add_argument("--threshold", type=number(0, 100), default=1.0,
-                   help="flag heads under this %% of F(M), 0 to 100 (default 1)")
+                   help="a head passes when its whole 95%% interval is beyond this %% of |F(M)|, fails when it is "
+                        "within, 0 to 100 (default 1)")
 
 
 DISCOVER_HELP = """Propose a circuit by greedy pruning (circuit_core/discover.py).
@@ -660,6 +708,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_options(p)
     p = sub.add_parser("validate", help="faithfulness, completeness and minimality in one run record")
     add_common(p)
+    p.add_argument("--faithfulness-tolerance", type=number(0, 1000), default=20.0,
+                   help="faithfulness passes when the 95%% interval of F(M) - F(C) is within this %% of |F(M)| "
+                        "(default 20)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any criterion fails (its whole interval on the wrong side)")
     add_baseline_option(p)
     add_completeness_options(p)
     add_minimality_options(p)

@@ -321,7 +321,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     m = cache.get([m_minus(circuit, K, pos) for _, _, K, *_ in ks])
     d = c.mean(1) - m.mean(1)
     reps = []
-    if reference_noise and evaluator.replicates:
+    if reference_noise and evaluator.replicates and not cancelled:  # a stopped run returns at once
         sets = [c_minus(circuit, K, pos) for _, _, K, *_ in ks] + [m_minus(circuit, K, pos) for _, _, K, *_ in ks]
         reps = [(r[:len(ks)], r[len(ks):]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
     d_lo, d_hi = diff_intervals(c, m, meth.bootstrap, meth.seed, replicates=reps)

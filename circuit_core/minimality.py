@@ -108,7 +108,7 @@ def searched_k(selection_ev, circuit: Circuit, heads: list[Head], k: int, steps:
                 for v in heads]
     trace, cancelled = greedy_search(FCache(selection_ev), searches, k, steps, runs, seed, progress, should_stop)
     ks = {}
-    for (i, _), row in best_per_run(trace).items():  # the best K over a head's runs
+    for (i, _), row in best_per_run(trace, include_start=True).items():  # the best K over a head's runs (∅ counts)
         v = heads[i]
         if v not in ks or row["score"] > ks[v][1]:
             ks[v] = (row["K"], row["score"])
@@ -147,8 +147,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
                              f"(selection seed {sel_ev.methodology.seed} = report seed).")
         found, trace, cancelled = searched_k(sel_ev, circuit, heads, search_k, search_steps, search_runs, seed,
                                              progress, should_stop)
-        # a head whose search was stopped before its first step keeps the class rule
-        ks = {v: (found[v][0], "search") if v in found else (class_rule_k(circuit, v), "class") for v in heads}
+        ks = {v: (found[v][0], "search") for v in heads}
         sel_scores = {v: s for v, (_, s) in found.items()}
         sel_info = {"n": sel_ev.methodology.n, "seed": sel_ev.methodology.seed,
                     "budget_per_head": budget(search_k, search_steps, search_runs)}
@@ -162,7 +161,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     knocked = cache.get([c_minus(circuit, ks[v][0] | {v}, pos) for v in heads])
     d = knocked.mean(1) - base.mean(1)
     reps = []
-    if reference_noise and evaluator.replicates:
+    if reference_noise and evaluator.replicates and not cancelled:  # a stopped run returns at once
         sets = [c_minus(circuit, ks[v][0], pos) for v in heads] + [c_minus(circuit, ks[v][0] | {v}, pos) for v in heads]
         reps = [(r[len(heads):], r[:len(heads)]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
     d_lo, d_hi = diff_intervals(knocked, base, meth.bootstrap, meth.seed, replicates=reps)

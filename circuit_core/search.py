@@ -107,13 +107,15 @@ def greedy_search(cache, searches: Sequence[Search], k: int = 10, steps: int = 1
     return trace, cancelled
 
 
-def best_per_run(trace: list[dict]) -> dict[tuple[int, int], dict]:
-    """(search, run) -> the trace row of the best set that run moved through (∅ excluded; the earliest
-    on ties). A run's answer: the highest score it visited, not where it ended."""
+def best_per_run(trace: list[dict], include_start: bool = False) -> dict[tuple[int, int], dict]:
+    """(search, run) -> the trace row of the best set that run moved through (the earliest on ties;
+    the start ∅ only with include_start). A run's answer: the highest score it visited, not where it ended."""
     best: dict[tuple[int, int], dict] = {}
     for row in trace:
         key = (row["search"], row["run"])
-        if row["accepted"] and row["step"] > 0 and (key not in best or row["score"] > best[key]["score"]):
+        if not row["accepted"] or (row["step"] == 0 and not include_start):
+            continue
+        if key not in best or row["score"] > best[key]["score"]:
             best[key] = row
     return best
 

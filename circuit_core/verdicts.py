@@ -78,4 +78,34 @@ def abs_interval(lo: float, hi: float) -> tuple[float, float]:
     return min(abs(lo), abs(hi)), max(abs(lo), abs(hi))
 
 
-__all__ = ["Verdict", "at_most", "at_least", "overall", "abs_interval"]
+FAITHFULNESS_TOLERANCE_PCT = 20.0  # the gap F(M) − F(C) must stay within this % of |F(M)| to pass
+
+
+def faithfulness_verdict(f, tolerance_pct: float = FAITHFULNESS_TOLERANCE_PCT) -> Verdict:
+    """Faithfulness from the interval of the gap F(M) − F(C) against ±tolerance_pct % of |F(M)|
+    (20%: F(C)/F(M) between 0.8 and 1.2 throughout the interval)."""
+    lo, hi = f.intervals["gap"]
+    return at_most(lo, hi, tolerance_pct / 100 * abs(f.stats["F_model"]))
+
+
+def verdict_summary(faithfulness=None, completeness=None, minimality=None,
+                    faithfulness_tolerance_pct: float = FAITHFULNESS_TOLERANCE_PCT) -> dict:
+    """{criterion: {"verdict", "rule"}} for the criteria given, and "overall" (for records and --strict)."""
+    out = {}
+    if faithfulness is not None:
+        out["faithfulness"] = {"verdict": faithfulness_verdict(faithfulness, faithfulness_tolerance_pct).value,
+                               "rule": f"95% interval of F(M) − F(C) within ±{faithfulness_tolerance_pct:g}% of |F(M)|"}
+    if completeness is not None:
+        tol = completeness.settings.get("tolerance_pct")
+        out["completeness"] = {"verdict": completeness.verdict.value,
+                               "rule": f"every K: 95% interval of F(C\\K) − F(M\\K) within ±{tol:g}% of |F(M)|"}
+    if minimality is not None:
+        out["minimality"] = {"verdict": minimality.verdict.value,
+                             "rule": f"every head: 95% interval of F(C\\(K∪v)) − F(C\\K) beyond "
+                                     f"±{minimality.threshold_pct:g}% of |F(M)|"}
+    out["overall"] = overall(v["verdict"] for v in out.values()).value
+    return out
+
+
+__all__ = ["Verdict", "at_most", "at_least", "overall", "abs_interval", "faithfulness_verdict", "verdict_summary",
+           "FAITHFULNESS_TOLERANCE_PCT"]

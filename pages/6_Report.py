@@ -97,3 +97,24 @@ st.table({h: [r[i] for r in rows] for i, h in enumerate(("K", "members", "F(C\\K
 st.subheader("Minimality")
 rows = minimality_rows(report)
 st.table({h: [r[i] for r in rows] for i, h in enumerate(("head", "class", "score (% of F(M))", "95% interval", "flag"))})
+
+
+def show_formal_tests() -> None:
+    """Shi et al.'s formal tests, in a job of their own once the report is done (it shares the evaluator's memo)."""
+    from circuit_core.formal_tests import formal_tests
+    from ui.report import FORMAL_TEST_HEADER, formal_test_rows
+
+    key = ("formal-tests", ctx.model_key, ctx.methodology, circuit_json(circuit))
+    jobs.stop_others("formal-tests", key)
+    job = jobs.start(key, "Running the formal tests",
+                     lambda job: formal_tests(ev, circuit, progress=job.progress, should_stop=job.should_stop))
+    st.subheader("Formal tests (Shi et al. 2024)")
+    st.caption("Each test states a null hypothesis; \"reject\" at α means the data speak against it. Minimality is "
+               "Holm-corrected across heads; the tests hold the reference set fixed.")
+    tests = jobs.show(job)
+    if tests:
+        rows = formal_test_rows(tests)
+        st.table({h: [r[i] for r in rows] for i, h in enumerate(FORMAL_TEST_HEADER)})
+
+
+show_formal_tests()

@@ -284,10 +284,21 @@ def test_completeness_and_validate_cli(tmp_path, tiny_dir, capsys):
     rc = main(["validate", *common, "--random", "0", "--greedy-runs", "0", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "Faithfulness" in printed and "Completeness" in printed and "Below threshold" in printed
+    assert "Faithfulness" in printed and "Completeness" in printed and "Fail (whole interval under" in printed
     res = json.loads(out.read_text())["results"]
-    assert {"faithfulness", "completeness", "minimality", "F_model"} <= set(res)
+    assert {"faithfulness", "completeness", "minimality", "F_model", "verdicts"} <= set(res)
     assert res["minimality"]["heads"][0]["k_source"] == "file"
+    v = res["verdicts"]
+    assert v["completeness"]["verdict"] == res["completeness"]["verdict"]
+    assert v["overall"] in ("passes", "fails", "undecided") and "rule" in v["minimality"]
+    # --strict: the exit status follows the verdicts (a random tiny model's circuit fails minimality at 100%)
+    strict = ["validate", *common, "--random", "0", "--greedy-runs", "0", "--strict", "--threshold", "100"]
+    assert main(strict) == 1 and "strict: a criterion fails" in capsys.readouterr().err
+    assert main(["validate", *common, "--random", "0", "--greedy-runs", "0", "--strict", "--threshold", "0",
+                 "--tolerance", "1000", "--faithfulness-tolerance", "1000"]) == 0  # nothing can fail
+    # the selection seed must differ from the report seed
+    assert main(["completeness", *common, "--selection-seed", "0"]) == 2
+    assert "selection seed must differ" in capsys.readouterr().err
 
 
 def test_random_k_sets_are_distinct_and_non_empty():

@@ -11,6 +11,7 @@ from circuit_core.circuit import Circuit, load_circuit, parse_head
 from circuit_core.cli import main
 from circuit_core.completeness import c_minus
 from circuit_core.evaluate import Evaluator
+from circuit_core.verdicts import abs_interval, at_least
 from circuit_core.minimality import minimality, minimality_k, minimality_sets
 from circuit_core.models import load_model
 from circuit_core.toy import save_random_gpt2
@@ -100,8 +101,8 @@ def test_scores_match_direct_evaluation(ev16):
     res = minimality(ev16, toy, progress=lambda d, t: seen.append((d, t)))
     assert seen and seen[-1][0] == seen[-1][1]
     t = res.table
-    assert list(t.columns[:10]) == ["head", "class", "K", "k_source", "F_C_minus_K", "F_C_minus_K_and_v", "score",
-                                    "pct_of_F_M", "ci_low", "ci_high"]
+    assert list(t.columns[:13]) == ["head", "class", "K", "k_source", "F_C_minus_K", "F_C_minus_K_and_v", "d", "d_lo",
+                                    "d_hi", "score", "pct_of_F_M", "ci_low", "ci_high"]
     assert t.k_source.tolist() == ["file", "class", "class", "class", "class", "class"]
     # The same node sets built by hand from the table's K, all in one Evaluator.F call (no cache, no dedup).
     sets = []
@@ -115,27 +116,37 @@ def test_scores_match_direct_evaluation(ev16):
         assert row.F_C_minus_K_and_v == pytest.approx(knocked, abs=1e-5)
         assert row.score == pytest.approx(abs(knocked - base), abs=1e-5)
         assert row.pct_of_F_M == pytest.approx(100 * row.score / abs(res.F_model))
+        assert row.d == pytest.approx(knocked - base, abs=1e-5) and row.d_lo <= row.d <= row.d_hi
         assert row.below_threshold == (row.pct_of_F_M < 1.0)
+        # the verdict follows d's interval against ±1% of |F(M)|, not the point estimate
+        assert row.verdict == at_least(row.d_lo, row.d_hi, 0.01 * abs(res.F_model)).value
+        assert (row.ci_low, row.ci_high) == pytest.approx(abs_interval(row.d_lo, row.d_hi))
         assert res.per_prompt["C_minus_K_and_v"][i].mean() == pytest.approx(row.F_C_minus_K_and_v)
     d = json.loads(json.dumps(res.to_dict()))
     assert len(d["heads"]) == 6 and len(d["heads"][0]["per_prompt"]["C_minus_K"]) == 16
     assert d["flagged"] == res.flagged
 
 
-def test_search_is_reproducible_and_never_worse_than_its_start(ev16):
+def test_search_chooses_on_selection_prompts_and_reports_on_the_pages(ev16):
     toy = Circuit.from_dict(TOY)
     a = minimality(ev16, toy, k_source="search", search_k=2, search_steps=2, seed=5)
     b = minimality(ev16, toy, k_source="search", search_k=2, search_steps=2, seed=5)
     assert a.table.equals(b.table) and a.search_trace.equals(b.search_trace)
     assert set(a.table.k_source) == {"search"}
-    c, *without_v = ev16.F([c_minus(toy, set())] + [c_minus(toy, {v}) for v in toy.heads])
-    for (_, row), f_v in zip(a.table.iterrows(), without_v):
+    sel = a.settings["selection"]
+    assert sel["seed"] != ev16.methodology.seed and sel["budget_per_head"] == 4
+    for _, row in a.table.iterrows():
         assert row["head"] not in row.K and len(row.K) <= 2
-        assert row.score >= abs(f_v - c) - 1e-6  # never worse than K = ∅, where it starts
         seen = a.search_trace[a.search_trace["head"] == row["head"]]
-        assert row.score >= seen[seen.accepted].score.max() - 1e-9
+        assert sorted(seen[seen.accepted].step) == [0, 1, 2]  # every step taken
+        # its K is the best it visited on the selection prompts (∅ included) ...
+        assert row.selection_score == pytest.approx(seen[seen.accepted].score.max())
+        # ... and the reported score is that K's on the report prompts
+        K = {parse_head(h) for h in row.K}
+        base, knocked = ev16.F([c_minus(toy, K), c_minus(toy, K | {parse_head(row["head"])})])
+        assert row.score == pytest.approx(abs(knocked - base), abs=1e-6)
     stopped = minimality(ev16, toy, k_source="search", should_stop=lambda: True)
-    assert stopped.cancelled and all(K == [] for K in stopped.table.K)
+    assert stopped.cancelled and all(K == [] for K in stopped.table.K)  # where every search starts
 
 
 # --- a dead head -------------------------------------------------------------------------------------
@@ -164,7 +175,7 @@ def test_dead_head_is_flagged(dead_head_evaluator, k_source):
     res = minimality(dead_head_evaluator, toy, k_source=k_source, search_k=2, search_steps=1)
     t = res.table.set_index("head")
     assert t.loc["1.2", "score"] < 1e-6 and bool(t.loc["1.2", "below_threshold"])
-    assert "1.2" in res.flagged
+    assert t.loc["1.2", "verdict"] == "fails" and "1.2" in res.flagged  # its whole interval is under 1%
     assert not t.below_threshold.all() and t.pct_of_F_M.max() > 1.0  # live heads are not flagged
 
 
@@ -177,10 +188,27 @@ def test_minimality_cli(tmp_path, tiny_dir, capsys):
                "--threshold", "5", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "F(C\\K∪v)" in printed and "flagged below 5% of F(M)" in printed and "Below threshold:" in printed
+    assert "F(C\\K∪v)" in printed and "beyond ±5% of |F(M)|" in printed and "Fail (whole interval under 5%)" in printed
     rec = json.loads(out.read_text())["results"]["minimality"]
     assert rec["threshold_pct"] == 5 and [h["k_source"] for h in rec["heads"]][:2] == ["file", "class"]
-    assert rec["flagged"] == [h["head"] for h in rec["heads"] if h["pct_of_F_M"] < 5]
+    assert rec["flagged"] == [h["head"] for h in rec["heads"] if h["verdict"] == "fails"]
+    assert rec["undecided"] == [h["head"] for h in rec["heads"] if h["verdict"] == "undecided"]
+    for h in rec["heads"]:  # fails: the whole interval of d within ±5% of |F(M)|
+        inside = -0.05 * abs(rec["F_model"]) <= h["d_lo"] and h["d_hi"] <= 0.05 * abs(rec["F_model"])
+        assert (h["verdict"] == "fails") == inside
     rc = main(["minimality", "--model", str(tiny_dir), "--circuit", str(cpath), "--n", "16", "--bootstrap", "10",
                "--k-source", "search", "--greedy-k", "2", "--greedy-steps", "1"])
     assert rc == 0 and "search" in capsys.readouterr().out
+
+
+def test_a_head_at_the_threshold_is_undecided_not_flagged(ev16):
+    """With the threshold set at a head's own score, the point estimate sits on it and its interval
+    straddles it: neither passes nor fails, whatever side the point estimate falls on."""
+    toy = Circuit.from_dict(TOY)
+    first = minimality(ev16, toy, k_source="class").table.iloc[0]
+    assert first.d_hi > first.d_lo  # a real interval
+    res = minimality(ev16, toy, k_source="class", threshold_pct=float(first.pct_of_F_M) * (1 + 1e-9))
+    row = res.table.iloc[0]
+    assert bool(row.below_threshold)  # the old rule would have flagged it
+    assert row.verdict == "undecided" and row["head"] in res.undecided and row["head"] not in res.flagged
+    assert res.verdict.value in ("undecided", "fails")

@@ -137,6 +137,15 @@ def worst_rows(r: Report) -> list[tuple[str, ...]]:
     return [(row.prompt, fmt.num(row.f_M), fmt.num(row.f_C)) for row in r.worst.itertuples()]
 
 
+FORMAL_TEST_HEADER = ("test", "null hypothesis", "statistic", "p-value", "verdict", "for the circuit")
+
+
+def formal_test_rows(tests) -> list[tuple[str, ...]]:
+    """One row per formal test (circuit_core.formal_tests.FormalTest): its null, statistic, p-value and verdict."""
+    return [(t.name, t.null, f"{t.statistic_name} = {t.statistic:.3g}", f"{t.p_value:.3g}",
+             f"{t.verdict} at α = {t.alpha:g}", t.meaning) for t in tests]
+
+
 def summary_lines(r: Report) -> list[str]:
     f = r.faithfulness
     lines = [f"Faithfulness: the circuit keeps {fmt.pct(f['ratio'])} ({fmt.ci(f, 'ratio', percent=True)}) of the "
