@@ -2,8 +2,10 @@
 import pandas as pd
 import streamlit as st
 
-from circuit_core.completeness import completeness, completeness_in_stages
-from ui.charts import completeness_scatter, style
+from circuit_core.completeness import TOLERANCE_PCT, completeness, completeness_in_stages
+from circuit_core.selection import SELECTION_N, Selection
+from circuit_core.verdicts import overall
+from ui.charts import completeness_scatter, style, verdict_cell
 from ui import jobs
 from ui import runs as run_log
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
@@ -14,13 +16,20 @@ st.title("Completeness")
 st.caption(methodology_caption(ctx))
 st.markdown("For K ⊆ C, **C\\K** ablates K's heads everywhere (on top of everything outside C) and **M\\K** "
             "ablates only K's nodes at their kept positions in the intact model. A complete circuit has "
-            "|F(C\\K) − F(M\\K)| small for every K: its points sit on the diagonal.")
+            "|F(C\\K) − F(M\\K)| small for every K: its points sit on the diagonal. Each K gets a verdict from "
+            "the 95% interval of the signed difference: **passes** when it lies within ±tolerance, **fails** when "
+            "it lies wholly outside, **undecided** when it straddles the tolerance.")
 
-c1, c2, c3, c4 = st.columns(4)
+c0, c1, c2, c3, c4, c5 = st.columns(6)
+tolerance = c0.number_input("Tolerance (% of F(M))", 0.0, 1000.0, TOLERANCE_PCT, step=1.0, key="cmp_tol")
 n_random = c1.number_input("Random K sets", 0, 200, 10, key="cmp_random", help="each head in with probability ½")
 k = c2.number_input("Greedy: candidates per step", 1, 50, 10, key="cmp_k")
 steps = c3.number_input("Greedy: steps", 1, 30, 10, key="cmp_steps")
 runs = c4.number_input("Greedy: runs", 1, 30, 10, key="cmp_runs")
+sel_n = c5.number_input("Greedy: selection prompts", 1, 2000, SELECTION_N, key="cmp_sel_n",
+                        help="the search chooses K on these prompts (their own seed and reference set); "
+                             "the chosen K are then scored on the page's prompts")
+selection = Selection(n=int(sel_n))
 cj = circuit_json(ctx.circuit)
 circuit = ctx.circuit
 
@@ -28,7 +37,8 @@ circuit = ctx.circuit
 def fixed_families(job):
     """∅, then the classes, then the random sets, then the reference noise in the intervals: each
     stage's figure is shown while the next runs (the evaluator memoises, so no stage recomputes the one before)."""
-    for result in completeness_in_stages(ev, circuit, int(n_random), job.progress, job.should_stop):
+    for result in completeness_in_stages(ev, circuit, int(n_random), job.progress, job.should_stop,
+                                         tolerance_pct=float(tolerance)):
         job.partial.append(result)
     return result
 
@@ -40,20 +50,24 @@ def draw_partial(job):
                    f"in the intervals. Intervals so far: {job.partial[-1].settings['interval_method']}.")
 
 
-fixed_job = jobs.start(("completeness", ctx.model_key, ctx.methodology, cj, int(n_random)),
+fixed_job = jobs.start(("completeness", ctx.model_key, ctx.methodology, cj, int(n_random), float(tolerance)),
                        "Evaluating K sets (∅, classes, random)", fixed_families)
 
-greedy_key = ("greedy", ctx.model_key, ctx.methodology, cj, int(k), int(steps), int(runs))
+greedy_key = ("greedy", ctx.model_key, ctx.methodology, cj, int(k), int(steps), int(runs), selection,
+              float(tolerance))
 b1, b2 = st.columns([1, 4])
 if b1.button("Run greedy search", type="primary") or jobs.get(greedy_key) is not None:
     greedy_job = jobs.start(greedy_key, "Greedy search for the worst K",
                             lambda job: completeness(ev, circuit, classes=False, n_random=0, greedy_k=int(k),
                                                      greedy_steps=int(steps), greedy_runs=int(runs),
+                                                     selection=selection, tolerance_pct=float(tolerance),
                                                      progress=job.progress, should_stop=job.should_stop))
 else:
     greedy_job = None
-b2.caption("The paper's search: from K = ∅, each step samples k candidates and adds the one that raises "
-           "|F(C\\K) − F(M\\K)| most; every accepted set (intermediate ones too) is kept.")
+b2.caption(f"The paper's search: from K = ∅, every step samples k candidates and moves to the one with the largest "
+           f"|F(C\\K) − F(M\\K)|, for all {int(steps)} steps (no early stop): {int(runs)} runs × {int(steps)} steps × "
+           f"{int(k)} candidates = {int(runs) * int(steps) * int(k)} sets scored. It chooses on {int(sel_n)} selection "
+           f"prompts (seed {selection.seed_for(ctx.methodology)}); each run's best K is reported on the page's prompts.")
 
 greedy = jobs.show(greedy_job) if greedy_job is not None else None
 fixed = jobs.show(fixed_job, partial=draw_partial)
@@ -69,20 +83,31 @@ if greedy is not None:
 st.altair_chart(style(completeness_scatter(table)), width="stretch")
 
 f_model = fixed.F_model
+verdict = overall([fixed.verdict] + ([greedy.verdict] if greedy is not None else []))
+say = {"passes": st.success, "fails": st.error, "undecided": st.warning}[verdict.value]
+say(f"Completeness **{verdict.value}** at ±{tolerance:g}% of F(M) = {f_model:.3f}: "
+    + {"passes": "every K's interval lies within the tolerance.",
+       "fails": "some K's whole interval lies outside the tolerance.",
+       "undecided": "no K fails, but some K's interval straddles the tolerance."}[verdict.value])
 worst = table.sort_values("incompleteness", ascending=False).head(10)
 st.subheader("Worst K sets")
-st.caption(f"Intervals (points and table): {fixed.settings['interval_method']}.")
+st.caption(f"Intervals (points and table): {fixed.settings['interval_method']}. diff = F(C\\K) − F(M\\K), its "
+           "interval signed; the verdict follows the interval. Greedy K: the 'on selection prompts' column is the "
+           "K's score on the prompts that chose it (biased upward); every other figure is on the page's prompts.")
 show = worst.assign(K=worst.K.apply(lambda k: ", ".join(k) or "∅"),
-                   **{"95% CI": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(worst.ci_low, worst.ci_high)]})[
-    ["family", "name", "K", "F_C_minus_K", "F_M_minus_K", "incompleteness", "95% CI", "incompleteness_pct"]]
-st.dataframe(show.rename(columns={"F_C_minus_K": "F(C\\K)", "F_M_minus_K": "F(M\\K)",
-                                  "incompleteness_pct": "% of F(M)"}).style.format(
-    {"F(C\\K)": "{:.3f}", "F(M\\K)": "{:.3f}", "incompleteness": "{:.3f}", "% of F(M)": "{:.1f}"}),
+                   **{"95% CI of diff": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(worst.d_lo, worst.d_hi)]})[
+    ["family", "name", "K", "F_C_minus_K", "F_M_minus_K", "d", "95% CI of diff", "incompleteness_pct", "verdict",
+     "selection_incompleteness"]]
+st.dataframe(show.rename(columns={"F_C_minus_K": "F(C\\K)", "F_M_minus_K": "F(M\\K)", "d": "diff",
+                                  "incompleteness_pct": "|diff| % of F(M)",
+                                  "selection_incompleteness": "|diff| on selection prompts"}).style.format(
+    {"F(C\\K)": "{:.3f}", "F(M\\K)": "{:.3f}", "diff": "{:.3f}", "|diff| % of F(M)": "{:.1f}",
+     "|diff| on selection prompts": "{:.3f}"}, na_rep="").map(verdict_cell, subset=["verdict"]),
     hide_index=True, width="stretch")
 top = worst.iloc[0]
 st.markdown(f"Largest incompleteness: **{top.incompleteness:.3f}** ({top.incompleteness_pct:.1f}% of "
-            f"F(M) = {f_model:.3f}) for K = {', '.join(top.K) or '∅'} ({top.family}).")
+            f"F(M) = {f_model:.3f}) for K = {', '.join(top.K) or '∅'} ({top.family}; {top.verdict}).")
 if greedy is None and greedy_job is None:
     st.info("Greedy sets are not shown yet: run the greedy search above.")
 elif greedy is not None and greedy.cancelled:
-    st.info("The greedy search was stopped: the sets it accepted before that are shown.")
+    st.info("The greedy search was stopped: each run's best K before that is shown.")

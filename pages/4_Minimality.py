@@ -2,7 +2,8 @@
 import streamlit as st
 
 from circuit_core.minimality import minimality, minimality_in_stages
-from ui.charts import minimality_bars, style
+from circuit_core.selection import SELECTION_N, Selection
+from ui.charts import minimality_bars, style, verdict_cell
 from ui import jobs
 from ui import runs as run_log
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
@@ -12,7 +13,9 @@ ev = require_evaluator(ctx)
 st.title("Minimality")
 st.caption(methodology_caption(ctx))
 st.markdown("For each head v, some K ⊆ C \\\\ {v} should make **|F(C\\\\(K∪{v})) − F(C\\\\K)|** large: removing v "
-            "matters once K is gone. Shown as % of F(M); heads under the threshold are passengers.")
+            "matters once K is gone. Shown as % of F(M). Each head gets a verdict from the 95% interval of the "
+            "signed difference: **passes** when it lies beyond ±threshold, **fails** (a passenger) when it lies "
+            "within, **undecided** when it straddles the threshold.")
 c1, c2 = st.columns([3, 1])
 labels = {"file": "the circuit file's K (class rule where it has none)", "class": "class rule: K = rest of v's class",
           "search": "search: greedy K maximising the score"}
@@ -20,7 +23,16 @@ source = c1.radio("K for each head", list(labels), format_func=labels.get, horiz
 threshold = c2.number_input("Threshold (% of F(M))", 0.0, 100.0, 1.0, step=0.5, key="min_threshold")
 cj = circuit_json(ctx.circuit)
 circuit = ctx.circuit
-key = ("minimality", ctx.model_key, ctx.methodology, cj, source, threshold)
+selection = Selection()
+if source == "search":
+    sel_n = st.number_input("Search: selection prompts", 1, 2000, SELECTION_N, key="min_sel_n",
+                            help="the search chooses each head's K on these prompts (their own seed and reference "
+                                 "set); the chosen K are then scored on the page's prompts")
+    selection = Selection(n=int(sel_n))
+    st.caption(f"The paper's greedy search, every step taken (10 steps × 10 candidates per head), on {int(sel_n)} "
+               f"selection prompts (seed {selection.seed_for(ctx.methodology)}); the bars are the chosen K on the "
+               "page's prompts.")
+key = ("minimality", ctx.model_key, ctx.methodology, cj, source, threshold, selection)
 if source == "search" and jobs.get(key) is None and not st.button("Run search", type="primary"):
     st.info("The search evaluates many K sets per head; press 'Run search'.")
     st.stop()
@@ -29,7 +41,7 @@ if source == "search" and jobs.get(key) is None and not st.button("Run search", 
 def score_heads(job):
     if source == "search":  # one lockstep search over every head
         return minimality(ev, circuit, k_source=source, threshold_pct=threshold, progress=job.progress,
-                          should_stop=job.should_stop)
+                          should_stop=job.should_stop, selection=selection)
     for result in minimality_in_stages(ev, circuit, job.progress, job.should_stop, k_source=source,
                                        threshold_pct=threshold):
         job.partial.append(result)  # class by class, drawn while the rest runs
@@ -53,15 +65,25 @@ if result.cancelled:
 
 st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold)), width="stretch")
 st.caption(f"Error bars: 95% intervals, {result.settings['interval_method']}.")
-flagged = result.flagged
-if flagged:
-    st.warning(f"{len(flagged)} head(s) under {threshold:g}% of F(M): {', '.join(flagged)}")
-else:
-    st.success(f"Every head scores at least {threshold:g}% of F(M) = {result.F_model:.3f}.")
+flagged, undecided = result.flagged, result.undecided
+say = {"passes": st.success, "fails": st.error, "undecided": st.warning}[result.verdict.value]
+say(f"Minimality **{result.verdict.value}** at {threshold:g}% of F(M) = {result.F_model:.3f}: "
+    + (f"{len(flagged)} head(s) fail — their whole interval lies under the threshold: {', '.join(flagged)}. "
+       if flagged else "")
+    + (f"{len(undecided)} head(s) undecided — their interval straddles it: {', '.join(undecided)}."
+       if undecided else "")
+    + ("every head's interval lies beyond the threshold." if not flagged and not undecided else ""))
 t = result.table.sort_values("pct_of_F_M", ascending=False)
 t = t.assign(K=t.K.apply(lambda k: ", ".join(k) or "∅"),
-             **{"95% CI (% of F(M))": [f"{lo:.1f} – {hi:.1f}" for lo, hi in zip(t.ci_low_pct, t.ci_high_pct)]})
-st.dataframe(t[["head", "class", "K", "k_source", "F_C_minus_K", "F_C_minus_K_and_v", "score", "pct_of_F_M", "95% CI (% of F(M))"]].rename(
-    columns={"F_C_minus_K": "F(C\\K)", "F_C_minus_K_and_v": "F(C\\(K∪{v}))", "pct_of_F_M": "% of F(M)"}).style.format(
-    {"F(C\\K)": "{:.3f}", "F(C\\(K∪{v}))": "{:.3f}", "score": "{:.3f}", "% of F(M)": "{:.1f}"}),
+             **{"95% CI of diff": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(t.d_lo, t.d_hi)]})
+cols = ["head", "class", "K", "k_source", "F_C_minus_K", "F_C_minus_K_and_v", "d", "95% CI of diff", "pct_of_F_M",
+        "verdict"] + (["selection_score"] if source == "search" else [])
+st.dataframe(t[cols].rename(
+    columns={"F_C_minus_K": "F(C\\K)", "F_C_minus_K_and_v": "F(C\\(K∪{v}))", "d": "diff",
+             "pct_of_F_M": "|diff| % of F(M)", "selection_score": "|diff| on selection prompts"}).style.format(
+    {"F(C\\K)": "{:.3f}", "F(C\\(K∪{v}))": "{:.3f}", "diff": "{:.3f}", "|diff| % of F(M)": "{:.1f}",
+     "|diff| on selection prompts": "{:.3f}"}, na_rep="").map(verdict_cell, subset=["verdict"]),
     hide_index=True, width="stretch")
+if source == "search":
+    st.caption("'on selection prompts': the K's score on the prompts that chose it (biased upward); every other "
+               "figure is on the page's prompts.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from circuit_core.verdicts import Verdict
+
 FONT = dict(labelFontSize=14, titleFontSize=16)
 OUT_OF_CIRCUIT = "not in circuit"
 
@@ -87,6 +89,17 @@ def intervals(frame: pd.DataFrame, value: str, lo: str, hi: str, category: str, 
 
 FAMILY_COLORS = alt.Scale(domain=["empty", "class", "random", "greedy", "user"],
                           range=["#000000", "#1f77b4", "#9d9d9d", "#d62728", "#2ca02c"])
+VERDICTS = ["passes", "undecided", "fails"]
+VERDICT_COLORS = alt.Scale(domain=VERDICTS, range=[Verdict(v).colour for v in VERDICTS])
+VERDICT_SHAPES = alt.Scale(domain=VERDICTS, range=["circle", "diamond", "cross"])
+VERDICT_MARKS = {"passes": "✓", "undecided": "?", "fails": "✗"}
+
+
+def verdict_cell(verdict: str) -> str:
+    """CSS for a table cell holding a verdict (pandas Styler.map)."""
+    if verdict not in VERDICTS:
+        return ""
+    return f"color: white; background-color: {Verdict(verdict).colour}; font-weight: 600"
 
 
 def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
@@ -99,15 +112,17 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
     hi = float(max(df.F_M_minus_K.max(), df.F_C_minus_K.max())) * 1.05
     diag = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(color="#888", strokeDash=[6, 4]).encode(
         x="x:Q", y="y:Q")
-    pts = alt.Chart(df).mark_circle(size=110, opacity=0.85).encode(
+    verdict = ({"shape": alt.Shape("verdict:N", title="verdict", scale=VERDICT_SHAPES)} if "verdict" in df else {})
+    pts = alt.Chart(df).mark_point(size=110, opacity=0.85, filled=True).encode(
         x=alt.X("F_M_minus_K:Q", title="F(M \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
         y=alt.Y("F_C_minus_K:Q", title="F(C \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
-        color=alt.Color("family:N", title="K family", scale=FAMILY_COLORS),
+        color=alt.Color("family:N", title="K family", scale=FAMILY_COLORS), **verdict,
         tooltip=[alt.Tooltip("name:N", title="K"), alt.Tooltip("members:N", title="members"),
                  alt.Tooltip("F_C_minus_K:Q", title="F(C\\K)", format=".3f"),
                  alt.Tooltip("F_M_minus_K:Q", title="F(M\\K)", format=".3f"),
                  alt.Tooltip("incompleteness:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f", title="|diff| low"),
-                 alt.Tooltip("ci_high:Q", format=".3f", title="|diff| high")],
+                 alt.Tooltip("ci_high:Q", format=".3f", title="|diff| high")]
+                + ([alt.Tooltip("verdict:N")] if "verdict" in df else []),
     )
     layers = [diag]
     if "F_C_lo" in df:  # 95% intervals of both coordinates, as thin cross-hairs under the points
@@ -115,7 +130,7 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
         layers += [bars.mark_rule(opacity=0.5, clip=True).encode(x="F_M_minus_K:Q", y="F_C_lo:Q", y2="F_C_hi:Q"),
                    bars.mark_rule(opacity=0.5, clip=True).encode(y="F_C_minus_K:Q", x="F_M_lo:Q", x2="F_M_hi:Q")]
     return alt.layer(*layers, pts).properties(
-        height=460, title="Completeness: a complete circuit sits on the diagonal (95% intervals)")
+        height=460, title="Completeness: a complete circuit sits on the diagonal (95% intervals; shape: verdict)")
 
 
 def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.Chart:
@@ -136,8 +151,14 @@ def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.C
         layers.append(alt.Chart(df).mark_rule(color="black").encode(
             x=alt.X("head:N", sort=alt.EncodingSortField("pct_of_F_M", order="descending")),
             y="ci_low_pct:Q", y2="ci_high_pct:Q"))
-    return alt.layer(*layers).properties(height=380, title=f"Minimality with 95% intervals (dashed line: "
-                                                           f"{threshold_pct:g}% of F(M))")
+    if "verdict" in df:  # the verdict above each bar, in its colour: decided by the interval, not the bar
+        df["mark"] = df["verdict"].map(VERDICT_MARKS)
+        df["top"] = df[["pct_of_F_M", "ci_high_pct"]].max(axis=1) if "ci_high_pct" in df else df["pct_of_F_M"]
+        layers.append(alt.Chart(df).mark_text(dy=-10, fontSize=16, fontWeight="bold").encode(
+            x=alt.X("head:N", sort=alt.EncodingSortField("pct_of_F_M", order="descending")), y="top:Q", text="mark:N",
+            color=alt.Color("verdict:N", title="verdict (✓ passes, ? undecided, ✗ fails)", scale=VERDICT_COLORS)))
+    return alt.layer(*layers).resolve_scale(color="independent").properties(
+        height=380, title=f"Minimality with 95% intervals (dashed line: {threshold_pct:g}% of F(M))")
 
 
 def baseline_histogram(F_random, F_circuit: float, F_model: float) -> alt.Chart:
