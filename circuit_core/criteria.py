@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from statistics import NormalDist
 
 import numpy as np
 
@@ -98,25 +97,21 @@ def bootstrap_draws(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 
     return {k: np.asarray(v, dtype=float) for k, v in draws.items()}
 
 
-def bc_interval(draws: np.ndarray, estimate: float, level: float = 0.95) -> tuple[float, float]:
-    """Bias-corrected percentile interval (Efron 1981) over the finite draws.
+def percentile_interval(draws: np.ndarray, estimate: float, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of the finite draws (NaN when there are none, or no estimate).
 
-    Why not the plain percentile: a ratio's bootstrap distribution is skewed, and the plain 2.5/97.5
-    percentiles can both fall on one side of the plug-in estimate. BC moves the two percentiles by
-    z0 = Φ⁻¹(share of draws below the estimate), so whenever that share lies inside (2.5%, 97.5%) the
-    interval's levels bracket the estimate; where the share is uncorrected (z0 = 0, as for a mean)
-    it is the plain percentile interval. Not BCa: its acceleration needs a jackknife, which has no
-    clean form for the joint prompts × reference-replicates draws."""
+    Why not a bias-corrected (BC) interval to keep the estimate inside: the percentile interval holds
+    the estimate exactly when the share of draws below it lies in [2.5%, 97.5%], and BC's ends,
+    Φ(2·z0 ∓ 1.96) with z0 = Φ⁻¹(that share), bracket it under the same condition; BCa's acceleration
+    has no clean jackknife for the joint prompts × replicates draws. An estimate outside its own
+    interval is one in the far tail of its own resampling distribution (in practice: a ratio over a
+    near-zero denominator), which no choice of ends repairs: `faithfulness_figures` calls it unstable."""
     d = draws[np.isfinite(draws)]
     if not len(d) or not np.isfinite(estimate):
         return float("nan"), float("nan")
-    share = (np.sum(d < estimate) + 0.5 * np.sum(d == estimate)) / len(d)  # ties count half
-    share = min(max(share, 0.5 / len(d)), 1 - 0.5 / len(d))  # Φ⁻¹ of 0 or 1 is infinite
-    normal = NormalDist()
-    z0, z = normal.inv_cdf(share), normal.inv_cdf((1 + level) / 2)
-    lo, hi = np.percentile(d, [100 * normal.cdf(2 * z0 - z), 100 * normal.cdf(2 * z0 + z)])
-    # a draw equal to the estimate in exact arithmetic (the same prompts in another order) can differ
-    # from it in the last bits: rounding, not evidence, so it does not push the estimate out
+    lo, hi = np.percentile(d, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    # a draw equal to the estimate in exact arithmetic (the same prompts in another order, a replicate
+    # recentred on it) can differ from it in the last bits: rounding, not evidence against it
     tol = 1e-9 * max(1.0, abs(estimate))
     lo, hi = (min(lo, estimate) if lo - tol <= estimate else lo), (max(hi, estimate) if hi + tol >= estimate else hi)
     return float(lo), float(hi)
@@ -124,11 +119,11 @@ def bc_interval(draws: np.ndarray, estimate: float, level: float = 0.95) -> tupl
 
 def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 1000, seed: int = 0,
                         level: float = 0.95, replicates: list[dict[str, np.ndarray]] = ()) -> dict[str, tuple[float, float]]:
-    """Bias-corrected percentile intervals (`bc_interval`) for every key `statistic` returns, from the
-    joint draws of `bootstrap_draws`; the estimate each is centred on is `statistic(**per_prompt)`."""
+    """Percentile intervals (`percentile_interval`) for every key `statistic` returns, from the joint
+    draws of `bootstrap_draws`; the estimate each must hold is `statistic(**per_prompt)`."""
     estimate = statistic(**per_prompt)
     draws = bootstrap_draws(per_prompt, statistic, n_boot, seed, replicates)
-    return {k: bc_interval(v, estimate[k], level) for k, v in draws.items()}
+    return {k: percentile_interval(v, estimate[k], level) for k, v in draws.items()}
 
 
 def straddles_zero(interval) -> bool:
@@ -154,41 +149,48 @@ class Figures:
 def faithfulness_figures(per_prompt: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0,
                          replicates: list[dict[str, np.ndarray]] = (), tau: float | None = None,
                          level: float = 0.95) -> Figures:
-    """`faithfulness_stats` with joint bootstrap intervals, and no number printed that cannot stand:
-    a ratio whose denominator's interval includes 0, or any figure outside its own interval (or not
-    a number in too many draws), is undefined, with its reason. The stats also carry the median of
-    ratios' τ and how many prompts it excluded (f_M ≤ τ)."""
+    """`faithfulness_stats` with joint bootstrap intervals, and no number that cannot stand: a ratio
+    whose denominator's interval includes 0, or any figure outside its own interval (or not a number
+    in too many draws), is undefined, with its reason. The stats also carry the median of ratios' τ
+    and how many prompts it excluded (f_M ≤ τ)."""
     model = per_prompt["model"]
     tau = ratio_threshold(model) if tau is None else tau
     statistic = partial(faithfulness_stats, tau=tau)
     stats = statistic(**per_prompt)
     draws = bootstrap_draws(per_prompt, statistic, n_boot, seed, replicates)
-    intervals = {k: bc_interval(v, stats[k], level) for k, v in draws.items()}
-    excluded = int(np.sum(model <= tau))
-    undefined = {}
+    intervals = {k: percentile_interval(v, stats[k], level) for k, v in draws.items()}
+    kept = int(np.sum(model > tau))
+    undefined = _undefined(stats, intervals, draws, level, kept, tau)
+    for key in undefined:
+        stats[key], intervals[key] = float("nan"), (float("nan"), float("nan"))
+    stats.update(median_of_ratios_tau=tau, median_of_ratios_excluded=len(model) - kept)
+    return Figures(stats, intervals, undefined)
+
+
+def _undefined(stats, intervals, draws, level, kept, tau) -> dict[str, str]:
+    """Key -> why it is not a number. First the ratios over a denominator indistinguishable from 0
+    (judged on the denominator's own joint interval), then anything else that cannot be printed."""
+    out = {}
     for key, (den, name) in DENOMINATORS.items():
         if straddles_zero(intervals[den]):
             lo, hi = intervals[den]
-            undefined[key] = f"{name} is indistinguishable from 0: {level:.0%} interval [{_signed(lo)}, {_signed(hi)}]"
+            out[key] = f"{name} is indistinguishable from 0: {level:.0%} interval [{_signed(lo)}, {_signed(hi)}]"
     for key, d in draws.items():
-        lo, hi = intervals[key]
-        missing = float(np.mean(~np.isfinite(d)))
-        if key in undefined:
+        (lo, hi), value, missing = intervals[key], stats[key], float(np.mean(~np.isfinite(d)))
+        if key in out:
             continue
-        if key == "median_of_ratios" and excluded == len(model):
-            undefined[key] = f"no prompt has f_M > τ = {_signed(tau)}"
-        elif not np.isfinite(stats[key]):
-            undefined[key] = "not a number on these prompts"
+        if key == "median_of_ratios" and not kept:
+            out[key] = f"no prompt has f_M > τ = {_signed(tau)}"
+        elif not np.isfinite(value):
+            out[key] = "not a number on these prompts"
         elif missing > (1 - level) / 2:  # the interval would describe only the draws where it exists
-            undefined[key] = f"not a number in {missing:.0%} of bootstrap draws ({len(model) - excluded} prompts over τ)" \
-                if key == "median_of_ratios" else f"not a number in {missing:.0%} of bootstrap draws"
-        elif not lo <= stats[key] <= hi:  # BC brackets the estimate unless it sits in its draws' far tail
-            undefined[key] = (f"unstable: the estimate {stats[key]:.3g} lies outside its bias-corrected "
-                              f"{level:.0%} interval [{lo:.3g}, {hi:.3g}]")
-    for key in undefined:
-        stats[key], intervals[key] = float("nan"), (float("nan"), float("nan"))
-    stats.update(median_of_ratios_tau=tau, median_of_ratios_excluded=excluded)
-    return Figures(stats, intervals, undefined)
+            out[key] = f"not a number in {missing:.0%} of bootstrap draws" + \
+                (f" (only {kept} prompts have f_M > τ)" if key == "median_of_ratios" else "")
+        elif not lo <= value <= hi:  # see percentile_interval: no choice of ends would repair this
+            below = float(np.mean(d[np.isfinite(d)] < value))
+            out[key] = (f"unstable: the estimate {value:.3g} lies outside its own {level:.0%} interval "
+                        f"[{lo:.3g}, {hi:.3g}] ({below:.1%} of bootstrap draws fall below it)")
+    return out
 
 
 def undefined_reason(figures: dict, key: str) -> str | None:
@@ -307,5 +309,5 @@ def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int =
 
 
 __all__ = ["Faithfulness", "Figures", "faithfulness", "faithfulness_figures", "circuit_node_set", "faithfulness_stats",
-           "bootstrap_draws", "bootstrap_intervals", "bc_interval", "breakdown_by_group", "median_of_ratios",
+           "bootstrap_draws", "bootstrap_intervals", "percentile_interval", "breakdown_by_group", "median_of_ratios",
            "ratio_threshold", "straddles_zero", "undefined_reason", "spread", "worst_prompts", "TAU_SHARE"]

@@ -214,7 +214,7 @@ def equivalence_test(evaluator, circuit: Circuit, *, epsilon: float = 0.1, alpha
     rel = f"{epsilon:.0%} of |F(M)| = {margin:.3f}"
     return FormalTest(
         "equivalence", f"the circuit and the model differ by at least ε = {rel}: |E[f_C − f_M]| ≥ {margin:.3f}",
-        r["t"], r["p"], alpha, verdict, verdict == REJECT, "TOST t = min(t_lower, t_upper)",
+        r["t"], r["p"], alpha, verdict, verdict == REJECT, "TOST t = min(t_lower, −t_upper)",
         (f"passes: C and M agree within ±{rel} ({1 - 2 * alpha:.0%} interval of the mean difference inside the margin)"
          if verdict == REJECT else f"fails: not shown that C and M agree within ±{rel}"),
         {"epsilon": epsilon, "margin": margin, "F_model": f_model, "F_circuit": float(f[1].mean()),

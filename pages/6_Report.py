@@ -93,10 +93,10 @@ st.table({"figure": [r[0] for r in headline_rows(report)], "value": [r[1] for r 
 st.subheader("Worst K sets (completeness)")
 rows = completeness_rows(report)
 st.table({h: [r[i] for r in rows] for i, h in enumerate(("K", "members", "F(C\\K)", "F(M\\K)", "|difference|",
-                                                          "95% interval", "% of F(M)"))})
+                                                          "95% interval", "% of F(M)", "verdict"))})
 st.subheader("Minimality")
 rows = minimality_rows(report)
-st.table({h: [r[i] for r in rows] for i, h in enumerate(("head", "class", "score (% of F(M))", "95% interval", "flag"))})
+st.table({h: [r[i] for r in rows] for i, h in enumerate(("head", "class", "score (% of F(M))", "95% interval", "verdict"))})
 
 
 def show_formal_tests() -> None:

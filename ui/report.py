@@ -36,6 +36,7 @@ class Report:
     group_table: pd.DataFrame | None = None  # breakdown_by_group
     worst: pd.DataFrame | None = None  # worst_prompts
     record: dict = field(default_factory=dict)  # the run record (circuit_core.report.run_record)
+    verdicts: dict = field(default_factory=dict)  # circuit_core.verdicts.verdict_summary
 
     @property
     def title(self) -> str:
@@ -50,6 +51,7 @@ def build_report(ev, circuit, caption: str, n_random: int = 10, n_baseline: int 
     from circuit_core.criteria import breakdown_by_group, faithfulness, worst_prompts
     from circuit_core.minimality import minimality
     from circuit_core.report import run_record
+    from circuit_core.verdicts import verdict_summary
 
     steps = 4
     tick = (lambda i: progress(i, steps)) if progress else (lambda i: None)
@@ -65,11 +67,12 @@ def build_report(ev, circuit, caption: str, n_random: int = 10, n_baseline: int 
     fd = f.to_dict()
     per_prompt = {k: np.asarray(v) for k, v in fd["per_prompt"].items()}
     groups = breakdown_by_group(ev.dataset, per_prompt, ev.methodology.bootstrap, ev.methodology.seed, f.replicates)
-    results = {"faithfulness": fd, "completeness": c.to_dict(), "minimality": m.to_dict()}
+    verdicts = verdict_summary(f, c, m)
+    results = {"faithfulness": fd, "completeness": c.to_dict(), "minimality": m.to_dict(), "verdicts": verdicts}
     if b is not None:
         results["baseline"] = b.to_dict()
     return Report(circuit, ev.model.describe(), caption, fd, c, m, b, groups, worst_prompts(ev.dataset, per_prompt),
-                  run_record(ev, circuit, results))
+                  run_record(ev, circuit, results), verdicts)
 
 
 def _task_metric(r: Report) -> str:
@@ -124,13 +127,13 @@ def completeness_rows(r: Report, k: int = 10) -> list[tuple[str, ...]]:
     t = r.completeness.table.sort_values("incompleteness", ascending=False).head(k)
     return [(row.name, ", ".join(row.K) or "∅", fmt.num(row.F_C_minus_K), fmt.num(row.F_M_minus_K),
              fmt.num(row.incompleteness), f"[{fmt.num(row.ci_low)}, {fmt.num(row.ci_high)}]",
-             f"{row.incompleteness_pct:.1f}%") for row in t.itertuples()]
+             f"{row.incompleteness_pct:.1f}%", row.verdict) for row in t.itertuples()]
 
 
 def minimality_rows(r: Report) -> list[tuple[str, ...]]:
     t = r.minimality.table.sort_values("pct_of_F_M", ascending=False)
     return [(row.head, row._2, f"{row.pct_of_F_M:.1f}%", f"[{row.ci_low_pct:.1f}, {row.ci_high_pct:.1f}]%",
-             "passenger" if row.below_threshold else "") for row in t.itertuples()]
+             row.verdict) for row in t.itertuples()]
 
 
 def worst_rows(r: Report) -> list[tuple[str, ...]]:
@@ -152,16 +155,23 @@ def summary_lines(r: Report) -> list[str]:
              f"model's logit difference F(M) = {fmt.num(f['F_model'])}."]
     if r.completeness is not None:
         top = r.completeness.table.sort_values("incompleteness", ascending=False).iloc[0]
-        lines.append(f"Completeness: the largest |F(C\\K) − F(M\\K)| is {fmt.num(top.incompleteness)} "
+        lines.append(f"Completeness {r.completeness.verdict.value} (every K within "
+                     f"±{r.completeness.settings.get('tolerance_pct', 10):g}% of F(M)?): the largest "
+                     f"|F(C\\K) − F(M\\K)| is {fmt.num(top.incompleteness)} "
                      f"({top.incompleteness_pct:.1f}% of F(M)) for K = {', '.join(top.K) or '∅'} ({top['name']}).")
     if r.minimality is not None:
-        flagged = r.minimality.flagged
-        lines.append(f"Minimality: {len(flagged)} of {len(r.minimality.table)} heads score under "
-                     f"{r.minimality.threshold_pct:g}% of F(M)" + (f" ({', '.join(flagged)})." if flagged else "."))
+        flagged, undecided = r.minimality.flagged, r.minimality.undecided
+        lines.append(f"Minimality {r.minimality.verdict.value}: {len(flagged)} of {len(r.minimality.table)} heads fail "
+                     f"(whole interval under {r.minimality.threshold_pct:g}% of F(M))"
+                     + (f" ({', '.join(flagged)})" if flagged else "") + f", {len(undecided)} undecided"
+                     + (f" ({', '.join(undecided)})." if undecided else "."))
     if r.baseline is not None:
         b = r.baseline
         lines.append(f"Baseline: {b.share_at_least_as_good:.0%} of {len(b.F_random)} random circuits of the same "
                      "shape are at least as faithful.")
+    if r.verdicts.get("faithfulness"):  # decided by the gap's interval (circuit_core.verdicts)
+        lines[0] = lines[0].replace("Faithfulness:", f"Faithfulness {r.verdicts['faithfulness']['verdict']} "
+                                    "(gap within ±20% of F(M)?):", 1)
     lines.append(f"Intervals: 95%, {f.get('interval_method', 'paired bootstrap over prompts')}.")
     return lines
 
@@ -207,12 +217,12 @@ def to_html(r: Report) -> str:
         parts += ["<h3>Against random circuits of the same shape</h3>", f"<figure>{figs['baseline']}</figure>"]
     if r.completeness is not None:
         parts += ["<h2>Completeness</h2>", f"<figure>{figs['completeness']}</figure>",
-                  _table(("K", "members", "F(C\\K)", "F(M\\K)", "|difference|", "95% interval", "% of F(M)"),
+                  _table(("K", "members", "F(C\\K)", "F(M\\K)", "|difference|", "95% interval", "% of F(M)", "verdict"),
                          completeness_rows(r)),
                   f"<p class='caption'>Intervals: {e(r.completeness.settings.get('interval_method', ''))}.</p>"]
     if r.minimality is not None:
         parts += ["<h2>Minimality</h2>", f"<figure>{figs['minimality']}</figure>",
-                  _table(("head", "class", "score (% of F(M))", "95% interval", ""), minimality_rows(r))]
+                  _table(("head", "class", "score (% of F(M))", "95% interval", "verdict"), minimality_rows(r))]
     b64 = base64.b64encode(record.encode()).decode()
     parts += ["<h2>Run record</h2><p>Everything needed to recompute these figures (schema in the project's README): "
               f"<a download='run-record.json' href='data:application/json;base64,{b64}'>run-record.json</a>.</p>",
