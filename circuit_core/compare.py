@@ -285,7 +285,7 @@ def summarize(faithfulness: dict, completeness=None, minimality=None) -> Criteri
                    worst_k=f"{worst['name']}" + (f" ({', '.join(worst.K)})" if worst.family == "class" else ""))
     if minimality is not None:
         t, thr = minimality.table, minimality.threshold_pct
-        out.update(n_heads=len(t), under_threshold=int(t.below_threshold.sum()), threshold_pct=thr,
+        out.update(n_heads=len(t), under_threshold=int((t.verdict == "fails").sum()) if "verdict" in t else int(t.below_threshold.sum()), threshold_pct=thr,
                    under_threshold_range=(int((t.ci_high_pct < thr).sum()), int((t.ci_low_pct < thr).sum())))
     return CriteriaSummary(**out)
 

@@ -28,8 +28,10 @@ else:
         if r.kind == "faithfulness":
             return f"F(C)/F(M) {s['F(C)/F(M)']:.1%} [{s['lo']:.1%}, {s['hi']:.1%}]"
         if r.kind == "completeness":
-            return f"max |F(C\\K) − F(M\\K)| {s['max incompleteness']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] ({s['worst K']})"
-        return f"{s['passengers']} of {s['heads']} heads under {s['threshold %']:g}% of F(M)"
+            return (f"max |F(C\\K) − F(M\\K)| {s['max incompleteness']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] "
+                    f"({s['worst K']}){' · ' + s['verdict'] if 'verdict' in s else ''}")
+        return (f"{s['verdict']}: {s['fail']} of {s['heads']} heads fail, {s['undecided']} undecided at "
+                f"{s['threshold %']:g}% of F(M)")
 
     table = pd.DataFrame({"pin": [r.pinned for r in items], "name": [r.name for r in items],
                           "kind": [r.kind for r in items], "circuit": [r.circuit["name"] for r in items],

@@ -60,10 +60,10 @@ def faithfulness_summary(f: dict) -> dict:
 def completeness_summary(c) -> dict:
     top = c.table.sort_values("incompleteness", ascending=False).iloc[0]
     return {"max incompleteness": float(top.incompleteness), "lo": float(top.ci_low), "hi": float(top.ci_high),
-            "% of F(M)": float(top.incompleteness_pct), "worst K": top["name"],
+            "% of F(M)": float(top.incompleteness_pct), "worst K": top["name"], "verdict": c.verdict.value,
             "intervals": c.settings.get("interval_method", "")}
 
 
 def minimality_summary(m) -> dict:
-    return {"passengers": len(m.flagged), "heads": len(m.table), "threshold %": m.threshold_pct,
-            "flagged": ", ".join(m.flagged), "intervals": m.settings.get("interval_method", "")}
+    return {"verdict": m.verdict.value, "fail": len(m.flagged), "undecided": len(m.undecided), "heads": len(m.table),
+            "threshold %": m.threshold_pct, "flagged": ", ".join(m.flagged), "intervals": m.settings.get("interval_method", "")}
