@@ -232,19 +232,28 @@ def fmt_ci(ci) -> str:
 
 
 def print_faithfulness(f, out=None) -> None:
+    from .criteria import TAU_SHARE
+
     out = out or sys.stdout
     rows = [("F(M)", "F_model"), ("F(C)", "F_circuit"), ("F(∅)", "F_empty"), ("F(M) - F(C)", "gap"),
-            ("F(C) / F(M)", "ratio"), ("(F(C)-F(∅)) / (F(M)-F(∅))", "normalized")]
+            ("F(C) / F(M)", "ratio"), ("(F(C)-F(∅)) / (F(M)-F(∅))", "normalized"),
+            ("median f_C / f_M, f_M > τ", "median_of_ratios")]
     print(f"  {'quantity':<28}{'value':>9}   95% interval", file=out)
     for label, key in rows:
-        print(f"  {label:<28}{f.stats[key]:>9.3f}   {fmt_ci(f.intervals[key])}", file=out)
+        why = f.undefined.get(key)  # e.g. a denominator indistinguishable from 0: no number, the reason
+        print(f"  {label:<28}" + (f"{'undefined':>9}   {why}" if why else
+                                   f"{f.stats[key]:>9.3f}   {fmt_ci(f.intervals[key])}"), file=out)
+    print(f"  (median over prompts with f_M > τ = {f.stats['median_of_ratios_tau']:.3f}, {TAU_SHARE:.0%} of the median |f_M|: "
+          f"{f.stats['median_of_ratios_excluded']} of {len(f.per_prompt['model'])} prompts excluded)", file=out)
     print(f"  {'accuracy (IO > S): model':<28}{f.stats['accuracy_model']:>9.1%}", file=out)
     print(f"  {'accuracy (IO > S): circuit':<28}{f.stats['accuracy_circuit']:>9.1%}", file=out)
     if f.interval_method:
         print(f"  intervals: {f.interval_method}", file=out)
     for order, s in f.by_order.items():
+        shown = {k: f"undefined ({why})" if (why := s.get("undefined", {}).get(k)) else f"{s[k]:.3f}"
+                 for k in ("ratio", "normalized")}
         print(f"  {order} (n={s['n']}): F(M) {s['F_model']:.3f}  F(C) {s['F_circuit']:.3f}  "
-              f"F(C)/F(M) {s['ratio']:.3f}", file=out)
+              f"F(C)/F(M) {shown['ratio']}  (F(C)-F(∅))/(F(M)-F(∅)) {shown['normalized']}", file=out)
 
 
 def cmd_faithfulness(args) -> int:
@@ -517,7 +526,7 @@ def cmd_discover(args) -> int:
         return 2
     c, sel, held = d.circuit, d.selection, d.held_out
     if d.start:
-        print(f"Started from {len(d.start)} heads of activation patching (noise, selection prompts): "
+        print(f"Starting from {len(d.start)} heads of activation patching (noise) on the selection prompts: "
               + ", ".join(f"{l}.{h}@{p}" for (l, h), p in d.start.items()))
     print(f"Discovered circuit on {model.name}: {len(c.heads)} of {model.n_layers * model.n_heads} heads, "
           f"{d.n_node_sets} node sets evaluated")

@@ -269,13 +269,18 @@ class CriteriaSummary:
     under_threshold: int | None = None
     under_threshold_range: tuple[int, int] | None = None
     threshold_pct: float | None = None
+    ratio_undefined: str | None = None  # why F(C)/F(M) is not a number (then ratio is NaN), else None
+    normalized_undefined: str | None = None
 
 
 def summarize(faithfulness: dict, completeness=None, minimality=None) -> CriteriaSummary:
     """faithfulness: `Faithfulness.to_dict()`; completeness / minimality: their results, or None (not yet)."""
+    from .criteria import undefined_reason
+
     iv = faithfulness["intervals_95"]
     out = dict(ratio=faithfulness["ratio"], ratio_ci=tuple(iv["ratio"]), normalized=faithfulness["normalized"],
-               normalized_ci=tuple(iv["normalized"]))
+               normalized_ci=tuple(iv["normalized"]), ratio_undefined=undefined_reason(faithfulness, "ratio"),
+               normalized_undefined=undefined_reason(faithfulness, "normalized"))
     if completeness is not None:
         t = completeness.table
         worst = t.loc[t.incompleteness.idxmax()]
@@ -298,10 +303,12 @@ def criteria_table(summaries: Mapping[str, CriteriaSummary | None]) -> pd.DataFr
     rows = []
     for label, s in summaries.items():
         row = {"circuit": label}
-        if s is not None:
-            row.update({"F(C)/F(M)": pct(s.ratio), "F(C)/F(M) 95% CI": f"{pct(s.ratio_ci[0])} – {pct(s.ratio_ci[1])}",
-                        "normalised": pct(s.normalized),
-                        "normalised 95% CI": f"{pct(s.normalized_ci[0])} – {pct(s.normalized_ci[1])}"})
+        if s is not None:  # an undefined ratio: the word, and its reason where the interval would be
+            row.update({"F(C)/F(M)": "undefined", "F(C)/F(M) 95% CI": s.ratio_undefined} if s.ratio_undefined else
+                       {"F(C)/F(M)": pct(s.ratio), "F(C)/F(M) 95% CI": f"{pct(s.ratio_ci[0])} – {pct(s.ratio_ci[1])}"})
+            row.update({"normalised": "undefined", "normalised 95% CI": s.normalized_undefined} if s.normalized_undefined
+                       else {"normalised": pct(s.normalized),
+                             "normalised 95% CI": f"{pct(s.normalized_ci[0])} – {pct(s.normalized_ci[1])}"})
         if s is not None and s.incompleteness_pct is not None:
             lo, hi = s.incompleteness_ci
             row.update({"max incompleteness (% of F(M))": f"{s.incompleteness_pct:.1f}",

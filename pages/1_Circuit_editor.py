@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from circuit_core.circuit import Circuit, CircuitError
+from circuit_core.selection import SELECTION_N, Selection
 from circuit_core.editing import add_class, diff, from_rows, remove_class, rows, toggle_head, update_class
 from circuit_core.tasks import get_task, task_roles
 from ui.charts import OUT_OF_CIRCUIT, head_grid, style
@@ -13,7 +14,7 @@ from ui.headline import faithfulness_of, figures_or_last, headline
 from ui import jobs
 from circuit_core.attribution import ESTIMATE, EXACT
 from ui.background import (PATCH_DENOISE, PATCH_N, PATCH_NOISE, PATCHING, agreement_note, background, background_caption,
-                           background_metrics)
+                           background_metrics, selection_seed, selection_seed_key, strongest_outside)
 from ui.state import AlreadySaved, methodology_caption, require_evaluator, save_circuit, sidebar
 
 ctx = sidebar()
@@ -79,10 +80,12 @@ with left:
     position, patch_n = "*", PATCH_N
     if metric in PATCHING:
         p1, p2 = st.columns(2)
-        patch_n = int(p1.number_input("Prompt pairs patched", 4, ctx.methodology.n, min(PATCH_N, ctx.methodology.n),
-                                      key="patch_n", help="Prompts drawn with the sidebar's task and seed, each with its "
-                                      "corrupted twin. Every head and position costs a partial forward pass of them: "
-                                      "on a CPU, GPT-2 small takes minutes at 20 (see the README)."))
+        patch_n = int(p1.number_input("Prompt pairs patched", 4, 1000, PATCH_N, key="patch_n",
+                                      help="Selection prompts: the sidebar's task drawn with the selection seed (set "
+                                      "under 'Let discovery propose a circuit'), each with its corrupted twin, apart "
+                                      "from the report prompts, so heads picked from this map are scored fairly by "
+                                      "F(C). Every head and position costs a partial forward pass of them: on a CPU, "
+                                      "GPT-2 small takes minutes at 20 (see the README)."))
         if metric in (PATCH_NOISE, PATCH_DENOISE):  # one map per position: the target class's by default
             cls_pos = next(c.position for c in circuit.classes if c.name == target)
             options = list(task_roles(ctx.methodology.task)) + ["*"]
@@ -116,18 +119,20 @@ with left:
     if metric in PATCHING and job is not None and not job.running and job.result is not None:
         r = job.result
         st.caption(f"F(clean) {r.F_clean:.3f}, F(corrupted) {r.F_corrupted:.3f} on {r.n} prompt pairs (each prompt and its "
-                   f"corrupted twin); hover a cell for its 95% interval ({r.settings['interval_method']}).")
+                   f"corrupted twin) of the selection prompts, seed {selection_seed(ctx)}: not the report prompts "
+                   f"(seed {ctx.methodology.seed}) that F(C) above is measured on, so heads picked here are scored "
+                   f"fairly there. Hover a cell for its 95% interval ({r.settings['interval_method']}).")
         a1, a2 = st.columns([1, 3])
         k = a1.number_input("Strongest heads", 1, ctx.model.n_layers * ctx.model.n_heads, 3, key="patch_k")
-        outside = scores[[(l, h) not in set(circuit.heads) for l, h in zip(scores["layer"], scores["head"])]]
-        top = outside.sort_values("score", ascending=False).head(int(k))
-        names = ", ".join(f"{l}.{h}" for l, h in zip(top["layer"], top["head"]))
-        if a2.button(f"Add {names} to '{target}'", disabled=top.empty, key="patch_add",
-                     help="The strongest heads of this map that are not in the circuit yet, into the target class "
-                          "(at its position); one edit, so Undo takes them all back."):
+        top = strongest_outside(scores, circuit, int(k))
+        names = ", ".join(f"{l}.{h}" for l, h in top)
+        if a2.button(f"Add {names} to '{target}'", disabled=not top, key="patch_add",
+                     help="The strongest heads of this map (selection prompts) that are not in the circuit yet, into "
+                          "the target class (at its position); one edit, so Undo takes them all back. F(C) then "
+                          "shows them on the report prompts."):
             new = circuit
-            for l, h in zip(top["layer"], top["head"]):
-                new = toggle_head(new, (int(l), int(h)), target)
+            for head in top:
+                new = toggle_head(new, head, target)
             try:
                 commit(new)
             except CircuitError as e:
@@ -188,36 +193,47 @@ with right:
                     st.error(str(e))
 
     with st.expander("Let discovery propose a circuit"):
-        st.caption("Greedy pruning under the sidebar's methodology (circuit_core/discover.py): every head at the "
-                   "position where it restores F(M) best, or the strongest heads of activation patching, then "
-                   "heads removed while F(C)/F(M) stays within the threshold. A hypothesis to validate.")
+        st.caption("Greedy pruning (circuit_core/discover.py) on selection prompts: every head at the position "
+                   "where it restores F(M) best, or the strongest heads of activation patching, then heads removed "
+                   "while F(C)/F(M) stays within the threshold. The proposal is then measured on the sidebar's "
+                   "report prompts, which took no part in choosing it. A hypothesis to validate.")
         d1, d2 = st.columns(2)
         threshold = d1.number_input("Threshold", 0.5, 1.0, 0.8, step=0.05, key="disc_threshold",
                                     help="Keep threshold ≤ F(C)/F(M) ≤ 2 − threshold while pruning.")
         start_k = int(d2.number_input("Start from the K strongest patched heads (0: every head)", 0,
                                       ctx.model.n_layers * ctx.model.n_heads, 0, key="disc_start",
-                                      help="Activation patching (noise, 20 prompt pairs) first: far fewer "
+                                      help="Activation patching (noise, 20 selection prompt pairs) first: far fewer "
                                            "evaluations on a large model."))
-        if st.button("Propose", key="disc_go") or jobs.get(("discover", ctx.model_key, ctx.methodology, threshold, start_k)):
-            from circuit_core.discover import discover
-            from circuit_core.patching import activation_patching, paired_dataset, start_from_patching
+        d3, d4 = st.columns(2)
+        sel_n = int(d3.number_input("Selection prompts (N)", 4, 10_000, SELECTION_N, key="disc_sel_n",
+                                    help="Prompts the search runs on; the report prompts are the sidebar's."))
+        sel_seed = int(d4.number_input("Selection seed", 0, 2**32 - 1, Selection().seed_for(ctx.methodology),
+                                       key=selection_seed_key(ctx), help="Must differ from the report seed (the "
+                                       "sidebar's); also seeds the patching maps of the grid."))
+        try:
+            selection = Selection(sel_n, Selection(sel_n, sel_seed).seed_for(ctx.methodology))
+        except ValueError as e:
+            selection = None
+            st.error(f"{e} The patching maps use seed {selection_seed(ctx)} meanwhile.")
+        key = ("discover", ctx.model_key, ctx.methodology, threshold, start_k, selection)
+        if selection is not None and (st.button("Propose", key="disc_go") or jobs.get(key)):
+            from circuit_core.discover import discover_and_report
 
-            def propose(job, model=ctx.model, meth=ctx.methodology):
-                start = None
-                if start_k:
-                    result = activation_patching(model, paired_dataset(model, meth.replace(n=min(PATCH_N, meth.n))),
-                                                 "noise", should_stop=job.should_stop)
-                    start = start_from_patching(result, top_k=start_k)
-                return discover(ev, threshold, job.progress, job.should_stop, start=start)
+            def propose(job):
+                return discover_and_report(ev, threshold, selection, job.progress, job.should_stop,
+                                           start_from_patching=start_k or None, patch_n=PATCH_N)
 
-            djob = jobs.start(("discover", ctx.model_key, ctx.methodology, threshold, start_k), "Discovering a circuit",
-                              propose)
-            found = jobs.show(djob, wait=1.0)
+            found = jobs.show(jobs.start(key, "Discovering a circuit (selection prompts), then measuring it", propose),
+                              wait=1.0)
             if found is not None:
+                held, (lo, hi) = found.held_out, found.held_out.interval
                 st.markdown(f"**{len(found.circuit.heads)} heads** in {len(found.circuit.classes)} classes: "
                             + "; ".join(f"{c.name} at {c.position}: {', '.join(f'{l}.{h}' for l, h in c.heads)}"
-                                        for c in found.circuit.classes)
-                            + f". F(C)/F(M) {found.ratio:.3f} on these prompts ({found.n_node_sets} node sets).")
+                                        for c in found.circuit.classes) + ".")
+                st.markdown(f"F(C)/F(M) on the report prompts (N = {held.n}, seed {held.seed}), which took no part "
+                            f"in choosing it: **{held.ratio:.3f}** [{lo:.3f}, {hi:.3f}] (95%). On the prompts that "
+                            f"chose it (selection, N = {found.selection.n}, seed {found.selection.seed}): "
+                            f"{found.ratio:.3f}, a winner's-curse figure ({found.n_node_sets} node sets).")
                 if st.button("Edit this circuit", key="disc_take", help="It replaces the circuit being edited as one "
                              "edit: Undo brings the previous one back."):
                     try:

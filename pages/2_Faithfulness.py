@@ -4,12 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from circuit_core.ablation import Ablation, PositionScope
-from circuit_core.criteria import breakdown_by_group, worst_prompts
+from circuit_core.criteria import TAU_SHARE, breakdown_by_group, straddles_zero, worst_prompts
 from circuit_core.baseline import random_circuit_baseline
 from circuit_core.tasks import get_task
 from ui.charts import baseline_histogram, by_group, distribution, intervals, style
 from ui import jobs
-from ui.headline import faithfulness_of, headline, with_reference_noise
+from ui.headline import faithfulness_of, headline, ratio_figure, with_reference_noise
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
 
 
@@ -28,9 +28,10 @@ def sensitivity_job(ctx):
             for p in PositionScope:
                 m = current.replace(ablation=a.value, positions=p.value)
                 r = faithfulness(model.evaluators.get(m), circuit)
-                lo, hi = r.intervals["ratio"]
+                lo, hi = r.intervals["ratio"]  # NaN where undefined: the table shows the word and the reason
                 job.partial.append({"methodology": f"{a.value} · {p.value} positions" + (" (current)" if m == current else ""),
-                                    "F(C)/F(M)": r.ratio, "lo": lo, "hi": hi, "F(C)": r.F_circuit, "F(M)": r.F_model})
+                                    "F(C)/F(M)": r.ratio, "lo": lo, "hi": hi, "F(C)": r.F_circuit, "F(M)": r.F_model,
+                                    "undefined because": r.undefined.get("ratio", "")})
                 job.progress(len(job.partial), job.total)
         return list(job.partial)
 
@@ -41,11 +42,13 @@ def draw_sensitivity(rows):
     if not rows:
         return
     table = pd.DataFrame(rows)
-    st.altair_chart(style(intervals(table, "F(C)/F(M)", "lo", "hi", "methodology",
-                                    "Faithfulness F(C)/F(M) under each methodology", "F(C)/F(M) with 95% CI")),
-                    width="stretch")
+    defined = table[table["F(C)/F(M)"].notna()]  # an undefined ratio has no point to draw
+    if len(defined):
+        st.altair_chart(style(intervals(defined, "F(C)/F(M)", "lo", "hi", "methodology",
+                                        "Faithfulness F(C)/F(M) under each methodology", "F(C)/F(M) with 95% CI")),
+                        width="stretch")
     st.dataframe(table.style.format({"F(C)/F(M)": "{:.1%}", "lo": "{:.1%}", "hi": "{:.1%}", "F(C)": "{:.3f}",
-                                     "F(M)": "{:.3f}"}), hide_index=True, width="stretch")
+                                     "F(M)": "{:.3f}"}, na_rep="undefined"), hide_index=True, width="stretch")
 
 
 ctx = sidebar()
@@ -55,9 +58,19 @@ st.caption(methodology_caption(ctx))
 f = with_reference_noise(ctx, faithfulness_of(ctx))
 headline(ctx, f)
 iv = f["intervals_95"]
-st.markdown(f"The circuit keeps **{f['ratio']:.1%}** (95% CI {iv['ratio'][0]:.1%} – {iv['ratio'][1]:.1%}) of the "
-            f"model's logit difference as a ratio of means; the mean over prompts of f_C / f_M is "
-            f"**{f['mean_of_ratios']:.1%}** (95% CI {iv['mean_of_ratios'][0]:.1%} – {iv['mean_of_ratios'][1]:.1%}). "
+
+
+def _said(key: str, what: str) -> str:
+    """A ratio in a sentence: its value and interval, or that it is undefined and why."""
+    value, caption = ratio_figure(f, key)
+    return f"{what} is **undefined** ({caption})" if value == "undefined" else f"{what} is **{value}** ({caption})"
+
+
+n_prompts = len(f["per_prompt"]["model"])
+st.markdown(f"{_said('ratio', 'The ratio of means F(C)/F(M)')}. Per prompt, {_said('median_of_ratios', 'the median of f_C / f_M')}, "
+            f"over the prompts where the model's own logit difference clears τ = {f['median_of_ratios_tau']:.3f} "
+            f"({TAU_SHARE:.0%} of the median |f_M|): **{f['median_of_ratios_excluded']} of {n_prompts} prompts excluded** "
+            f"(f_M ≤ τ: near zero or wrong, where a ratio is noise). "
             f"Gap F(M) − F(C) = {f['gap']:.3f} (95% CI {iv['gap'][0]:.3f} – {iv['gap'][1]:.3f}). "
             f"With every head ablated F(∅) = {f['F_empty']:.3f}.")
 
@@ -84,16 +97,11 @@ st.caption("Intervals per group: bootstrap over the group's prompts"
               " (reference-set noise not included)."))
 
 
-def _ci(s, key, pct=True):
-    lo, hi = s["intervals_95"][key]
-    return f"{lo:.1%} – {hi:.1%}" if pct else f"{lo:.3f} – {hi:.3f}"
-
-
 orders = pd.DataFrame([{"order": o, "n": s["n"], "F(M)": s["F_model"], "F(C)": s["F_circuit"],
-                        "F(C)/F(M)": s["ratio"], "95% CI": _ci(s, "ratio"), "normalised": s["normalized"],
-                        "95% CI ": _ci(s, "normalized")} for o, s in f["by_order"].items()])
-st.dataframe(orders.style.format({"F(M)": "{:.3f}", "F(C)": "{:.3f}", "F(C)/F(M)": "{:.1%}", "normalised": "{:.1%}"}),
-             hide_index=True, width="stretch")
+                        **dict(zip(("F(C)/F(M)", "95% CI"), ratio_figure(s, "ratio"))),
+                        **dict(zip(("normalised", "95% CI "), ratio_figure(s, "normalized")))}
+                       for o, s in f["by_order"].items()])  # an undefined ratio: the word, the reason beside it
+st.dataframe(orders.style.format({"F(M)": "{:.3f}", "F(C)": "{:.3f}"}), hide_index=True, width="stretch")
 st.caption(f"Groups hold {ev.dataset.min_group_size}+ prompts each; per-group means rest on them.")
 
 st.subheader("Against random circuits of the same shape")
@@ -109,9 +117,11 @@ if n_random:
     b = jobs.show(job)
     if b is not None:
         st.altair_chart(style(baseline_histogram(b.F_random, b.F_circuit, b.F_model)), width="stretch")
+        f_model_ci = f["intervals_95"]["F_model"]  # the same F(M): over an F(M) that may be 0, no ratio
+        median = ("undefined, F(M) is indistinguishable from 0" if straddles_zero(f_model_ci)
+                  else f"{np.median(b.F_random) / b.F_model:.1%}")
         st.caption(f"{b.share_at_least_as_good:.0%} of {len(b.F_random)} random circuits with C's number of heads "
-                   f"per layer are at least as faithful as C (median F/F(M) of the random ones: "
-                   f"{np.median(b.F_random) / b.F_model:.1%}).")
+                   f"per layer are at least as faithful as C (median F/F(M) of the random ones: {median}).")
 
 st.subheader("Sensitivity to methodology")
 st.markdown("The same circuit under every ablation kind and position scope (Miller et al. 2024 show these "

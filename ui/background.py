@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import streamlit as st
 
 from circuit_core.attribution import ESTIMATE, EXACT, attribution, exact_toggles, rank_agreement, toggle_estimates
 from circuit_core.criteria import circuit_node_set
@@ -60,12 +61,30 @@ def agreement_note(ctx: Context, ev, target: str) -> str | None:
 PATCH_N = 20  # prompt pairs patched by default: every head and position costs a partial forward pass each
 
 
-def patching_job(ctx: Context, metric: str, target: str, n: int = PATCH_N) -> jobs.Job:
-    """The patching result behind `metric` on the first `n` prompt pairs: it depends on the prompts,
-    not on the circuit being edited (path patching into a class: on that class's heads), so edits reuse it."""
-    from circuit_core import patching as pt
+def selection_seed_key(ctx: Context) -> str:
+    # One key per report seed, so the default follows the sidebar's seed (report seed + 10,000).
+    return f"disc_sel_seed::{ctx.methodology.seed}"
 
-    model, meth = ctx.model, ctx.methodology.replace(n=n)
+
+def selection_seed(ctx: Context) -> int:
+    """The selection seed the editor's searches use (the discovery expander's widget, or the default)."""
+    from circuit_core.selection import Selection
+
+    default = Selection().seed_for(ctx.methodology)
+    seed = int(st.session_state.get(selection_seed_key(ctx), default))
+    return default if seed == ctx.methodology.seed else seed  # the widget says it is refused; maps keep going
+
+
+def patching_job(ctx: Context, metric: str, target: str, n: int = PATCH_N, seed: int | None = None) -> jobs.Job:
+    """The patching result behind `metric` on `n` prompt pairs of the *selection* prompts (`seed`, default
+    `selection_seed`): heads picked from the map, by eye or by "Add strongest heads", are then scored on the
+    report prompts, which took no part in picking them. It depends on the prompts, not on the circuit being
+    edited (path patching into a class: on that class's heads), so edits reuse it."""
+    from circuit_core import patching as pt
+    from circuit_core.selection import Selection
+
+    model = ctx.model
+    meth = Selection(n, selection_seed(ctx) if seed is None else seed).methodology(ctx.methodology)
     key_meth = (meth.task, meth.n, meth.seed, meth.mode, meth.prepend_bos)
     if metric in (PATCH_NOISE, PATCH_DENOISE):
         direction = "noise" if metric == PATCH_NOISE else "denoise"
@@ -82,6 +101,14 @@ def patching_job(ctx: Context, metric: str, target: str, n: int = PATCH_N) -> jo
     return jobs.start(("path", ctx.model_key, key_meth, str(receivers), role), f"Path patching into {what}",
                       lambda job: pt.path_patching(model, pt.paired_dataset(model, meth), receivers, "qkv", role,
                                                    seed=meth.seed, progress=job.progress, should_stop=job.should_stop))
+
+
+def strongest_outside(scores: pd.DataFrame, circuit, k: int) -> list[tuple[int, int]]:
+    """The k heads of a map (layer, head, score) with the largest score that are not in the circuit yet."""
+    inside = set(circuit.heads)
+    outside = scores[[(l, h) not in inside for l, h in zip(scores["layer"], scores["head"])]]
+    top = outside.sort_values("score", ascending=False).head(int(k))
+    return [(int(l), int(h)) for l, h in zip(top["layer"], top["head"])]
 
 
 def patching_scores(result, position: str) -> pd.DataFrame:

@@ -5,6 +5,7 @@ import logging
 
 import streamlit as st
 
+from circuit_core.criteria import undefined_reason
 from circuit_core.tasks import TaskError
 from ui import format as fmt
 from ui import jobs, runs
@@ -41,6 +42,20 @@ def with_reference_noise(ctx: Context, f: dict, wait: float = 1.0) -> dict:
 ci = fmt.ci  # the report prints intervals the same way
 
 
+def ratio_figure(f: dict, key: str) -> tuple[str, str]:
+    """(value, caption) of a ratio in percent with its interval, or ("undefined", why): a ratio whose
+    denominator is indistinguishable from 0 has no number to show, not even a wrong one."""
+    why = undefined_reason(f, key)
+    return ("undefined", why) if why else (fmt.pct(f[key]), ci(f, key, percent=True))
+
+
+def _change(f: dict, before: dict | None, key: str, text: str) -> str | None:
+    """The change in points since `before`, when both figures are numbers."""
+    if before is None or undefined_reason(f, key) or undefined_reason(before, key):
+        return None
+    return f"{100 * (f[key] - before[key]):+.1f} pts {text}"
+
+
 def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict | None = None) -> None:
     """F(M), F(C), F(C)/F(M) and the normalised score as metrics, with changes when given."""
     cols = st.columns(4)
@@ -52,13 +67,14 @@ def headline(ctx: Context, f: dict, previous: dict | None = None, preset: dict |
     delta = None if previous is None else f"{f['F_circuit'] - previous['F_circuit']:+.3f} since last edit"
     cols[1].metric("F(C) — circuit", f"{f['F_circuit']:.3f}", delta)
     cols[1].caption(ci(f, "F_circuit"))
-    delta = None if previous is None else f"{100 * (f['ratio'] - previous['ratio']):+.1f} pts since last edit"
-    cols[2].metric("Faithfulness F(C)/F(M)", f"{f['ratio']:.1%}", delta)
-    cols[2].caption(ci(f, "ratio", percent=True))
+    value, caption = ratio_figure(f, "ratio")
+    cols[2].metric("Faithfulness F(C)/F(M)", value, _change(f, previous, "ratio", "since last edit"))
+    cols[2].caption(caption)
     changed = preset is not None and preset["per_prompt"]["circuit"] != f["per_prompt"]["circuit"]
-    delta = f"{100 * (f['normalized'] - preset['normalized']):+.1f} pts vs loaded circuit" if changed else None
-    cols[3].metric("Normalised (F(C)−F(∅))/(F(M)−F(∅))", f"{f['normalized']:.1%}", delta)
-    cols[3].caption(ci(f, "normalized", percent=True) + f" · F(∅) = {f['F_empty']:.2f}")
+    value, caption = ratio_figure(f, "normalized")
+    cols[3].metric("Normalised (F(C)−F(∅))/(F(M)−F(∅))", value,
+                   _change(f, preset if changed else None, "normalized", "vs loaded circuit"))
+    cols[3].caption(caption + f" · F(∅) = {f['F_empty']:.2f}")
     st.caption(f"95% intervals: {f.get('interval_method') or 'paired bootstrap over prompts'}.")
 
 

@@ -19,6 +19,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from circuit_core.criteria import undefined_reason
 from ui import format as fmt
 from ui.charts import baseline_histogram, by_group, completeness_scatter, distribution, minimality_bars, style
 from ui.diagram import circuit_diagram
@@ -114,9 +115,16 @@ def headline_rows(r: Report) -> list[tuple[str, str, str]]:
     return [("F(M), model", fmt.num(f["F_model"]), fmt.ci(f, "F_model")),
             ("F(C), circuit", fmt.num(f["F_circuit"]), fmt.ci(f, "F_circuit")),
             ("F(∅), every head ablated", fmt.num(f["F_empty"]), fmt.ci(f, "F_empty")),
-            ("Faithfulness F(C)/F(M)", fmt.pct(f["ratio"]), fmt.ci(f, "ratio", percent=True)),
-            ("Mean of f_C / f_M over prompts", fmt.pct(f["mean_of_ratios"]), fmt.ci(f, "mean_of_ratios", percent=True)),
-            ("Normalised (F(C)−F(∅))/(F(M)−F(∅))", fmt.pct(f["normalized"]), fmt.ci(f, "normalized", percent=True))]
+            ("Faithfulness F(C)/F(M)", *_ratio(f, "ratio")),
+            (f"Median of f_C / f_M over prompts with f_M > τ = {f.get('median_of_ratios_tau', float('nan')):.3f} "
+             f"({f.get('median_of_ratios_excluded', '?')} prompts excluded)", *_ratio(f, "median_of_ratios")),
+            ("Normalised (F(C)−F(∅))/(F(M)−F(∅))", *_ratio(f, "normalized"))]
+
+
+def _ratio(f: dict, key: str) -> tuple[str, str]:
+    """(value, interval) in percent, or ("undefined", why): a ratio that is not a number shows no number."""
+    why = undefined_reason(f, key)
+    return ("undefined", why) if why else (fmt.pct(f[key]), fmt.ci(f, key, percent=True))
 
 
 def membership_rows(r: Report) -> list[tuple[str, str, str]]:
@@ -151,8 +159,10 @@ def formal_test_rows(tests) -> list[tuple[str, ...]]:
 
 def summary_lines(r: Report) -> list[str]:
     f = r.faithfulness
-    lines = [f"Faithfulness: the circuit keeps {fmt.pct(f['ratio'])} ({fmt.ci(f, 'ratio', percent=True)}) of the "
-             f"model's logit difference F(M) = {fmt.num(f['F_model'])}."]
+    value, ci = _ratio(f, "ratio")
+    lines = [f"Faithfulness: the circuit keeps {value} ({ci}) of the model's logit difference F(M) = {fmt.num(f['F_model'])}."
+             if value != "undefined" else
+             f"Faithfulness: F(C)/F(M) is undefined ({ci}); F(C) = {fmt.num(f['F_circuit'])}, F(M) = {fmt.num(f['F_model'])}."]
     if r.completeness is not None:
         top = r.completeness.table.sort_values("incompleteness", ascending=False).iloc[0]
         lines.append(f"Completeness {r.completeness.verdict.value} (every K within "
