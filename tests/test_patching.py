@@ -354,7 +354,7 @@ def test_cli_discover_can_start_from_patching(tmp_path, capsys):
     assert main(["discover", "--model", "demo", "--n", "24", "--ref-per-group", "0", "--start-from-patching", "3",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "Starting from 3 heads of activation patching (noise)" in printed
+    assert "Starting from 3 heads of activation patching (noise) on the selection prompts" in printed
     assert "started from 3 heads" in json.loads(out.read_text())["notes"]
     assert exit_code(["discover", "--model", "demo", "--start-from-patching", "0",
                       "--out", str(tmp_path / "d.json")]) == 2
