@@ -603,7 +603,8 @@ Each prompt is paired with its corrupted twin (for IOI, the paper's p_ABC). Acti
 alone destroys the behaviour); denoise puts its clean output into the corrupted run (effect 1: that
 alone restores it). Path patching (--receivers logits, or heads such as 7.3,8.6): each sender head's
 corrupted output reaches only the receivers' inputs (--receiver-input q, k, v or qkv); every other
-head is frozen to its clean output. Effects are shares of F(clean) - F(corrupted), with 95% intervals
+head is frozen to its clean output. Each receiver hears only senders in earlier layers, so receivers
+may sit in several layers; senders in or after the last receiver's layer get NaN. Effects are shares of F(clean) - F(corrupted), with 95% intervals
 (bootstrap over prompt pairs). Writes a JSON record (--out)."""
 
 

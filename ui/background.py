@@ -42,7 +42,8 @@ def background_caption(metric: str, target: str, task_metric: str = "logit(IO) �
                        "position is put into the corrupted run (1: it alone restores the behaviour).",
         PATH_CLASS: f"share of F(clean) − F(corrupted) that flows from this head into the queries, keys and values "
                     f"of '{target}' (at its position) alone, every other head frozen (Wang et al.'s path patching); "
-                    "heads in or after the receivers' first layer have no such path (shown as 0).",
+                    "each receiver hears only heads in earlier layers, so a head between the class's layers reaches "
+                    "its later heads only; heads in or after its last layer have no such path (shown as 0).",
         PATH_LOGITS: "share of F(clean) − F(corrupted) that flows from this head straight to the logits (through "
                      "MLPs only, every other head frozen).",
     }.get(metric, f"{metric} score of each head.")
