@@ -116,10 +116,13 @@ if n_random:
                                                          should_stop=job.should_stop))
     b = jobs.show(job)
     if b is not None:
-        st.altair_chart(style(baseline_histogram(b.F_random, b.F_circuit, b.F_model)), width="stretch")
         f_model_ci = f["intervals_95"]["F_model"]  # the same F(M): over an F(M) that may be 0, no ratio
-        median = ("undefined, F(M) is indistinguishable from 0" if straddles_zero(f_model_ci)
-                  else f"{np.median(b.F_random) / b.F_model:.1%}")
+        if straddles_zero(f_model_ci):
+            median = "undefined, F(M) is indistinguishable from 0"
+            st.info(f"No histogram of F/F(M): {f.get('undefined', {}).get('ratio') or 'F(M) is indistinguishable from 0'}.")
+        else:
+            median = f"{np.median(b.F_random) / b.F_model:.1%}"
+            st.altair_chart(style(baseline_histogram(b.F_random, b.F_circuit, b.F_model)), width="stretch")
         st.caption(f"{b.share_at_least_as_good:.0%} of {len(b.F_random)} random circuits with C's number of heads "
                    f"per layer are at least as faithful as C (median F/F(M) of the random ones: {median}).")
 
