@@ -313,7 +313,8 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
         b = c.best()
         print(f"  Largest incompleteness: {b.incompleteness:.3f} ({b.incompleteness_pct:.1f}% of F(M)) for "
               f"K = {_k_text(b.K)} ({b.family})", file=out)
-        print(f"  Completeness {c.verdict.value}", file=out)
+        print(f"  Completeness {c.verdict.value}" + (f": {c.settings['no_verdict']}" if c.settings.get("no_verdict")
+                                                      else ""), file=out)
     if c.cancelled:
         print("  (search cancelled: partial result)", file=out)
 
@@ -334,7 +335,8 @@ def print_minimality(m, out=None) -> None:
               f"scored per head) and are reported above on the report prompts.", file=out)
     print(f"  Fail (whole interval under {m.threshold_pct:g}%): {', '.join(m.flagged) or 'none'}", file=out)
     print(f"  Undecided (interval straddles {m.threshold_pct:g}%): {', '.join(m.undecided) or 'none'}", file=out)
-    print(f"  Minimality {m.verdict.value}", file=out)
+    print(f"  Minimality {m.verdict.value}" + (f": {m.settings['no_verdict']}" if m.settings.get("no_verdict")
+                                                  else ""), file=out)
     if m.cancelled:
         print("  (search cancelled: partial result)", file=out)
 

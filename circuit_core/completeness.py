@@ -175,6 +175,16 @@ def mean_intervals(a: np.ndarray, n_boot: int, seed: int, level: float = 0.95, r
     return tuple(np.percentile(stat, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1))
 
 
+def relative_threshold(pct: float, model: np.ndarray, n_boot: int, seed: int) -> tuple[float, str]:
+    """pct % of |F(M)| as an absolute threshold, or (NaN, why) when F(M)'s 95% interval includes 0: a
+    threshold relative to a quantity indistinguishable from 0 decides nothing (every verdict undecided)."""
+    lo, hi = mean_intervals(model[None, :], n_boot, seed)
+    if lo[0] <= 0 <= hi[0]:
+        return float("nan"), (f"F(M) is indistinguishable from 0 (95% interval [{lo[0]:.3f}, {hi[0]:.3f}]): "
+                              "a threshold in % of F(M) decides nothing")
+    return pct / 100 * abs(float(model.mean())), ""
+
+
 def replicate_values(evaluator, node_sets: Sequence[NodeSet], progress: Progress | None = None,
                      should_stop: StopCheck | None = None) -> list[np.ndarray]:
     """[rows, N] per-prompt values of `node_sets` under each reference replicate of the evaluator (none
@@ -328,7 +338,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     lo, hi = abs_columns(d_lo, d_hi)
     c_lo, c_hi = mean_intervals(c, meth.bootstrap, meth.seed, replicates=[a for a, _ in reps])
     m_lo, m_hi = mean_intervals(m, meth.bootstrap, meth.seed, replicates=[b for _, b in reps])
-    tol = tolerance_pct / 100 * abs(f_model)
+    tol, why = relative_threshold(tolerance_pct, cache.get([NodeSet.model()])[0], meth.bootstrap, meth.seed)
     table = pd.DataFrame({
         "family": [f for f, *_ in ks],
         "name": [name for _, name, *_ in ks],
@@ -355,7 +365,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     settings = {"classes": classes, "n_random": n_random, "n_random_drawn": sum(f == "random" for f, *_ in ks),
                 "user_k": [heads_label(parse_heads(K), circuit) for K in user_k],
                 "greedy_k": greedy_k, "greedy_steps": greedy_steps, "greedy_runs": greedy_runs, "seed": seed,
-                "selection": sel_info, "tolerance_pct": tolerance_pct,
+                "selection": sel_info, "tolerance_pct": tolerance_pct, "no_verdict": why,
                 "bootstrap": meth.bootstrap, "interval_method": interval_method(meth, bool(reps))}
     return Completeness(table, {"C_minus_K": c, "M_minus_K": m, "model": cache.get([NodeSet.model()])[0]},
                         f_model, tr, settings, cancelled)

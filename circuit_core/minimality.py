@@ -26,7 +26,7 @@ import pandas as pd
 from .ablation import NodeSet
 from .circuit import Circuit, Head, head_name
 from .completeness import (FCache, abs_columns, c_minus, diff_intervals, frame_records, heads_label, pct_of,
-                           replicate_values, trace_frame)
+                           relative_threshold, replicate_values, trace_frame)
 from .criteria import interval_method
 from .search import Progress, Search, StopCheck, best_per_run, budget, greedy_search
 from .selection import Selection, selection_evaluator
@@ -166,7 +166,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
         reps = [(r[len(heads):], r[:len(heads)]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
     d_lo, d_hi = diff_intervals(knocked, base, meth.bootstrap, meth.seed, replicates=reps)
     lo, hi = abs_columns(d_lo, d_hi)
-    thr = threshold_pct / 100 * abs(f_model)
+    thr, why = relative_threshold(threshold_pct, cache.get([NodeSet.model()])[0], meth.bootstrap, meth.seed)
     table = pd.DataFrame({
         "head": [head_name(v) for v in heads],
         "class": [circuit.class_of(v).name for v in heads],
@@ -189,7 +189,8 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     if len(tr):
         tr.insert(0, "head", [head_name(heads[i]) for i in tr.pop("search")])
         tr["run"] += 1
-    settings = {"k_source": k_source, "threshold_pct": threshold_pct, "seed": seed, "bootstrap": meth.bootstrap,
+    settings = {"k_source": k_source, "threshold_pct": threshold_pct, "no_verdict": why, "seed": seed,
+                "bootstrap": meth.bootstrap,
                 "interval_method": interval_method(meth, bool(reps) or not evaluator.replicates)}
     if k_source == "search":
         settings.update(search_k=search_k, search_steps=search_steps, search_runs=search_runs, selection=sel_info)

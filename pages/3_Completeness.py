@@ -88,7 +88,8 @@ say = {"passes": st.success, "fails": st.error, "undecided": st.warning}[verdict
 say(f"Completeness **{verdict.value}** at ±{tolerance:g}% of F(M) = {f_model:.3f}: "
     + {"passes": "every K's interval lies within the tolerance.",
        "fails": "some K's whole interval lies outside the tolerance.",
-       "undecided": "no K fails, but some K's interval straddles the tolerance."}[verdict.value])
+       "undecided": fixed.settings.get("no_verdict") or "no K fails, but some K's interval straddles the tolerance."
+       }[verdict.value])
 worst = table.sort_values("incompleteness", ascending=False).head(10)
 st.subheader("Worst K sets")
 st.caption(f"Intervals (points and table): {fixed.settings['interval_method']}. diff = F(C\\K) − F(M\\K), its "

@@ -72,7 +72,8 @@ say(f"Minimality **{result.verdict.value}** at {threshold:g}% of F(M) = {result.
        if flagged else "")
     + (f"{len(undecided)} head(s) undecided — their interval straddles it: {', '.join(undecided)}."
        if undecided else "")
-    + ("every head's interval lies beyond the threshold." if not flagged and not undecided else ""))
+    + ("every head's interval lies beyond the threshold." if not flagged and not undecided else "")
+    + (f" {result.settings['no_verdict']}." if result.settings.get("no_verdict") else ""))
 t = result.table.sort_values("pct_of_F_M", ascending=False)
 t = t.assign(K=t.K.apply(lambda k: ", ".join(k) or "∅"),
              **{"95% CI of diff": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(t.d_lo, t.d_hi)]})

@@ -3,7 +3,7 @@ import streamlit as st
 
 from ui import format as fmt
 from ui import jobs
-from ui.report import build_report, completeness_rows, figures, headline_rows, membership_rows, minimality_rows, \
+from ui.report import _ratio, build_report, completeness_rows, figures, headline_rows, membership_rows, minimality_rows, \
     summary_lines, to_bundle, to_html
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
 
@@ -38,8 +38,9 @@ def show_step(i: int) -> None:
     elif i == 1:
         f = report.faithfulness
         cols = st.columns(3)
-        cols[0].metric("Faithfulness F(C)/F(M)", fmt.pct(f["ratio"]))
-        cols[0].caption(fmt.ci(f, "ratio", percent=True))
+        value, interval = _ratio(f, "ratio")  # "undefined" and why, when F(M) is indistinguishable from 0
+        cols[0].metric("Faithfulness F(C)/F(M)", value)
+        cols[0].caption(interval)
         cols[1].metric("F(C) — circuit", fmt.num(f["F_circuit"]))
         cols[1].caption(fmt.ci(f, "F_circuit"))
         cols[2].metric("F(M) — model", fmt.num(f["F_model"]))
@@ -52,7 +53,10 @@ def show_step(i: int) -> None:
         st.altair_chart(figs["minimality"], width="stretch")
         st.markdown(summary_lines(report)[2])
     else:
-        st.altair_chart(figs["baseline"], width="stretch")
+        if "baseline" in figs:
+            st.altair_chart(figs["baseline"], width="stretch")
+        else:
+            st.info("No F/F(M) histogram: " + _ratio(report.faithfulness, "ratio")[1])
         st.markdown(summary_lines(report)[3])
     st.caption(summary_lines(report)[-1] if present else summary_lines(report)[-1] + " " + caption)
 

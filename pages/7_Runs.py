@@ -26,6 +26,8 @@ else:
     def figure(r):
         s = r.summary
         if r.kind == "faithfulness":
+            if s.get("undefined"):
+                return f"F(C)/F(M) undefined: {s['undefined']}"
             return f"F(C)/F(M) {s['F(C)/F(M)']:.1%} [{s['lo']:.1%}, {s['hi']:.1%}]"
         if r.kind == "completeness":
             return (f"max |F(C\\K) − F(M\\K)| {s['max incompleteness']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] "
@@ -45,7 +47,7 @@ else:
     for r, pin, name in zip(items, edited["pin"], edited["name"]):
         r.pinned, r.name = bool(pin), str(name or "")
 
-    pinned = [r for r in items if r.pinned and r.kind == "faithfulness"]
+    pinned = [r for r in items if r.pinned and r.kind == "faithfulness" and not r.summary.get("undefined")]
     if len(pinned) >= 2:
         st.subheader("Pinned faithfulness runs side by side")
         frame = pd.DataFrame([{"run": r.name or f"{r.circuit['name']} · {describe(r)}", "F(C)/F(M)": r.summary["F(C)/F(M)"],

@@ -67,7 +67,7 @@ class Checker:
 
         meth, circuit = self.state(url)
         f = faithfulness(self.evaluator(meth), circuit, reference_noise=False)
-        return {"F(C)": f"{f.F_circuit:.3f}", "Faithfulness": f"{f.ratio:.1%}"}
+        return {"F(C)": f"{f.F_circuit:.3f}", "Faithfulness": "undefined" if f.undefined.get("ratio") else f"{f.ratio:.1%}"}
 
     def completeness(self, url: str, n_random: int = 10) -> str:
         from circuit_core.completeness import completeness

@@ -2,6 +2,8 @@
 side by side, and the Compare page on the demo model."""
 import math
 
+import numpy as np
+
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -123,7 +125,8 @@ def test_summary_of_the_three_criteria_matches_their_tables(tiny_evaluator):
     comp = completeness(tiny_evaluator, c, n_random=0, greedy_runs=0, reference_noise=False)
     mini = minimality(tiny_evaluator, c, threshold_pct=5.0, reference_noise=False)
     s = compare.summarize(f, comp, mini)
-    assert s.ratio == f["ratio"] and s.ratio_ci == tuple(f["intervals_95"]["ratio"])
+    np.testing.assert_equal((s.ratio, s.ratio_ci), (f["ratio"], tuple(f["intervals_95"]["ratio"])))  # NaN if undefined
+    assert bool(s.ratio_undefined) == bool(f["undefined"].get("ratio"))
     assert s.incompleteness_pct == pytest.approx(comp.table.incompleteness_pct.max())
     worst = comp.table.loc[comp.table.incompleteness.idxmax()]
     assert s.incompleteness_ci == pytest.approx((100 * worst.ci_low / abs(comp.F_model),

@@ -138,7 +138,7 @@ def test_faithfulness_page_shows_intervals_worst_prompts_and_the_random_baseline
     assert job.wait(120) and job.error is None and len(job.result.F_random) == 50
     at.run()
     text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
-    assert "mean over prompts of f_C / f_M" in text and "random circuits with C's number of heads" in text
+    assert "median of f_C / f_M" in text and "random circuits with C's number of heads" in text
     assert any(s.value == "Worst prompts" for s in at.subheader)
 
 

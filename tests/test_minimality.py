@@ -3,6 +3,7 @@ the numbers against one-by-one evaluation, a dead head that must be flagged, and
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -212,3 +213,14 @@ def test_a_head_at_the_threshold_is_undecided_not_flagged(ev16):
     assert bool(row.below_threshold)  # the old rule would have flagged it
     assert row.verdict == "undecided" and row["head"] in res.undecided and row["head"] not in res.flagged
     assert res.verdict.value in ("undecided", "fails")
+
+
+def test_no_verdict_against_a_threshold_relative_to_an_F_M_indistinguishable_from_0():
+    """% of F(M) is no yardstick when F(M)'s interval includes 0: every verdict is undecided, and says why."""
+    from circuit_core.completeness import relative_threshold
+
+    rng = np.random.default_rng(0)
+    t, why = relative_threshold(1.0, rng.normal(0, 1, 100), 500, 0)
+    assert np.isnan(t) and "indistinguishable from 0" in why
+    t, why = relative_threshold(1.0, rng.normal(3, 1, 100), 500, 0)
+    assert t == pytest.approx(0.03, rel=0.2) and why == ""

@@ -88,7 +88,7 @@ def figures(r: Report) -> dict[str, alt.Chart]:
            "per_prompt": distribution(r.faithfulness["per_prompt"], _task_metric(r))}
     if r.group_table is not None:
         out["by_group"] = by_group(r.group_table)
-    if r.baseline is not None:
+    if r.baseline is not None and not undefined_reason(r.faithfulness, "ratio"):  # F/F(M) needs a defined F(M)
         out["baseline"] = baseline_histogram(r.baseline.F_random, r.baseline.F_circuit, r.baseline.F_model)
     if r.completeness is not None:
         out["completeness"] = completeness_scatter(r.completeness.table)

@@ -53,8 +53,11 @@ def log(kind: str, ctx, summary: dict, result: dict) -> None:
 
 
 def faithfulness_summary(f: dict) -> dict:
+    from circuit_core.criteria import undefined_reason
+
     return {"F(C)/F(M)": f["ratio"], "lo": f["intervals_95"]["ratio"][0], "hi": f["intervals_95"]["ratio"][1],
-            "F(C)": f["F_circuit"], "F(M)": f["F_model"], "intervals": f.get("interval_method", "")}
+            "F(C)": f["F_circuit"], "F(M)": f["F_model"], "intervals": f.get("interval_method", ""),
+            "undefined": undefined_reason(f, "ratio")}
 
 
 def completeness_summary(c) -> dict:
