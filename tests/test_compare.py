@@ -136,7 +136,8 @@ def test_summary_of_the_three_criteria_matches_their_tables(tiny_evaluator):
     lo, hi = s.under_threshold_range
     assert lo <= s.under_threshold <= hi
     table = compare.criteria_table({"A": s, "B": compare.summarize(f)})
-    assert table.loc[0, "F(C)/F(M)"] == f"{f['ratio']:.1%}"
+    cell = table.loc[0, "F(C)/F(M)"]  # this tiny model's F(M) may be indistinguishable from 0
+    assert cell.startswith("undefined") if f["undefined"].get("ratio") else cell == f"{f['ratio']:.1%}"
     assert table.loc[1, "max incompleteness (% of F(M))"] == "…"  # not computed yet
 
 
