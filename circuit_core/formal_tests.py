@@ -311,7 +311,8 @@ def minimality_test(evaluator, circuit: Circuit, *, n_random: int = 100, seed: i
         (f"passes: each of the {m} heads matters more than a random head added to C (Holm, α = {alpha:g})"
          if verdict == REJECT else
          f"fails: {len(weak)} of {m} heads not shown to matter more than a random added head: {', '.join(weak)}"),
-        {"heads": rows, "F_circuit": float(F[0]), "n_inflations": count, "n_random_asked": n_random, "seed": seed,
+        {"heads": rows, "F_circuit": float(F[0]), "n_inflations": count, "n_distinct_inflations": len(set(extra)),
+         "n_random_asked": n_random, "seed": seed,
          "reference_effects": reference, "inflations": [_node_name(u) for u in extra],
          "reference_q95": float(np.quantile(reference, 0.95)),
          "p_all_heads_iut": float(raw.max()),
