@@ -409,6 +409,7 @@ def cmd_minimality(args) -> int:
 
 def cmd_validate(args) -> int:
     from .criteria import faithfulness
+    from .formal_tests import formal_tests_to_json
     from .verdicts import verdict_summary
 
     model, circuit, ev = _evaluator(args)
@@ -425,6 +426,10 @@ def cmd_validate(args) -> int:
     m = _minimality(args, ev, circuit)
     print("Minimality: F(C\\(K∪{v})) - F(C\\K)")
     print_minimality(m)
+    tests = []
+    if not args.no_tests:
+        print("Formal tests (Shi et al. 2024)")
+        tests = _formal_tests(args, ev, circuit)
     verdicts = verdict_summary(f, c, m, args.faithfulness_tolerance)
     print("Verdicts (from the 95% intervals)")
     for name, v in verdicts.items():
@@ -432,7 +437,8 @@ def cmd_validate(args) -> int:
             print(f"  {name:<13}{v['verdict']:<11}{v['rule']}")
     print(f"  {'overall':<13}{verdicts['overall']}")
     _save(args, ev, circuit, {"faithfulness": f.to_dict(), "completeness": c.to_dict(), "minimality": m.to_dict(),
-                              "verdicts": verdicts, **baseline, **_headline(f)})
+                              "verdicts": verdicts, **({"tests": formal_tests_to_json(tests)} if tests else {}),
+                              **baseline, **_headline(f)})
     if args.strict and verdicts["overall"] == "fails":
         print("strict: a criterion fails", file=sys.stderr)
         return 1
@@ -688,6 +694,15 @@ def cmd_test(args) -> int:
     model, circuit, ev = _evaluator(args)
     print(f"Formal tests of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}, α = {args.alpha:g}")
     print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
+    tests = _formal_tests(args, ev, circuit)
+    _save(args, ev, circuit, {"tests": formal_tests_to_json(tests)})
+    return 0
+
+
+def _formal_tests(args, ev, circuit):
+    """Run and print the formal tests (for `test` and `validate`)."""
+    from .formal_tests import formal_tests
+
     tests = formal_tests(ev, circuit, alpha=args.alpha, n_random=args.n_random, epsilon=args.epsilon,
                          n_permutations=args.permutations, progress=progress_bar("formal tests"))
     for t in tests:
@@ -696,8 +711,17 @@ def cmd_test(args) -> int:
         for r in t.details.get("heads", []):
             print(f"    {r['head']:<7}{r['class'][:19]:<20}effect {r['effect']:>8.3f}   p {r['p_raw']:.4f}   "
                   f"Holm {r['p_holm']:.4f}   {r['verdict']}")
-    _save(args, ev, circuit, {"tests": formal_tests_to_json(tests)})
-    return 0
+    return tests
+
+
+def add_test_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha", type=number(0, 1, low_open=True), default=0.05, help="level of every test (default 0.05)")
+    p.add_argument("--epsilon", type=number(0, 10, low_open=True), default=0.1,
+                   help="equivalence tolerance, as a share of |F(M)| (default 0.1)")
+    p.add_argument("--n-random", type=whole(1, 100_000), default=100,
+                   help="random circuits and (at least) random inflations of C (default 100; the inflations are "
+                        "raised to |C|/alpha so that Holm can reject every head)")
+    p.add_argument("--permutations", type=whole(1, 100_000), default=1000, help="HSIC permutations (default 1000)")
 
 
 COMMANDS["test"] = cmd_test
@@ -725,6 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 20)")
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when any criterion fails (its whole interval on the wrong side)")
+    p.add_argument("--no-tests", action="store_true",
+                   help="skip the formal tests (on GPT-2 small on a CPU they cost about 100 forward passes)")
+    add_test_options(p)
     add_baseline_option(p)
     add_completeness_options(p)
     add_minimality_options(p)
@@ -765,13 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="formal hypothesis tests (Shi et al. 2024): equivalence, independence, "
                                     "minimality, beats random circuits; null, statistic, p-value, verdict")
     add_common(p)
-    p.add_argument("--alpha", type=number(0, 1, low_open=True), default=0.05, help="level of every test (default 0.05)")
-    p.add_argument("--epsilon", type=number(0, 10, low_open=True), default=0.1,
-                   help="equivalence tolerance, as a share of |F(M)| (default 0.1)")
-    p.add_argument("--n-random", type=whole(1, 100_000), default=100,
-                   help="random circuits and (at least) random inflations of C (default 100; the inflations are "
-                        "raised to |C|/alpha so that Holm can reject every head)")
-    p.add_argument("--permutations", type=whole(1, 100_000), default=1000, help="HSIC permutations (default 1000)")
+    add_test_options(p)
     return parser
 
 

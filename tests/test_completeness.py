@@ -286,15 +286,21 @@ def test_completeness_and_validate_cli(tmp_path, tiny_dir, capsys):
     printed = capsys.readouterr().out
     assert "Faithfulness" in printed and "Completeness" in printed and "Fail (whole interval under" in printed
     res = json.loads(out.read_text())["results"]
-    assert {"faithfulness", "completeness", "minimality", "F_model", "verdicts"} <= set(res)
+    assert {"faithfulness", "completeness", "minimality", "F_model", "verdicts", "tests"} <= set(res)
+    assert [t["name"] for t in res["tests"]] == ["equivalence", "independence", "minimality", "beats random"]
+    assert all({"null", "statistic", "p_value", "verdict"} <= set(t) for t in res["tests"])
     assert res["minimality"]["heads"][0]["k_source"] == "file"
     v = res["verdicts"]
     assert v["completeness"]["verdict"] == res["completeness"]["verdict"]
     assert v["overall"] in ("passes", "fails", "undecided") and "rule" in v["minimality"]
-    # --strict: the exit status follows the verdicts (a random tiny model's circuit fails minimality at 100%)
-    strict = ["validate", *common, "--random", "0", "--greedy-runs", "0", "--strict", "--threshold", "100"]
-    assert main(strict) == 1 and "strict: a criterion fails" in capsys.readouterr().err
-    assert main(["validate", *common, "--random", "0", "--greedy-runs", "0", "--strict", "--threshold", "0",
+    # --strict: the exit status follows the verdicts. The tiny random model's F(M) is indistinguishable from 0,
+    # so nothing is decided there; on the demo, no head moves F by 100% of F(M): minimality fails.
+    demo = ["--model", "demo", "--circuit", "data/circuits/ioi-demo.json", "--n", "40", "--bootstrap", "200",
+            "--random", "0", "--greedy-runs", "0", "--no-tests", "--strict"]
+    assert main(["validate", *common, "--random", "0", "--greedy-runs", "0", "--strict", "--no-tests"]) == 0
+    assert "F(M) is indistinguishable from 0" in capsys.readouterr().out
+    assert main(["validate", *demo, "--threshold", "100"]) == 1 and "strict: a criterion fails" in capsys.readouterr().err
+    assert main(["validate", *demo, "--threshold", "0",
                  "--tolerance", "1000", "--faithfulness-tolerance", "1000"]) == 0  # nothing can fail
     # the selection seed must differ from the report seed
     assert main(["completeness", *common, "--selection-seed", "0"]) == 2
