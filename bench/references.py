@@ -4,7 +4,10 @@ On the bundled demo model and its circuit (`ioi-demo.json`), measured in one run
 1. the curve: F(C)/F(M) at N = 500 against reference prompts per group (and the paper's paired
    references), seeds 0-3;
 2. coverage: over 20 seeds at N = 100, how often the 95% interval of F(C)/F(M) holds the estimate
-   at N = 2000 with 100 reference prompts per group, for several reference settings.
+   at N = 2000 with 100 reference prompts per group, for several reference settings;
+3. criteria coverage (`--criteria-only` runs just this part, ~10 minutes on 2 cores, and replaces it in
+   the JSON): how often the completeness and minimality intervals at N = 100 hold the N = 2000 values
+   averaged over seeds 1000-1007, by head for minimality, over `--seeds` seeds (default 60).
 The README's reference-size table and calibration figures come from this script
 (bench/results/references.json).
 
@@ -53,42 +56,103 @@ def other_model(folder: str, circuit_file: str):
     print(f"wrote {path.relative_to(ROOT)}")
 
 
-def criteria_coverage(model, circuit) -> dict:
-    """Share of completeness points (K = ∅ and each class) and minimality bars whose N = 100 interval
-    holds the N = 2000 value, over 20 seeds, with and without reference replicates."""
+TRUTH_SEEDS = range(1000, 1008)  # the large run, averaged: one seed's value carries its own sampling error
+LARGE = dict(n=2000, ref_per_group=100, ref_replicates=0, bootstrap=10)
+
+
+def _signed(table):
+    """(d, d_lo, d_hi) of a completeness or minimality table (older tables: |d| and its interval)."""
+    if "d" in table:
+        return table.d.to_numpy(), table.d_lo.to_numpy(), table.d_hi.to_numpy()
+    d = table["score"] if "score" in table else table["incompleteness"]
+    return d.to_numpy(), table.ci_low.to_numpy(), table.ci_high.to_numpy()
+
+
+def _percentile_bars(ev, circuit, m, level: float = 0.95):
+    """The minimality bars' intervals as they were made before the studentised ones: percentiles of the
+    joint bootstrap's draws of d (the same draws; the replicates come from the evaluator's memo)."""
+    from circuit_core.completeness import _boot_means, c_minus, replicate_values
+    from circuit_core.minimality import minimality_k
+
+    heads, ks, pos = circuit.heads, minimality_k(circuit, "file"), ev.methodology.positions
+    sets = [c_minus(circuit, ks[v][0], pos) for v in heads] + [c_minus(circuit, ks[v][0] | {v}, pos) for v in heads]
+    reps = [(r[len(heads):], r[:len(heads)]) for r in replicate_values(ev, sets)]
+    ma, mb = _boot_means([m.per_prompt["C_minus_K_and_v"], m.per_prompt["C_minus_K"]], ev.methodology.bootstrap,
+                         ev.methodology.seed, reps)
+    return np.percentile(ma - mb, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1)
+
+
+def large_run(model, circuit, seeds=TRUTH_SEEDS) -> dict:
+    """The values the N = 100 intervals should cover: N = 2000, 100 reference prompts per group, per seed."""
     from circuit_core.completeness import completeness
     from circuit_core.minimality import minimality
 
-    big_ev = build_evaluator(model, Methodology(n=2000, seed=1000, ref_per_group=100, ref_replicates=0, bootstrap=10))
-    big, big_min = completeness(big_ev, circuit, n_random=0, greedy_runs=0).table, minimality(big_ev, circuit).table
-    # the same at 400 reference prompts per group: where the minimality scores head as the reference set grows
-    huge_min = minimality(build_evaluator(model, Methodology(n=2000, seed=1000, ref_per_group=400, ref_replicates=0,
-                                                             bootstrap=10)), circuit).table
-    inside = lambda lo, hi, truth: list((lo.to_numpy() <= truth.to_numpy()) & (truth.to_numpy() <= hi.to_numpy()))
-    out = {}
+    out = {"completeness": [], "minimality": [], "heads": None}
+    for seed in seeds:
+        ev = build_evaluator(model, Methodology(seed=seed, **LARGE))
+        t, mt = completeness(ev, circuit, n_random=0, greedy_runs=0).table, minimality(ev, circuit).table
+        out["completeness"].append([t.F_C_minus_K.to_numpy(), t.F_M_minus_K.to_numpy(), _signed(t)[0]])
+        out["minimality"].append(_signed(mt)[0])
+        out["heads"] = list(mt["head"])
+        print(f"  large run, seed {seed}: minimality d {np.round(out['minimality'][-1], 3).tolist()}", flush=True)
+    return {k: np.array(v) if k != "heads" else v for k, v in out.items()}
+
+
+def criteria_coverage(model, circuit, n_seeds: int = 60, completeness_seeds: int = 20) -> dict:
+    """How often the N = 100 intervals hold the large-run values (N = 2000, 100 reference prompts per
+    group, averaged over TRUTH_SEEDS): completeness points (K = ∅ and each class: F(C\\K), F(M\\K), d) over
+    seeds 0..completeness_seeds-1, minimality bars (signed d per head) over seeds 0..n_seeds-1; with the
+    default 8 reference replicates and (first completeness_seeds seeds) with none. The minimality bars are
+    scored with the studentised intervals the tables carry and with the percentile intervals they replaced."""
+    from circuit_core.completeness import completeness
+    from circuit_core.minimality import minimality
+
+    big = large_run(model, circuit)
+    true_comp, true_min, heads = big["completeness"].mean(0), big["minimality"].mean(0), big["heads"]
+    sd_min = big["minimality"].std(0, ddof=1)
+    out = {"truth": {"seeds": list(TRUTH_SEEDS), **{k: v for k, v in LARGE.items() if k != "bootstrap"},
+                     "minimality_d": dict(zip(heads, true_min.tolist())),
+                     "minimality_d_sd_between_seeds": dict(zip(heads, sd_min.tolist())),
+                     "minimality_d_seed_1000": dict(zip(heads, big["minimality"][0].tolist()))}}
+    inside = lambda lo, hi, truth: list((np.asarray(lo) <= truth) & (truth <= np.asarray(hi)))
     for reps in (8, 0):
-        hits = {"F_C_and_F_M_minus_K": [], "incompleteness": [], "minimality": []}
-        scores = []  # [seed][head]: the N = 100 minimality scores
-        for seed in range(20):
+        seeds = range(n_seeds if reps else completeness_seeds)
+        hits = {"F_C_and_F_M_minus_K": [], "incompleteness": [], "minimality": [], "minimality_percentile": []}
+        d_small = []
+        for seed in seeds:
             ev = build_evaluator(model, Methodology(n=100, seed=seed, ref_replicates=reps, bootstrap=400))
-            t, mt = completeness(ev, circuit, n_random=0, greedy_runs=0).table, minimality(ev, circuit).table
-            hits["F_C_and_F_M_minus_K"] += inside(t.F_C_lo, t.F_C_hi, big.F_C_minus_K) + inside(t.F_M_lo, t.F_M_hi, big.F_M_minus_K)
-            hits["incompleteness"] += inside(t.ci_low, t.ci_high, big.incompleteness)
-            hits["minimality"] += inside(mt.ci_low, mt.ci_high, big_min.score)
-            scores.append(list(mt.score))
-        out[f"replicates_{reps}"] = {k: float(np.mean(v)) for k, v in hits.items()}
-        per_head = np.array(hits["minimality"]).reshape(20, -1).mean(0)
-        out[f"replicates_{reps}"]["minimality_by_head"] = {
-            h: {"coverage": float(per_head[i]), "mean_N100_R50": float(np.mean([s[i] for s in scores])),
-                "sd_N100_R50": float(np.std([s[i] for s in scores], ddof=1)),
-                "truth_N2000_R100": float(big_min.score.iloc[i]), "N2000_R400": float(huge_min.score.iloc[i])}
-            for i, h in enumerate(big_min["head"])}
-        print(f"  criteria coverage, {reps} replicates: "
-              f"{ {k: v for k, v in out[f'replicates_{reps}'].items() if k != 'minimality_by_head'} }", flush=True)
-        for h, r in out[f"replicates_{reps}"]["minimality_by_head"].items():
-            print(f"    minimality {h}: covered {r['coverage']:.0%}; N = 100 mean {r['mean_N100_R50']:.3f} "
-                  f"(sd {r['sd_N100_R50']:.3f}); N = 2000 with 100 / 400 references per group "
-                  f"{r['truth_N2000_R100']:.3f} / {r['N2000_R400']:.3f}", flush=True)
+            if seed < completeness_seeds:
+                t = completeness(ev, circuit, n_random=0, greedy_runs=0).table
+                hits["F_C_and_F_M_minus_K"] += inside(t.F_C_lo, t.F_C_hi, true_comp[0]) + inside(t.F_M_lo, t.F_M_hi, true_comp[1])
+                hits["incompleteness"] += inside(*_signed(t)[1:], true_comp[2])
+            m = minimality(ev, circuit)
+            d, lo, hi = _signed(m.table)
+            hits["minimality"].append(inside(lo, hi, true_min))
+            hits["minimality_percentile"].append(inside(*_percentile_bars(ev, circuit, m), true_min))
+            d_small.append(d)
+            if seed % 10 == 9:
+                print(f"    {reps} replicates: {seed + 1} seeds done", flush=True)
+        covered, old, d_small = np.array(hits["minimality"]), np.array(hits["minimality_percentile"]), np.array(d_small)
+        res = {"seeds": len(seeds), "completeness_seeds": completeness_seeds,
+               "F_C_and_F_M_minus_K": float(np.mean(hits["F_C_and_F_M_minus_K"])),
+               "incompleteness": float(np.mean(hits["incompleteness"])),
+               "minimality": float(covered.mean()), "minimality_covered": int(covered.sum()), "minimality_of": int(covered.size),
+               "minimality_percentile": float(old.mean()), "minimality_percentile_covered": int(old.sum()),
+               "minimality_first_20_seeds": float(covered[:20].mean()),
+               "minimality_percentile_first_20_seeds": float(old[:20].mean())}
+        res["minimality_by_head"] = {
+            h: {"coverage": float(covered[:, i].mean()), "coverage_percentile": float(old[:, i].mean()),
+                "mean_d_N100": float(d_small[:, i].mean()), "sd_d_N100": float(d_small[:, i].std(ddof=1)),
+                "truth_d": float(true_min[i]), "truth_d_sd_between_seeds": float(sd_min[i]),
+                "truth_d_seed_1000": float(big["minimality"][0, i])}
+            for i, h in enumerate(heads)}
+        out[f"replicates_{reps}"] = res
+        print(f"  criteria coverage, {reps} replicates, {len(seeds)} seeds: "
+              f"{ {k: v for k, v in res.items() if k != 'minimality_by_head'} }", flush=True)
+        for h, r in res["minimality_by_head"].items():
+            print(f"    minimality {h}: covered {r['coverage']:.1%} (percentile intervals {r['coverage_percentile']:.1%}); "
+                  f"N = 100 mean d {r['mean_d_N100']:.3f} (sd {r['sd_d_N100']:.3f}); large run {r['truth_d']:.3f} "
+                  f"(sd between seeds {r['truth_d_sd_between_seeds']:.3f}; seed 1000 alone {r['truth_d_seed_1000']:.3f})", flush=True)
     return out
 
 
@@ -96,11 +160,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="another model's folder: measure the curve alone on it")
     p.add_argument("--circuit", help="the circuit file for --model")
+    p.add_argument("--criteria-only", action="store_true",
+                   help="measure only the completeness / minimality coverage and replace it in references.json")
+    p.add_argument("--seeds", type=int, default=60, help="N = 100 seeds for the minimality coverage (default 60)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     if args.model:
         return other_model(args.model, args.circuit)
     model, circuit = load_model("demo", device="cpu"), load_circuit(ROOT / "data" / "circuits" / "ioi-demo.json")
+    path = ROOT / "bench" / "results" / "references.json"
+    if args.criteria_only:
+        out = json.loads(path.read_text()) if path.exists() else {}
+        out["criteria_coverage"] = criteria_coverage(model, circuit, args.seeds)
+        path.write_text(json.dumps(out, indent=2))
+        return print(f"wrote {path.relative_to(ROOT)} (criteria_coverage)")
     ratio = lambda meth: faithfulness(build_evaluator(model, meth), circuit)
     out = {"curve": {}, "coverage": []}
     print("reference prompts per group -> F(C)/F(M) at N = 500, seeds 0-3")
@@ -118,8 +191,7 @@ def main(argv=None):
             hits.append(bool(lo <= truth <= hi))
         out["coverage"].append({**setting, "covered": sum(hits), "of": 20})
         print(f"  {setting}: {sum(hits)}/20", flush=True)
-    out["criteria_coverage"] = criteria_coverage(model, circuit)
-    path = ROOT / "bench" / "results" / "references.json"
+    out["criteria_coverage"] = criteria_coverage(model, circuit, args.seeds)
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path.relative_to(ROOT)}")

@@ -166,7 +166,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
         reps = [(r[len(heads):], r[:len(heads)]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
     d_lo, d_hi = diff_intervals(knocked, base, meth.bootstrap, meth.seed, replicates=reps)
     lo, hi = abs_columns(d_lo, d_hi)
-    thr, why = relative_threshold(threshold_pct, cache.get([NodeSet.model()])[0], meth.bootstrap, meth.seed)
+    thr, thr_hi, why = relative_threshold(threshold_pct, cache.get([NodeSet.model()])[0], meth.bootstrap, meth.seed)
     table = pd.DataFrame({
         "head": [head_name(v) for v in heads],
         "class": [circuit.class_of(v).name for v in heads],
@@ -181,7 +181,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
         "ci_high": hi,
         "ci_low_pct": pct_of(lo, f_model),
         "ci_high_pct": pct_of(hi, f_model),
-        "verdict": [at_least(a, b, thr).value for a, b in zip(d_lo, d_hi)],
+        "verdict": [at_least(a, b, thr, thr_hi).value for a, b in zip(d_lo, d_hi)],
         "below_threshold": pct_of(np.abs(d), f_model) < threshold_pct,  # the point estimate alone: not a verdict
         "selection_score": [sel_scores.get(v, np.nan) for v in heads],
     })
@@ -189,7 +189,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     if len(tr):
         tr.insert(0, "head", [head_name(heads[i]) for i in tr.pop("search")])
         tr["run"] += 1
-    settings = {"k_source": k_source, "threshold_pct": threshold_pct, "no_verdict": why, "seed": seed,
+    settings = {"k_source": k_source, "threshold_pct": threshold_pct, "no_verdict": why, "threshold_abs": [thr, thr_hi], "seed": seed,
                 "bootstrap": meth.bootstrap,
                 "interval_method": interval_method(meth, bool(reps) or not evaluator.replicates)}
     if k_source == "search":

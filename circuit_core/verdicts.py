@@ -37,22 +37,26 @@ def _known(*xs) -> bool:
     return all(x is not None and not math.isnan(float(x)) for x in xs)
 
 
-def at_most(lo: float, hi: float, t: float) -> Verdict:
-    """|d| ≤ t: passes if [lo, hi] ⊆ [−t, t], fails if [lo, hi] misses [−t, t] entirely."""
-    if not _known(lo, hi, t):
+def at_most(lo: float, hi: float, t: float, t_hi: float | None = None) -> Verdict:
+    """|d| ≤ t: passes if [lo, hi] ⊆ [−t, t], fails if [lo, hi] misses [−t, t] entirely. A threshold
+    known only to lie in [t, t_hi] decides only what holds for every value in it."""
+    t_hi = t if t_hi is None else t_hi
+    if not _known(lo, hi, t, t_hi):
         return Verdict.UNDECIDED
     if -t <= lo and hi <= t:
         return Verdict.PASSES
-    if lo > t or hi < -t:
+    if lo > t_hi or hi < -t_hi:
         return Verdict.FAILS
     return Verdict.UNDECIDED
 
 
-def at_least(lo: float, hi: float, t: float) -> Verdict:
-    """|d| > t: passes if [lo, hi] misses [−t, t] entirely, fails if [lo, hi] ⊆ [−t, t]."""
-    if not _known(lo, hi, t):
+def at_least(lo: float, hi: float, t: float, t_hi: float | None = None) -> Verdict:
+    """|d| > t: passes if [lo, hi] misses [−t, t] entirely, fails if [lo, hi] ⊆ [−t, t] (with a
+    threshold in [t, t_hi]: passes beyond ±t_hi, fails within ±t)."""
+    t_hi = t if t_hi is None else t_hi
+    if not _known(lo, hi, t, t_hi):
         return Verdict.UNDECIDED
-    if lo > t or hi < -t:
+    if lo > t_hi or hi < -t_hi:
         return Verdict.PASSES
     if -t <= lo and hi <= t:
         return Verdict.FAILS
