@@ -5,7 +5,7 @@ import streamlit as st
 from circuit_core.completeness import TOLERANCE_PCT, completeness, completeness_in_stages
 from circuit_core.selection import SELECTION_N, Selection
 from circuit_core.verdicts import overall
-from ui.charts import completeness_scatter, style, verdict_cell
+from ui.charts import completeness_scatter, style, verdict_badge, verdict_cell
 from ui import jobs
 from ui import runs as run_log
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
@@ -84,8 +84,7 @@ st.altair_chart(style(completeness_scatter(table)), width="stretch")
 
 f_model = fixed.F_model
 verdict = overall([fixed.verdict] + ([greedy.verdict] if greedy is not None else []))
-say = {"passes": st.success, "fails": st.error, "undecided": st.warning}[verdict.value]
-say(f"Completeness **{verdict.value}** at ±{tolerance:g}% of F(M) = {f_model:.3f}: "
+st.markdown(f"{verdict_badge('Completeness', verdict.value)} at ±{tolerance:g}% of F(M) = {f_model:.3f}: "
     + {"passes": "every K's interval lies within the tolerance.",
        "fails": "some K's whole interval lies outside the tolerance.",
        "undecided": fixed.settings.get("no_verdict") or "no K fails, but some K's interval straddles the tolerance."

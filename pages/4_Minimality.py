@@ -3,7 +3,7 @@ import streamlit as st
 
 from circuit_core.minimality import minimality, minimality_in_stages
 from circuit_core.selection import SELECTION_N, Selection
-from ui.charts import minimality_bars, style, verdict_cell
+from ui.charts import minimality_bars, style, verdict_badge, verdict_cell
 from ui import jobs
 from ui import runs as run_log
 from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
@@ -66,8 +66,7 @@ if result.cancelled:
 st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold)), width="stretch")
 st.caption(f"Error bars: 95% intervals, {result.settings['interval_method']}.")
 flagged, undecided = result.flagged, result.undecided
-say = {"passes": st.success, "fails": st.error, "undecided": st.warning}[result.verdict.value]
-say(f"Minimality **{result.verdict.value}** at {threshold:g}% of F(M) = {result.F_model:.3f}: "
+st.markdown(f"{verdict_badge('Minimality', result.verdict.value)} at {threshold:g}% of F(M) = {result.F_model:.3f}: "
     + (f"{len(flagged)} head(s) fail — their whole interval lies under the threshold: {', '.join(flagged)}. "
        if flagged else "")
     + (f"{len(undecided)} head(s) undecided — their interval straddles it: {', '.join(undecided)}."

@@ -77,7 +77,7 @@ def test_editor_background_is_the_one_pass_estimate_and_exact_values_come_from_a
 def test_completeness_and_minimality_run_as_jobs():
     for page, kind in (("pages/3_Completeness.py", "completeness"), ("pages/4_Minimality.py", "minimality")):
         at = app(page)
-        assert not at.exception and not at.error
+        assert not at.exception and not at.error, [e.value for e in at.error]
         job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == kind)
         assert job.wait(120) and job.result is not None
 

@@ -95,6 +95,13 @@ VERDICT_SHAPES = alt.Scale(domain=VERDICTS, range=["circle", "diamond", "cross"]
 VERDICT_MARKS = {"passes": "✓", "undecided": "?", "fails": "✗"}
 
 
+def verdict_badge(criterion: str, verdict: str) -> str:
+    """'Completeness fails' as Streamlit markdown on the verdict's colour (a verdict is a finding, not an
+    error of the page: st.error stays for errors)."""
+    colour = {"passes": "green", "fails": "red"}.get(verdict, "gray")
+    return f":{colour}-background[**{criterion} {verdict}**]"
+
+
 def verdict_cell(verdict: str) -> str:
     """CSS for a table cell holding a verdict (pandas Styler.map)."""
     if verdict not in VERDICTS:
