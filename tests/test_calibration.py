@@ -59,8 +59,10 @@ def truth(demo):
     ratio, comp, mini = [], [], []
     for seed in TRUTH_SEEDS:
         ev = build_evaluator(model, Methodology(seed=seed, **LARGE))
-        ratio.append(faithfulness(ev, circuit).ratio)
-        t = completeness(ev, circuit, n_random=0, greedy_runs=0).table
+        c = completeness(ev, circuit, n_random=0, greedy_runs=0)
+        t = c.table
+        assert t.name[0] == "∅"  # C\∅ = C: F(C)/F(M) without a faithfulness run
+        ratio.append(c.per_prompt["C_minus_K"][0].mean() / c.F_model)
         comp.append([t.F_C_minus_K.to_numpy(), t.F_M_minus_K.to_numpy(), signed(t)[0]])
         mini.append(signed(minimality(ev, circuit).table)[0])
     return {"ratio": float(np.mean(ratio)), "completeness": np.mean(comp, axis=0), "minimality": np.mean(mini, axis=0)}
