@@ -15,6 +15,7 @@ from .circuit import MAX_NAME, Circuit, CircuitError, snippet
 from .interchange import load_any
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
 from .patching import PatchingError
+from .selection import SELECTION_N, SELECTION_SEED_OFFSET, Selection
 from .tasks import REGISTRY, TaskError, task_roles
 
 
@@ -370,14 +371,20 @@ def _minimality(args, ev, circuit):
 
 def _selection(args):
     """Where searches choose: their own prompts, apart from the report prompts (selection.py)."""
-    from .selection import Selection
-
     sel = Selection(n=args.selection_n, seed=args.selection_seed)
-    try:
+    try:  # refused before any work: a search scored on its own prompts is a winner's-curse figure
         sel.seed_for(methodology_from(args))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--selection-seed: {exc}") from None
     return sel
+
+
+def add_selection_options(p: argparse.ArgumentParser, what: str = "the searches choose on") -> None:
+    p.add_argument("--selection-n", type=whole(1, MAX_N), default=SELECTION_N,
+                   help=f"prompts {what}, apart from the report prompts (--n, --seed) (default {SELECTION_N})")
+    p.add_argument("--selection-seed", type=whole(0, MAX_SEED), default=None,
+                   help=f"seed of the selection prompts (default: --seed + {SELECTION_SEED_OFFSET:,}); must differ "
+                        "from --seed")
 
 
 def _save(args, ev, circuit, results: dict) -> None:
@@ -470,10 +477,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--greedy-steps", type=whole(1, 1000), default=10, help="greedy steps per run (default 10)")
     p.add_argument("--greedy-runs", type=whole(0, 1000), default=None,
                    help="greedy runs (default: 10 for completeness, 0 turns it off; 1 for the minimality search)")
-    p.add_argument("--selection-n", type=whole(1, MAX_N), default=40,
-                   help="prompts the searches choose on, apart from the report prompts (default 40)")
-    p.add_argument("--selection-seed", type=whole(0, MAX_SEED), default=None,
-                   help="seed of the selection prompts (default: --seed + 10000; must differ from --seed)")
+    add_selection_options(p)
 
 
 def add_completeness_options(p: argparse.ArgumentParser) -> None:
@@ -512,14 +516,9 @@ def cmd_discover(args) -> int:
     from .discover import discover_and_report
     from .evaluate import build_evaluator
     from .report import run_record, save_record
-    from .selection import Selection
 
     methodology, _ = prepare(args)
-    selection = Selection(args.selection_n, args.selection_seed)
-    try:  # refused before the model loads: a search scored on its own prompts is a winner's-curse figure
-        selection.seed_for(methodology)
-    except ValueError as exc:
-        raise UsageError(f"--selection-seed: {exc}") from None
+    selection = _selection(args)  # refused before the model loads
     if Path(args.out).exists() and not args.overwrite:  # a circuit file is work: never replaced silently
         raise UsageError(f"{snippet(args.out)} exists; choose another --out, or pass --overwrite to replace it")
     model = open_model(args)
@@ -562,8 +561,6 @@ def cmd_discover(args) -> int:
 
 
 def add_discover_options(p: argparse.ArgumentParser) -> None:
-    from .selection import SELECTION_N, SELECTION_SEED_OFFSET
-
     p.add_argument("--model", default=None, help=f"hub name, local Hugging Face folder, or 'demo' (default: {DEFAULT_MODEL})")
     add_task_options(p)
     p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"number of prompts, 1 to {MAX_N:,} (default 100)")
@@ -587,12 +584,7 @@ def add_discover_options(p: argparse.ArgumentParser) -> None:
                    help="start from the K heads with the largest activation-patching effect (noise, on the "
                         "selection prompts), each at its best position, instead of every head: far fewer node "
                         "sets on a large model")
-    p.add_argument("--selection-n", type=whole(1, MAX_N), default=SELECTION_N,
-                   help=f"prompts the search runs on (default {SELECTION_N}); --n and --seed are the report "
-                        "prompts, on which the proposed circuit is then measured")
-    p.add_argument("--selection-seed", type=whole(0, MAX_SEED), default=None,
-                   help=f"seed of the selection prompts (default: --seed + {SELECTION_SEED_OFFSET:,}); must differ "
-                        "from --seed")
+    add_selection_options(p, "the search runs on")
     p.add_argument("--ref-replicates", type=whole(0, 100), default=DEFAULTS.ref_replicates,
                    help="reference-set replicates in the held-out interval (default "
                         f"{DEFAULTS.ref_replicates}; 0: prompts only)")

@@ -368,7 +368,8 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
         sel_info = {"n": sel_ev.methodology.n, "seed": sel_ev.methodology.seed,
                     "budget": budget(greedy_k, greedy_steps, greedy_runs)}
 
-    f_model = float(cache.get([NodeSet.model()])[0].mean())
+    model = cache.get([NodeSet.model()])[0]
+    f_model = float(model.mean())
     c = cache.get([c_minus(circuit, K, pos) for _, _, K, *_ in ks])
     m = cache.get([m_minus(circuit, K, pos) for _, _, K, *_ in ks])
     d = c.mean(1) - m.mean(1)
@@ -380,7 +381,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     lo, hi = abs_columns(d_lo, d_hi)
     c_lo, c_hi = mean_intervals(c, meth.bootstrap, meth.seed, replicates=[a for a, _ in reps])
     m_lo, m_hi = mean_intervals(m, meth.bootstrap, meth.seed, replicates=[b for _, b in reps])
-    tol, tol_hi, why = relative_threshold(tolerance_pct, cache.get([NodeSet.model()])[0], meth.bootstrap, meth.seed)
+    tol, tol_hi, why = relative_threshold(tolerance_pct, model, meth.bootstrap, meth.seed)
     table = pd.DataFrame({
         "family": [f for f, *_ in ks],
         "name": [name for _, name, *_ in ks],
@@ -410,7 +411,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
                 "selection": sel_info, "tolerance_pct": tolerance_pct, "no_verdict": why,
                 "tolerance_abs": [tol, tol_hi],
                 "bootstrap": meth.bootstrap, "interval_method": interval_method(meth, bool(reps))}
-    return Completeness(table, {"C_minus_K": c, "M_minus_K": m, "model": cache.get([NodeSet.model()])[0]},
+    return Completeness(table, {"C_minus_K": c, "M_minus_K": m, "model": model},
                         f_model, tr, settings, cancelled)
 
 

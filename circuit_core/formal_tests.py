@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -57,10 +57,8 @@ from .ablation import NodeSet
 from .baseline import random_circuits
 from .circuit import ALL_POSITIONS, Circuit, head_name
 from .completeness import c_minus
-from .evaluate import Cancelled
+from .evaluate import Cancelled, Progress, StopCheck
 
-Progress = Callable[[int, int], None]
-StopCheck = Callable[[], bool]
 
 REJECT, NOT_REJECTED = "reject", "not rejected"
 

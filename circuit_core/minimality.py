@@ -156,7 +156,8 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     cache.get([NodeSet.model()] + [s for v in heads for s in minimality_sets(circuit, v, ks[v][0], pos)],
               None if k_source == "search" else progress)
 
-    f_model = float(cache.get([NodeSet.model()])[0].mean())
+    model = cache.get([NodeSet.model()])[0]
+    f_model = float(model.mean())
     base = cache.get([c_minus(circuit, ks[v][0], pos) for v in heads])
     knocked = cache.get([c_minus(circuit, ks[v][0] | {v}, pos) for v in heads])
     d = knocked.mean(1) - base.mean(1)
@@ -166,7 +167,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
         reps = [(r[len(heads):], r[:len(heads)]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
     d_lo, d_hi = diff_intervals(knocked, base, meth.bootstrap, meth.seed, replicates=reps)
     lo, hi = abs_columns(d_lo, d_hi)
-    thr, thr_hi, why = relative_threshold(threshold_pct, cache.get([NodeSet.model()])[0], meth.bootstrap, meth.seed)
+    thr, thr_hi, why = relative_threshold(threshold_pct, model, meth.bootstrap, meth.seed)
     table = pd.DataFrame({
         "head": [head_name(v) for v in heads],
         "class": [circuit.class_of(v).name for v in heads],
@@ -194,7 +195,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
                 "interval_method": interval_method(meth, bool(reps) or not evaluator.replicates)}
     if k_source == "search":
         settings.update(search_k=search_k, search_steps=search_steps, search_runs=search_runs, selection=sel_info)
-    return Minimality(table, {"C_minus_K": base, "C_minus_K_and_v": knocked, "model": cache.get([NodeSet.model()])[0]},
+    return Minimality(table, {"C_minus_K": base, "C_minus_K_and_v": knocked, "model": model},
                       f_model, threshold_pct, settings, tr, cancelled)
 
 

@@ -19,9 +19,8 @@ import numpy as np
 
 from .ablation import NodeSet
 from .circuit import Head
+from .evaluate import Progress, StopCheck
 
-Progress = Callable[[int, int], None]
-StopCheck = Callable[[], bool]
 
 
 @dataclass

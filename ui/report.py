@@ -181,7 +181,7 @@ def summary_lines(r: Report) -> list[str]:
                      "shape are at least as faithful.")
     if r.verdicts.get("faithfulness"):  # decided by the gap's interval (circuit_core.verdicts)
         lines[0] = lines[0].replace("Faithfulness:", f"Faithfulness {r.verdicts['faithfulness']['verdict']} "
-                                    "(gap within ±20% of F(M)?):", 1)
+                                    f"({r.verdicts['faithfulness']['rule']}):", 1)
     lines.append(f"Intervals: 95%, {f.get('interval_method', 'paired bootstrap over prompts')}.")
     return lines
 
