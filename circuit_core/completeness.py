@@ -185,6 +185,9 @@ def _studentised(x: np.ndarray, n_boot: int, seed: int, level: float = 0.95,
     return lo, hi
 
 
+STUDENTISED = ", studentised (bootstrap-t)"  # how completeness and minimality intervals are read off the draws
+
+
 def diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95,
                    replicates: Sequence[tuple[np.ndarray, np.ndarray]] = ()):
     """95% studentised intervals of the SIGNED mean(a) − mean(b) per row (`_studentised`), resampling prompts
@@ -410,7 +413,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
                 "greedy_k": greedy_k, "greedy_steps": greedy_steps, "greedy_runs": greedy_runs, "seed": seed,
                 "selection": sel_info, "tolerance_pct": tolerance_pct, "no_verdict": why,
                 "tolerance_abs": [tol, tol_hi],
-                "bootstrap": meth.bootstrap, "interval_method": interval_method(meth, bool(reps))}
+                "bootstrap": meth.bootstrap, "interval_method": interval_method(meth, bool(reps)) + STUDENTISED}
     return Completeness(table, {"C_minus_K": c, "M_minus_K": m, "model": model},
                         f_model, tr, settings, cancelled)
 

@@ -26,7 +26,7 @@ import pandas as pd
 from .ablation import NodeSet
 from .circuit import Circuit, Head, head_name
 from .completeness import (FCache, abs_columns, c_minus, diff_intervals, frame_records, heads_label, pct_of,
-                           relative_threshold, replicate_values, trace_frame)
+                           STUDENTISED, relative_threshold, replicate_values, trace_frame)
 from .criteria import interval_method
 from .search import Progress, Search, StopCheck, best_per_run, budget, greedy_search
 from .selection import Selection, selection_evaluator
@@ -192,7 +192,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
         tr["run"] += 1
     settings = {"k_source": k_source, "threshold_pct": threshold_pct, "no_verdict": why, "threshold_abs": [thr, thr_hi], "seed": seed,
                 "bootstrap": meth.bootstrap,
-                "interval_method": interval_method(meth, bool(reps) or not evaluator.replicates)}
+                "interval_method": interval_method(meth, bool(reps) or not evaluator.replicates) + STUDENTISED}
     if k_source == "search":
         settings.update(search_k=search_k, search_steps=search_steps, search_runs=search_runs, selection=sel_info)
     return Minimality(table, {"C_minus_K": base, "C_minus_K_and_v": knocked, "model": model},
