@@ -5,7 +5,8 @@ Run with `make run` (or `streamlit run dashboard.py`).
 import streamlit as st
 
 from ui.headline import figures_or_last, headline
-from ui.state import methodology_caption, require_evaluator, sidebar
+from ui.sidebar import sidebar
+from ui.state import methodology_caption, require_evaluator
 
 ctx = sidebar()
 require_evaluator(ctx)

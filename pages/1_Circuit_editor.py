@@ -15,31 +15,28 @@ from ui import jobs
 from circuit_core.attribution import ESTIMATE, EXACT
 from ui.background import (PATCH_DENOISE, PATCH_N, PATCH_NOISE, PATCHING, agreement_note, background, background_caption,
                            background_metrics, selection_seed, selection_seed_key, strongest_outside)
-from ui.state import AlreadySaved, methodology_caption, require_evaluator, save_circuit, sidebar
+from ui.circuits import AlreadySaved, save_circuit
+from ui.sidebar import sidebar
+from ui.state import methodology_caption, require_evaluator
 
 ctx = sidebar()
 ev = require_evaluator(ctx)
-hist, circuit = ctx.history, ctx.circuit
-version_key = f"version::{ctx.circuit_key}"
-prev_key = f"prev::{ctx.circuit_key}"
-st.session_state.setdefault(version_key, 0)
-
-
-def commit(new_circuit):
-    """Record an edit: remember the figures before it, push to history, redraw widgets fresh."""
-    if new_circuit.to_dict() == circuit.to_dict():
-        return
-    st.session_state[prev_key] = f if fresh else None  # "since last edit" only against real figures
-    new_circuit.validate(ctx.model.n_layers, ctx.model.n_heads, task_roles(ctx.methodology.task),
-                         task=ctx.methodology.task)
-    hist.push(new_circuit)
-    st.session_state[version_key] += 1
-    st.rerun()
-
-
+session, hist, circuit, edits = ctx.session, ctx.history, ctx.circuit, ctx.edits
 st.title("Circuit editor")
 st.caption(methodology_caption(ctx))
 f, fresh = figures_or_last(ctx)
+before = f if fresh else None  # "since last edit" only against real figures
+
+
+def commit(new_circuit):
+    """Record an edit: check it fits the model, push it with the figures before it, redraw afresh."""
+    if new_circuit.to_dict() == circuit.to_dict():
+        return
+    new_circuit.validate(ctx.model.n_layers, ctx.model.n_heads, task_roles(ctx.methodology.task),
+                         task=ctx.methodology.task)
+    session.push_edit(ctx.history_key, new_circuit, before)
+    st.rerun()
+
 
 
 def loaded_figures():
@@ -50,18 +47,14 @@ def loaded_figures():
 
 
 if f is not None:
-    headline(ctx, f, st.session_state.get(prev_key), loaded_figures())
+    headline(ctx, f, edits.before_edit, loaded_figures())
 
 u1, u2, _ = st.columns([1, 1, 6])
 if u1.button("↶ Undo", disabled=not hist.can_undo, width="stretch"):
-    st.session_state[prev_key] = f if fresh else None
-    hist.undo()
-    st.session_state[version_key] += 1
+    session.undo(ctx.history_key, before)
     st.rerun()
 if u2.button("↷ Redo", disabled=not hist.can_redo, width="stretch"):
-    st.session_state[prev_key] = f if fresh else None
-    hist.redo()
-    st.session_state[version_key] += 1
+    session.redo(ctx.history_key, before)
     st.rerun()
 
 left, right = st.columns([3, 2], gap="large")
@@ -72,8 +65,8 @@ with left:
                           help="Click a head outside the circuit to add it to this class, a head of this class "
                                "to remove it, a head of another class to move it here.")
     metrics = background_metrics(list(task_roles(ctx.methodology.task)))
-    if st.session_state.get("edit_metric") not in metrics:  # another task's score: start from the first
-        st.session_state.pop("edit_metric", None)
+    if session.widget("edit_metric") not in metrics:  # another task's score: start from the first
+        session.forget("edit_metric")
     metric = c2.selectbox("Background", metrics, key="edit_metric",
                           help="What colours each cell. The estimate costs one pass and follows every edit; "
                                "exact values and ablation effects run in the background with progress.")
@@ -105,7 +98,7 @@ with left:
     cells["label"] = [f"{l}.{h}" for l, h in zip(cells["layer"], cells["head"])]
     pick = alt.selection_point(fields=["layer", "head"], name="cell", on="click", clear=False)
     event = st.altair_chart(style(head_grid(cells, circuit, metric, pick)), on_select="rerun",
-                            selection_mode="cell", key=f"grid-{st.session_state[version_key]}",
+                            selection_mode="cell", key=f"grid-{edits.version}",
                             width="stretch")
     picked = (event.selection.get("cell") if event and event.selection else None) or []
     if picked:
@@ -154,7 +147,7 @@ with right:
     roles = list(task_roles(ctx.methodology.task)) + ["*"]
     table = st.data_editor(
         pd.DataFrame(rows(circuit), columns=["head", "class", "position"]), num_rows="dynamic",
-        key=f"table-{st.session_state[version_key]}", width="stretch", hide_index=True,
+        key=f"table-{edits.version}", width="stretch", hide_index=True,
         column_config={
             "head": st.column_config.TextColumn("head", help="layer.head, e.g. 9.6"),
             "class": st.column_config.TextColumn("class", help="an existing class, or a new name to create one"),
@@ -170,7 +163,7 @@ with right:
     with st.expander("Classes: add, rename, move, recolour, remove"):
         cl_name = st.selectbox("Class", class_names, key="cls_pick")
         cl = next(c for c in circuit.classes if c.name == cl_name)
-        with st.form(f"edit-class-{cl_name}-{st.session_state[version_key]}"):
+        with st.form(f"edit-class-{cl_name}-{edits.version}"):
             new_name = st.text_input("Name", cl.name)
             pos = st.selectbox("Position", roles, index=roles.index(cl.position) if cl.position in roles else 0)
             color = st.color_picker("Colour", circuit.color_of(cl))
@@ -242,23 +235,22 @@ with right:
                         st.error(str(e))
 
     st.subheader("Save")
-    name_key, ask_key, said_key = (f"save-name-{ctx.circuit_key}", f"save-ask::{ctx.circuit_key}",
-                                   f"save-said::{ctx.circuit_key}")
+    name_key = f"save-name-{ctx.circuit_key}"
     name = st.text_input("Name", circuit.name, key=name_key,
                          help="Save writes a copy under this name; the circuit being edited keeps its own "
                               "name unless you rename it (an edit, so Undo reverts it).")
 
     def save(overwrite: bool) -> None:
         # A callback, so the question and the outcome are drawn in the run that follows the click.
-        st.session_state.pop(ask_key, None)
-        wanted = st.session_state[name_key]
+        edits.save_question = None
+        wanted = session.widget(name_key, "")
         try:
             path = save_circuit(hist.current, wanted, overwrite=overwrite)
-            st.session_state[said_key] = ("success", f"Saved as '{path.stem}'; it appears under 'saved:' in the sidebar.")
+            edits.save_said = ("success", f"Saved as '{path.stem}'; it appears under 'saved:' in the sidebar.")
         except AlreadySaved:
-            st.session_state[ask_key] = wanted.strip()
+            edits.save_question = wanted.strip()
         except (CircuitError, OSError) as e:
-            st.session_state[said_key] = ("error", f"Not saved: {e}")
+            edits.save_said = ("error", f"Not saved: {e}")
 
     s1, s2, s3 = st.columns(3)
     s1.button("Save circuit", on_click=save, args=(False,), width="stretch")
@@ -271,12 +263,13 @@ with right:
             st.error(str(e))
     s3.download_button("Download JSON", json.dumps({**circuit.to_dict(), "name": name}, indent=2),
                        file_name=f"{name or 'circuit'}.json", mime="application/json", width="stretch")
-    if st.session_state.get(ask_key) and st.session_state[ask_key] == name.strip():
+    if edits.save_question and edits.save_question == name.strip():
         st.warning(f"A saved circuit named '{name.strip()}' exists. Overwrite it with the circuit being edited?")
         o1, o2 = st.columns(2)
         o1.button("Overwrite", type="primary", on_click=save, args=(True,), width="stretch")
-        o2.button("Cancel", on_click=lambda: st.session_state.pop(ask_key, None), width="stretch")
-    if said := st.session_state.pop(said_key, None):
+        o2.button("Cancel", on_click=lambda: setattr(edits, "save_question", None), width="stretch")
+    if said := edits.save_said:
+        edits.save_said = None
         (st.success if said[0] == "success" else st.error)(said[1])
     st.caption(f"{len(circuit.heads)} heads in {len(circuit.classes)} classes: "
                + ", ".join(f"{c.name} ({len(c.heads)})" for c in circuit.classes))

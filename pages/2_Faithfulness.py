@@ -10,7 +10,8 @@ from circuit_core.tasks import get_task
 from ui.charts import baseline_histogram, by_group, distribution, intervals, style
 from ui import jobs
 from ui.headline import faithfulness_of, headline, ratio_figure, with_reference_noise
-from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
+from ui.sidebar import sidebar
+from ui.state import circuit_json, methodology_caption, require_evaluator
 
 
 

@@ -8,7 +8,8 @@ from circuit_core.verdicts import overall
 from ui.charts import completeness_scatter, style, verdict_badge, verdict_cell
 from ui import jobs
 from ui import runs as run_log
-from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
+from ui.sidebar import sidebar
+from ui.state import circuit_json, methodology_caption, require_evaluator
 
 ctx = sidebar()
 ev = require_evaluator(ctx)

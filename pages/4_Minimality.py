@@ -6,7 +6,8 @@ from circuit_core.selection import SELECTION_N, Selection
 from ui.charts import minimality_bars, style, verdict_badge, verdict_cell
 from ui import jobs
 from ui import runs as run_log
-from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
+from ui.sidebar import sidebar
+from ui.state import circuit_json, methodology_caption, require_evaluator
 
 ctx = sidebar()
 ev = require_evaluator(ctx)

@@ -11,8 +11,9 @@ from circuit_core.interchange import Imported, graph_cfg, read_circuit, to_eap_g
 from circuit_core.tasks import TaskError, get_task, task_roles
 from ui import jobs
 from ui.charts import membership_grid, roc_chart, style
-from ui.state import (circuit_files, circuit_json, faithfulness_result, get_evaluator, methodology_caption,
-                      require_evaluator, sidebar)
+from ui.circuits import circuit_files
+from ui.sidebar import sidebar
+from ui.state import circuit_json, faithfulness_result, get_evaluator, methodology_caption, require_evaluator
 
 ctx = sidebar()
 ev = require_evaluator(ctx)
@@ -31,7 +32,7 @@ def offered() -> dict:
             out[key] = Imported(load_circuit(path))
         except CircuitError as e:
             out[key] = e
-    return {**out, **st.session_state.setdefault("compare_uploads", {})}
+    return {**out, **ctx.session.compare_uploads}
 
 
 def take_upload() -> None:
@@ -40,12 +41,12 @@ def take_upload() -> None:
     position = c2.selectbox("Position of imported EAP-IG heads", list(task_roles(ctx.methodology.task)) + [ALL_POSITIONS],
                             key="compare_position",
                             help="EAP-IG graphs keep a node at every position ('*'); the paper's classes act at one.")
-    seen = st.session_state.setdefault("compare_upload_ids", set())
+    seen = ctx.session.compare_seen
     if f is None or f.file_id in seen:
         return
     seen.add(f.file_id)
     try:
-        st.session_state["compare_uploads"][f"uploaded: {Path(f.name).stem}"] = read_circuit(
+        ctx.session.compare_uploads[f"uploaded: {Path(f.name).stem}"] = read_circuit(
             f.getvalue(), position=position, name=Path(f.name).stem)
     except CircuitError as e:
         st.error(f"{f.name}: {e}")
@@ -78,7 +79,7 @@ if len(picked) < 2:
     st.info("Choose two or more circuits that fit this model.")
     st.stop()
 circuits = {k: item.circuit for k, (_, item) in picked.items()}
-sidebar_choice = st.session_state.get("circuit_choice")
+sidebar_choice = ctx.view.circuit_from
 st.dataframe([{"": k, "source": f"{src} ({sidebar_choice})" if src in ("current edit", "as loaded") else src,
                "circuit": item.circuit.name, "task": item.circuit.task, "heads": len(item.circuit.heads), "classes": len(item.circuit.classes),
                "head scores": "yes" if item.head_scores else ""} for k, (src, item) in picked.items()], hide_index=True)

@@ -5,7 +5,8 @@ from ui import format as fmt
 from ui import jobs
 from ui.report import _ratio, build_report, completeness_rows, figures, headline_rows, membership_rows, minimality_rows, \
     summary_lines, to_bundle, to_html
-from ui.state import circuit_json, methodology_caption, require_evaluator, sidebar
+from ui.sidebar import sidebar
+from ui.state import circuit_json, methodology_caption, require_evaluator
 
 ctx = sidebar()
 ev = require_evaluator(ctx)
@@ -69,15 +70,15 @@ if present:
     html, body, [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] {font-size: 1.45rem !important;}
     h2 {font-size: 2.6rem !important;} [data-testid="stMetricValue"] {font-size: 3.4rem !important;}
     </style>""", unsafe_allow_html=True)
-    step = st.session_state.setdefault("present_step", 0)
+    step = ctx.session.present_step
     # The buttons sit above the slide, so a step always opens at its top
     b1, b2, b3 = st.columns([1.4, 6, 1.4], vertical_alignment="center")
     if b1.button("← Back", disabled=step == 0, width="stretch"):
-        st.session_state["present_step"] = step - 1
+        ctx.session.present_step = step - 1
         st.rerun()
     b2.progress((step + 1) / len(STEPS), text=f"{step + 1} / {len(STEPS)}: {STEPS[step]}")
     if b3.button("Next →", disabled=step == len(STEPS) - 1, width="stretch"):
-        st.session_state["present_step"] = step + 1
+        ctx.session.present_step = step + 1
         st.rerun()
     show_step(step)
     st.stop()

@@ -7,7 +7,8 @@ import streamlit as st
 from circuit_core.circuit import Circuit, CircuitError
 from ui.charts import intervals, style
 from ui.runs import runs
-from ui.state import get_evaluator, open_view, sidebar
+from ui.sidebar import open_record, sidebar
+from ui.state import get_evaluator
 
 ctx = sidebar()
 st.title("Runs")
@@ -76,6 +77,6 @@ up = st.file_uploader("Run record (JSON, from here or the CLI's --out)", type=["
 if up is not None and st.button("Open it", type="primary"):
     try:
         rec = json.loads(up.getvalue())
-        open_view(rec)  # sets model, methodology and circuit, then reruns
+        open_record(ctx, rec)  # sets model, methodology and circuit, then reruns
     except (ValueError, CircuitError, KeyError, TypeError) as e:
         st.error(f"{up.name}: not a run record this dashboard can open ({e}).")

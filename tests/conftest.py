@@ -76,3 +76,54 @@ def acronyms_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("acronyms-model")
     train_task_model(folder, "acronyms", steps=200, pool=1024, batch=32, lr=1e-2, seed=0)
     return load_model(str(folder), device="cpu")
+
+
+# --- the dashboard in AppTest sessions (tests of ui/ and pages/) -------------------------------------------
+class Dashboard:
+    """Pages driven in Streamlit AppTest sessions. A page opens at a View, the way a link opens it
+    (the demo model by default: tests never reach the hub), and the session is read through
+    `ui.session.Session`, never by key."""
+
+    ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+    @staticmethod
+    def view(model: str = "demo", folder: str | None = None, circuit_from: str | None = None, **methodology):
+        from ui.view import FOLDER, ModelRef, View
+
+        ref = ModelRef(FOLDER, folder) if folder else ModelRef(model)
+        return View(ref, Methodology(**methodology), circuit_from)
+
+    @classmethod
+    def open(cls, page: str, view=None, query: dict | None = None):
+        """`page` (e.g. "pages/2_Faithfulness.py") in a new session at `view`, or at the raw address `query`."""
+        from streamlit.testing.v1 import AppTest
+
+        at = AppTest.from_file(str(cls.ROOT / page), default_timeout=300)
+        at.query_params.update(query if query is not None else (view or cls.view()).to_query())
+        return at.run()
+
+    @staticmethod
+    def session(at):
+        from ui.session import Session
+
+        return Session.of(at)
+
+    @classmethod
+    def history(cls, at, entry: str = "preset: ioi-demo", model: str = "demo"):
+        return cls.session(at).history_of(model, entry)
+
+    @classmethod
+    def job(cls, at, kind: str):
+        """The session's job of this kind (the first element of its key)."""
+        return next(j for k, j in cls.session(at).jobs.items() if k[0] == kind)
+
+    @classmethod
+    def finish_jobs(cls, at, seconds: float = 240):
+        for job in list(cls.session(at).jobs.values()):
+            assert job.wait(seconds) and job.error is None, job.error
+        return at.run()
+
+
+@pytest.fixture
+def dash():
+    return Dashboard

@@ -54,3 +54,45 @@ def test_a_copied_link_opens_the_same_numbers_in_a_fresh_browser():
         wait_idle(fresh)
         assert {label: metric_value(fresh, label) for label in shown} == shown
         browser.close()
+
+
+def test_a_reload_of_an_edited_local_folder_session_restores_model_and_edits(tmp_path):
+    """A new user's path: choose "local folder…", type the folder, click a head, reload the page. The
+    address keeps the folder on a person's own dashboard, so the model and the edit come back."""
+    import shutil
+
+    from circuit_core.models import DEMO_MODEL_DIR
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(DEMO_MODEL_DIR, folder)
+    with dashboard() as url, browser_page() as page:
+        page.goto(f"{url}/Circuit_editor")
+        wait_idle(page)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.locator('[data-testid="stSelectbox"]').first.click()
+        page.get_by_role("option", name="local folder…").click()
+        box = sidebar.get_by_label("Folder")
+        box.fill(str(folder))
+        box.press("Enter")
+        wait_idle(page)
+        assert "my-model" in page.inner_text("body") or str(folder) in page.url
+        before = metric_value(page, "Faithfulness")
+        chart = page.locator('[data-testid="stVegaLiteChart"]').first
+        box = chart.bounding_box()
+        after = before
+        for frac in (0.45, 0.55, 0.35, 0.65, 0.25):
+            page.mouse.click(box["x"] + 0.12 * box["width"], box["y"] + frac * box["height"])
+            wait_idle(page)
+            after = metric_value(page, "Faithfulness")
+            if after != before:
+                break
+        assert after != before
+        changes = page.locator("text=/^(Added|Removed|Moved):/").first.inner_text()
+
+        page.reload()
+        wait_idle(page)
+        assert sidebar.get_by_label("Folder").input_value() == str(folder)  # the model came back
+        assert metric_value(page, "Faithfulness") == after  # and the edit with it
+        assert page.locator("text=/^(Added|Removed|Moved):/").first.inner_text() == changes
+        body = page.inner_text("body")
+        assert "could not be brought back" not in body and "does not fit" not in body

@@ -142,26 +142,25 @@ def test_summary_of_the_three_criteria_matches_their_tables(tiny_evaluator):
 
 
 # --- the page ------------------------------------------------------------------------------------------
-def page(**state) -> AppTest:
-    at = AppTest.from_file("../pages/5_Compare.py", default_timeout=300)
-    at.session_state["model_choice"] = "demo"  # never the hub in tests
-    for k, v in state.items():
-        at.session_state[k] = v
+def page(dash, compare_uploads=(), compare_choice=None, view=None):
+    """The Compare page in a new session, with circuits already uploaded and chosen."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(dash.ROOT / "pages/5_Compare.py"), default_timeout=300)
+    at.query_params.update((view or dash.view()).to_query())
+    session = dash.session(at)
+    session.compare_uploads.update(dict(compare_uploads))
+    if compare_choice:
+        session.request(compare_choice=compare_choice)
     return at.run()
 
 
-def finish_jobs(at):
-    for job in at.session_state["_jobs"].values():
-        assert job.wait(240) and job.error is None, job.error
-    return at.run()
-
-
-def test_compare_page_runs_on_the_demo_and_shows_the_tables():
-    at = page()
+def test_compare_page_runs_on_the_demo_and_shows_the_tables(dash):
+    at = page(dash)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert at.multiselect(key="compare_choice").value[:2] == ["current edit", "as loaded"]
-    at = finish_jobs(at)
+    at = dash.finish_jobs(at)
     assert not at.exception and not at.error
     frames = [d.value for d in at.dataframe]
     overlap = next(f for f in frames if "jaccard" in getattr(f, "columns", []))
@@ -172,17 +171,17 @@ def test_compare_page_runs_on_the_demo_and_shows_the_tables():
     assert any(h.value == "Agreement with a reference circuit" for h in at.header)
 
 
-def test_compare_page_scores_heads_and_draws_the_roc():
-    at = page()
+def test_compare_page_scores_heads_and_draws_the_roc(dash):
+    at = page(dash)
     at.toggle(key="compare_effects").set_value(True).run()
-    at = finish_jobs(at)
+    at = dash.finish_jobs(at)
     assert not at.exception and not at.error
     table = next(d.value for d in at.dataframe if "AUC" in getattr(d.value, "columns", []))
     auc = table.set_index("circuit").loc["ablation effect", "AUC"]
     assert 0 <= auc <= 1
 
 
-def test_compare_page_takes_an_imported_eap_ig_graph():
+def test_compare_page_takes_an_imported_eap_ig_graph(dash):
     from circuit_core.interchange import from_eap_graph, to_eap_graph
     from circuit_core.circuit import load_circuit
 
@@ -191,10 +190,10 @@ def test_compare_page_takes_an_imported_eap_ig_graph():
                          head_scores={(l, h): float(l == 3) for l in range(4) for h in range(4)}, keep_circuit=False)
     graph["nodes"]["a1.h0"]["in_graph"] = True  # a head the demo circuit lacks
     imported = from_eap_graph(graph, name="eap")
-    at = page(compare_uploads={"uploaded: eap": imported},
+    at = page(dash, compare_uploads={"uploaded: eap": imported},
               compare_choice=["current edit", "uploaded: eap"])
     assert not at.exception and not at.error
-    at = finish_jobs(at)
+    at = dash.finish_jobs(at)
     overlap = next(d.value for d in at.dataframe if "jaccard" in getattr(d.value, "columns", []))
     everything = overlap[overlap["class"] == compare.ALL_HEADS].iloc[0]
     n = len(demo.heads)
@@ -216,22 +215,18 @@ def two_task_model_dir(tmp_path_factory):
     return folder
 
 
-def test_compare_page_puts_circuits_of_two_tasks_side_by_side(two_task_model_dir):
+def test_compare_page_puts_circuits_of_two_tasks_side_by_side(dash, two_task_model_dir):
     from circuit_core.interchange import Imported
 
     ioi = Circuit("IOI", [CircuitClass("name mover", "END", [(1, 0), (1, 1)]),
                           CircuitClass("s-inhibition", "END", [(0, 2)])], task="ioi")
     colours = Circuit("CO", [CircuitClass("colour mover", "END", [(1, 0), (1, 3)]),
                              CircuitClass("finder", "QUERY", [(0, 2), (0, 0)])], task="colored-objects")
-    at = AppTest.from_file("../pages/5_Compare.py", default_timeout=300)
-    for k, v in {"model_choice": "local folder…", "model_folder": str(two_task_model_dir), "n": 20,
-                 "ref_per_group": 5, "ref_replicates": 0,
-                 "compare_uploads": {"uploaded: ioi": Imported(ioi), "uploaded: co": Imported(colours)},
-                 "compare_choice": ["uploaded: ioi", "uploaded: co"]}.items():
-        at.session_state[k] = v
-    at.run()
+    at = page(dash, {"uploaded: ioi": Imported(ioi), "uploaded: co": Imported(colours)},
+              ["uploaded: ioi", "uploaded: co"],
+              dash.view(folder=str(two_task_model_dir), n=20, ref_per_group=5, ref_replicates=0))
     assert not at.exception and not at.error, [e.value for e in at.error]
-    at = finish_jobs(at)
+    at = dash.finish_jobs(at)
     assert not at.exception and not at.error
     assert any(s.value == "Across tasks" for s in at.subheader)
     cross = next(d.value for d in at.dataframe if "share_of_A" in getattr(d.value, "columns", []))

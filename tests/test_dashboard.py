@@ -1,6 +1,5 @@
 """Every page runs on the bundled demo model, and edits / methodology changes move the figures."""
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from circuit_core.ablation import Methodology
 from circuit_core.circuit import load_circuit
@@ -14,38 +13,30 @@ PAGES = ["dashboard.py", "pages/1_Circuit_editor.py", "pages/2_Faithfulness.py",
          "pages/4_Minimality.py"]
 
 
-def app(page: str, **state) -> AppTest:
-    at = AppTest.from_file(f"../{page}", default_timeout=300)
-    at.session_state["model_choice"] = "demo"  # never the hub in tests
-    for k, v in state.items():
-        at.session_state[k] = v
-    return at.run()
-
-
 def metric(at, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_every_page_runs_on_the_demo(page):
-    at = app(page)
+def test_every_page_runs_on_the_demo(dash, page):
+    at = dash.open(page)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    assert at.session_state["circuit_choice"] == "preset: ioi-demo"  # the demo's own circuit by default
+    assert dash.session(at).view.circuit_from == "preset: ioi-demo"  # the demo's own circuit by default
 
 
-def test_methodology_changes_the_figures():
-    at = app("dashboard.py")
+def test_methodology_changes_the_figures(dash):
+    at = dash.open("dashboard.py")
     before = metric(at, "F(C)")
     at.sidebar.selectbox(key="ablation").set_value("zero").run()
     assert not at.exception
     assert metric(at, "F(C)") != before
 
 
-def test_editing_changes_the_figures_and_undo_restores_them():
-    at = app("pages/1_Circuit_editor.py")
+def test_editing_changes_the_figures_and_undo_restores_them(dash):
+    at = dash.open("pages/1_Circuit_editor.py")
     before = metric(at, "Faithfulness")
-    history = at.session_state["history::demo::preset: ioi-demo"]
+    history = dash.history(at)
     for h in list(history.current.classes[0].heads):  # knock out the most important class
         history.push(remove_head(history.current, h))
     at.run()
@@ -55,36 +46,38 @@ def test_editing_changes_the_figures_and_undo_restores_them():
     assert metric(at, "Faithfulness") == before
 
 
-def test_a_circuit_that_does_not_fit_the_model_is_explained():
-    at = app("dashboard.py", circuit_choice="preset: ioi-gpt2-small")
-    assert not at.exception
-    assert any("does not exist in this model" in e.value for e in at.error)
+def test_a_circuit_that_does_not_fit_the_model_is_explained_beside_the_figures(dash):
+    at = dash.open("dashboard.py", dash.view(circuit_from="preset: ioi-gpt2-small"))
+    assert not at.exception and not at.error
+    assert any("does not exist in this model" in w.value and "Showing 'preset: ioi-demo' instead" in w.value
+               for w in at.warning)
+    assert metric(at, "Faithfulness")  # the page goes on with the model's own circuit
+    assert dash.session(at).view.circuit_from == "preset: ioi-demo"
 
 
-def test_editor_background_is_the_one_pass_estimate_and_exact_values_come_from_a_job():
+def test_editor_background_is_the_one_pass_estimate_and_exact_values_come_from_a_job(dash):
     from circuit_core.attribution import ESTIMATE, EXACT
 
-    at = app("pages/1_Circuit_editor.py")
+    at = dash.open("pages/1_Circuit_editor.py")
     assert at.selectbox(key="edit_metric").value == ESTIMATE
     at.selectbox(key="edit_metric").set_value(EXACT).run()
     assert not at.exception and not at.error
-    jobs = at.session_state["_jobs"]
-    job = next(j for k, j in jobs.items() if k[0] == "exact")
+    job = dash.job(at, "exact")
     assert job.wait(120) and job.error is None
     assert len(job.result) == 16 and job.result.score.abs().max() > 0  # 4 x 4 heads, real effects
 
 
-def test_completeness_and_minimality_run_as_jobs():
+def test_completeness_and_minimality_run_as_jobs(dash):
     for page, kind in (("pages/3_Completeness.py", "completeness"), ("pages/4_Minimality.py", "minimality")):
-        at = app(page)
+        at = dash.open(page)
         assert not at.exception and not at.error, [e.value for e in at.error]
-        job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == kind)
+        job = dash.job(at, kind)
         assert job.wait(120) and job.result is not None
 
 
-def test_the_normalised_badge_shows_the_normalised_change():
-    at = app("pages/1_Circuit_editor.py")
-    history = at.session_state["history::demo::preset: ioi-demo"]
+def test_the_normalised_badge_shows_the_normalised_change(dash):
+    at = dash.open("pages/1_Circuit_editor.py")
+    history = dash.history(at)
     history.push(remove_head(history.current, history.current.classes[0].heads[0]))
     at.run()
     m = next(m for m in at.metric if m.label.startswith("Normalised"))
@@ -96,11 +89,11 @@ def test_the_normalised_badge_shows_the_normalised_change():
     assert m.delta != ratio.delta.replace("since last edit", "vs loaded circuit")
 
 
-def test_offline_gpt2_falls_back_to_the_demo_and_says_so(monkeypatch):
+def test_offline_gpt2_falls_back_to_the_demo_and_says_so(dash, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    at = AppTest.from_file("../dashboard.py", default_timeout=300).run()
+    at = dash.open("dashboard.py", query={})  # no address: the first model offered, gpt2
     assert not at.exception
-    assert at.session_state["model_choice"] == "demo"  # the sidebar names the model in use
+    assert dash.session(at).view.model.choice == "demo"  # the sidebar names the model in use
     assert any("using the bundled demo model" in w.value for w in at.sidebar.warning)
 
 
@@ -118,8 +111,8 @@ def test_charts_read_as_they_should():
     assert scale["domain"] == [0, 0.9] and "reverse" not in scale  # attention: sequential from 0
 
 
-def test_reference_set_choices_reach_the_figures_and_captions():
-    at = app("dashboard.py")
+def test_reference_set_choices_reach_the_figures_and_captions(dash):
+    at = dash.open("dashboard.py")
     before = metric(at, "F(C)")
     at.sidebar.number_input(key="ref_per_group").set_value(20).run()
     at.sidebar.number_input(key="ref_replicates").set_value(4).run()
@@ -131,10 +124,10 @@ def test_reference_set_choices_reach_the_figures_and_captions():
     assert any("%" in c.value and "95% CI [" in c.value for c in at.caption)  # ratio interval in percent
 
 
-def test_faithfulness_page_shows_intervals_worst_prompts_and_the_random_baseline():
-    at = app("pages/2_Faithfulness.py")
+def test_faithfulness_page_shows_intervals_worst_prompts_and_the_random_baseline(dash):
+    at = dash.open("pages/2_Faithfulness.py")
     assert not at.exception and not at.error
-    job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "baseline")
+    job = dash.job(at, "baseline")
     assert job.wait(120) and job.error is None and len(job.result.F_random) == 50
     at.run()
     text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
@@ -142,13 +135,13 @@ def test_faithfulness_page_shows_intervals_worst_prompts_and_the_random_baseline
     assert any(s.value == "Worst prompts" for s in at.subheader)
 
 
-def test_editor_patching_map_turns_into_membership_with_one_click():
+def test_editor_patching_map_turns_into_membership_with_one_click(dash):
     from circuit_core.patching import activation_patching, paired_dataset
     from ui.background import PATCH_NOISE, PATH_CLASS
 
-    at = app("pages/1_Circuit_editor.py")
+    at = dash.open("pages/1_Circuit_editor.py")
     at.selectbox(key="edit_metric").set_value(PATCH_NOISE).run()
-    job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "patching")
+    job = dash.job(at, "patching")
     assert job.wait(120) and job.error is None
     at.run()
     assert not at.exception and not at.error
@@ -156,7 +149,7 @@ def test_editor_patching_map_turns_into_membership_with_one_click():
     model = load_model("demo", device="cpu")
     direct = activation_patching(model, paired_dataset(model, Methodology(n=20, seed=10_000)), "noise")  # the editor's 20 pairs, on selection prompts
     assert torch_allclose(job.result.effects, direct.effects)
-    history = at.session_state["history::demo::preset: ioi-demo"]
+    history = dash.history(at)
     before = set(history.current.heads)
     at.number_input(key="patch_k").set_value(2).run()
     next(b for b in at.button if b.key == "patch_add").click().run()
@@ -169,16 +162,10 @@ def test_editor_patching_map_turns_into_membership_with_one_click():
     next(b for b in at.button if b.label.startswith("↶")).click().run()
     assert set(history.current.heads) == before  # one edit: one undo
     at.selectbox(key="edit_metric").set_value(PATH_CLASS).run()
-    path = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "path")
+    path = dash.job(at, "path")
     assert path.wait(120) and path.error is None
     at.run()
     assert not at.exception and not at.error
-
-
-def finish_jobs(at):
-    for job in list(at.session_state["_jobs"].values()):
-        assert job.wait(240) and job.error is None, job.error
-    return at.run()
 
 
 def torch_allclose(a, b):
@@ -187,24 +174,24 @@ def torch_allclose(a, b):
     return torch.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-def test_discovery_proposes_a_circuit_the_editor_can_take():
-    at = app("pages/1_Circuit_editor.py")
+def test_discovery_proposes_a_circuit_the_editor_can_take(dash):
+    at = dash.open("pages/1_Circuit_editor.py")
     at.number_input(key="disc_start").set_value(3).run()
     next(b for b in at.button if b.key == "disc_go").click().run()
-    job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "discover")
+    job = dash.job(at, "discover")
     assert job.wait(300) and job.error is None, job.error
     at.run()
     assert not at.exception and not at.error
     found = job.result
     assert "started from 3 heads" in found.circuit.notes
     next(b for b in at.button if b.key == "disc_take").click().run()
-    history = at.session_state["history::demo::preset: ioi-demo"]
+    history = dash.history(at)
     assert history.current.to_dict() == found.circuit.to_dict()
     next(b for b in at.button if b.label.startswith("↶")).click().run()
     assert history.current.name != found.circuit.name or history.current.to_dict() != found.circuit.to_dict()
 
 
-def test_colored_objects_end_to_end_on_a_model_folder(tmp_path):
+def test_colored_objects_end_to_end_on_a_model_folder(dash, tmp_path):
     """The issue's path for another task: a model folder, Colored Objects, the patching map, discovery's
     proposal taken into the editor, then the criteria pages on it. The model is the hand-wired one whose
     circuit is known (demo/train_task.py), so the proposal can be checked."""
@@ -212,29 +199,29 @@ def test_colored_objects_end_to_end_on_a_model_folder(tmp_path):
     from ui.background import PATCH_NOISE
 
     wire_colored_objects_model(tmp_path, seed=0)
-    at = app("pages/1_Circuit_editor.py", model_choice="local folder…", model_folder=str(tmp_path),
-             task="colored-objects", n=48, seed=4, ref_per_group=8, ref_replicates=0)
+    at = dash.open("pages/1_Circuit_editor.py", dash.view(folder=str(tmp_path), task="colored-objects", n=48, seed=4,
+                                                          ref_per_group=8, ref_replicates=0))
     assert not at.exception and not at.error, [e.value for e in at.error]
     at.selectbox(key="edit_metric").set_value(PATCH_NOISE).run()
-    job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "patching")
+    job = dash.job(at, "patching")
     assert job.wait(120) and job.error is None
     at.run()
     assert not at.exception and not at.error
     assert job.result.task == "colored-objects" and "QUERY" in job.result.roles
     next(b for b in at.button if b.key == "disc_go").click().run()
-    disc = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "discover")
+    disc = dash.job(at, "discover")
     assert disc.wait(300) and disc.error is None, disc.error
     at.run()
     next(b for b in at.button if b.key == "disc_take").click().run()
     assert not at.exception and not at.error
-    from ui.state import WHOLE_MODEL
+    from ui.circuits import WHOLE_MODEL
 
-    assert at.session_state["circuit_choice"] == WHOLE_MODEL  # no preset for this model: it starts from every head
-    history = at.session_state[f"history::{tmp_path}::{WHOLE_MODEL}::colored-objects"]
+    assert dash.session(at).view.circuit_from == WHOLE_MODEL  # no preset for this model: it starts from every head
+    history = dash.history(at, f"{WHOLE_MODEL}::colored-objects", model=str(tmp_path))
     assert {(l, h): p for l, h, p in history.current.nodes()} == {hd: r for hd, r in WIRED_COLORED_OBJECTS.values()}
     for page in ("2_Faithfulness.py", "3_Completeness.py", "4_Minimality.py"):  # beside the editor's page
         at.switch_page(page).run()
-        at = finish_jobs(at)
+        at = dash.finish_jobs(at)
         assert not at.exception and not at.error, (page, [e.value for e in at.error])
     at.switch_page("2_Faithfulness.py").run()
     assert 80 <= float(metric(at, "Faithfulness").rstrip("%")) <= 120

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from streamlit.testing.v1 import AppTest
 
 from circuit_core.ablation import Methodology
 from circuit_core.circuit import load_circuit
@@ -14,29 +13,18 @@ from circuit_core.evaluate import build_evaluator
 from circuit_core.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = "history::demo::preset: ioi-demo"
 # A methodology unlike the defaults in every field the address carries.
 VIEW = {"n": 60, "seed": 3, "mode": "ABBA", "ref_per_group": 10, "ref_replicates": 0, "ablation": "resample",
         "positions": "all"}
-
-
-def app(page: str, query: dict | None = None, **state) -> AppTest:
-    at = AppTest.from_file(f"../{page}", default_timeout=300)
-    at.query_params.update(query or {})
-    if not query:
-        at.session_state["model_choice"] = "demo"  # never the hub in tests
-    for k, v in state.items():
-        at.session_state[k] = v
-    return at.run()
 
 
 def metrics(at) -> dict:
     return {m.label: (m.value, m.delta) for m in at.metric} | {"captions": [c.value for c in at.caption]}
 
 
-def test_a_link_reproduces_the_view_to_the_last_digit():
-    at = app("pages/2_Faithfulness.py", **VIEW)
-    history = at.session_state[DEMO]
+def test_a_link_reproduces_the_view_to_the_last_digit(dash):
+    at = dash.open("pages/2_Faithfulness.py", dash.view(**VIEW))
+    history = dash.history(at)
     history.push(remove_head(history.current, history.current.heads[-1]))
     at.run()
     assert not at.exception, at.exception
@@ -45,37 +33,40 @@ def test_a_link_reproduces_the_view_to_the_last_digit():
                         ("ablation", "resample"), ("positions", "all"), ("task", "ioi"), ("model", "demo")]:
         assert params[name] == value, (name, params)
 
-    fresh = app("pages/2_Faithfulness.py", query=params)  # a new session: nothing but the address
+    fresh = dash.open("pages/2_Faithfulness.py", query=params)  # a new session: nothing but the address
     assert not fresh.exception and not fresh.error and not fresh.warning
     for key, value in VIEW.items():  # state -> URL -> state, every field
-        assert fresh.session_state[key] == value, key
-    assert fresh.session_state[DEMO].current.to_dict() == history.current.to_dict()
+        assert getattr(dash.session(fresh).view.methodology, key) == value, key
+    assert dash.history(fresh).current.to_dict() == history.current.to_dict()
     assert metrics(fresh) == metrics(at)  # every printed figure, interval and caption
 
 
 @pytest.mark.parametrize("query, says", [({"n": "5"}, "n=5"), ({"seed": "-1"}, "seed=-1"),
                                          ({"ablation": "mean;drop"}, "ablation=mean;drop"),
                                          ({"ref": "٣"}, "ref=٣")])
-def test_a_corrupted_link_gets_a_clear_message_and_the_defaults(query, says):
-    at = app("dashboard.py", query={"model": "demo", **query})
+def test_a_corrupted_link_gets_a_clear_message_and_the_defaults(dash, query, says):
+    at = dash.open("dashboard.py", query={"model": "demo", **query})
     assert not at.exception and not at.error
     assert any(says in w.value and "left at their defaults" in w.value for w in at.sidebar.warning)
-    assert at.session_state["n"] == 100 or "n" not in query
+    assert dash.session(at).view.methodology.n == 100 or "n" not in query
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.sampled_from(["n", "seed", "mode", "ref", "reps", "ablation", "positions", "task"]),
                        st.text(max_size=30), max_size=8))
 def test_any_address_gives_a_methodology_or_a_message(query):
-    from ui.state import methodology_from_query
+    from ui.view import View
 
-    values, bad = methodology_from_query(query)
-    assert len(values) + len(bad) == len(query)  # each setting used or named as refused
-    Methodology(**values)  # what is used always makes a methodology (widget keys are its field names)
+    view, bad = View.from_query(query)
+    used = view.to_query()
+    refused = {b.split("=")[0] for b in bad}
+    for name, text in query.items():  # each setting used as it is, or named as refused
+        same = used[name] == text or (text.isascii() and text.isdigit() and int(used[name]) == int(text))
+        assert same or name in refused, (name, text, bad)
 
 
-def test_the_share_link_names_the_page_and_every_setting():
-    at = app("pages/3_Completeness.py", **VIEW)
+def test_the_share_link_names_the_page_and_every_setting(dash):
+    at = dash.open("pages/3_Completeness.py", dash.view(**VIEW))
     link = at.sidebar.code[0].value if at.sidebar.code else next(c.value for c in at.code)
     for part in ["n=60", "seed=3", "ref=10", "reps=0", "ablation=resample", "positions=all", "model=demo"]:
         assert part in link, (part, link)
@@ -137,14 +128,14 @@ def test_the_bundle_has_markdown_figures_and_the_record(report):
         assert fig in names
 
 
-def test_the_report_page_shows_the_numbers_on_screen():
+def test_the_report_page_shows_the_numbers_on_screen(dash):
     from ui.report import to_html
 
-    home = app("dashboard.py")
+    home = dash.open("dashboard.py")
     on_screen = {m.label: m.value for m in home.metric}
-    at = app("pages/6_Report.py")
+    at = dash.open("pages/6_Report.py")
     for _ in range(60):  # the report is a background job
-        job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "report")
+        job = dash.job(at, "report")
         if job.wait(2):
             break
     at.run()
@@ -157,9 +148,9 @@ def test_the_report_page_shows_the_numbers_on_screen():
     assert on_screen["Faithfulness F(C)/F(M)"] in at.markdown[0].value  # the page's summary
 
 
-def test_presentation_mode_steps_through_the_criteria():
-    at = app("pages/6_Report.py")
-    job = next(j for k, j in at.session_state["_jobs"].items() if k[0] == "report")
+def test_presentation_mode_steps_through_the_criteria(dash):
+    at = dash.open("pages/6_Report.py")
+    job = dash.job(at, "report")
     assert job.wait(120)
     at.toggle(key="present").set_value(True).run()
     seen = []
@@ -174,11 +165,11 @@ def test_presentation_mode_steps_through_the_criteria():
     assert not at.exception
 
 
-def test_runs_are_logged_pinned_saved_and_reopened():
-    at = app("dashboard.py", **VIEW)
+def test_runs_are_logged_pinned_saved_and_reopened(dash):
+    at = dash.open("dashboard.py", dash.view(**VIEW))
     at.switch_page("pages/7_Runs.py").run()
     assert not at.exception, at.exception
-    runs = at.session_state["_runs"]
+    runs = dash.session(at).runs
     assert len(runs) == 1 and runs[0].kind == "faithfulness" and runs[0].methodology.n == 60
     assert at.dataframe or at.get("arrow_data_frame")  # the runs table
 
@@ -189,29 +180,29 @@ def test_runs_are_logged_pinned_saved_and_reopened():
     circuit.name = "edited demo"
     record = run_record(build_evaluator(load_model("demo", device="cpu"), runs[0].methodology), circuit,
                         {"faithfulness": runs[0].result})
-    other = app("pages/7_Runs.py")
+    other = dash.open("pages/7_Runs.py")
     other.file_uploader(key="reopen").set_value(("run.json", json.dumps(record).encode(), "application/json")).run()
     next(b for b in other.button if b.label == "Open it").click().run()
     assert not other.exception and not other.error, other.error
     for key, value in VIEW.items():
-        assert other.session_state[key] == value, key
-    assert other.session_state["circuit_choice"] == "reopened: edited demo"
-    assert other.session_state["history::demo::reopened: edited demo"].current.to_dict() == circuit.to_dict()
+        assert getattr(dash.session(other).view.methodology, key) == value, key
+    assert dash.session(other).view.circuit_from == "reopened: edited demo"
+    assert dash.history(other, "reopened: edited demo").current.to_dict() == circuit.to_dict()
 
-    bad = app("pages/7_Runs.py")
+    bad = dash.open("pages/7_Runs.py")
     bad.file_uploader(key="reopen").set_value(("run.json", b'{"methodology": 3}', "application/json")).run()
     next(b for b in bad.button if b.label == "Open it").click().run()
     assert not bad.exception and "not a run record" in bad.error[0].value
 
 
-def test_an_eap_ig_graph_uploads_as_a_circuit():
+def test_an_eap_ig_graph_uploads_as_a_circuit(dash):
     from circuit_core.interchange import to_eap_graph
 
     demo = load_circuit(ROOT / "data" / "circuits" / "ioi-demo.json")
     graph = to_eap_graph(demo, {"n_layers": 4, "n_heads": 4}, keep_circuit=False)  # as EAP-IG writes it
-    at = app("dashboard.py")
+    at = dash.open("dashboard.py")
     at.sidebar.file_uploader(key="upload").set_value(("found.json", json.dumps(graph).encode(), "application/json")).run()
     assert not at.exception and not at.error
-    assert at.session_state["circuit_choice"] == "uploaded: found"
-    got = at.session_state["history::demo::uploaded: found"].current
+    assert dash.session(at).view.circuit_from == "uploaded: found"
+    got = dash.history(at, "uploaded: found").current
     assert sorted(got.heads) == sorted(demo.heads) and {c.position for c in got.classes} == {"END"}

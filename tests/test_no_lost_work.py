@@ -13,7 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui.headline
-import ui.state as state
+import ui.circuits as circuits
+import ui.serve as serving
 from circuit_core.circuit import Circuit, CircuitError, load_circuit
 from circuit_core.editing import add_class, remove_class, remove_head, toggle_head
 from circuit_core.links import MAX_ENCODED, PREFIX, decode_circuit, encode_circuit, encode_payload
@@ -21,17 +22,6 @@ from circuit_core.models import DEMO_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "data" / "circuits").glob("*.json"))
-DEMO = "history::demo::preset: ioi-demo"
-
-
-def app(page: str, query: dict | None = None, **state_) -> AppTest:
-    at = AppTest.from_file(f"../{page}", default_timeout=300)
-    at.query_params.update(query or {})
-    if not query:
-        at.session_state["model_choice"] = "demo"  # never the hub in tests
-    for k, v in state_.items():
-        at.session_state[k] = v
-    return at.run()
 
 
 def button(at: AppTest, label: str):
@@ -45,18 +35,18 @@ def texts(at: AppTest) -> str:
 
 @pytest.fixture
 def saved_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(state, "SAVED_DIR", tmp_path)
+    monkeypatch.setattr(circuits, "SAVED_DIR", tmp_path)
     return tmp_path
 
 
 # --- saving -----------------------------------------------------------------------------------------
 def test_save_refuses_to_overwrite_unless_told(saved_dir):
     c = load_circuit(PRESETS[0])
-    path = state.save_circuit(c, "mine")
-    with pytest.raises(state.AlreadySaved):
-        state.save_circuit(remove_head(c, c.heads[0]), "mine")
+    path = circuits.save_circuit(c, "mine")
+    with pytest.raises(circuits.AlreadySaved):
+        circuits.save_circuit(remove_head(c, c.heads[0]), "mine")
     assert load_circuit(path).heads == c.heads  # untouched
-    state.save_circuit(remove_head(c, c.heads[0]), "mine", overwrite=True)
+    circuits.save_circuit(remove_head(c, c.heads[0]), "mine", overwrite=True)
     assert load_circuit(path).heads == c.heads[1:]
     assert sorted(p.name for p in saved_dir.iterdir()) == ["mine.json"]  # no temporary files left
 
@@ -64,28 +54,28 @@ def test_save_refuses_to_overwrite_unless_told(saved_dir):
 def test_distinct_names_never_share_a_file(saved_dir):
     c = load_circuit(PRESETS[0])
     names = ["my circuit", "my-circuit", "my_circuit", "my circuit (2)", "My.circuit+v2"]
-    paths = [state.save_circuit(c, n) for n in names]
+    paths = [circuits.save_circuit(c, n) for n in names]
     assert len(set(paths)) == len(names) and all(load_circuit(p).name == n for p, n in zip(paths, names))
     for bad in ["my/circuit", "../up", ".hidden", "", "   ", "a\\b", "naïve", "x" * 81, "trailing."]:
         with pytest.raises(CircuitError):
-            state.save_circuit(c, bad)
+            circuits.save_circuit(c, bad)
     with pytest.raises(CircuitError, match="differs in more than case"):
-        state.save_circuit(c, "MY CIRCUIT")
+        circuits.save_circuit(c, "MY CIRCUIT")
     assert len(list(saved_dir.iterdir())) == len(names)
 
 
 def test_saving_keeps_the_edited_circuit_as_it_is(saved_dir):
     c = load_circuit(PRESETS[0])
     before = c.to_dict()
-    state.save_circuit(c, "a copy")
+    circuits.save_circuit(c, "a copy")
     assert c.to_dict() == before and load_circuit(saved_dir / "a copy.json").name == "a copy"
 
 
-def test_editor_asks_before_overwriting_and_renaming_is_an_edit(saved_dir):
-    at = app("pages/1_Circuit_editor.py")
-    history = at.session_state[DEMO]
+def test_editor_asks_before_overwriting_and_renaming_is_an_edit(dash, saved_dir):
+    at = dash.open("pages/1_Circuit_editor.py")
+    history = dash.history(at)
     name = history.current.name
-    at.text_input(key=f"save-name-{DEMO}").input("my copy").run()
+    at.text_input(key="save-name-demo::preset: ioi-demo").input("my copy").run()
     button(at, "Save circuit").click().run()
     assert any("Saved as 'my copy'" in s.value for s in at.success)
     first = (saved_dir / "my copy.json").read_text()
@@ -117,12 +107,12 @@ def upload(at: AppTest, file_name: str, circuit: dict) -> AppTest:
         (file_name, json.dumps(circuit).encode(), "application/json")).run()
 
 
-def test_each_upload_keeps_its_own_history():
-    at = app("dashboard.py")
+def test_each_upload_keeps_its_own_history(dash):
+    at = dash.open("dashboard.py")
     demo = load_circuit(PRESETS[0]).to_dict()
     upload(at, "first.json", {**demo, "name": "first"})
-    assert at.session_state["circuit_choice"] == "uploaded: first"
-    first = at.session_state["history::demo::uploaded: first"]
+    assert dash.session(at).view.circuit_from == "uploaded: first"
+    first = dash.history(at, "uploaded: first")
     first.push(remove_head(first.current, first.current.heads[0]))
     edited = first.current.to_dict()
 
@@ -130,39 +120,39 @@ def test_each_upload_keeps_its_own_history():
     upload(at, "first.json", {**demo, "name": "another first"})  # same file name, other content
     options = at.sidebar.selectbox(key="circuit_choice").options
     assert {"uploaded: first", "uploaded: second", "uploaded: first (2)"} <= set(options)
-    assert at.session_state["circuit_choice"] == "uploaded: first (2)"
-    assert at.session_state["history::demo::uploaded: first"].current.to_dict() == edited  # kept
+    assert dash.session(at).view.circuit_from == "uploaded: first (2)"
+    assert dash.history(at, "uploaded: first").current.to_dict() == edited  # kept
 
     upload(at, "again.json", {**demo, "name": "first"})  # the first upload's content again: its entry
-    assert at.session_state["circuit_choice"] == "uploaded: first"
-    assert at.session_state["history::demo::uploaded: first"].current.to_dict() == edited
+    assert dash.session(at).view.circuit_from == "uploaded: first"
+    assert dash.history(at, "uploaded: first").current.to_dict() == edited
     assert not at.exception and not at.error
 
 
-def test_a_reload_brings_back_the_edited_circuit():
-    at = app("dashboard.py")
-    history = at.session_state[DEMO]
+def test_a_reload_brings_back_the_edited_circuit(dash):
+    at = dash.open("dashboard.py")
+    history = dash.history(at)
     history.push(remove_head(history.current, history.current.heads[0]))
     at.run()
     params = dict(at.query_params)
     assert params["model"] == "demo" and params["from"] == "preset: ioi-demo" and params["circuit"]
     f_c = next(m.value for m in at.metric if m.label.startswith("F(C)"))
 
-    fresh = app("dashboard.py", query=params)  # a new session: nothing but the address
+    fresh = dash.open("dashboard.py", query=params)  # a new session: nothing but the address
     assert not fresh.exception and not fresh.warning and not fresh.error
-    assert fresh.session_state["model_choice"] == "demo"
-    restored = fresh.session_state[DEMO]
+    assert dash.session(fresh).view.model.choice == "demo"
+    restored = dash.history(fresh)
     assert restored.current.to_dict() == history.current.to_dict()
     assert restored.can_undo and restored.past[0].to_dict() == load_circuit(PRESETS[0]).to_dict()
     assert next(m.value for m in fresh.metric if m.label.startswith("F(C)")) == f_c
 
 
-def test_a_reload_brings_back_an_upload():
-    at = app("dashboard.py")
+def test_a_reload_brings_back_an_upload(dash):
+    at = dash.open("dashboard.py")
     upload(at, "mine.json", {**load_circuit(PRESETS[0]).to_dict(), "name": "mine"})
-    fresh = app("dashboard.py", query=dict(at.query_params))
-    assert fresh.session_state["circuit_choice"] == "uploaded: mine"
-    assert fresh.session_state["history::demo::uploaded: mine"].current.name == "mine"
+    fresh = dash.open("dashboard.py", query=dict(at.query_params))
+    assert dash.session(fresh).view.circuit_from == "uploaded: mine"
+    assert dash.history(fresh, "uploaded: mine").current.name == "mine"
 
 
 @pytest.mark.parametrize("param, says", [
@@ -171,12 +161,12 @@ def test_a_reload_brings_back_an_upload():
     ("somebody else's state", "not hold a circuit"),
     (encode_circuit(load_circuit(ROOT / "data/circuits/ioi-gpt2-small.json")), "does not exist in this model"),
 ])
-def test_a_bad_circuit_in_the_address_gives_a_warning_and_the_normal_circuit(param, says):
-    at = app("dashboard.py", query={"model": "demo", "from": "preset: ioi-demo", "circuit": param})
+def test_a_bad_circuit_in_the_address_gives_a_warning_and_the_normal_circuit(dash, param, says):
+    at = dash.open("dashboard.py", query={"model": "demo", "from": "preset: ioi-demo", "circuit": param})
     assert not at.exception and not at.error
     assert any(says in w.value and "could not be brought back" in w.value for w in at.warning), \
         [w.value for w in at.warning]
-    assert at.session_state["circuit_choice"] == "preset: ioi-demo"
+    assert dash.session(at).view.circuit_from == "preset: ioi-demo"
     assert "circuit" not in at.query_params  # the bad parameter is dropped from the address
 
 
@@ -234,15 +224,15 @@ def test_links_reject_anything_else_with_a_circuit_error():
 
 
 # --- a failed computation ----------------------------------------------------------------------------------
-def test_a_failed_computation_keeps_the_last_figures_with_the_error(monkeypatch):
-    at = app("dashboard.py")
+def test_a_failed_computation_keeps_the_last_figures_with_the_error(dash, monkeypatch):
+    at = dash.open("dashboard.py")
     before = next(m.value for m in at.metric if m.label.startswith("F(C)"))
 
     def fail(ctx, circuit=None):
         raise RuntimeError("out of memory in /srv/secret/place")
 
     monkeypatch.setattr(ui.headline, "faithfulness_of", fail)
-    history = at.session_state[DEMO]
+    history = dash.history(at)
     history.push(remove_head(history.current, history.current.heads[0]))
     at.run()
     assert not at.exception
@@ -255,13 +245,13 @@ def test_a_failed_computation_keeps_the_last_figures_with_the_error(monkeypatch)
 def serve(tmp_path, monkeypatch, models: dict) -> Path:
     cfg = tmp_path / "serve.toml"
     cfg.write_text("[models]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in models.items()))
-    monkeypatch.setenv(state.SERVE_ENV, str(cfg))
+    monkeypatch.setenv(serving.SERVE_ENV, str(cfg))
     return cfg
 
 
-def test_serve_mode_offers_only_the_allowed_models_and_names_no_path(tmp_path, monkeypatch):
+def test_serve_mode_offers_only_the_allowed_models_and_names_no_path(dash, tmp_path, monkeypatch):
     serve(tmp_path, monkeypatch, {"demo": "demo", "lab model": str(DEMO_MODEL_DIR)})
-    at = app("dashboard.py", model_choice="local folder…")  # a choice this server does not offer
+    at = dash.open("dashboard.py", query={"model": "local folder…"})  # a choice this server does not offer
     assert not at.exception and not at.error
     assert at.sidebar.selectbox(key="model_choice").options == ["demo", "lab model"]
     assert not at.text_input  # no free-text folder
@@ -271,21 +261,21 @@ def test_serve_mode_offers_only_the_allowed_models_and_names_no_path(tmp_path, m
     assert at.query_params["model"] == "lab model"
 
 
-def test_serve_mode_errors_do_not_tell_which_server_paths_exist(tmp_path, monkeypatch):
+def test_serve_mode_errors_do_not_tell_which_server_paths_exist(dash, tmp_path, monkeypatch):
     (tmp_path / "exists").mkdir()
     serve(tmp_path, monkeypatch, {"demo": "demo", "gone": "/no/such/secret", "empty": str(tmp_path / "exists")})
     messages = []
     for label in ("gone", "empty"):
-        at = app("dashboard.py", model_choice=label)
+        at = dash.open("dashboard.py", query={"model": label})
         assert not at.exception
         messages.append([e.value for e in at.error])
         assert "secret" not in texts(at) and str(tmp_path) not in texts(at)
     assert messages[0] == [m.replace("'empty'", "'gone'") for m in messages[1]]  # the same words either way
 
 
-def test_an_unusable_serve_configuration_stops_the_dashboard(tmp_path, monkeypatch):
-    monkeypatch.setenv(state.SERVE_ENV, str(tmp_path / "missing.toml"))
-    at = app("dashboard.py")
+def test_an_unusable_serve_configuration_stops_the_dashboard(dash, tmp_path, monkeypatch):
+    monkeypatch.setenv(serving.SERVE_ENV, str(tmp_path / "missing.toml"))
+    at = dash.open("dashboard.py", query={})
     assert not at.exception and not at.metric
     assert any("serving configuration" in e.value for e in at.error) and str(tmp_path) not in texts(at)
 

@@ -72,7 +72,7 @@ def selection_seed(ctx: Context) -> int:
     from circuit_core.selection import Selection
 
     default = Selection().seed_for(ctx.methodology)
-    seed = int(st.session_state.get(selection_seed_key(ctx), default))
+    seed = int(ctx.session.widget(selection_seed_key(ctx), default))
     return default if seed == ctx.methodology.seed else seed  # the widget says it is refused; maps keep going
 
 

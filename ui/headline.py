@@ -82,15 +82,14 @@ def figures_or_last(ctx: Context) -> tuple[dict | None, bool]:
     """(figures, fresh): the current circuit's figures; when computing them fails, an error saying why
     and the last figures this session had for this circuit entry (None if none), so a failed
     computation leaves the figures on screen with the error beside them instead of a blank page."""
-    key = f"last-figures::{ctx.circuit_key}"
     try:
         f = with_reference_noise(ctx, faithfulness_of(ctx))
     except Exception as e:  # Streamlit's stop and rerun are BaseExceptions: they pass through
         logging.getLogger(__name__).exception("headline figures failed")
         why = str(e) if isinstance(e, (ValueError, TaskError)) else f"{type(e).__name__} (details in the server's log)"
-        last = st.session_state.get(key)
+        last = ctx.edits.last_figures
         st.error(f"The figures for this circuit could not be computed: {why}"
                  + ("  \nShown: the last figures that could be computed, for an earlier circuit or setting." if last else ""))
         return last, False
-    st.session_state[key] = f
+    ctx.edits.last_figures = f
     return f, True

@@ -53,7 +53,9 @@ class Job:
 
 
 def _jobs() -> dict:
-    return st.session_state.setdefault("_jobs", {})
+    from ui.session import Session
+
+    return Session.current().jobs
 
 
 def start(key, label: str, fn: Callable[[Job], Any]) -> Job:

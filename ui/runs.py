@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
+from ui.session import Session
+
 MAX_RUNS = 200  # unpinned runs kept per session; the oldest go first
 
 
@@ -33,7 +35,7 @@ class Run:
 
 
 def runs() -> list[Run]:
-    return st.session_state.setdefault("_runs", [])
+    return Session.current().runs
 
 
 def log(kind: str, ctx, summary: dict, result: dict) -> None:
