@@ -225,3 +225,29 @@ def test_colored_objects_end_to_end_on_a_model_folder(dash, tmp_path):
         assert not at.exception and not at.error, (page, [e.value for e in at.error])
     at.switch_page("2_Faithfulness.py").run()
     assert 80 <= float(metric(at, "Faithfulness").rstrip("%")) <= 120
+
+
+@pytest.mark.parametrize("task", ["colored-objects", "acronyms"])
+def test_a_task_the_model_cannot_run_says_which_models_can(dash, task):
+    at = dash.open("dashboard.py", dash.view(task=task))
+    assert not at.exception and not at.error  # an explanation, not a red failure
+    assert any("cannot run on" in w.value for w in at.warning)
+    assert any("GPT-2's tokenizer" in i.value and "Choose another task or model" in i.value for i in at.info)
+
+
+def test_a_model_of_the_papers_shape_starts_from_the_papers_circuit_with_a_notice(dash, tmp_path):
+    from circuit_core.toy import save_random_gpt2
+    from ui.circuits import default_circuit_choice, circuit_files, WHOLE_MODEL
+
+    class Shape:  # a model is read here only for its name, source and shape
+        name, source, n_layers, n_heads = "/models/mine", "folder", 12, 12
+
+    entry, note = default_circuit_choice(Shape(), circuit_files("ioi"))
+    assert entry == "preset: ioi-gpt2-small" and "made for gpt2" in note
+    Shape.n_layers = 3
+    assert default_circuit_choice(Shape(), circuit_files("ioi"))[0] == WHOLE_MODEL  # never another shape's circuit
+    save_random_gpt2(tmp_path, n_layer=12, n_head=12, n_embd=48, seed=0)
+    at = dash.open("dashboard.py", dash.view(folder=str(tmp_path), n=20, ref_per_group=2, ref_replicates=0))
+    assert not at.exception and not at.error
+    assert dash.session(at).view.circuit_from == "preset: ioi-gpt2-small"
+    assert any("made for gpt2" in c.value for c in at.sidebar.caption)

@@ -331,3 +331,17 @@ def test_the_scan_finds_what_it_looks_for(tmp_path):
     found = unsafe_calls(sample)
     assert [f.split(": ", 1)[1] for f in found] == ["pickle", "eval(", "torch.load without weights_only=True",
                                                    "yaml.load"]
+
+
+def test_upload_errors_show_where_the_page_starts_and_the_page_goes_on(dash):
+    at = dash.open("dashboard.py")
+    upload(at, "broken.json", {"name": "x", "classes": "not a list"})
+    assert not at.exception
+    assert any("broken.json" in e.value and "not taken in" in e.value for e in at.main.error)  # not only the sidebar
+    assert at.metric  # the figures stay
+    demo = load_circuit(PRESETS[0]).to_dict()
+    far = {**demo, "name": "too big", "classes": [{**demo["classes"][0], "heads": [[10, 0]]}]}
+    upload(at, "far.json", far)
+    assert not at.exception and not at.error
+    assert any("does not exist in this model" in w.value and "instead" in w.value for w in at.warning)
+    assert at.metric and dash.session(at).view.circuit_from == "preset: ioi-demo"

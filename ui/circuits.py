@@ -44,8 +44,11 @@ def _header(path: Path) -> dict | None:
 def _read_header(path: str, mtime: int, size: int) -> dict | None:
     try:
         d = json.loads(Path(path).read_bytes()[: 1 << 20])
-        return {k: d.get(k) for k in ("task", "model")} if isinstance(d, dict) else None
-    except (OSError, ValueError):
+        if not isinstance(d, dict):
+            return None
+        heads = sum(len(c.get("heads", [])) for c in d.get("classes", []) if isinstance(c, dict))
+        return {"task": d.get("task"), "model": d.get("model"), "heads": heads}
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 
@@ -77,7 +80,8 @@ def default_circuit_choice(model, files: dict[str, Path], task: str = "ioi") -> 
     view is never an error about a circuit the user did not pick, nor another shape's circuit."""
     want = "demo" if model.source == "demo" else model.name
     shape = (model.n_layers, model.n_heads)
-    heads = {k: _header(p) or {} for k, p in files.items()}
+    # Within each rule the largest circuit first: the paper's full claim before its naive baseline.
+    heads = dict(sorted(((k, _header(p) or {}) for k, p in files.items()), key=lambda kv: -(kv[1].get("heads") or 0)))
     for key, head in heads.items():
         if head.get("model") == want and _fits(files[key], model, task):
             return key, None

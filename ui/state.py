@@ -13,6 +13,7 @@ import streamlit as st
 from circuit_core.ablation import Methodology
 from circuit_core.circuit import Circuit
 from circuit_core.models import load_model, load_model_or_demo
+from circuit_core.tasks import TaskError, get_task
 from ui.session import Session
 from ui.view import View
 
@@ -99,10 +100,16 @@ def circuit_json(c: Circuit) -> str:
 
 
 def require_evaluator(ctx: Context):
+    """The page's evaluator; a task this model cannot run stops the page with what can run it."""
     try:
         return get_evaluator(ctx.model_key, ctx.methodology)
     except TaskError as e:
-        st.error(str(e))
+        task = get_task(ctx.methodology.task)
+        st.warning(f"**{task.title} cannot run on {ctx.model.name}.** {e}")
+        st.info(f"{task.title} needs its words as single tokens of the model's tokenizer. GPT-2's tokenizer has "
+                "them: gpt2, gpt2-medium and any model folder with GPT-2's tokenizer run it; another tokenizer is "
+                "checked when its model is chosen. The bundled demo model knows only the IOI task's words. Choose "
+                "another task or model in the sidebar: circuits and edits are kept.")
         st.stop()
 
 
