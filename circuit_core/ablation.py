@@ -14,6 +14,7 @@ from enum import Enum
 import torch
 
 from .circuit import ALL_POSITIONS
+from .resampling import group_counts, resample_sources
 
 Node = tuple[int, int, str]
 
@@ -190,7 +191,7 @@ def _compute(model, dataset, kind: Ablation, seed: int, draws: list[int]) -> lis
     if kind is Ablation.RESAMPLE:
         return _resample_tables(model, dataset, seed, draws)
     weights = [torch.ones(len(dataset.reference_tokens)) if b == 0 else
-               _bootstrap_weights(dataset.ref_groups, torch.Generator().manual_seed(seed * 1000 + 6 + b))
+               group_counts(dataset.ref_groups, torch.Generator().manual_seed(seed * 1000 + 6 + b))
                for b in draws]
     shape = (seq, model.n_layers, model.n_heads, model.d_head)
     if kind is Ablation.MEAN:  # streamed: per-group sums, never every reference prompt's z at once
@@ -215,7 +216,7 @@ def _compute(model, dataset, kind: Ablation, seed: int, draws: list[int]) -> lis
 
 def _resample_tables(model, dataset, seed: int, draws: list[int]) -> list[Table]:
     """RESAMPLE: the z of only the reference prompts some draw uses, in one table all draws share."""
-    sources = [_resample_sources(dataset, torch.Generator().manual_seed(seed if b == 0 else seed * 1000 + 7 + b))
+    sources = [resample_sources(dataset, torch.Generator().manual_seed(seed if b == 0 else seed * 1000 + 7 + b))
                for b in draws]
     used, rows = torch.unique(torch.cat(sources), return_inverse=True)
     values = reference_z(model, dataset.reference_tokens[used])
@@ -365,36 +366,6 @@ def shared_tables(model, dataset, methodology: Methodology) -> list[Table]:
     """`ablation_tables(model, dataset, methodology, methodology.ref_replicates)`, through the process's
     table cache: the same tensors for every evaluator whose values are the same."""
     return TABLES.tables(model, dataset, methodology)
-
-
-def _bootstrap_weights(groups: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Multinomial counts: each group's members resampled with replacement, as many as it has."""
-    w = torch.zeros(len(groups))
-    for g in groups.unique():
-        members = torch.nonzero(groups == g).flatten()
-        picks = members[torch.randint(len(members), (len(members),), generator=gen)]
-        w.index_add_(0, picks, torch.ones(len(picks)))
-    return w
-
-
-def _resample_sources(dataset, gen: torch.Generator) -> torch.Tensor:
-    """RESAMPLE: each prompt takes a different reference prompt of its own group when there is one."""
-    n = dataset.n
-    source = torch.empty(n, dtype=torch.long)
-    if not dataset.paired:  # an independent set: any reference prompt of the group, drawn uniformly
-        for g in dataset.groups.unique():
-            members = torch.nonzero(dataset.groups == g).flatten()
-            pool = torch.nonzero(dataset.ref_groups == g).flatten()
-            source[members] = pool[torch.randint(len(pool), (len(members),), generator=gen)]
-        return source
-    for g in dataset.groups.unique():
-        members = torch.nonzero(dataset.groups == g).flatten()
-        if len(members) == 1:
-            source[members] = members
-            continue
-        shift = torch.randint(1, len(members), (len(members),), generator=gen)
-        source[members] = members[(torch.arange(len(members)) + shift) % len(members)]
-    return source
 
 
 def _row_of(groups: torch.Tensor, table_groups: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .circuit import ALL_POSITIONS, Head, head_name
 from .evaluate import Cancelled
+from .resampling import prompt_counts_torch
 
 DIRECTIONS = ("denoise", "noise")
 INPUTS = ("q", "k", "v", "qkv")
@@ -99,14 +100,6 @@ def _check_paired(dataset):
         raise PatchingError("some corrupted twins equal their clean prompts: nothing to patch")
 
 
-def _boot_counts(n: int, draws: int, seed: int) -> torch.Tensor:
-    """[draws, n] multinomial counts: each row one bootstrap resample of the prompt pairs. (completeness.py
-    draws the same in numpy, a row at a time; here every cell shares one weight matrix, so a matmul does it.)"""
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (draws, n), generator=gen)
-    return torch.zeros(draws, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones(draws, n, dtype=torch.float64))
-
-
 def _effects(patched: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor, direction: str,
              draws: int, seed: int):
     """Point effects [cells] and 95% intervals from per-prompt metrics: patched [cells, N]."""
@@ -117,7 +110,7 @@ def _effects(patched: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor
         return sign * (p - (k if direction == "denoise" else c)) / (c - k)
 
     point = ratio(patched.mean(1), clean.mean(), corrupted.mean())
-    W = _boot_counts(n, draws, seed) / n  # [B, N]: the same resampled pairs for every cell and both means
+    W = prompt_counts_torch(n, draws, seed) / n  # [B, N]: the same resampled pairs for every cell and both means
     pb, cb, kb = patched @ W.T, W @ clean, W @ corrupted  # [cells, B], [B], [B]
     boots = ratio(pb, cb[None], kb[None])
     if not len(boots):  # no cells (path patching into layer 0: no sender precedes it)

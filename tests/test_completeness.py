@@ -334,7 +334,7 @@ def test_every_point_and_bar_carries_its_intervals(tiny_evaluator):
 
 
 def test_joint_intervals_keep_only_the_spread_of_the_reference_replicates():
-    from circuit_core.completeness import diff_intervals, mean_intervals
+    from circuit_core.resampling import diff_intervals, mean_intervals
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(1, 1, (3, 200)), rng.normal(0, 1, (3, 200))
