@@ -11,7 +11,7 @@ differences is in `resampling.py`. The greedy search lives in `search.py`; it ch
 (`selection.py`) and the sets it chose are reported on the page's prompts.
 
 Long runs report progress(done, total) in greedy steps and check should_stop() between steps; when
-it says stop they return the partial result with `cancelled=True` (they do not raise).
+it says stop they return the partial result with `cancelled=True` (progress.py's contract).
 
     >>> c = completeness(evaluator, circuit, n_random=10, greedy_runs=10)
     >>> c.table.sort_values("incompleteness").tail()
@@ -29,7 +29,8 @@ from .ablation import NodeSet
 from .circuit import Circuit, CircuitError, Head, head_name, parse_head, snippet
 from .criteria import interval_method
 from .resampling import STUDENTISED, diff_intervals, mean_intervals
-from .search import Progress, Search, StopCheck, best_per_run, budget, greedy_search
+from .progress import Progress, StopCheck
+from .search import Search, best_per_run, budget, greedy_search
 from .selection import Selection, selection_evaluator
 from .verdicts import Verdict, abs_interval, at_most, overall
 

@@ -50,7 +50,7 @@ import pandas as pd
 from .ablation import NodeSet
 from .circuit import ALL_POSITIONS, Circuit, CircuitClass, Head, head_name
 from .criteria import Faithfulness, faithfulness
-from .evaluate import Cancelled
+from .progress import raise_if_stopped
 from .selection import Selection, selection_evaluator
 from . import heads as hs
 
@@ -232,7 +232,7 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     bringing F(C) closest to F(M), at all positions) until they are; pruning follows as usual.
 
     progress(done, total) counts node sets (total is an upper bound that shrinks as pruning
-    goes); should_stop() is checked between steps and raises evaluate.Cancelled when true.
+    goes); should_stop() is checked between steps and raises progress.Cancelled when true.
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1] (got {threshold}).")
@@ -249,8 +249,7 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
 
     def F(sets: list[NodeSet]) -> list[float]:
         nonlocal done
-        if should_stop is not None and should_stop():
-            raise Cancelled("circuit discovery cancelled")
+        raise_if_stopped(should_stop, "circuit discovery cancelled")
         base = done
         sub = (lambda d, t: progress(base + d * len(sets) // t, total)) if progress else None
         out = evaluator.F(sets, sub)

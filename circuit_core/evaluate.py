@@ -24,25 +24,19 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from .ablation import Methodology, NodeSet, keep_mask, shared_tables, storage_bytes, values_key
 from .circuit import ALL_POSITIONS
-
-Progress = Callable[[int, int], None]
-StopCheck = Callable[[], bool]
+from .progress import Cancelled, Progress, StopCheck, stop_requested  # noqa: F401  (Cancelled: callers catch it from here)
 
 KEPT, ABLATED = "K", "A"  # a head kept / ablated at every position; else ("k" | "a", roles)
 
 # Bounds of what one evaluator keeps besides its tables (GPT-2 small: a memo key is about 2 KB).
 MEMO_BYTES, MEMO_ENTRIES = 128 << 20, 50_000  # results of an evaluator, its replicates and variants
 MAX_PREFIXES = 200_000  # prefix ids (about 200 bytes each) before they start over
-
-
-class Cancelled(Exception):
-    """Raised when a `should_stop()` callback says so; results finished before it are kept."""
 
 
 def layer_keys(node_set: NodeSet, n_layers: int, n_heads: int) -> tuple:
@@ -319,7 +313,7 @@ class Evaluator:
                 progress(done[0], total)
             if len(chunks) == 1 or prompts[-1] == n - 1:
                 self._memo.put((self._memo_tag, key), results[key])  # complete: every chunk done (chunks run in order)
-            if should_stop is not None and should_stop() and done[0] < total:
+            if stop_requested(should_stop) and done[0] < total:
                 raise Cancelled()
 
         with torch.no_grad():

@@ -29,7 +29,8 @@ from .completeness import (FCache, abs_columns, c_minus, frame_records, heads_la
                            replicate_values, trace_frame)
 from .criteria import interval_method
 from .resampling import STUDENTISED, diff_intervals
-from .search import Progress, Search, StopCheck, best_per_run, budget, greedy_search
+from .progress import Progress, StopCheck
+from .search import Search, best_per_run, budget, greedy_search
 from .selection import Selection, selection_evaluator
 from .verdicts import Verdict, at_least, overall
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .circuit import ALL_POSITIONS, Head, head_name
-from .evaluate import Cancelled
+from .progress import raise_if_stopped
 from .resampling import prompt_counts_torch
 
 DIRECTIONS = ("denoise", "noise")
@@ -151,8 +151,7 @@ class _Steps:
         self.progress, self.should_stop, self.done, self.total = progress, should_stop, 0, 0
 
     def before(self):
-        if self.should_stop is not None and self.should_stop():
-            raise Cancelled("patching cancelled")
+        raise_if_stopped(self.should_stop, "patching cancelled")
 
     def after(self):
         self.done += 1
