@@ -14,6 +14,7 @@ from enum import Enum
 import torch
 
 from .circuit import ALL_POSITIONS
+from .hooks import every_layer
 from .resampling import group_counts, resample_sources
 
 Node = tuple[int, int, str]
@@ -126,7 +127,7 @@ def reference_z_batches(model, tokens: torch.Tensor, batch_size: int = 64):
             for start in range(0, len(tokens), batch_size):
                 yield start, blocks.head_outputs(tokens[start : start + batch_size].to(model.device)).cpu()
         return
-    names = [f"blocks.{l}.attn.hook_z" for l in range(model.n_layers)]
+    names = every_layer(model.n_layers)
     for start in range(0, len(tokens), batch_size):
         store = {}
 

@@ -30,6 +30,7 @@ import torch
 
 from .ablation import Methodology, NodeSet, keep_mask, shared_tables, storage_bytes, values_key
 from .circuit import ALL_POSITIONS
+from .hooks import every_layer, hook_z
 from .progress import Cancelled, Progress, StopCheck, stop_requested  # noqa: F401  (Cancelled: callers catch it from here)
 
 KEPT, ABLATED = "K", "A"  # a head kept / ablated at every position; else ("k" | "a", roles)
@@ -198,7 +199,7 @@ class Evaluator:
         self._direction, self._bias = (direction.cpu(), bias.cpu()) if self.blocks else (None, None)
 
     def _hook_names(self):
-        return [f"blocks.{l}.attn.hook_z" for l in range(self.n_layers)]
+        return every_layer(self.n_layers)
 
     # --- public API ------------------------------------------------------------------------------
     @property
@@ -397,7 +398,7 @@ class Evaluator:
                 if all(st == KEPT for st in key[layer]):
                     continue
                 keep = layer_mask(key[layer], ds.positions, len(prompts), self.seq)
-                hooks.append((f"blocks.{layer}.attn.hook_z",
+                hooks.append((hook_z(layer),
                               lambda z, hook, keep=keep.to(self.device)[..., None], v=values[:, :, layer].to(self.device):
                               torch.where(keep, z, v.to(z.dtype))))
             with self.model.lock:

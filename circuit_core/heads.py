@@ -26,6 +26,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from .hooks import LN_FINAL_SCALE, every_layer, hook_layer
+
 PREV, DUP, IND = "previous token", "duplicate token", "induction"
 ATTN_PAIRS = {"attn END→IO": ("END", "IO"), "attn END→S1": ("END", "S1"), "attn END→S2": ("END", "S2"),
               "attn S2→S1": ("S2", "S1")}
@@ -81,12 +83,12 @@ def repeated_token_scores(model, n_seqs: int = 20, length: int | None = None, se
     tokens = repeated_tokens(model, n_seqs, length, seed)
     first = 1 if model.tokenizer.bos_token_id is not None else 0  # index of r_1
     T = (tokens.shape[1] - first) // 2
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.n_layers)]
+    names = every_layer(model.n_layers, "attn.hook_pattern")
     _check_hooks(model, names)
     scores = {m: torch.zeros(model.n_layers, model.n_heads) for m in (PREV, DUP, IND)}
 
     def grab(pattern, hook):  # pattern [batch, head, query, key]
-        layer = int(hook.name.split(".")[1])
+        layer = hook_layer(hook.name)
         p = pattern.detach().float().cpu()
         # diagonal(-d)[..., k] = pattern[k + d, k]
         scores[PREV][layer] = p.diagonal(-1, -2, -1)[..., first:].mean((0, 2))
@@ -106,9 +108,9 @@ def task_scores(model, dataset, batch_size: int = 64) -> pd.DataFrame:
     L, H = model.n_layers, model.n_heads
     pos = dataset.positions
     pairs = attention_pairs(list(pos))
-    z_names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
-    p_names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
-    has_scale = "ln_final.hook_scale" in bridge.hook_dict
+    z_names = every_layer(L)
+    p_names = every_layer(L, "attn.hook_pattern")
+    has_scale = LN_FINAL_SCALE in bridge.hook_dict
     _check_hooks(model, z_names + p_names)
     center = str(getattr(bridge.cfg, "normalization_type", "LN")).startswith("LN")  # LayerNorm centres, RMSNorm not
     W_O, W_U = bridge.W_O.detach(), bridge.W_U.detach()  # [L, H, d_head, d_model], [d_model, vocab]
@@ -125,11 +127,11 @@ def task_scores(model, dataset, batch_size: int = 64) -> pd.DataFrame:
                 store[hook.name] = act.detach()
                 return act
 
-            names = z_names + p_names + (["ln_final.hook_scale"] if has_scale else [])
+            names = z_names + p_names + ([LN_FINAL_SCALE] if has_scale else [])
             bridge.run_with_hooks(dataset.tokens[idx].to(model.device), fwd_hooks=[(n, grab) for n in names])
             ans = dataset.answer_tokens[idx]
             direction = (W_U[:, ans[:, 0]] - W_U[:, ans[:, 1]]).T.cpu().double()  # [b, d_model]
-            scale = store["ln_final.hook_scale"].cpu().double()[rows, end] if has_scale else torch.ones(len(idx), 1)
+            scale = store[LN_FINAL_SCALE].cpu().double()[rows, end] if has_scale else torch.ones(len(idx), 1)
             for l in range(L):
                 pattern = store[p_names[l]].cpu()  # [b, head, q, k]
                 for m, (q, k) in pairs.items():

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .circuit import ALL_POSITIONS, Head, head_name
+from .hooks import every_layer, hook_qkv
 from .progress import raise_if_stopped
 from .resampling import prompt_counts_torch
 
@@ -327,7 +328,7 @@ def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
 def _activation_hooked(model, dataset, direction, roles, batch_size, steps):
     """The same through hooked bridge passes on `hook_z` (any architecture TransformerLens hooks per head)."""
     L, H, n = model.n_layers, model.n_heads, dataset.n
-    names = _hook_names(model, [f"blocks.{l}.attn.hook_z" for l in range(L)])
+    names = _hook_names(model, every_layer(L))
     per = _hooked_per(model, dataset, batch_size)
     steps.total = L * len(roles) * len(range(0, n, per))
     patched = torch.zeros(L, H, len(roles), n, dtype=torch.float64)
@@ -469,9 +470,9 @@ def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, until
     """The same through hooked bridge passes: (b) freezes every `hook_z` from the sender's layer on, (c)
     patches the `hook_q` / `hook_k` / `hook_v` of the receivers after the sender's layer."""
     L, H, n = model.n_layers, model.n_heads, dataset.n
-    z_names = _hook_names(model, [f"blocks.{l}.attn.hook_z" for l in range(L)])
+    z_names = _hook_names(model, every_layer(L))
     to_logits = receivers == "logits"
-    inputs = {} if to_logits else {(l, c): f"blocks.{l}.attn.hook_{c}" for l in sorted({l for l, _ in receivers})
+    inputs = {} if to_logits else {(l, c): hook_qkv(l, c) for l in sorted({l for l, _ in receivers})
                                    for c in "qkv" if c in receiver_input}
     _hook_names(model, list(inputs.values()))
     per = _hooked_per(model, dataset, batch_size)
