@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import threading
 import weakref
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 import torch
 
+from .cache import BoundedCache
 from .circuit import ALL_POSITIONS
 from .hooks import every_layer
 from .resampling import group_counts, resample_sources
@@ -264,9 +264,8 @@ class TableCache:
     """
 
     def __init__(self, max_bytes: int = 256 << 20, max_entries: int = 32):
-        self.max_bytes, self.max_entries = max_bytes, max_entries
         self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-        self._recent: OrderedDict = OrderedDict()
+        self._recent = BoundedCache(max_entries, max_bytes, measure=lambda tables: storage_bytes(t.values for t in tables))
         self._lock = threading.Lock()
         self._builds: dict = {}  # one build at a time per (model, dataset, kind)
         self._models: dict = {}  # id(model) -> finalizer recording that it has gone
@@ -313,8 +312,8 @@ class TableCache:
         while self._dead:
             mid = self._dead.pop()
             self._models.pop(mid, None)
-            for key in [k for k in self._recent if k[0] == mid]:
-                del self._recent[key]
+            for key in [k for k in self._recent.keys() if k[0] == mid]:
+                self._recent.pop(key)
             for key in [k for k in list(self._live.keys()) if k[0] == mid]:
                 self._live.pop(key, None)
 
@@ -338,26 +337,25 @@ class TableCache:
             self._keep(tables)
 
     def _keep(self, tables: dict):
-        """Mark as most recently used; drop the oldest while over the bounds (lock held)."""
-        for key, t in tables.items():
-            self._recent[key] = t
-            self._recent.move_to_end(key)
-        while self._recent and (len(self._recent) > self.max_entries or self._bytes() > self.max_bytes):
-            self._recent.popitem(last=False)
+        """Mark as most recently used; drop the oldest while over the bounds."""
+        self._recent.put_many(tables)
 
-    def _bytes(self) -> int:
-        return storage_bytes(t.values for t in self._recent.values())
+    @property
+    def max_bytes(self) -> int:
+        return self._recent.max_bytes
+
+    @property
+    def max_entries(self) -> int:
+        return self._recent.max_entries
 
     @property
     def bytes(self) -> int:
         """Bytes of the tables kept beyond their evaluators' lives (shared storage counted once)."""
-        with self._lock:
-            return self._bytes()
+        return self._recent.bytes
 
     def clear(self):
         """Forget the kept tables (those evaluators still hold stay shared)."""
-        with self._lock:
-            self._recent.clear()
+        self._recent.clear()
 
 
 TABLES = TableCache()
