@@ -9,6 +9,7 @@ import numpy as np
 from .ablation import NodeSet
 from .circuit import Circuit
 from .resampling import bootstrap_draws, group_bootstrap_means, percentile_interval
+from .tasks import get_task
 
 # τ for the median of ratios, as a share of the median |f_M|: a prompt whose f_M is under a tenth of a
 # typical one carries a ratio that noise alone can push to 10× the typical ratio, and a prompt the
@@ -215,9 +216,10 @@ def faithfulness(evaluator, circuit: Circuit, progress=None, reference_noise: bo
     fig = faithfulness_figures(per_prompt, meth.bootstrap, meth.seed, reps, tau)
     stats = {**fig.stats, "accuracy_model": float(np.mean(diffs[0] > 0)),
              "accuracy_circuit": float(np.mean(diffs[1] > 0))}
-    by_order = {}
-    orders = np.array([evaluator.dataset.group_names[g].split("-")[0] for g in evaluator.dataset.groups.tolist()])
-    for order in ("ABBA", "BABA"):
+    by_order = {}  # only for a task whose prompts come in orders (IOI: ABBA, BABA)
+    task = get_task(evaluator.dataset.task)
+    orders = np.array([task.order_of(evaluator.dataset.group_names[g]) for g in evaluator.dataset.groups.tolist()])
+    for order in task.orders:
         sel = orders == order
         if sel.any():
             part = faithfulness_figures({k: v[sel] for k, v in per_prompt.items()}, meth.bootstrap, meth.seed,
@@ -233,13 +235,16 @@ def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int =
                        replicates: list[dict[str, np.ndarray]] = ()):
     """A tidy table: one row per (group, which) with the mean logit difference, its 95% interval
     (bootstrap over the group's prompts; with reference `replicates`, jointly with the reference set,
-    as `resampling.bootstrap_draws` does) and its count."""
+    as `resampling.bootstrap_draws` does) and its count; and the group's order (IOI: ABBA, BABA) where
+    the task's prompts come in orders."""
     import pandas as pd
 
     rows = []
+    task = get_task(dataset.task)
     for g, sel, boots in group_bootstrap_means(dataset.groups.numpy(), per_prompt, n_boot, seed, replicates):
+        order = {"order": task.order_of(dataset.group_names[g])} if task.orders else {}
         for which, values in per_prompt.items():
-            rows.append({"group": dataset.group_names[g], "order": dataset.group_names[g].split("-")[0],
+            rows.append({"group": dataset.group_names[g], **order,
                          "which": which, "F": float(values[sel].mean()), "lo": float(np.percentile(boots[which], 2.5)),
                          "hi": float(np.percentile(boots[which], 97.5)), "n": int(sel.sum())})
     return pd.DataFrame(rows)

@@ -10,9 +10,10 @@ On repeated random tokens, [BOS] r_1..r_T r_1..r_T (seeded, no token twice withi
 - "induction": mean attention from each token of the second copy to the token after its first
   occurrence.
 On the task's prompts (clean run), means over prompts:
-- "attn END→IO", "attn END→S1", "attn END→S2", "attn S2→S1": attention probabilities.
+- attention probabilities between the task's pairs of positions (`Task.attention_pairs`; IOI: the
+  paper's "attn END→IO", "attn END→S1", "attn END→S2", "attn S2→S1"), else END → each position.
 - "direct effect": the head's output at END (hook_z @ W_O) read straight through the unembedding
-  as logit[correct] - logit[incorrect] (IO - S for IOI). The final layer norm is not linear; we
+  as logit[correct] - logit[incorrect] (the task's metric). The final layer norm is not linear; we
   freeze its scale at the clean run's value for each prompt (ln_final.hook_scale at END), which
   makes the readout linear, so the heads' direct effects plus the other components' sum to the
   clean logit difference. hook_z includes the value bias (models.py keeps it unfolded), so each
@@ -29,15 +30,19 @@ import torch
 from .hooks import LN_FINAL_SCALE, every_layer, hook_layer
 
 PREV, DUP, IND = "previous token", "duplicate token", "induction"
-ATTN_PAIRS = {"attn END→IO": ("END", "IO"), "attn END→S1": ("END", "S1"), "attn END→S2": ("END", "S2"),
-              "attn S2→S1": ("S2", "S1")}
 DIRECT, ABLATION = "direct effect", "ablation effect"
 
 
-def attention_pairs(roles: list[str]) -> dict[str, tuple[str, str]]:
-    """The attention scores a task's roles allow: IOI's four (the paper's), else END → each role."""
-    ioi = {m: qk for m, qk in ATTN_PAIRS.items() if all(r in roles for r in qk)}
-    return ioi or {f"attn END→{r}": ("END", r) for r in roles if r != "END"}
+def attention_pairs(roles: list[str], task: str | None = None) -> dict[str, tuple[str, str]]:
+    """The attention scores worth a column: the task's own pairs whose roles it has, else END → each role.
+    Without a task name, the registered task with exactly these roles (if any)."""
+    from .tasks import REGISTRY
+
+    if task is None:
+        task = next((name for name, t in REGISTRY.items() if set(t.roles) == set(roles) - {"*"}), None)
+    own = REGISTRY[task].attention_pairs if task in REGISTRY else {}
+    named = {m: qk for m, qk in own.items() if all(r in roles for r in qk)}
+    return named or {f"attn END→{r}": ("END", r) for r in roles if r != "END"}
 
 
 def _frame(metric: str, scores: torch.Tensor) -> pd.DataFrame:
@@ -107,7 +112,7 @@ def task_scores(model, dataset, batch_size: int = 64) -> pd.DataFrame:
     bridge = model.bridge
     L, H = model.n_layers, model.n_heads
     pos = dataset.positions
-    pairs = attention_pairs(list(pos))
+    pairs = attention_pairs(list(pos), dataset.task)
     z_names = every_layer(L)
     p_names = every_layer(L, "attn.hook_pattern")
     has_scale = LN_FINAL_SCALE in bridge.hook_dict
@@ -177,4 +182,5 @@ def head_scores(evaluator, seed: int | None = None, progress=None, ablation: boo
 
 
 __all__ = ["repeated_tokens", "repeated_token_scores", "task_scores", "ablation_effects", "head_scores", "wide",
-           "PREV", "DUP", "IND", "DIRECT", "ABLATION", "ATTN_PAIRS"]
+           "PREV", "DUP", "IND", "DIRECT", "ABLATION",
+           "attention_pairs"]

@@ -196,7 +196,8 @@ def build_redundant_model(folder):
     """
     from transformers import PreTrainedTokenizerFast
 
-    from circuit_core.tasks.ioi import NAMES, single_token_id
+    from circuit_core.tasks.base import single_token_id
+    from circuit_core.tasks.ioi import NAMES
 
     hf = save_random_gpt2(folder, n_layer=3, n_head=4, n_embd=WIDTH, init_std=0.3, seed=0)
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
