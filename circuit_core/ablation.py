@@ -21,7 +21,7 @@ Node = tuple[int, int, str]
 
 
 class Ablation(str, Enum):
-    MEAN = "mean"  # mean of the reference prompts of the prompt's own group (template and order)
+    MEAN = "mean"  # mean of the reference prompts of the prompt's own group (IOI: template and order)
     MEAN_POOLED = "mean-pooled"  # mean of all reference prompts at the same token index
     RESAMPLE = "resample"  # the activation of one reference prompt of the same group (seeded)
     ZERO = "zero"  # hook_z set to zero
@@ -44,7 +44,7 @@ class Methodology:
     ablation: str = Ablation.MEAN.value
     positions: str = PositionScope.CIRCUIT.value
     bootstrap: int = 1000  # resamples for 95% intervals
-    # Reference (ABC) prompts per group, drawn apart from the clean ones; 0: each prompt's ABC twin (the
+    # Reference prompts per group (IOI: ABC prompts), drawn apart from the clean ones; 0: each prompt's twin (the
     # paper's regime). 50: where faithfulness stops moving with the reference size (the README's curve).
     ref_per_group: int = 50
     # Bootstrap replicates of the reference set, so intervals include its noise; 0: clean prompts only.
