@@ -4,6 +4,7 @@ Run with `make run` (or `streamlit run dashboard.py`).
 """
 import streamlit as st
 
+from circuit_core.tasks import get_task
 from ui.headline import figures_or_last, headline
 from ui.sidebar import sidebar
 from ui.state import methodology_caption, require_evaluator
@@ -41,5 +42,6 @@ with c3:
 st.divider()
 st.page_link("pages/1_Circuit_editor.py", label="Edit the circuit: click heads in and out, change classes →")
 if f is not None:
-    acc = f"{f['accuracy_model']:.0%} of prompts have IO above S in the model, {f['accuracy_circuit']:.0%} in the circuit."
+    acc = (f"{f['accuracy_model']:.0%} of prompts have {get_task(ctx.methodology.task).accuracy_label} in the model, "
+           f"{f['accuracy_circuit']:.0%} in the circuit.")
     st.caption(acc + " Faithfulness is a ratio of means.")

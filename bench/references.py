@@ -71,14 +71,15 @@ def _signed(table):
 def _percentile_bars(ev, circuit, m, level: float = 0.95):
     """The minimality bars' intervals as they were made before the studentised ones: percentiles of the
     joint bootstrap's draws of d (the same draws; the replicates come from the evaluator's memo)."""
-    from circuit_core.completeness import _boot_means, c_minus, replicate_values
+    from circuit_core.completeness import c_minus, replicate_values
+    from circuit_core.resampling import boot_means
     from circuit_core.minimality import minimality_k
 
     heads, ks, pos = circuit.heads, minimality_k(circuit, "file"), ev.methodology.positions
     sets = [c_minus(circuit, ks[v][0], pos) for v in heads] + [c_minus(circuit, ks[v][0] | {v}, pos) for v in heads]
     reps = [(r[len(heads):], r[:len(heads)]) for r in replicate_values(ev, sets)]
-    ma, mb = _boot_means([m.per_prompt["C_minus_K_and_v"], m.per_prompt["C_minus_K"]], ev.methodology.bootstrap,
-                         ev.methodology.seed, reps)
+    ma, mb = boot_means([m.per_prompt["C_minus_K_and_v"], m.per_prompt["C_minus_K"]], ev.methodology.bootstrap,
+                        ev.methodology.seed, reps)
     return np.percentile(ma - mb, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=1)
 
 

@@ -7,19 +7,21 @@ from __future__ import annotations
 import hashlib
 import threading
 import weakref
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 import torch
 
+from .cache import BoundedCache
 from .circuit import ALL_POSITIONS
+from .hooks import every_layer
+from .resampling import group_counts, resample_sources
 
 Node = tuple[int, int, str]
 
 
 class Ablation(str, Enum):
-    MEAN = "mean"  # mean of the reference prompts of the prompt's own group (template and order)
+    MEAN = "mean"  # mean of the reference prompts of the prompt's own group (IOI: template and order)
     MEAN_POOLED = "mean-pooled"  # mean of all reference prompts at the same token index
     RESAMPLE = "resample"  # the activation of one reference prompt of the same group (seeded)
     ZERO = "zero"  # hook_z set to zero
@@ -42,7 +44,7 @@ class Methodology:
     ablation: str = Ablation.MEAN.value
     positions: str = PositionScope.CIRCUIT.value
     bootstrap: int = 1000  # resamples for 95% intervals
-    # Reference (ABC) prompts per group, drawn apart from the clean ones; 0: each prompt's ABC twin (the
+    # Reference prompts per group (IOI: ABC prompts), drawn apart from the clean ones; 0: each prompt's twin (the
     # paper's regime). 50: where faithfulness stops moving with the reference size (the README's curve).
     ref_per_group: int = 50
     # Bootstrap replicates of the reference set, so intervals include its noise; 0: clean prompts only.
@@ -125,7 +127,7 @@ def reference_z_batches(model, tokens: torch.Tensor, batch_size: int = 64):
             for start in range(0, len(tokens), batch_size):
                 yield start, blocks.head_outputs(tokens[start : start + batch_size].to(model.device)).cpu()
         return
-    names = [f"blocks.{l}.attn.hook_z" for l in range(model.n_layers)]
+    names = every_layer(model.n_layers)
     for start in range(0, len(tokens), batch_size):
         store = {}
 
@@ -190,7 +192,7 @@ def _compute(model, dataset, kind: Ablation, seed: int, draws: list[int]) -> lis
     if kind is Ablation.RESAMPLE:
         return _resample_tables(model, dataset, seed, draws)
     weights = [torch.ones(len(dataset.reference_tokens)) if b == 0 else
-               _bootstrap_weights(dataset.ref_groups, torch.Generator().manual_seed(seed * 1000 + 6 + b))
+               group_counts(dataset.ref_groups, torch.Generator().manual_seed(seed * 1000 + 6 + b))
                for b in draws]
     shape = (seq, model.n_layers, model.n_heads, model.d_head)
     if kind is Ablation.MEAN:  # streamed: per-group sums, never every reference prompt's z at once
@@ -215,7 +217,7 @@ def _compute(model, dataset, kind: Ablation, seed: int, draws: list[int]) -> lis
 
 def _resample_tables(model, dataset, seed: int, draws: list[int]) -> list[Table]:
     """RESAMPLE: the z of only the reference prompts some draw uses, in one table all draws share."""
-    sources = [_resample_sources(dataset, torch.Generator().manual_seed(seed if b == 0 else seed * 1000 + 7 + b))
+    sources = [resample_sources(dataset, torch.Generator().manual_seed(seed if b == 0 else seed * 1000 + 7 + b))
                for b in draws]
     used, rows = torch.unique(torch.cat(sources), return_inverse=True)
     values = reference_z(model, dataset.reference_tokens[used])
@@ -262,9 +264,8 @@ class TableCache:
     """
 
     def __init__(self, max_bytes: int = 256 << 20, max_entries: int = 32):
-        self.max_bytes, self.max_entries = max_bytes, max_entries
         self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-        self._recent: OrderedDict = OrderedDict()
+        self._recent = BoundedCache(max_entries, max_bytes, measure=lambda tables: storage_bytes(t.values for t in tables))
         self._lock = threading.Lock()
         self._builds: dict = {}  # one build at a time per (model, dataset, kind)
         self._models: dict = {}  # id(model) -> finalizer recording that it has gone
@@ -311,8 +312,8 @@ class TableCache:
         while self._dead:
             mid = self._dead.pop()
             self._models.pop(mid, None)
-            for key in [k for k in self._recent if k[0] == mid]:
-                del self._recent[key]
+            for key in [k for k in self._recent.keys() if k[0] == mid]:
+                self._recent.pop(key)
             for key in [k for k in list(self._live.keys()) if k[0] == mid]:
                 self._live.pop(key, None)
 
@@ -336,26 +337,25 @@ class TableCache:
             self._keep(tables)
 
     def _keep(self, tables: dict):
-        """Mark as most recently used; drop the oldest while over the bounds (lock held)."""
-        for key, t in tables.items():
-            self._recent[key] = t
-            self._recent.move_to_end(key)
-        while self._recent and (len(self._recent) > self.max_entries or self._bytes() > self.max_bytes):
-            self._recent.popitem(last=False)
+        """Mark as most recently used; drop the oldest while over the bounds."""
+        self._recent.put_many(tables)
 
-    def _bytes(self) -> int:
-        return storage_bytes(t.values for t in self._recent.values())
+    @property
+    def max_bytes(self) -> int:
+        return self._recent.max_bytes
+
+    @property
+    def max_entries(self) -> int:
+        return self._recent.max_entries
 
     @property
     def bytes(self) -> int:
         """Bytes of the tables kept beyond their evaluators' lives (shared storage counted once)."""
-        with self._lock:
-            return self._bytes()
+        return self._recent.bytes
 
     def clear(self):
         """Forget the kept tables (those evaluators still hold stay shared)."""
-        with self._lock:
-            self._recent.clear()
+        self._recent.clear()
 
 
 TABLES = TableCache()
@@ -365,36 +365,6 @@ def shared_tables(model, dataset, methodology: Methodology) -> list[Table]:
     """`ablation_tables(model, dataset, methodology, methodology.ref_replicates)`, through the process's
     table cache: the same tensors for every evaluator whose values are the same."""
     return TABLES.tables(model, dataset, methodology)
-
-
-def _bootstrap_weights(groups: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Multinomial counts: each group's members resampled with replacement, as many as it has."""
-    w = torch.zeros(len(groups))
-    for g in groups.unique():
-        members = torch.nonzero(groups == g).flatten()
-        picks = members[torch.randint(len(members), (len(members),), generator=gen)]
-        w.index_add_(0, picks, torch.ones(len(picks)))
-    return w
-
-
-def _resample_sources(dataset, gen: torch.Generator) -> torch.Tensor:
-    """RESAMPLE: each prompt takes a different reference prompt of its own group when there is one."""
-    n = dataset.n
-    source = torch.empty(n, dtype=torch.long)
-    if not dataset.paired:  # an independent set: any reference prompt of the group, drawn uniformly
-        for g in dataset.groups.unique():
-            members = torch.nonzero(dataset.groups == g).flatten()
-            pool = torch.nonzero(dataset.ref_groups == g).flatten()
-            source[members] = pool[torch.randint(len(pool), (len(members),), generator=gen)]
-        return source
-    for g in dataset.groups.unique():
-        members = torch.nonzero(dataset.groups == g).flatten()
-        if len(members) == 1:
-            source[members] = members
-            continue
-        shift = torch.randint(1, len(members), (len(members),), generator=gen)
-        source[members] = members[(torch.arange(len(members)) + shift) % len(members)]
-    return source
 
 
 def _row_of(groups: torch.Tensor, table_groups: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,8 @@ from .ablation import NodeSet
 from .circuit import ALL_POSITIONS, Circuit, Head
 from .criteria import circuit_node_set
 from .editing import toggle_head as toggled  # the editor's click: in, out, or moved
-from .evaluate import Cancelled, Evaluator, Progress, StopCheck, _Chunk, layer_keys
+from .evaluate import Evaluator, _Chunk, layer_keys
+from .progress import Progress, StopCheck, raise_if_stopped
 
 ESTIMATE, EXACT = "toggle effect (estimate)", "toggle effect (exact)"
 
@@ -52,8 +53,7 @@ def attribution(ev: Evaluator, node_set: NodeSet, progress: Progress | None = No
     rows = max(1, ev.max_rows // 4)  # the backward pass keeps every layer's activations: smaller chunks
     starts = range(0, n, rows)
     for i, p0 in enumerate(starts):
-        if should_stop is not None and should_stop():
-            raise Cancelled()
+        raise_if_stopped(should_stop)
         if progress is not None:
             progress(i, len(starts))
         chunk = _Chunk(ev, -1, torch.arange(p0, min(n, p0 + rows)))

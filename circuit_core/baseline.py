@@ -13,7 +13,7 @@ import numpy as np
 from .ablation import NodeSet
 from .circuit import ALL_POSITIONS, Circuit
 from .criteria import circuit_node_set
-from .evaluate import Progress, StopCheck
+from .progress import Progress, StopCheck
 
 
 @dataclass(frozen=True)

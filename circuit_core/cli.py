@@ -16,7 +16,7 @@ from .interchange import load_any
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
 from .patching import PatchingError
 from .selection import SELECTION_N, SELECTION_SEED_OFFSET, Selection
-from .tasks import REGISTRY, TaskError, task_roles
+from .tasks import REGISTRY, Task, TaskError, get_task, task_roles
 
 
 # Upper bounds: far beyond any sensible run, low enough that a typo fails now, not after hours.
@@ -139,9 +139,9 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
     p.add_argument("--bootstrap", type=whole(1, 100_000), default=1000,
                    help="bootstrap resamples for 95%% intervals (default 1000)")
     p.add_argument("--ref-per-group", type=whole(0, 1000), default=DEFAULTS.ref_per_group,
-                   help="reference (ABC) prompts per template group for the means, drawn on their own "
-                        f"(default {DEFAULTS.ref_per_group}: where faithfulness stops moving); 0: each prompt's ABC "
-                        "twin, as in the paper (about N/30 per group)")
+                   help="reference prompts per group for the means, drawn on their own "
+                        f"(default {DEFAULTS.ref_per_group}: where faithfulness stops moving); 0: each prompt's "
+                        "twin (for IOI its ABC twin, as in the paper: about N/30 per group)")
     p.add_argument("--ref-replicates", type=whole(0, 100), default=DEFAULTS.ref_replicates,
                    help="bootstrap replicates of the reference set, so that intervals include its sampling "
                         f"noise (each costs one more evaluation of the sets; default {DEFAULTS.ref_replicates}); "
@@ -220,19 +220,20 @@ def progress_bar(desc: str):
 
 def describe_methodology(m: Methodology, dataset=None) -> str:
     groups = f", >= {dataset.min_group_size} prompts per group" if dataset is not None else ""
-    abl = {"mean": "mean over reference prompts of the same template", "mean-pooled": "mean over all reference prompts",
+    task = get_task(m.task)
+    abl = {"mean": f"mean over reference prompts of the same {task.group_label[0]}", "mean-pooled": "mean over all reference prompts",
            "resample": "resampled reference prompt", "zero": "zero"}[m.ablation]
     pos = "circuit heads kept at their class positions" if m.positions == "circuit" else "circuit heads kept at all positions"
     ref = (f"{m.ref_per_group} reference prompts per group" if m.ref_per_group
-           else "reference: each prompt's ABC twin")
-    return f"N={m.n}, seed {m.seed}, {m.mode} templates{groups}; {ref}; ablation: {abl}; {pos}"
+           else f"reference: each prompt's {task.twin_label}")
+    return f"N={m.n}, seed {m.seed}, {m.mode} {task.group_label[1]}{groups}; {ref}; ablation: {abl}; {pos}"
 
 
 def fmt_ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def print_faithfulness(f, out=None) -> None:
+def print_faithfulness(f, out=None, task: str | None = None) -> None:
     from .criteria import TAU_SHARE
 
     out = out or sys.stdout
@@ -246,8 +247,10 @@ def print_faithfulness(f, out=None) -> None:
                                    f"{f.stats[key]:>9.3f}   {fmt_ci(f.intervals[key])}"), file=out)
     print(f"  (median over prompts with f_M > τ = {f.stats['median_of_ratios_tau']:.3f}, {TAU_SHARE:.0%} of the median |f_M|: "
           f"{f.stats['median_of_ratios_excluded']} of {len(f.per_prompt['model'])} prompts excluded)", file=out)
-    print(f"  {'accuracy (IO > S): model':<28}{f.stats['accuracy_model']:>9.1%}", file=out)
-    print(f"  {'accuracy (IO > S): circuit':<28}{f.stats['accuracy_circuit']:>9.1%}", file=out)
+    label = get_task(task).accuracy_label if task else Task.accuracy_label  # the generic words without a task
+    print(f"  accuracy (share of prompts with {label}):", file=out)
+    print(f"  {'  model':<28}{f.stats['accuracy_model']:>9.1%}", file=out)
+    print(f"  {'  circuit':<28}{f.stats['accuracy_circuit']:>9.1%}", file=out)
     if f.interval_method:
         print(f"  intervals: {f.interval_method}", file=out)
     for order, s in f.by_order.items():
@@ -264,7 +267,7 @@ def cmd_faithfulness(args) -> int:
     f = faithfulness(ev, circuit, progress_bar("faithfulness"))
     print(f"Faithfulness of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}")
     print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
-    print_faithfulness(f)
+    print_faithfulness(f, task=ev.methodology.task)
     baseline = _baseline(args, ev, circuit)
     _save(args, ev, circuit, {"faithfulness": f.to_dict(), **baseline, **_headline(f)})
     return 0
@@ -425,7 +428,7 @@ def cmd_validate(args) -> int:
     print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
     f = faithfulness(ev, circuit, progress_bar("faithfulness"))
     print("Faithfulness")
-    print_faithfulness(f)
+    print_faithfulness(f, task=ev.methodology.task)
     baseline = _baseline(args, ev, circuit)
     c = _completeness(args, ev, circuit)
     print("Completeness: F(C\\K) - F(M\\K)")
@@ -568,8 +571,8 @@ def add_discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--ref-per-group", type=whole(0, 1000), default=DEFAULTS.ref_per_group,
-                   help=f"reference prompts per template group (default {DEFAULTS.ref_per_group}; 0: each "
-                        "prompt's ABC twin, the paper)")
+                   help=f"reference prompts per group (default {DEFAULTS.ref_per_group}; 0: each "
+                        "prompt's twin, as in the IOI paper)")
     p.add_argument("--threshold", type=number(0, 1, low_open=True), default=0.8,
                    help="keep threshold <= F(C)/F(M) <= 2 - threshold while pruning (default 0.8)")
     p.add_argument("--normalized", action="store_true",

@@ -6,12 +6,12 @@ For K ⊆ C the incompleteness score is |F(C\\K) − F(M\\K)|:
 A complete circuit scores low for every K. K is drawn from: ∅, each whole class, random subsets
 (each head in with probability ½), the paper's greedy search, and any sets the user gives.
 
-Also here, because minimality uses them too: the node-set cache (`FCache`) and the bootstrap of
-differences. The greedy search lives in `search.py`; it chooses on selection prompts
+Also here, because minimality uses them too: the node-set cache (`FCache`); the bootstrap of
+differences is in `resampling.py`. The greedy search lives in `search.py`; it chooses on selection prompts
 (`selection.py`) and the sets it chose are reported on the page's prompts.
 
 Long runs report progress(done, total) in greedy steps and check should_stop() between steps; when
-it says stop they return the partial result with `cancelled=True` (they do not raise).
+it says stop they return the partial result with `cancelled=True` (progress.py's contract).
 
     >>> c = completeness(evaluator, circuit, n_random=10, greedy_runs=10)
     >>> c.table.sort_values("incompleteness").tail()
@@ -28,7 +28,9 @@ import pandas as pd
 from .ablation import NodeSet
 from .circuit import Circuit, CircuitError, Head, head_name, parse_head, snippet
 from .criteria import interval_method
-from .search import Progress, Search, StopCheck, best_per_run, budget, greedy_search
+from .resampling import STUDENTISED, diff_intervals, mean_intervals
+from .progress import Progress, StopCheck
+from .search import Search, best_per_run, budget, greedy_search
 from .selection import Selection, selection_evaluator
 from .verdicts import Verdict, abs_interval, at_most, overall
 
@@ -115,106 +117,10 @@ class FCache:
         return self.evaluator.logit_diffs(list(node_sets), progress).numpy()
 
 
-def _resample_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """[n_boot, n]: each row the share of each prompt in one bootstrap resample."""
-    rng = np.random.default_rng(seed)
-    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) / n
-
-
-def _boot_means(arrays: Sequence[np.ndarray], n_boot: int, seed: int, replicates: Sequence[Sequence[np.ndarray]] = (),
-                with_se: bool = False):
-    """Bootstrap draws of the row means of each [rows, N] array: [rows, n_boot] each.
-
-    One draw = one weight vector over prompts, shared by every array and row (paired). With reference
-    `replicates` (one tuple of arrays per replicate, the same sets under another draw of the ablation
-    values), draw j takes its values from replicate j mod B: a joint bootstrap over prompts and
-    reference set. Replicates are shifted together so their average matches the full reference set's
-    (resampling leaves fewer distinct references, which lowers F); they keep their spread, the noise.
-    with_se: (means, standard errors) per array, each draw's standard error of its mean over prompts
-    (weighted spread / √N), for studentised intervals (`_studentised`).
-    """
-    rows, n = arrays[0].shape
-    weights = _resample_weights(n, n_boot, seed)
-    if not replicates:
-        if not with_se:
-            return [a @ weights.T for a in arrays]
-        replicates, shift = [arrays], [np.zeros(rows) for _ in arrays]  # one "replicate": the values themselves
-    else:
-        shift = [np.mean([r[i].mean(1) for r in replicates], axis=0) - a.mean(1) for i, a in enumerate(arrays)]
-    out = [np.empty((rows, n_boot)) for _ in arrays]
-    se = [np.empty((rows, n_boot)) for _ in arrays]
-    for k, rep in enumerate(replicates):
-        cols = slice(k, None, len(replicates))
-        w = weights[cols]
-        for i, r in enumerate(rep):
-            centre = arrays[i].mean(1)[:, None]  # centred before squaring: no cancellation in the spread
-            x = r - shift[i][:, None] - centre
-            m = x @ w.T
-            out[i][:, cols] = m + centre
-            if with_se:
-                se[i][:, cols] = np.sqrt(np.maximum((x * x) @ w.T - m * m, 0) / n)
-    return list(zip(out, se)) if with_se else out
-
-
-def _studentised(x: np.ndarray, n_boot: int, seed: int, level: float = 0.95,
-                 replicates: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """Studentised (bootstrap-t) intervals of mean(x) per row of x [rows, N]; `replicates` [x_k] as in
-    `_boot_means` (the same draws). Each draw's deviation from the estimate is divided by the draw's own
-    standard error over prompts, t* = (m* − m) / se*, and the interval is [m − t*_hi·se, m − t*_lo·se].
-
-    Why not the percentiles of m*: per-prompt differences are skewed (a few prompts move F a lot), so a
-    sample short of those prompts has both a low mean and a small spread, and the percentile interval
-    then misses the truth on one side more often (the demo's minimality bars, 1,200 of them over seeds
-    0-199 at N = 100: percentile 93.6% coverage, missing on the large-|d| side 47 times and the small
-    side 30; studentised 95.2%, 29 and 29; coverage by `python -m bench.references --criteria-only`). The reference
-    replicates' spread sits in the numerators, so t* carries the reference noise too. se* counts as at
-    least half the full sample's se, so a resample that repeats a few prompts cannot make the interval
-    unbounded; a row with no spread over prompts gets the percentile interval of its draws.
-    """
-    n = x.shape[1]
-    ((m_star, se_star),) = _boot_means([x], n_boot, seed, [(r,) for r in replicates], with_se=True)
-    m, se = x.mean(1), x.std(1) / np.sqrt(n)
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (m_star - m[:, None]) / np.maximum(se_star, se[:, None] / 2)
-    t_lo, t_hi = np.percentile(t, q, axis=1)
-    lo, hi = m - t_hi * se, m - t_lo * se
-    flat = se == 0
-    if flat.any():
-        lo[flat], hi[flat] = np.percentile(m_star[flat], q, axis=1)
-    return lo, hi
-
-
-STUDENTISED = ", studentised (bootstrap-t)"  # how completeness and minimality intervals are read off the draws
-
-
-def diff_intervals(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95,
-                   replicates: Sequence[tuple[np.ndarray, np.ndarray]] = ()):
-    """95% studentised intervals of the SIGNED mean(a) − mean(b) per row (`_studentised`), resampling prompts
-    (paired) and, with `replicates` [(a_k, b_k)], the reference set too (see `_boot_means`). Signed, because the
-    percentiles of |d*| are biased upward near 0; |d|'s interval for display is `verdicts.abs_interval`.
-
-    a, b: [rows, N] per-prompt values. One resample = one weight vector over prompts, shared by rows.
-    """
-    rows, n = a.shape
-    if n_boot <= 0 or rows == 0:
-        return np.full(rows, np.nan), np.full(rows, np.nan)
-    return _studentised(a - b, n_boot, seed, level, [ak - bk for ak, bk in replicates])
-
-
 def abs_columns(d_lo: np.ndarray, d_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Display intervals of |d| row by row, from the signed ones."""
     pairs = [abs_interval(lo, hi) for lo, hi in zip(d_lo, d_hi)]
     return np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=float)
-
-
-def mean_intervals(a: np.ndarray, n_boot: int, seed: int, level: float = 0.95, replicates: Sequence[np.ndarray] = ()):
-    """95% studentised intervals of mean(a) per row (`_studentised`), resampling prompts (the same draws as
-    above) and, with `replicates` [a_k], the reference set."""
-    rows, n = a.shape
-    if n_boot <= 0 or rows == 0:
-        return np.full(rows, np.nan), np.full(rows, np.nan)
-    return _studentised(a, n_boot, seed, level, list(replicates))
 
 
 def relative_threshold(pct: float, model: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, str]:
@@ -433,6 +339,6 @@ def completeness_in_stages(evaluator, circuit: Circuit, n_random: int = 10, prog
 
 
 __all__ = ["Completeness", "completeness", "completeness_in_stages", "c_minus", "m_minus", "incompleteness_sets", "parse_heads",
-           "heads_label", "random_subsets", "FCache", "Search", "greedy_search", "greedy_k_sets", "diff_intervals",
-           "abs_columns", "mean_intervals", "TOLERANCE_PCT",
+           "heads_label", "random_subsets", "FCache", "Search", "greedy_search", "greedy_k_sets",
+           "abs_columns", "TOLERANCE_PCT",
            "replicate_values"]

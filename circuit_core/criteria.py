@@ -8,6 +8,8 @@ import numpy as np
 
 from .ablation import NodeSet
 from .circuit import Circuit
+from .resampling import bootstrap_draws, group_bootstrap_means, percentile_interval
+from .tasks import get_task
 
 # τ for the median of ratios, as a share of the median |f_M|: a prompt whose f_M is under a tenth of a
 # typical one carries a ratio that noise alone can push to 10× the typical ratio, and a prompt the
@@ -72,58 +74,6 @@ def worst_prompts(dataset, per_prompt: dict[str, np.ndarray], k: int = 10):
                          "group": [dataset.group_names[int(dataset.groups[i])] for i in order],
                          "f_M": per_prompt["model"][order], "f_C": per_prompt["circuit"][order],
                          "f_M − f_C": gap[order]})
-
-
-def bootstrap_draws(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 1000, seed: int = 0,
-                    replicates: list[dict[str, np.ndarray]] = ()) -> dict[str, np.ndarray]:
-    """`n_boot` draws of every key `statistic` returns. Each draw resamples the prompts (paired); with
-    reference `replicates`, draw j also takes its per-prompt values from replicate j mod B (arrays a
-    replicate lacks, such as the intact model's, which ablates nothing, come from `per_prompt`).
-
-    Resampling references with replacement leaves fewer distinct ones, and fewer references lower F
-    (the README's curve): the replicates are shifted together so their average matches the full
-    reference set's. They keep their spread, which is the reference noise."""
-    if replicates:
-        offset = {k: np.mean([np.mean(r[k]) for r in replicates]) - np.mean(per_prompt[k]) for k in replicates[0]}
-        replicates = [{k: v - offset[k] for k, v in r.items()} for r in replicates]
-    n = len(next(iter(per_prompt.values())))
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {}
-    for j in range(n_boot):
-        source = {**per_prompt, **replicates[j % len(replicates)]} if replicates else per_prompt
-        idx = rng.integers(0, n, n)
-        for k, v in statistic(**{name: arr[idx] for name, arr in source.items()}).items():
-            draws.setdefault(k, []).append(v)
-    return {k: np.asarray(v, dtype=float) for k, v in draws.items()}
-
-
-def percentile_interval(draws: np.ndarray, estimate: float, level: float = 0.95) -> tuple[float, float]:
-    """The percentile interval of the finite draws (NaN when there are none, or no estimate).
-
-    Why not a bias-corrected (BC) interval to keep the estimate inside: the percentile interval holds
-    the estimate exactly when the share of draws below it lies in [2.5%, 97.5%], and BC's ends,
-    Φ(2·z0 ∓ 1.96) with z0 = Φ⁻¹(that share), bracket it under the same condition; BCa's acceleration
-    has no clean jackknife for the joint prompts × replicates draws. An estimate outside its own
-    interval is one in the far tail of its own resampling distribution (in practice: a ratio over a
-    near-zero denominator), which no choice of ends repairs: `faithfulness_figures` calls it unstable."""
-    d = draws[np.isfinite(draws)]
-    if not len(d) or not np.isfinite(estimate):
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(d, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    # a draw equal to the estimate in exact arithmetic (the same prompts in another order, a replicate
-    # recentred on it) can differ from it in the last bits: rounding, not evidence against it
-    tol = 1e-9 * max(1.0, abs(estimate))
-    lo, hi = (min(lo, estimate) if lo - tol <= estimate else lo), (max(hi, estimate) if hi + tol >= estimate else hi)
-    return float(lo), float(hi)
-
-
-def bootstrap_intervals(per_prompt: dict[str, np.ndarray], statistic, n_boot: int = 1000, seed: int = 0,
-                        level: float = 0.95, replicates: list[dict[str, np.ndarray]] = ()) -> dict[str, tuple[float, float]]:
-    """Percentile intervals (`percentile_interval`) for every key `statistic` returns, from the joint
-    draws of `bootstrap_draws`; the estimate each must hold is `statistic(**per_prompt)`."""
-    estimate = statistic(**per_prompt)
-    draws = bootstrap_draws(per_prompt, statistic, n_boot, seed, replicates)
-    return {k: percentile_interval(v, estimate[k], level) for k, v in draws.items()}
 
 
 def straddles_zero(interval) -> bool:
@@ -266,9 +216,10 @@ def faithfulness(evaluator, circuit: Circuit, progress=None, reference_noise: bo
     fig = faithfulness_figures(per_prompt, meth.bootstrap, meth.seed, reps, tau)
     stats = {**fig.stats, "accuracy_model": float(np.mean(diffs[0] > 0)),
              "accuracy_circuit": float(np.mean(diffs[1] > 0))}
-    by_order = {}
-    orders = np.array([evaluator.dataset.group_names[g].split("-")[0] for g in evaluator.dataset.groups.tolist()])
-    for order in ("ABBA", "BABA"):
+    by_order = {}  # only for a task whose prompts come in orders (IOI: ABBA, BABA)
+    task = get_task(evaluator.dataset.task)
+    orders = np.array([task.order_of(evaluator.dataset.group_names[g]) for g in evaluator.dataset.groups.tolist()])
+    for order in task.orders:
         sel = orders == order
         if sel.any():
             part = faithfulness_figures({k: v[sel] for k, v in per_prompt.items()}, meth.bootstrap, meth.seed,
@@ -284,30 +235,21 @@ def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int =
                        replicates: list[dict[str, np.ndarray]] = ()):
     """A tidy table: one row per (group, which) with the mean logit difference, its 95% interval
     (bootstrap over the group's prompts; with reference `replicates`, jointly with the reference set,
-    as `bootstrap_intervals` does) and its count."""
+    as `resampling.bootstrap_draws` does) and its count; and the group's order (IOI: ABBA, BABA) where
+    the task's prompts come in orders."""
     import pandas as pd
 
     rows = []
-    groups = dataset.groups.numpy()
-    rng = np.random.default_rng(seed)
-    for g in np.unique(groups):
-        sel = groups == g
-        n = int(sel.sum())
-        draws = rng.integers(0, n, (n_boot, n))
+    task = get_task(dataset.task)
+    for g, sel, boots in group_bootstrap_means(dataset.groups.numpy(), per_prompt, n_boot, seed, replicates):
+        order = {"order": task.order_of(dataset.group_names[g])} if task.orders else {}
         for which, values in per_prompt.items():
-            if replicates and which in replicates[0]:
-                # recentred per group as in bootstrap_intervals: the replicates keep only their spread
-                reps = np.stack([r[which][sel] for r in replicates])
-                reps = reps - (reps.mean() - values[sel].mean())
-                boot = np.take_along_axis(reps[np.arange(n_boot) % len(reps)], draws, 1).mean(1)
-            else:
-                boot = values[sel][draws].mean(1)
-            rows.append({"group": dataset.group_names[g], "order": dataset.group_names[g].split("-")[0],
-                         "which": which, "F": float(values[sel].mean()), "lo": float(np.percentile(boot, 2.5)),
-                         "hi": float(np.percentile(boot, 97.5)), "n": n})
+            rows.append({"group": dataset.group_names[g], **order,
+                         "which": which, "F": float(values[sel].mean()), "lo": float(np.percentile(boots[which], 2.5)),
+                         "hi": float(np.percentile(boots[which], 97.5)), "n": int(sel.sum())})
     return pd.DataFrame(rows)
 
 
 __all__ = ["Faithfulness", "Figures", "faithfulness", "faithfulness_figures", "circuit_node_set", "faithfulness_stats",
-           "bootstrap_draws", "bootstrap_intervals", "percentile_interval", "breakdown_by_group", "median_of_ratios",
+           "breakdown_by_group", "median_of_ratios",
            "ratio_threshold", "straddles_zero", "undefined_reason", "spread", "worst_prompts", "TAU_SHARE"]

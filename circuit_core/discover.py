@@ -50,8 +50,9 @@ import pandas as pd
 from .ablation import NodeSet
 from .circuit import ALL_POSITIONS, Circuit, CircuitClass, Head, head_name
 from .criteria import Faithfulness, faithfulness
-from .evaluate import Cancelled
+from .progress import raise_if_stopped
 from .selection import Selection, selection_evaluator
+from .tasks import get_task
 from . import heads as hs
 
 PATH_FLOOR = 0.02  # share of the clean − corrupted gap a head must carry to the name movers' queries ...
@@ -59,9 +60,7 @@ PATH_PREFER = 0.5  # ... and this share of the strongest sender's: the senders t
 PATH_N = 50  # prompt pairs for that path patching (its cost grows with them; the demo needs a second)
 FLOOR = 0.3  # an attention score must reach this to name a class after it
 PREFER = 2.0  # ... and be this many times the head's attention to the other names
-LABELS = {"name mover": "#1f77b4", "negative name mover": "#d62728", "s-inhibition": "#ff7f0e",
-          "s-suppression": "#e377c2", "s mover": "#bcbd22", "induction": "#2ca02c", "duplicate token": "#9467bd",
-          "previous token": "#8c564b"}
+LABELS = {"induction": "#2ca02c", "duplicate token": "#9467bd", "previous token": "#8c564b"}  # the task's own first
 OTHER_COLORS = ["#7f7f7f", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#dbdb8d"]
 
 
@@ -135,57 +134,45 @@ class Discovery:
                 **({"start": {head_name(h): p for h, p in self.start.items()}} if self.start else {})}
 
 
-def label(position: str, s: pd.Series) -> str:
+def label(position: str, s: pd.Series, task: str = "ioi") -> str:
     """A class name for a head kept at `position`, from its row of `heads.wide` scores.
 
-    At END, by where the head looks (attention >= FLOOR and >= PREFER x its attention to either
-    other name) and what it writes (direct effect on logit[IO] - logit[S]):
-      looks at IO: "name mover" (direct effect >= 0) or "negative name mover" (< 0);
-      looks at S2: "s-inhibition" when its effect is mostly indirect (|direct effect| < half its
-      |ablation effect|); when it is mostly direct, "s-suppression" (lowers S's logit itself) or
-      "s mover" (raises it).
-    At END of another task (no IO / S roles): "mover (ROLE)" for a head that looks at one of the
-    task's roles in the same way, "negative mover (ROLE)" when its direct effect is negative.
-    At S2 (IOI): "duplicate token" when it looks back at S1, the same name (attn S2→S1 >= FLOOR, the
-    paper's test), whatever it does on random tokens.
+    First the task's own names (`Task.label_head`: for IOI the paper's classes, see
+    tasks/ioi.py), then the generic ones:
+    At END: "mover (ROLE)" for a head that looks at one of the task's roles (attention >= FLOOR and
+    >= PREFER x its attention to every other role), "negative mover (ROLE)" when its direct effect
+    is negative.
     Elsewhere: the largest of the previous-token, duplicate-token and induction scores, if >= FLOOR.
     Anything else: "other".
     """
     get = lambda m: float(s[m]) if m in s and pd.notna(s[m]) else 0.0
-    if position == "END" and not any(f"attn END→{r}" in s for r in ("IO", "S1", "S2")):
-        # another task: name the head after the position it reads from, and the sign of what it writes
+    own = get_task(task).label_head
+    named = own(position, get, FLOOR, PREFER) if own is not None else None
+    if named is not None:
+        return named
+    if position == "END":  # named after the position it reads from, and the sign of what it writes
         att = {m.removeprefix("attn END→"): get(m) for m in s.index if str(m).startswith("attn END→")}
         for r, a in att.items():
             if a >= FLOOR and all(a >= PREFER * v for k, v in att.items() if k != r):
                 return f"mover ({r})" if get(hs.DIRECT) >= 0 else f"negative mover ({r})"
         return "other"
-    if position == "END":
-        att = {r: get(f"attn END→{r}") for r in ("IO", "S1", "S2")}
-        looks = lambda r: att[r] >= FLOOR and all(att[r] >= PREFER * v for k, v in att.items() if k != r)
-        direct = get(hs.DIRECT)
-        if looks("IO"):
-            return "name mover" if direct >= 0 else "negative name mover"
-        if looks("S2"):
-            if abs(direct) < 0.5 * abs(get(hs.ABLATION)):
-                return "s-inhibition"
-            return "s-suppression" if direct > 0 else "s mover"
-        return "other"
-    if position == "S2" and get("attn S2→S1") >= FLOOR:
-        return hs.DUP
     best = max((hs.PREV, hs.DUP, hs.IND), key=get)
     return best if get(best) >= FLOOR else "other"
 
 
 def s_inhibition_by_path_patching(evaluator, kept: dict[Head, str], scores: pd.DataFrame,
                                   should_stop=None) -> dict[Head, float]:
-    """The kept END heads that `label` leaves "other" and that feed the kept name movers' queries
-    (module doc, step 5): {head: path-patching effect}. Empty when there is no name mover or no such
-    head before one, or the task is not IOI."""
+    """The kept END heads that `label` leaves "other" and that feed the kept movers' queries (module
+    doc, step 5): {head: path-patching effect}. Empty when there is no mover or no such head before
+    one, or the task names no mover and inhibition classes (`Task.mover_class`; IOI: name movers)."""
+    task = evaluator.methodology.task
+    if not (get_task(task).mover_class and get_task(task).inhibition_class):
+        return {}
     table = hs.wide(scores)
-    at_end = {h: label("END", table.loc[h]) for h, p in kept.items() if p == "END"}
-    movers = [h for h, lab in at_end.items() if lab == "name mover"]
+    at_end = {h: label("END", table.loc[h], task) for h, p in kept.items() if p == "END"}
+    movers = [h for h, lab in at_end.items() if lab == get_task(task).mover_class]
     candidates = [h for h, lab in at_end.items() if lab == "other" and movers and h[0] < min(l for l, _ in movers)]
-    if evaluator.methodology.task != "ioi" or not candidates:
+    if not candidates:
         return {}
     from .patching import paired_dataset, path_patching  # patching is only needed here
 
@@ -205,15 +192,16 @@ def build_circuit(kept: dict[Head, str], scores: pd.DataFrame, name: str, model:
     groups: dict[tuple[str, str], list[Head]] = {}
     for h in sorted(kept):
         pos = kept[h]
-        groups.setdefault((pos, (named or {}).get(h) or label(pos, table.loc[h])), []).append(h)
-    order = list(LABELS) + ["other"]
+        groups.setdefault((pos, (named or {}).get(h) or label(pos, table.loc[h], task)), []).append(h)
+    colors = {**get_task(task).class_colors, **LABELS}
+    order = list(colors) + ["other"]
     keys = sorted(groups, key=lambda k: (order.index(k[1]) if k[1] in order else len(order), k[0]))
     classes, others = [], iter(OTHER_COLORS * 10)
     for pos, lab in keys:
         clash = lab == "other" or sum(l == lab for _, l in keys) > 1
         where = "all positions" if pos == ALL_POSITIONS else pos
         classes.append(CircuitClass(f"{lab} ({where})" if clash else lab, pos, groups[(pos, lab)],
-                                    LABELS.get(lab) or next(others)))
+                                    colors.get(lab) or next(others)))
     return Circuit(name=name, classes=classes, model=model, task=task, notes=notes)
 
 
@@ -232,7 +220,7 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     bringing F(C) closest to F(M), at all positions) until they are; pruning follows as usual.
 
     progress(done, total) counts node sets (total is an upper bound that shrinks as pruning
-    goes); should_stop() is checked between steps and raises evaluate.Cancelled when true.
+    goes); should_stop() is checked between steps and raises progress.Cancelled when true.
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1] (got {threshold}).")
@@ -249,8 +237,7 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
 
     def F(sets: list[NodeSet]) -> list[float]:
         nonlocal done
-        if should_stop is not None and should_stop():
-            raise Cancelled("circuit discovery cancelled")
+        raise_if_stopped(should_stop, "circuit discovery cancelled")
         base = done
         sub = (lambda d, t: progress(base + d * len(sets) // t, total)) if progress else None
         out = evaluator.F(sets, sub)
@@ -314,22 +301,23 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
 
     # 5. Name, colour and describe.
     inhibitors = s_inhibition_by_path_patching(evaluator, kept, scores, should_stop)
+    task = get_task(meth.task)
     criterion = "(F(C) - F(∅))/(F(M) - F(∅))" if normalized else "F(C)/F(M)"
     norm = (f_c - f_empty) / (f_model - f_empty) if f_model != f_empty else float("nan")
     how = (f"started from {len(start)} heads given (e.g. by activation patching)" if start else "a position per head")
     notes = (f"Proposed by circuit discovery (circuit_core/discover.py: {how}, then greedy "
              f"pruning): threshold {threshold} (keep {threshold} <= {criterion} <= {2 - threshold:g}); task {meth.task}, "
-             f"N={meth.n}, seed {meth.seed}, {meth.mode} templates, ablation {meth.ablation}. "
+             f"N={meth.n}, seed {meth.seed}, {meth.mode} {task.group_label[1]}, ablation {meth.ablation}. "
              f"F(M)={f_model:.3f}, F(C)={f_c:.3f}, F(∅)={f_empty:.3f}, F(C)/F(M)={f_c / f_model:.3f}, "
              f"(F(C) - F(∅))/(F(M) - F(∅))={norm:.3f} on the prompts that chose it; "
              f"{len(kept)} of {H} heads kept; {done} node sets evaluated. Classes are named from head scores "
              f"(circuit_core/heads.py)" + (
-                 f"; s-inhibition by path patching to the name movers' queries at END (share of F(clean) − "
+                 f"; {task.inhibition_class} by path patching to the {task.mover_class}s' queries at END (share of F(clean) − "
                  f"F(corrupted), N={min(meth.n, PATH_N)} pairs): "
                  + ", ".join(f"{head_name(h)} {e:.2f}" for h, e in sorted(inhibitors.items())) if inhibitors else "")
              + ". A hypothesis to validate, not a finding.")
     circuit = build_circuit(kept, scores, name or f"discovered circuit ({model.name}, threshold {threshold})",
-                            model.name, meth.task, notes, {h: "s-inhibition" for h in inhibitors})
+                            model.name, meth.task, notes, {h: task.inhibition_class for h in inhibitors})
     return Discovery(circuit, f_model, f_c, f_empty, threshold, normalized, positions, steps, scores, done,
                      start=dict(start) if start else None)
 

@@ -23,26 +23,21 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from .ablation import Methodology, NodeSet, keep_mask, shared_tables, storage_bytes, values_key
+from .cache import BoundedCache
 from .circuit import ALL_POSITIONS
-
-Progress = Callable[[int, int], None]
-StopCheck = Callable[[], bool]
+from .hooks import every_layer, hook_z
+from .progress import Cancelled, Progress, StopCheck, stop_requested  # noqa: F401  (Cancelled: callers catch it from here)
 
 KEPT, ABLATED = "K", "A"  # a head kept / ablated at every position; else ("k" | "a", roles)
 
 # Bounds of what one evaluator keeps besides its tables (GPT-2 small: a memo key is about 2 KB).
 MEMO_BYTES, MEMO_ENTRIES = 128 << 20, 50_000  # results of an evaluator, its replicates and variants
 MAX_PREFIXES = 200_000  # prefix ids (about 200 bytes each) before they start over
-
-
-class Cancelled(Exception):
-    """Raised when a `should_stop()` callback says so; results finished before it are kept."""
 
 
 def layer_keys(node_set: NodeSet, n_layers: int, n_heads: int) -> tuple:
@@ -64,50 +59,6 @@ def layer_keys(node_set: NodeSet, n_layers: int, n_heads: int) -> tuple:
                 state.append(("a" if node_set.complement else "k", frozenset(r)))
         keys.append(tuple(state))
     return tuple(keys)
-
-
-class _LRU:
-    """A thread-safe LRU map bounded by the bytes of its tensors and by its number of entries.
-
-    `overhead`: bytes charged per entry on top of its tensor (a memo's key, a tuple per layer, can
-    outweigh a small result)."""
-
-    def __init__(self, max_bytes: int, max_entries: int | None = None, overhead: int = 0):
-        self.max_bytes, self.bytes = max_bytes, 0
-        self.max_entries, self.overhead = max_entries, overhead
-        self._d: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _size(self, value: torch.Tensor) -> int:
-        return value.numel() * value.element_size() + self.overhead
-
-    def get(self, key):
-        with self._lock:
-            v = self._d.get(key)
-            if v is not None:
-                self._d.move_to_end(key)
-            return v
-
-    def put(self, key, value: torch.Tensor):
-        size = self._size(value)
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            if key in self._d:
-                return
-            self._d[key] = value
-            self.bytes += size
-            while self.bytes > self.max_bytes or (self.max_entries is not None and len(self._d) > self.max_entries):
-                _, old = self._d.popitem(last=False)
-                self.bytes -= self._size(old)
-
-    def clear(self):
-        with self._lock:
-            self._d.clear()
-            self.bytes = 0
-
-    def __len__(self):
-        return len(self._d)
 
 
 class _Chunk:
@@ -190,10 +141,10 @@ class Evaluator:
         self.max_rows = max_rows or max(1, tokens_per_pass // self.seq)
         self.end = dataset.positions["END"]
         # Residuals live in the model's LRU (shared by its evaluators), keyed by this evaluator too.
-        self._residuals = model.residual_cache if cache_bytes is None else _LRU(cache_bytes)
+        self._residuals = model.residual_cache if cache_bytes is None else BoundedCache(max_bytes=cache_bytes)
         # Per-set results, float64 [N] each, keyed (tag, layer keys): one bounded memo shared with this
         # evaluator's replicates (tag: replicate number) and variants (the same values, the same results).
-        self._memo = _LRU(MEMO_BYTES, MEMO_ENTRIES, overhead=64 + self.n_layers * (56 + 8 * self.n_heads))
+        self._memo = BoundedCache(MEMO_ENTRIES, MEMO_BYTES, overhead=64 + self.n_layers * (56 + 8 * self.n_heads))
         self._memo_tag = 0
         self._prefix_ids: dict = {}
         self._id = object()  # this evaluator's part of the shared residual cache
@@ -204,7 +155,7 @@ class Evaluator:
         self._direction, self._bias = (direction.cpu(), bias.cpu()) if self.blocks else (None, None)
 
     def _hook_names(self):
-        return [f"blocks.{l}.attn.hook_z" for l in range(self.n_layers)]
+        return every_layer(self.n_layers)
 
     # --- public API ------------------------------------------------------------------------------
     @property
@@ -270,7 +221,7 @@ class Evaluator:
                 rep._prefix_ids, rep._prefix_lock = {}, threading.Lock()
                 # Replicates evaluate whole batches in one call (the prefix tree shares within it); kept out
                 # of the model's residual cache so they never evict what makes the next edit fast.
-                rep._residuals = _LRU(0)
+                rep._residuals = BoundedCache(max_bytes=0)
                 reps.append(rep)
             self._replicates = reps
         return self._replicates
@@ -319,7 +270,7 @@ class Evaluator:
                 progress(done[0], total)
             if len(chunks) == 1 or prompts[-1] == n - 1:
                 self._memo.put((self._memo_tag, key), results[key])  # complete: every chunk done (chunks run in order)
-            if should_stop is not None and should_stop() and done[0] < total:
+            if stop_requested(should_stop) and done[0] < total:
                 raise Cancelled()
 
         with torch.no_grad():
@@ -403,7 +354,7 @@ class Evaluator:
                 if all(st == KEPT for st in key[layer]):
                     continue
                 keep = layer_mask(key[layer], ds.positions, len(prompts), self.seq)
-                hooks.append((f"blocks.{layer}.attn.hook_z",
+                hooks.append((hook_z(layer),
                               lambda z, hook, keep=keep.to(self.device)[..., None], v=values[:, :, layer].to(self.device):
                               torch.where(keep, z, v.to(z.dtype))))
             with self.model.lock:
@@ -449,24 +400,30 @@ class EvaluatorCache:
 
     def __init__(self, model, max_entries: int = 16, max_bytes: int = 1536 << 20):
         self._model = weakref.ref(model)  # the model holds this cache
-        self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._d: OrderedDict = OrderedDict()
+        self._d = BoundedCache(max_entries, max_bytes, measure=_evaluators_bytes, keep_newest=True)
         self._lock = threading.Lock()
         self._builds: dict = {}
 
+    @property
+    def max_entries(self) -> int:
+        return self._d.max_entries
+
+    @property
+    def max_bytes(self) -> int:
+        return self._d.max_bytes
+
     def __contains__(self, methodology: Methodology) -> bool:
-        with self._lock:
-            return methodology in self._d
+        return methodology in self._d
 
     def __len__(self) -> int:
         return len(self._d)
 
     def get(self, methodology: Methodology) -> Evaluator:
         with self._lock:
-            if methodology in self._d:
-                self._d.move_to_end(methodology)
-                self._trim()
-                return self._d[methodology]
+            ev = self._d.get(methodology)
+            if ev is not None:
+                self._d.trim()  # memos grow: measured now
+                return ev
             build_lock = self._builds.setdefault(values_key(methodology), threading.Lock())
         with build_lock:
             with self._lock:
@@ -475,26 +432,20 @@ class EvaluatorCache:
             if ev is None:
                 ev = sibling.variant(methodology) if sibling is not None else build_evaluator(self._model(), methodology)
             with self._lock:
-                self._d[methodology] = ev
-                self._d.move_to_end(methodology)
+                self._d.put(methodology, ev)
                 self._builds.pop(values_key(methodology), None)
-                self._trim()
         return ev
-
-    def _trim(self):
-        """Drop the least recently used until within bounds (lock held; memos grow, so measured now)."""
-        while len(self._d) > 1 and (len(self._d) > self.max_entries or self._bytes() > self.max_bytes):
-            self._d.popitem(last=False)
-
-    def _bytes(self) -> int:
-        memos = {id(e._memo): e._memo.bytes for e in self._d.values()}
-        return storage_bytes(t for e in self._d.values() for t in e.held_tensors()) + sum(memos.values())
 
     @property
     def bytes(self) -> int:
-        with self._lock:
-            return self._bytes()
+        return self._d.bytes
 
     def clear(self):
-        with self._lock:
-            self._d.clear()
+        self._d.clear()
+
+
+def _evaluators_bytes(evaluators) -> int:
+    """What evaluators hold (tables, datasets, memos), storage shared between them counted once."""
+    evaluators = list(evaluators)
+    memos = {id(e._memo): e._memo.bytes for e in evaluators}
+    return storage_bytes(t for e in evaluators for t in e.held_tensors()) + sum(memos.values())

@@ -57,7 +57,7 @@ from .ablation import NodeSet
 from .baseline import random_circuits
 from .circuit import ALL_POSITIONS, Circuit, head_name
 from .completeness import c_minus
-from .evaluate import Cancelled, Progress, StopCheck
+from .progress import Cancelled, Progress, StopCheck, stop_requested
 
 
 REJECT, NOT_REJECTED = "reject", "not rejected"
@@ -374,7 +374,7 @@ def formal_tests(evaluator, circuit: Circuit, alpha: float = 0.05, n_random: int
     if progress is not None:
         progress(0, total)
     for size, run in zip(sizes, runs):
-        if should_stop is not None and should_stop():
+        if stop_requested(should_stop):
             break
         inner = (lambda d, t, size=size: progress(done[0] + round(size * d / t), total)) if progress else None
         try:

@@ -10,9 +10,10 @@ On repeated random tokens, [BOS] r_1..r_T r_1..r_T (seeded, no token twice withi
 - "induction": mean attention from each token of the second copy to the token after its first
   occurrence.
 On the task's prompts (clean run), means over prompts:
-- "attn END→IO", "attn END→S1", "attn END→S2", "attn S2→S1": attention probabilities.
+- attention probabilities between the task's pairs of positions (`Task.attention_pairs`; IOI: the
+  paper's "attn END→IO", "attn END→S1", "attn END→S2", "attn S2→S1"), else END → each position.
 - "direct effect": the head's output at END (hook_z @ W_O) read straight through the unembedding
-  as logit[correct] - logit[incorrect] (IO - S for IOI). The final layer norm is not linear; we
+  as logit[correct] - logit[incorrect] (the task's metric). The final layer norm is not linear; we
   freeze its scale at the clean run's value for each prompt (ln_final.hook_scale at END), which
   makes the readout linear, so the heads' direct effects plus the other components' sum to the
   clean logit difference. hook_z includes the value bias (models.py keeps it unfolded), so each
@@ -26,16 +27,22 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from .hooks import LN_FINAL_SCALE, every_layer, hook_layer
+
 PREV, DUP, IND = "previous token", "duplicate token", "induction"
-ATTN_PAIRS = {"attn END→IO": ("END", "IO"), "attn END→S1": ("END", "S1"), "attn END→S2": ("END", "S2"),
-              "attn S2→S1": ("S2", "S1")}
 DIRECT, ABLATION = "direct effect", "ablation effect"
 
 
-def attention_pairs(roles: list[str]) -> dict[str, tuple[str, str]]:
-    """The attention scores a task's roles allow: IOI's four (the paper's), else END → each role."""
-    ioi = {m: qk for m, qk in ATTN_PAIRS.items() if all(r in roles for r in qk)}
-    return ioi or {f"attn END→{r}": ("END", r) for r in roles if r != "END"}
+def attention_pairs(roles: list[str], task: str | None = None) -> dict[str, tuple[str, str]]:
+    """The attention scores worth a column: the task's own pairs whose roles it has, else END → each role.
+    Without a task name, the registered task with exactly these roles (if any)."""
+    from .tasks import REGISTRY
+
+    if task is None:
+        task = next((name for name, t in REGISTRY.items() if set(t.roles) == set(roles) - {"*"}), None)
+    own = REGISTRY[task].attention_pairs if task in REGISTRY else {}
+    named = {m: qk for m, qk in own.items() if all(r in roles for r in qk)}
+    return named or {f"attn END→{r}": ("END", r) for r in roles if r != "END"}
 
 
 def _frame(metric: str, scores: torch.Tensor) -> pd.DataFrame:
@@ -81,12 +88,12 @@ def repeated_token_scores(model, n_seqs: int = 20, length: int | None = None, se
     tokens = repeated_tokens(model, n_seqs, length, seed)
     first = 1 if model.tokenizer.bos_token_id is not None else 0  # index of r_1
     T = (tokens.shape[1] - first) // 2
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.n_layers)]
+    names = every_layer(model.n_layers, "attn.hook_pattern")
     _check_hooks(model, names)
     scores = {m: torch.zeros(model.n_layers, model.n_heads) for m in (PREV, DUP, IND)}
 
     def grab(pattern, hook):  # pattern [batch, head, query, key]
-        layer = int(hook.name.split(".")[1])
+        layer = hook_layer(hook.name)
         p = pattern.detach().float().cpu()
         # diagonal(-d)[..., k] = pattern[k + d, k]
         scores[PREV][layer] = p.diagonal(-1, -2, -1)[..., first:].mean((0, 2))
@@ -105,10 +112,10 @@ def task_scores(model, dataset, batch_size: int = 64) -> pd.DataFrame:
     bridge = model.bridge
     L, H = model.n_layers, model.n_heads
     pos = dataset.positions
-    pairs = attention_pairs(list(pos))
-    z_names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
-    p_names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
-    has_scale = "ln_final.hook_scale" in bridge.hook_dict
+    pairs = attention_pairs(list(pos), dataset.task)
+    z_names = every_layer(L)
+    p_names = every_layer(L, "attn.hook_pattern")
+    has_scale = LN_FINAL_SCALE in bridge.hook_dict
     _check_hooks(model, z_names + p_names)
     center = str(getattr(bridge.cfg, "normalization_type", "LN")).startswith("LN")  # LayerNorm centres, RMSNorm not
     W_O, W_U = bridge.W_O.detach(), bridge.W_U.detach()  # [L, H, d_head, d_model], [d_model, vocab]
@@ -125,11 +132,11 @@ def task_scores(model, dataset, batch_size: int = 64) -> pd.DataFrame:
                 store[hook.name] = act.detach()
                 return act
 
-            names = z_names + p_names + (["ln_final.hook_scale"] if has_scale else [])
+            names = z_names + p_names + ([LN_FINAL_SCALE] if has_scale else [])
             bridge.run_with_hooks(dataset.tokens[idx].to(model.device), fwd_hooks=[(n, grab) for n in names])
             ans = dataset.answer_tokens[idx]
             direction = (W_U[:, ans[:, 0]] - W_U[:, ans[:, 1]]).T.cpu().double()  # [b, d_model]
-            scale = store["ln_final.hook_scale"].cpu().double()[rows, end] if has_scale else torch.ones(len(idx), 1)
+            scale = store[LN_FINAL_SCALE].cpu().double()[rows, end] if has_scale else torch.ones(len(idx), 1)
             for l in range(L):
                 pattern = store[p_names[l]].cpu()  # [b, head, q, k]
                 for m, (q, k) in pairs.items():
@@ -175,4 +182,5 @@ def head_scores(evaluator, seed: int | None = None, progress=None, ablation: boo
 
 
 __all__ = ["repeated_tokens", "repeated_token_scores", "task_scores", "ablation_effects", "head_scores", "wide",
-           "PREV", "DUP", "IND", "DIRECT", "ABLATION", "ATTN_PAIRS"]
+           "PREV", "DUP", "IND", "DIRECT", "ABLATION",
+           "attention_pairs"]

@@ -25,10 +25,12 @@ import pandas as pd
 
 from .ablation import NodeSet
 from .circuit import Circuit, Head, head_name
-from .completeness import (FCache, abs_columns, c_minus, diff_intervals, frame_records, heads_label, pct_of,
-                           STUDENTISED, relative_threshold, replicate_values, trace_frame)
+from .completeness import (FCache, abs_columns, c_minus, frame_records, heads_label, pct_of, relative_threshold,
+                           replicate_values, trace_frame)
 from .criteria import interval_method
-from .search import Progress, Search, StopCheck, best_per_run, budget, greedy_search
+from .resampling import STUDENTISED, diff_intervals
+from .progress import Progress, StopCheck
+from .search import Search, best_per_run, budget, greedy_search
 from .selection import Selection, selection_evaluator
 from .verdicts import Verdict, at_least, overall
 

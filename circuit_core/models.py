@@ -76,10 +76,10 @@ class LoadedModel:
         """Residuals kept between evaluator calls (evaluate.py), one LRU per model, bounded in bytes."""
         with self.lock:
             if self._residuals is None:
-                from .evaluate import _LRU
+                from .cache import BoundedCache
 
                 gpu = str(self.device).startswith("cuda")
-                self._residuals = _LRU(4 << 30 if gpu else self.residual_cache_bytes)
+                self._residuals = BoundedCache(max_bytes=4 << 30 if gpu else self.residual_cache_bytes)
             return self._residuals
 
     @property

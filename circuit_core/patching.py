@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from .circuit import ALL_POSITIONS, Head, head_name
-from .evaluate import Cancelled
+from .hooks import every_layer, hook_qkv
+from .progress import raise_if_stopped
+from .resampling import prompt_counts_torch
 
 DIRECTIONS = ("denoise", "noise")
 INPUTS = ("q", "k", "v", "qkv")
@@ -99,14 +101,6 @@ def _check_paired(dataset):
         raise PatchingError("some corrupted twins equal their clean prompts: nothing to patch")
 
 
-def _boot_counts(n: int, draws: int, seed: int) -> torch.Tensor:
-    """[draws, n] multinomial counts: each row one bootstrap resample of the prompt pairs. (completeness.py
-    draws the same in numpy, a row at a time; here every cell shares one weight matrix, so a matmul does it.)"""
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (draws, n), generator=gen)
-    return torch.zeros(draws, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones(draws, n, dtype=torch.float64))
-
-
 def _effects(patched: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor, direction: str,
              draws: int, seed: int):
     """Point effects [cells] and 95% intervals from per-prompt metrics: patched [cells, N]."""
@@ -117,7 +111,7 @@ def _effects(patched: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor
         return sign * (p - (k if direction == "denoise" else c)) / (c - k)
 
     point = ratio(patched.mean(1), clean.mean(), corrupted.mean())
-    W = _boot_counts(n, draws, seed) / n  # [B, N]: the same resampled pairs for every cell and both means
+    W = prompt_counts_torch(n, draws, seed) / n  # [B, N]: the same resampled pairs for every cell and both means
     pb, cb, kb = patched @ W.T, W @ clean, W @ corrupted  # [cells, B], [B], [B]
     boots = ratio(pb, cb[None], kb[None])
     if not len(boots):  # no cells (path patching into layer 0: no sender precedes it)
@@ -158,8 +152,7 @@ class _Steps:
         self.progress, self.should_stop, self.done, self.total = progress, should_stop, 0, 0
 
     def before(self):
-        if self.should_stop is not None and self.should_stop():
-            raise Cancelled("patching cancelled")
+        raise_if_stopped(self.should_stop, "patching cancelled")
 
     def after(self):
         self.done += 1
@@ -335,7 +328,7 @@ def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
 def _activation_hooked(model, dataset, direction, roles, batch_size, steps):
     """The same through hooked bridge passes on `hook_z` (any architecture TransformerLens hooks per head)."""
     L, H, n = model.n_layers, model.n_heads, dataset.n
-    names = _hook_names(model, [f"blocks.{l}.attn.hook_z" for l in range(L)])
+    names = _hook_names(model, every_layer(L))
     per = _hooked_per(model, dataset, batch_size)
     steps.total = L * len(roles) * len(range(0, n, per))
     patched = torch.zeros(L, H, len(roles), n, dtype=torch.float64)
@@ -477,9 +470,9 @@ def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, until
     """The same through hooked bridge passes: (b) freezes every `hook_z` from the sender's layer on, (c)
     patches the `hook_q` / `hook_k` / `hook_v` of the receivers after the sender's layer."""
     L, H, n = model.n_layers, model.n_heads, dataset.n
-    z_names = _hook_names(model, [f"blocks.{l}.attn.hook_z" for l in range(L)])
+    z_names = _hook_names(model, every_layer(L))
     to_logits = receivers == "logits"
-    inputs = {} if to_logits else {(l, c): f"blocks.{l}.attn.hook_{c}" for l in sorted({l for l, _ in receivers})
+    inputs = {} if to_logits else {(l, c): hook_qkv(l, c) for l in sorted({l for l, _ in receivers})
                                    for c in "qkv" if c in receiver_input}
     _hook_names(model, list(inputs.values()))
     per = _hooked_per(model, dataset, batch_size)

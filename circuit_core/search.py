@@ -19,8 +19,7 @@ import numpy as np
 
 from .ablation import NodeSet
 from .circuit import Head
-from .evaluate import Progress, StopCheck
-
+from .progress import Progress, StopCheck, stop_requested
 
 
 @dataclass
@@ -84,7 +83,7 @@ def greedy_search(cache, searches: Sequence[Search], k: int = 10, steps: int = 1
         live = [run for run in live if len(searches[run.search].pool) > len(run.K)]
         if not live:
             break
-        if should_stop is not None and should_stop():
+        if stop_requested(should_stop):
             cancelled = True
             break
         proposals = []  # (run, K ∪ {v})

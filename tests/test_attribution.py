@@ -63,8 +63,8 @@ def _nudged(ev, node_set, head, role, eps):
     new_table = table[ev._table_index].clone()
     new_table[rows, pos, l, h] += eps * (target - new_table[rows, pos, l, h])
     nudged._table, nudged._table_index = new_table, torch.arange(ev.dataset.n)
-    from circuit_core.evaluate import _LRU
-    nudged._residuals, nudged._memo, nudged._prefix_ids = _LRU(0), _LRU(1 << 30), {}
+    from circuit_core.cache import BoundedCache
+    nudged._residuals, nudged._memo, nudged._prefix_ids = BoundedCache(max_bytes=0), BoundedCache(max_bytes=1 << 30), {}
     return nudged.logit_diffs([node_set])[0].mean().item()
 
 

@@ -196,7 +196,8 @@ def build_redundant_model(folder):
     """
     from transformers import PreTrainedTokenizerFast
 
-    from circuit_core.tasks.ioi import NAMES, single_token_id
+    from circuit_core.tasks.base import single_token_id
+    from circuit_core.tasks.ioi import NAMES
 
     hf = save_random_gpt2(folder, n_layer=3, n_head=4, n_embd=WIDTH, init_std=0.3, seed=0)
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
@@ -334,7 +335,7 @@ def test_every_point_and_bar_carries_its_intervals(tiny_evaluator):
 
 
 def test_joint_intervals_keep_only_the_spread_of_the_reference_replicates():
-    from circuit_core.completeness import diff_intervals, mean_intervals
+    from circuit_core.resampling import diff_intervals, mean_intervals
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(1, 1, (3, 200)), rng.normal(0, 1, (3, 200))

@@ -13,7 +13,8 @@ from circuit_core.circuit import load_circuit
 from circuit_core.cli import main
 from circuit_core.criteria import circuit_node_set
 from circuit_core.discover import discover, discover_and_report, label
-from circuit_core.evaluate import Cancelled, Evaluator, build_evaluator
+from circuit_core.evaluate import Evaluator, build_evaluator
+from circuit_core.progress import Cancelled
 from circuit_core.models import load_model
 from circuit_core.selection import Selection
 from circuit_core.tasks import build_dataset, task_roles

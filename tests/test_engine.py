@@ -12,7 +12,8 @@ import torch
 from circuit_core.ablation import Ablation, Methodology, NodeSet, PositionScope
 from circuit_core.circuit import Circuit, CircuitClass
 from circuit_core.criteria import circuit_node_set
-from circuit_core.evaluate import Cancelled, Evaluator, layer_keys
+from circuit_core.evaluate import Evaluator, layer_keys
+from circuit_core.progress import Cancelled
 
 ROLES = ["IO", "S1", "S1+1", "S2", "END", "*"]
 

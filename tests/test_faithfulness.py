@@ -4,7 +4,8 @@ import pytest
 
 from circuit_core.ablation import NodeSet
 from circuit_core.circuit import Circuit, CircuitClass
-from circuit_core.criteria import bootstrap_intervals, circuit_node_set, faithfulness, faithfulness_stats
+from circuit_core.criteria import circuit_node_set, faithfulness, faithfulness_stats
+from circuit_core.resampling import bootstrap_intervals
 
 
 def test_stats_by_hand():

@@ -10,6 +10,7 @@ import torch
 from circuit_core import heads as hs
 from circuit_core.ablation import NodeSet
 from circuit_core.models import load_model
+from circuit_core.tasks import get_task
 from circuit_core.toy import save_random_gpt2
 
 PLANTED = (1, 2)  # (layer, head)
@@ -82,8 +83,9 @@ def test_ablation_effects_match_evaluator_one_by_one(tiny_evaluator, tiny_model)
 def test_task_scores_and_direct_effects_add_up(tiny_model, tiny_dataset, tiny_evaluator):
     table = hs.task_scores(tiny_model, tiny_dataset)
     w = hs.wide(table)
-    assert set(w.columns) == {*hs.ATTN_PAIRS, hs.DIRECT} and len(w) == 12
-    attn = w[list(hs.ATTN_PAIRS)]
+    pairs = get_task("ioi").attention_pairs
+    assert set(w.columns) == {*pairs, hs.DIRECT} and len(w) == 12
+    attn = w[list(pairs)]
     assert ((attn >= 0) & (attn <= 1)).all().all()
     # With ln_final's scale frozen the readout is linear: the heads' direct effects plus embeddings,
     # MLPs, output biases and the unembedding bias give back the clean logit difference exactly.

@@ -5,7 +5,8 @@ import weakref
 import torch
 
 from circuit_core.ablation import Methodology, NodeSet, TableCache, ablation_tables, storage_bytes
-from circuit_core.evaluate import Evaluator, EvaluatorCache, _Chunk, _LRU, layer_keys
+from circuit_core.cache import BoundedCache
+from circuit_core.evaluate import Evaluator, EvaluatorCache, _Chunk, layer_keys
 from circuit_core.tasks import build_dataset
 
 METH = Methodology(n=40, seed=3)
@@ -132,11 +133,11 @@ def test_table_cache_bounded_in_bytes(tiny_model, tiny_dataset):
 
 
 def test_memo_is_bounded_in_entries_and_bytes():
-    lru = _LRU(1 << 30, max_entries=3)
+    lru = BoundedCache(max_bytes=1 << 30, max_entries=3)
     for i in range(5):
         lru.put(i, torch.zeros(10, dtype=torch.float64))
     assert len(lru) == 3 and lru.get(0) is None and lru.get(4) is not None
-    small = _LRU(1000, overhead=200)  # a key's cost counts too
+    small = BoundedCache(max_bytes=1000, overhead=200)  # a key's cost counts too
     for i in range(10):
         small.put(i, torch.zeros(10, dtype=torch.float64))  # 80 + 200 bytes each
     assert len(small) == 3 and small.bytes <= 1000

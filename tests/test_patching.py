@@ -9,7 +9,7 @@ import torch
 import hf_reference as ref
 from circuit_core import patching as pt
 from circuit_core.cli import main
-from circuit_core.evaluate import Cancelled
+from circuit_core.progress import Cancelled
 from circuit_core.tasks import build_dataset
 
 

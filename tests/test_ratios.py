@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from circuit_core.criteria import (DENOMINATORS, Faithfulness, bootstrap_draws, faithfulness_figures,
-                                   faithfulness_stats, median_of_ratios, ratio_threshold, undefined_reason)
+from circuit_core.criteria import (DENOMINATORS, Faithfulness, faithfulness_figures, faithfulness_stats,
+                                   median_of_ratios, ratio_threshold, undefined_reason)
+from circuit_core.resampling import bootstrap_draws
 
 
 def test_median_of_ratios_by_hand():

@@ -164,6 +164,25 @@ def test_criteria_and_patching_run_on_colored_objects(co_toy):
     assert torch.allclose(result.effects[:, :, :2], torch.zeros(2, 4, 2), atol=1e-5)
 
 
+def test_generic_wording_comes_from_the_task(co_toy):
+    """Faithfulness breaks down by order only for a task with orders (IOI's ABBA / BABA), and every
+    task words its accuracy and its breakdown itself."""
+    from circuit_core.criteria import breakdown_by_group
+
+    for name, task in REGISTRY.items():
+        assert task.accuracy_label and task.breakdown_label and all(task.group_label), name
+        assert (task.order_of("BABA-00") is None) == (not task.orders), name
+    assert get_task("ioi").orders == ("ABBA", "BABA") and get_task("colored-objects").orders == ()
+    _, model = co_toy
+    meth = Methodology(task="colored-objects", n=12, seed=1, ref_per_group=2, ref_replicates=0, bootstrap=50)
+    ev = Evaluator(model, build_dataset("colored-objects", model.tokenizer, **meth.dataset_kwargs()), meth)
+    heads = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
+    f = faithfulness(ev, Circuit("all", [CircuitClass("all", "*", heads)], task="colored-objects"))
+    assert f.by_order == {} and not {"ABBA", "BABA"} & set(f.to_dict()["by_order"])
+    table = breakdown_by_group(ev.dataset, f.per_prompt, n_boot=20)
+    assert "order" not in table.columns and len(table) == 3 * len(set(ev.dataset.groups.tolist()))
+
+
 # --- acronyms ---------------------------------------------------------------------------------------------
 from circuit_core.tasks import acronyms as ac  # noqa: E402
 

@@ -28,7 +28,7 @@ def background_metrics(task_roles: list[str] | None = None) -> list[str]:
     return [ESTIMATE, EXACT, ABLATION, *PATCHING] + [m for m in ROLE_METRICS if not m.startswith("attn")] + attention
 
 
-def background_caption(metric: str, target: str, task_metric: str = "logit(IO) − logit(S) at END") -> str:
+def background_caption(metric: str, target: str, task_metric: str = "the task's logit difference at END") -> str:
     return {
         ESTIMATE: f"estimated change of F(C) if the head were clicked (into / out of '{target}'): gradient × "
                   "(own output − ablation value), one forward and one backward pass on the current circuit "

@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 
 from ..models import DEMO_MODEL_DIR
-from ..tasks.ioi import BABA_TEMPLATES, NAMES, OBJECTS, PLACES, make_ioi_dataset, single_token_id
+from ..tasks.base import single_token_id
+from ..tasks.ioi import BABA_TEMPLATES, NAMES, OBJECTS, PLACES, make_ioi_dataset
 from ..toy import gpt2_config, ioi_vocabulary, word_level_tokenizer
 
 HELD_OUT = (2, 9, 13)  # a plain variant, one with an unseen word (" commuting"), a reordered one

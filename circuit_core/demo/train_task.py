@@ -163,7 +163,7 @@ def _feature_layout(tokenizer):
     import numpy as np
 
     from ..tasks import colored_objects as co
-    from ..tasks.ioi import single_token_id
+    from ..tasks.base import single_token_id
 
     one = lambda word: single_token_id(tokenizer, word)
     tokens = {"obj": [one(" " + o) for o in co.OBJECTS], "col": [one(" " + c) for c in co.COLORS],

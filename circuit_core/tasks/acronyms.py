@@ -21,8 +21,7 @@ import string
 
 import torch
 
-from .base import Task, TaskDataset, TaskError, top_choice_accuracy
-from .ioi import single_token_id
+from .base import Task, TaskDataset, TaskError, single_token_id, top_choice_accuracy
 
 # Nouns that GPT-2's tokenizer splits as " " + capital and one more token (60 of 407 tried).
 WORDS = """Bamboo Basket Bison Cabbage Cactus Cider Cinder Cottage Dancer Dingo Ditch Dune Eel Fawn Fiddle Fudge
@@ -119,4 +118,7 @@ TASK = Task(
     example="The Ketchup Lark Wreck (KL → W",
     vocabulary=vocabulary,
     source="García-Carrasco, Maté & Trujillo, AISTATS 2024, arXiv 2405.04156",
+    accuracy_label="the third capital above the twin's third capital",
+    breakdown_label="By group (one: every prompt shares its layout)",
+    group_label=("group", "groups"),
 )

@@ -90,6 +90,14 @@ class TaskDataset:
         )
 
 
+def single_token_id(tokenizer, word: str) -> int | None:
+    """The token id of `word` if the tokenizer encodes it as exactly one known token."""
+    ids = tokenizer.encode(word, add_special_tokens=False)
+    if len(ids) != 1 or (tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id):
+        return None
+    return ids[0]
+
+
 def top_choice_accuracy(model, dataset: TaskDataset, choices: list[int], batch_size: int = 64) -> float:
     """Share of prompts whose top prediction at END among the token ids `choices` is the right answer
     (answer_tokens[:, 0]): a task's accuracy when its answers come from a closed set."""
@@ -128,6 +136,29 @@ class Task:
     example: str = ""  # one clean prompt and its answer, for the UI
     vocabulary: Callable[[], list[str]] | None = None  # words a word-level toy tokenizer needs
     source: str = ""  # where the task comes from
+    # Words generic code (criteria, CLI, pages) uses for this task:
+    accuracy_label: str = "the correct answer above the incorrect one"  # "N% of prompts have <this>" (f > 0)
+    breakdown_label: str = "By group"  # the heading of the per-group (and per-order) breakdown
+    group_label: tuple[str, str] = ("group", "groups")  # a group of prompts, singular and plural
+    twin_label: str = "twin"  # a prompt's paired reference (corrupted) prompt
+    # The orders a prompt comes in (IOI: ABBA, BABA), each a prefix of its groups' names; faithfulness
+    # is also broken down by order. (): no orders.
+    orders: tuple[str, ...] = ()
+    # Attention scores worth a head-score column: name -> (query role, key role); {}: END → each role.
+    attention_pairs: dict = field(default_factory=dict)
+    # The task's own class names for discovered heads: label_head(position, score, floor, prefer) -> a
+    # name or None (then the generic names apply), where score(metric) reads the head's row of
+    # heads.wide and floor / prefer are discover.py's attention thresholds; the
+    # colours of those names; and, where the paper found inhibition heads by path patching to the
+    # movers' queries, the movers' and the inhibitors' names (discover.py, step 5).
+    label_head: Callable[..., str | None] | None = None
+    class_colors: dict = field(default_factory=dict)
+    mover_class: str = ""
+    inhibition_class: str = ""
+
+    def order_of(self, group_name: str) -> str | None:
+        """The order a group's prompts come in (None for a task without orders)."""
+        return next((o for o in self.orders if group_name.split("-")[0] == o), None)
 
     def __post_init__(self):
         if not self.roles or self.roles[-1] != "END":

@@ -21,8 +21,7 @@ import random
 
 import torch
 
-from .base import Task, TaskDataset, TaskError, top_choice_accuracy
-from .ioi import single_token_id
+from .base import Task, TaskDataset, TaskError, single_token_id, top_choice_accuracy
 
 COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "brown", "black"]
 OBJECTS = ["pencil", "notebook", "pen", "cup", "plate", "jug", "mug", "puzzle", "textbook", "leash", "necklace",
@@ -152,4 +151,7 @@ TASK = Task(
     example="Q: On the desk, there is a green pen, a black mug, and a brown jug. What color is the jug?\\nA: → Brown",
     vocabulary=vocabulary,
     source="Merullo, Eickhoff & Pavlick, ICLR 2024, arXiv 2310.08744",
+    accuracy_label="the asked colour above the colour the twin asks",
+    breakdown_label="By question (item asked, item the twin asks)",
+    group_label=("question layout", "question layouts"),
 )

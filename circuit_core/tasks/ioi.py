@@ -9,7 +9,7 @@ import random
 
 import torch
 
-from .base import Task, TaskDataset, TaskError
+from .base import Task, TaskDataset, TaskError, single_token_id
 
 ROLES = ("IO", "S1", "S1+1", "S2", "END")
 
@@ -72,14 +72,6 @@ def template_words() -> list[str]:
 def vocabulary() -> list[str]:
     """Every text piece an IOI prompt can contain, as GPT-2 would split it (leading spaces kept)."""
     return sorted(set(template_words()) | {" " + w for w in NAMES + PLACES + OBJECTS})
-
-
-def single_token_id(tokenizer, word: str) -> int | None:
-    """The token id of `word` if the tokenizer encodes it as exactly one known token."""
-    ids = tokenizer.encode(word, add_special_tokens=False)
-    if len(ids) != 1 or (tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id):
-        return None
-    return ids[0]
 
 
 def usable_words(tokenizer, words: list[str]) -> tuple[list[str], list[str]]:
@@ -238,6 +230,43 @@ def _reference_set(tokenizer, groups_all, groups, per_group, seed, bos, names, p
     return out
 
 
+# The paper's attention scores (heads.py): where the name movers, S-inhibition and duplicate-token heads look.
+ATTENTION_PAIRS = {"attn END→IO": ("END", "IO"), "attn END→S1": ("END", "S1"), "attn END→S2": ("END", "S2"),
+                   "attn S2→S1": ("S2", "S1")}
+# The paper's classes a discovered head can be named after, with their colours.
+CLASS_COLORS = {"name mover": "#1f77b4", "negative name mover": "#d62728", "s-inhibition": "#ff7f0e",
+                "s-suppression": "#e377c2", "s mover": "#bcbd22"}
+
+
+def label_head(position: str, score, floor: float, prefer: float) -> str | None:
+    """The paper's class for a head kept at `position`, from its scores (discover.label), or None.
+
+    At END, by where the head looks (attention >= floor and >= prefer x its attention to either other
+    name) and what it writes (direct effect on logit[IO] - logit[S]):
+      looks at IO: "name mover" (direct effect >= 0) or "negative name mover" (< 0);
+      looks at S2: "s-inhibition" when its effect is mostly indirect (|direct effect| < half its
+      |ablation effect|); when it is mostly direct, "s-suppression" (lowers S's logit itself) or
+      "s mover" (raises it);
+      else "other".
+    At S2: "duplicate token" when it looks back at S1, the same name (attn S2→S1 >= floor, the
+    paper's test), whatever it does on random tokens. Elsewhere: None (the generic names).
+    """
+    if position == "END":
+        att = {r: score(f"attn END→{r}") for r in ("IO", "S1", "S2")}
+        looks = lambda r: att[r] >= floor and all(att[r] >= prefer * v for k, v in att.items() if k != r)
+        direct = score("direct effect")
+        if looks("IO"):
+            return "name mover" if direct >= 0 else "negative name mover"
+        if looks("S2"):
+            if abs(direct) < 0.5 * abs(score("ablation effect")):
+                return "s-inhibition"
+            return "s-suppression" if direct > 0 else "s mover"
+        return "other"
+    if position == "S2" and score("attn S2→S1") >= floor:
+        return "duplicate token"
+    return None
+
+
 TASK = Task(
     name="ioi",
     title="Indirect object identification",
@@ -249,4 +278,14 @@ TASK = Task(
     example="Then, Mary and John went to the store. John gave a drink to → Mary",
     vocabulary=vocabulary,
     source="Wang et al. 2022, arXiv 2211.00593",
+    accuracy_label="IO above S",
+    breakdown_label="By template and order",
+    group_label=("template", "templates"),
+    twin_label="ABC twin",
+    orders=("ABBA", "BABA"),
+    attention_pairs=ATTENTION_PAIRS,
+    label_head=label_head,
+    class_colors=CLASS_COLORS,
+    mover_class="name mover",
+    inhibition_class="s-inhibition",
 )

@@ -1,0 +1,44 @@
+"""Progress reports and stopping: the one contract every long computation follows.
+
+- `progress(done, total)` (a `Progress`) is called as work finishes; `total` may shrink as a search
+  narrows (circuit discovery), never grow past what was said.
+- `should_stop()` (a `StopCheck`) is asked between units of work (a node set, a greedy step, a batch);
+  a unit under way always finishes, and whatever finished is kept (the evaluator memoises it).
+
+When it says stop, one rule:
+- a function with a partial result returns what it finished, marked `cancelled=True`: the greedy
+  searches (`search.greedy_search`) and the criteria built on them (`completeness`, `minimality`),
+  which show the sets scored so far; `formal_tests.formal_tests` returns the tests it finished (a
+  shorter list);
+- a function with nothing to return until it is done raises `Cancelled`: the evaluator's
+  `logit_diffs` (and so faithfulness, the baseline, head scores), attribution, activation and path
+  patching, and circuit discovery. Asking again costs only the rest, since finished node sets are
+  memoised.
+
+A caller (ui/jobs.py) therefore keeps a returned result even when it says cancelled, and treats
+`Cancelled` as a stop with no result.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+Progress = Callable[[int, int], None]
+StopCheck = Callable[[], bool]
+
+
+class Cancelled(Exception):
+    """Raised when `should_stop()` says so and the function has no partial result to return."""
+
+
+def stop_requested(should_stop: StopCheck | None) -> bool:
+    """True when there is a stop check and it says stop."""
+    return should_stop is not None and bool(should_stop())
+
+
+def raise_if_stopped(should_stop: StopCheck | None, what: str = "") -> None:
+    """Raise `Cancelled(what)` when `should_stop()` says stop (for functions with no partial result)."""
+    if stop_requested(should_stop):
+        raise Cancelled(what)
+
+
+__all__ = ["Progress", "StopCheck", "Cancelled", "stop_requested", "raise_if_stopped"]
