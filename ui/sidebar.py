@@ -141,9 +141,9 @@ def _methodology(session: Session) -> Methodology:
     seed = c2.number_input("Seed", 0, 10_000, 0, key=W.METHODOLOGY["seed"])
     if session.widget(W.METHODOLOGY["mode"]) not in spec.modes:  # another task's mode: start from all of this one's
         session.set_widget(W.METHODOLOGY["mode"], "mixed")
-    mode = sb.selectbox("Templates", spec.modes, key=W.METHODOLOGY["mode"],
-                        help="mixed: every template group of the task" + (
-                            " (IOI: all 15 BABA + 15 ABBA templates)" if task == "ioi" else ""))
+    one, many = spec.group_label
+    mode = sb.selectbox(many.capitalize(), spec.modes, key=W.METHODOLOGY["mode"],
+                        help=f"mixed: every {one} of the task; or only the {many} of one kind.")
     default = Methodology()
     ref = sb.number_input("Reference prompts per group", 0, 500, default.ref_per_group, step=5,
                           key=W.METHODOLOGY["ref_per_group"],
@@ -158,7 +158,7 @@ def _methodology(session: Session) -> Methodology:
                                 "in the background (each replicate evaluates the sets again). 0: prompts only.")
     sb.header("Methodology")
     ablation = sb.selectbox("Ablation", [a.value for a in Ablation], key=W.METHODOLOGY["ablation"],
-                            help="mean: mean over reference prompts of the same template (the paper). "
+                            help=f"mean: mean over reference prompts of the same {one} (the paper). "
                                  "mean-pooled: over all reference prompts. resample: one other reference prompt. zero.")
     positions = sb.selectbox("Positions", [p.value for p in PositionScope], key=W.METHODOLOGY["positions"],
                              help="circuit: heads kept only at their class position (the paper); all: everywhere.")
