@@ -28,7 +28,8 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
     n_layers = int(cells.layer.max()) + 1
     base = alt.Chart(cells).encode(
         x=alt.X("head:O", title="head"),
-        y=alt.Y("layer:O", title="layer", sort="descending"),
+        # every layer labelled: Vega drops overlapping labels, and every other layer went unnamed
+        y=alt.Y("layer:O", title="layer", sort="descending", axis=alt.Axis(labelOverlap=False)),
         tooltip=[alt.Tooltip("label:N", title="head"), alt.Tooltip("class:N"), alt.Tooltip("position:N"),
                  alt.Tooltip("score:Q", title=metric, format=".3f")]
         + ([alt.Tooltip("lo:Q", title="95% interval from", format=".3f"), alt.Tooltip("hi:Q", title="to", format=".3f")]
@@ -45,9 +46,12 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
     members = base.transform_filter(alt.datum["class"] != OUT_OF_CIRCUIT).mark_square(size=260, opacity=1,
                                                                                     stroke="black", strokeWidth=1)
     members = members.encode(color=alt.Color("class:N", title="class", scale=class_scale(circuit),
-                                             legend=alt.Legend(orient="bottom", columns=4)))
+                                             legend=alt.Legend(orient="bottom", columns=4, labelLimit=0)))
     chart = alt.layer(rect, members).resolve_scale(color="independent")
-    return chart.properties(height=max(320, 34 * n_layers), title=f"Heads: circuit classes over {metric}")
+    # fit-x: the height is the grid's own, legends and axes come on top (Streamlit's default "fit" squeezes
+    # the legend into it, leaving 12 layers ~14 px rows)
+    return chart.properties(height=max(320, 34 * n_layers), title=f"Heads: circuit classes over {metric}",
+                            autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 def distribution(per_prompt: dict[str, list[float]], metric: str = "logit(IO) − logit(S) at END") -> alt.Chart:
@@ -120,10 +124,11 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
     diag = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(color="#888", strokeDash=[6, 4]).encode(
         x="x:Q", y="y:Q")
     verdict = ({"shape": alt.Shape("verdict:N", title="verdict", scale=VERDICT_SHAPES)} if "verdict" in df else {})
+    family = alt.Color("family:N", title="K family", scale=FAMILY_COLORS)
     pts = alt.Chart(df).mark_point(size=110, opacity=0.85, filled=True).encode(
         x=alt.X("F_M_minus_K:Q", title="F(M \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
         y=alt.Y("F_C_minus_K:Q", title="F(C \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
-        color=alt.Color("family:N", title="K family", scale=FAMILY_COLORS), **verdict,
+        color=family, **verdict,
         tooltip=[alt.Tooltip("name:N", title="K"), alt.Tooltip("members:N", title="members"),
                  alt.Tooltip("F_C_minus_K:Q", title="F(C\\K)", format=".3f"),
                  alt.Tooltip("F_M_minus_K:Q", title="F(M\\K)", format=".3f"),
@@ -133,7 +138,8 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
     )
     layers = [diag]
     if "F_C_lo" in df:  # 95% intervals of both coordinates, as thin cross-hairs under the points
-        bars = alt.Chart(df).encode(color=alt.Color("family:N", scale=FAMILY_COLORS, legend=None))
+        # the points' colour exactly: a layer with legend=None on the shared scale drops the family legend
+        bars = alt.Chart(df).encode(color=family)
         layers += [bars.mark_rule(opacity=0.5, clip=True).encode(x="F_M_minus_K:Q", y="F_C_lo:Q", y2="F_C_hi:Q"),
                    bars.mark_rule(opacity=0.5, clip=True).encode(y="F_C_minus_K:Q", x="F_M_lo:Q", x2="F_M_hi:Q")]
     return alt.layer(*layers, pts).properties(
