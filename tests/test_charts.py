@@ -47,3 +47,16 @@ def test_the_completeness_scatter_has_a_legend_for_the_k_families():
     vega = vlc.vegalite_to_vega(completeness_scatter(table).to_dict())
     vega = json.loads(vega) if isinstance(vega, str) else vega
     assert "K family" in [legend.get("title") for legend in vega.get("legends", [])]
+
+
+def test_minimality_bars_order_heads_by_class_then_layer_and_head_as_numbers():
+    circuit = gpt2_circuit()
+    heads = [(c.name, f"{l}.{h}") for c in reversed(circuit.classes) for l, h in reversed(c.heads)]
+    table = pd.DataFrame({"head": [h for _, h in heads], "class": [c for c, _ in heads], "K": [[]] * len(heads),
+                          "k_source": "class", "pct_of_F_M": [float(i) for i in range(len(heads))],
+                          "score": 0.1, "ci_low_pct": 0.0, "ci_high_pct": 1.0, "verdict": "passes"})
+    spec = minimality_bars(table, circuit, 1.0).to_dict()
+    expected = ["9.6", "9.9", "10.0", "5.5", "6.9", "0.1", "0.10", "3.0"]  # 0.10 after 0.1, 10.0 after 9.9
+    sorts = [layer["encoding"]["x"].get("sort") for layer in spec["layer"]
+             if isinstance(layer["encoding"].get("x"), dict) and layer["encoding"]["x"].get("field") == "head"]
+    assert len(sorts) == 3 and all(s == expected for s in sorts)  # bars, error bars and verdict marks alike

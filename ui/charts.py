@@ -146,12 +146,25 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
         height=460, title="Completeness: a complete circuit sits on the diagonal (95% intervals; shape: verdict)")
 
 
+def head_order(table: pd.DataFrame, circuit) -> list[str]:
+    """The table's heads ("layer.head") by class (the circuit's order), then layer and head as numbers:
+    an explicit list, because a nominal axis would sort "0.10" before "0.4"."""
+    rank = {c.name: i for i, c in enumerate(circuit.classes)}
+
+    def key(row):
+        layer, head = (int(x) for x in str(row["head"]).split("."))
+        return rank.get(row["class"], len(rank)), layer, head
+
+    return [r["head"] for r in sorted(table[["head", "class"]].to_dict("records"), key=key)]
+
+
 def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.Chart:
     """A bar per head: |F(C\\(K∪{v})) − F(C\\K)| as % of F(M), coloured by class, with the threshold."""
     df = table.copy()
     df["K members"] = df["K"].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) and k else "∅")
+    order = head_order(df, circuit)
     bars = alt.Chart(df).mark_bar().encode(
-        x=alt.X("head:N", title="head", sort=alt.EncodingSortField("pct_of_F_M", order="descending")),
+        x=alt.X("head:N", title="head", sort=order),
         y=alt.Y("pct_of_F_M:Q", title="score (% of F(M))"),
         color=alt.Color("class:N", title="class", scale=class_scale(circuit)),
         tooltip=["head", "class", alt.Tooltip("K members:N", title="K"), "k_source",
@@ -162,13 +175,13 @@ def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.C
     layers = [bars, rule]
     if "ci_low_pct" in df:  # error bars, in % of F(M) like the bars
         layers.append(alt.Chart(df).mark_rule(color="black").encode(
-            x=alt.X("head:N", sort=alt.EncodingSortField("pct_of_F_M", order="descending")),
+            x=alt.X("head:N", sort=order),
             y="ci_low_pct:Q", y2="ci_high_pct:Q"))
     if "verdict" in df:  # the verdict above each bar, in its colour: decided by the interval, not the bar
         df["mark"] = df["verdict"].map(VERDICT_MARKS)
         df["top"] = df[["pct_of_F_M", "ci_high_pct"]].max(axis=1) if "ci_high_pct" in df else df["pct_of_F_M"]
         layers.append(alt.Chart(df).mark_text(dy=-10, fontSize=16, fontWeight="bold").encode(
-            x=alt.X("head:N", sort=alt.EncodingSortField("pct_of_F_M", order="descending")), y="top:Q", text="mark:N",
+            x=alt.X("head:N", sort=order), y="top:Q", text="mark:N",
             color=alt.Color("verdict:N", title="verdict (✓ passes, ? undecided, ✗ fails)", scale=VERDICT_COLORS)))
     return alt.layer(*layers).resolve_scale(color="independent").properties(
         height=380, title=f"Minimality with 95% intervals (dashed line: {threshold_pct:g}% of F(M))")
