@@ -238,3 +238,41 @@ def test_colored_objects_end_to_end_on_a_model_folder(tmp_path):
         assert not at.exception and not at.error, (page, [e.value for e in at.error])
     at.switch_page("2_Faithfulness.py").run()
     assert 80 <= float(metric(at, "Faithfulness").rstrip("%")) <= 120
+
+
+def running_job(at, kind: str):
+    return next(j for k, j in at.session_state["_jobs"].items() if k[0] == kind)
+
+
+def test_stop_keeps_the_partial_result_and_resume_goes_on():
+    """Stop used to restart the job on the next rerun (timer back to 0). Now it stays stopped, shows what
+    it has and offers Resume; the greedy search and the minimality search behave the same."""
+    at = app("pages/3_Completeness.py", cmp_random=200)  # enough K sets to be still running
+    job = running_job(at, "completeness")
+    assert job.running
+    next(b for b in at.button if b.label == "Stop").click().run()
+    assert job.wait(120)
+    at.run()
+    assert not at.exception and not at.error
+    assert running_job(at, "completeness") is job  # not started again
+    assert job.stopped and job.stopped_by_user
+    assert any("stopped" in i.value for i in at.info)
+    resume = next(b for b in at.button if b.label == "Resume")
+    if job.partial:  # the stages finished before Stop are drawn
+        assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    resume.click().run()
+    again = running_job(at, "completeness")
+    assert again is not job and not again.stopped_by_user
+    again.stop()  # the test's CPU, not the user
+    assert again.wait(120)
+
+    at = app("pages/4_Minimality.py", min_source="search")
+    next(b for b in at.button if b.label == "Run search").click().run()
+    search = running_job(at, "minimality")
+    assert search.running
+    next(b for b in at.button if b.label == "Stop").click().run()
+    assert search.wait(120)
+    at.run()
+    assert running_job(at, "minimality") is search and search.stopped  # its partial result, kept
+    assert any(b.label == "Resume" for b in at.button) and not at.exception
+
