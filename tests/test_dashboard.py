@@ -276,3 +276,33 @@ def test_stop_keeps_the_partial_result_and_resume_goes_on():
     assert running_job(at, "minimality") is search and search.stopped  # its partial result, kept
     assert any(b.label == "Resume" for b in at.button) and not at.exception
 
+
+def test_leaving_a_page_stops_its_jobs_and_coming_back_resumes_them():
+    # from the home page, so switch_page reaches the pages (from a page, it reruns that page)
+    at = app("dashboard.py", cmp_random=200).switch_page("pages/3_Completeness.py").run()
+    job = running_job(at, "completeness")
+    assert job.running
+    at.switch_page("pages/4_Minimality.py").run()  # a page that starts jobs of its own
+    assert not at.exception
+    assert job.should_stop() and not job.stopped_by_user and job.wait(120)
+    mini = running_job(at, "minimality")
+    assert not mini.should_stop()  # the page on screen keeps its own
+    at.switch_page("pages/3_Completeness.py").run()
+    back = running_job(at, "completeness")
+    assert back is not job and not back.stopped  # started again by itself: it was not the user who stopped it
+    assert mini.should_stop() or not mini.running  # now Minimality's is left behind
+    back.stop()
+    assert back.wait(120)
+
+
+def test_a_job_shown_on_the_page_in_view_is_not_stopped_by_leaving_another():
+    """The headline's intervals (one job key) are shown on the home page and the editor alike."""
+    at = app("dashboard.py", ref_replicates=20)
+    joint = running_job(at, "joint")
+    assert joint.running and not at.exception
+    at.switch_page("pages/1_Circuit_editor.py").run()  # it starts jobs of its own (the background)
+    assert not at.exception and len(at.session_state["_jobs"]) > 1
+    assert running_job(at, "joint") is joint and not joint.should_stop()
+    assert joint.wait(240) and joint.error is None and not joint.stopped
+    for j in at.session_state["_jobs"].values():
+        j.stop()

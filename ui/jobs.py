@@ -9,8 +9,11 @@ page when it is done. Stopping keeps what was computed: the core functions retur
 result (or the evaluator keeps what it finished).
 
 A job the user stopped stays stopped: the page shows what it has, with a Resume button (the evaluator
-memoises finished sets, so resuming redoes none of them). A job stopped on the user's behalf (`stop_others`
-found it stale) starts again when a page asks for it.
+memoises finished sets, so resuming redoes none of them). A job stopped on the user's behalf (its page was left,
+or `stop_others` found it stale) starts again when a page asks for it. Each job remembers the pages
+that asked for it; a page that starts a job stops the running jobs of pages not on screen, so jobs of a
+page left behind do not slow the one in view (a job shown on several pages, like the headline's
+intervals, goes on while any of them is shown). `leave_other_pages` does the same for a page without jobs.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class Job:
     stopped_by_user: bool = False  # the Stop button: kept stopped until Resume
     key: Any = None
     fn: Callable[["Job"], Any] | None = None  # the latest page's closure: Resume runs it
+    pages: set = field(default_factory=set)  # script hashes of the pages that asked for it
 
     def progress(self, done: int, total: int) -> None:
         self.done, self.total = done, total
@@ -71,15 +75,38 @@ def _jobs() -> dict:
     return st.session_state.setdefault("_jobs", {})
 
 
+def _page() -> str | None:
+    """The script hash of the page this run draws (None outside a Streamlit run)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return ctx.page_script_hash if ctx is not None else None
+
+
+def leave_other_pages(keep=None) -> None:
+    """Stop the running jobs that no page on screen asked for (all but `keep`'s); a page that asks for
+    one again starts it again, and the evaluator's memo makes that cheap."""
+    page = _page()
+    if page is None:
+        return
+    for key, job in list(_jobs().items()):
+        if key != keep and job.running and job.pages and page not in job.pages and not job.should_stop():
+            job.stop()
+
+
 def start(key, label: str, fn: Callable[[Job], Any]) -> Job:
     """The job for `key`, started now if there is none, the last one failed, or it was stopped other than
     by the user (a job the user stopped waits for Resume, see `show`)."""
+    page = _page()
+    leave_other_pages(keep=key)
     job = _jobs().get(key)
     if job is not None:
         job.fn = fn
+        if page is not None:
+            job.pages.add(page)
         if job.running or (job.error is None and (not job.stopped or job.stopped_by_user)):
             return job
-    return _launch(key, label, fn)
+    return _launch(key, label, fn, {page} if page is not None else set())
 
 
 def resume(job: Job) -> Job:
@@ -87,12 +114,12 @@ def resume(job: Job) -> Job:
     jobs = _jobs()
     if job.running or job.fn is None or jobs.get(job.key) is not job:
         return jobs.get(job.key) or job
-    return _launch(job.key, job.label, job.fn)
+    return _launch(job.key, job.label, job.fn, set(job.pages))
 
 
-def _launch(key, label: str, fn: Callable[[Job], Any]) -> Job:
+def _launch(key, label: str, fn: Callable[[Job], Any], pages: set) -> Job:
     jobs = _jobs()
-    job = Job(label, key=key, fn=fn)
+    job = Job(label, key=key, fn=fn, pages=pages)
 
     def work():
         try:
