@@ -306,3 +306,18 @@ def test_a_job_shown_on_the_page_in_view_is_not_stopped_by_leaving_another():
     assert joint.wait(240) and joint.error is None and not joint.stopped
     for j in at.session_state["_jobs"].values():
         j.stop()
+
+
+def test_the_editor_on_a_llama_folder_falls_back_from_the_estimate_and_says_why(tmp_path):
+    """blocks.py describes GPT-2-style models only, so the default background (attribution patching) used
+    to fail with NotImplementedError on a Llama folder."""
+    from circuit_core.models import load_model
+    from circuit_core.toy import save_random_llama
+
+    save_random_llama(tmp_path)
+    assert load_model(str(tmp_path), device="cpu").blocks is None  # TransformerLens loads it; blocks.py does not
+    at = app("pages/1_Circuit_editor.py", model_choice="local folder…", model_folder=str(tmp_path), n=20,
+             ref_per_group=4, ref_replicates=0)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="edit_metric").value == "direct effect"
+    assert any("not offered for this architecture (LlamaForCausalLM)" in c.value for c in at.caption)
