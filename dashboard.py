@@ -5,6 +5,7 @@ Run with `make run` (or `streamlit run dashboard.py`).
 import streamlit as st
 
 from circuit_core.tasks import get_task
+from ui import jobs
 from ui.headline import figures_or_last, headline
 from ui.sidebar import sidebar
 from ui.state import methodology_caption, require_evaluator
@@ -45,3 +46,5 @@ if f is not None:
     acc = (f"{f['accuracy_model']:.0%} of prompts have {get_task(ctx.methodology.task).accuracy_label} in the model, "
            f"{f['accuracy_circuit']:.0%} in the circuit.")
     st.caption(acc + " Faithfulness is a ratio of means.")
+
+jobs.leave_other_pages()  # when the headline started no job here, those of pages left behind stop too

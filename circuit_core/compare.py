@@ -233,6 +233,32 @@ def agreement_table(reference: Circuit, candidates: Mapping[str, Circuit], n_lay
     return pd.DataFrame(rows, columns=["circuit", *counts, "TPR", "FPR", "AUC"]).astype({k: "Int64" for k in counts})
 
 
+def auc_undefined(reference: Circuit, n_layers: int, n_heads: int) -> str | None:
+    """Why no AUC exists against `reference` (None when it does): a ROC needs heads in and out of it."""
+    n = len(set(reference.heads))
+    if n == 0:
+        return "the reference holds no head"
+    if n == n_layers * n_heads:
+        return "the reference holds every head"
+    return None
+
+
+def auc_text(table: pd.DataFrame, reference: Circuit, n_layers: int, n_heads: int,
+             scores: Mapping[str, Mapping[Head, float]] | None = None) -> list[str]:
+    """agreement_table's AUC column for display: the number, "n/a (why)" where it is undefined, "—" for a
+    circuit without head scores (a table shows NaN as "None", which says nothing)."""
+    why = auc_undefined(reference, n_layers, n_heads)
+    out = []
+    for label, auc in zip(table["circuit"], table["AUC"]):
+        if label not in (scores or {}):
+            out.append("—")
+        elif pd.isna(auc):
+            out.append(f"n/a ({why or 'no finite head scores'})")
+        else:
+            out.append(f"{auc:.3f}")
+    return out
+
+
 def roc_curves(reference: Circuit, scores: Mapping[str, Mapping[Head, float]], n_layers: int,
                n_heads: int) -> pd.DataFrame:
     """The ROC points of each score source, tidy (source, fpr, tpr, threshold, order) for one chart."""

@@ -91,3 +91,22 @@ def save_random_gpt2(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return model
+
+
+def save_random_llama(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0,
+                      words: list[str] | None = None, n_positions: int = 64):
+    """A randomly initialised Llama (RMSNorm, rotary positions, gated MLP) with the word-level tokenizer:
+    an architecture blocks.py does not describe, so what needs GPT-2-style blocks must step aside."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    tokenizer = word_level_tokenizer(words or ioi_vocabulary())
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=n_embd, intermediate_size=2 * n_embd,
+                         num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
+                         max_position_embeddings=n_positions, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model

@@ -14,7 +14,7 @@ from ui.headline import faithfulness_of, figures_or_last, headline
 from ui import jobs
 from circuit_core.attribution import ESTIMATE, EXACT
 from ui.background import (PATCH_DENOISE, PATCH_N, PATCH_NOISE, PATCHING, agreement_note, background, background_caption,
-                           background_metrics, selection_seed, selection_seed_key, strongest_outside)
+                           background_metrics, estimate_unavailable, selection_seed, selection_seed_key, strongest_outside)
 from ui.circuits import AlreadySaved, save_circuit
 from ui.sidebar import sidebar
 from ui.state import methodology_caption, require_evaluator
@@ -64,12 +64,15 @@ with left:
     target = c1.selectbox("A click puts the head in class", class_names, key="edit_class",
                           help="Click a head outside the circuit to add it to this class, a head of this class "
                                "to remove it, a head of another class to move it here.")
-    metrics = background_metrics(list(task_roles(ctx.methodology.task)))
+    unavailable = estimate_unavailable(ev)  # e.g. Llama: attribution needs GPT-2-style blocks
+    metrics = background_metrics(list(task_roles(ctx.methodology.task)), estimate=unavailable is None)
     if session.widget("edit_metric") not in metrics:  # another task's score: start from the first
         session.forget("edit_metric")
     metric = c2.selectbox("Background", metrics, key="edit_metric",
                           help="What colours each cell. The estimate costs one pass and follows every edit; "
                                "exact values and ablation effects run in the background with progress.")
+    if unavailable:
+        st.caption(unavailable)
     position, patch_n = "*", PATCH_N
     if metric in PATCHING:
         p1, p2 = st.columns(2)

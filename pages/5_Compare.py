@@ -38,8 +38,9 @@ def offered() -> dict:
 def take_upload() -> None:
     c1, c2 = st.columns([3, 1])
     f = c1.file_uploader("Add a circuit: ours, or an EAP-IG / MIB graph JSON", type=["json"], key="compare_upload")
-    position = c2.selectbox("Position of imported EAP-IG heads", list(task_roles(ctx.methodology.task)) + [ALL_POSITIONS],
-                            key="compare_position",
+    positions = list(task_roles(ctx.methodology.task)) + [ALL_POSITIONS]
+    position = c2.selectbox("Position of imported EAP-IG heads", positions, key="compare_position",
+                            index=positions.index("END") if "END" in positions else 0,  # interchange's default
                             help="EAP-IG graphs keep a node at every position ('*'); the paper's classes act at one.")
     seen = ctx.session.compare_seen
     if f is None or f.file_id in seen:
@@ -162,7 +163,7 @@ for k, c in circuits.items():
         if done else set())
 st.dataframe(compare.criteria_table(summaries), hide_index=True, width="stretch")
 st.caption(f"Completeness: the largest |F(C\\K) − F(M\\K)| over K = ∅ and each class, as % of F(M). Minimality: heads "
-           f"whose |F(C\\(K∪{{v}})) − F(C\\K)| is under {threshold:g}% of F(M) (K from the circuit file, else the "
+           f"whose |F(C\\\\(K∪{{v}})) − F(C\\K)| is under {threshold:g}% of F(M) (K from the circuit file, else the "
            "rest of the head's class); its range counts heads whose interval lies wholly under the threshold, then "
            "those whose interval reaches under it. 95% intervals — " + "; ".join(sorted(methods)) + ".")
 
@@ -182,12 +183,13 @@ if st.toggle("Score every head by its ablation effect |F(M without the head) −
     if effects is not None:
         scores["ablation effect"] = compare.effect_scores(effects)
 table = compare.agreement_table(circuits[reference], candidates, L, H, scores)
-st.dataframe(table.style.format({"TPR": "{:.0%}", "FPR": "{:.0%}", "AUC": "{:.3f}"}, na_rep="—"), hide_index=True,
-             width="stretch")
+st.dataframe(table.assign(AUC=compare.auc_text(table, circuits[reference], L, H, scores)).style.format(
+    {"TPR": "{:.0%}", "FPR": "{:.0%}"}, na_rep="—"), hide_index=True, width="stretch")
 st.caption(f"The reference's {len(circuits[reference].heads)} heads are the positives among all {L * H} heads "
            "(as ACDC and auto-circuit score discovered circuits): TPR = share of them a circuit holds, FPR = share "
            "of the other heads it holds. AUC: the area under the ROC of a circuit's head scores (from an imported "
-           "graph) or of the ablation effects. Counts over heads: no interval.")
+           "graph) or of the ablation effects (—: no head scores; n/a: undefined, as when the reference holds every head "
+           "or none). Counts over heads: no interval.")
 if scores:
     points = table.dropna(subset=["TPR"]).rename(columns={"TPR": "tpr", "FPR": "fpr"})
     st.altair_chart(style(roc_chart(compare.roc_curves(circuits[reference], scores, L, H), points)), width="content")

@@ -72,7 +72,7 @@ if present:
     </style>""", unsafe_allow_html=True)
     step = ctx.session.present_step
     # The buttons sit above the slide, so a step always opens at its top
-    b1, b2, b3 = st.columns([1.4, 6, 1.4], vertical_alignment="center")
+    b1, b2, b3, b4 = st.columns([1.4, 5, 1.4, 1.6], vertical_alignment="center")
     if b1.button("← Back", disabled=step == 0, width="stretch"):
         ctx.session.present_step = step - 1
         st.rerun()
@@ -80,6 +80,10 @@ if present:
     if b3.button("Next →", disabled=step == len(STEPS) - 1, width="stretch"):
         ctx.session.present_step = step + 1
         st.rerun()
+    # The sidebar and toolbar are hidden: without this, leaving took a reload (a callback, since the
+    # toggle's state cannot change once it is drawn)
+    b4.button("✕ Exit presentation", key="present_exit", width="stretch",
+              on_click=lambda: st.session_state.update(present=False))
     show_step(step)
     st.stop()
 

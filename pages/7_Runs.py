@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from circuit_core.circuit import Circuit, CircuitError
+from ui import jobs
 from ui.charts import intervals, style
 from ui.runs import runs
 from ui.sidebar import open_record, sidebar
@@ -80,3 +81,5 @@ if up is not None and st.button("Open it", type="primary"):
         open_record(ctx, rec)  # sets model, methodology and circuit, then reruns
     except (ValueError, CircuitError, KeyError, TypeError) as e:
         st.error(f"{up.name}: not a run record this dashboard can open ({e}).")
+
+jobs.leave_other_pages()  # a page without jobs of its own: those of pages left behind stop

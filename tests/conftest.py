@@ -94,12 +94,15 @@ class Dashboard:
         return View(ref, Methodology(**methodology), circuit_from)
 
     @classmethod
-    def open(cls, page: str, view=None, query: dict | None = None):
-        """`page` (e.g. "pages/2_Faithfulness.py") in a new session at `view`, or at the raw address `query`."""
+    def open(cls, page: str, view=None, query: dict | None = None, widgets: dict | None = None):
+        """`page` (e.g. "pages/2_Faithfulness.py") in a new session at `view`, or at the raw address `query`;
+        `widgets`: the page's own widget values, set before it is drawn."""
         from streamlit.testing.v1 import AppTest
 
         at = AppTest.from_file(str(cls.ROOT / page), default_timeout=300)
         at.query_params.update(query if query is not None else (view or cls.view()).to_query())
+        if widgets:
+            cls.session(at).request(**widgets)
         return at.run()
 
     @staticmethod

@@ -110,6 +110,19 @@ def test_agreement_table_and_roc_curves():
     assert set(curves.source) == {"B", "ablation effect"} and {"fpr", "tpr", "order"} <= set(curves.columns)
 
 
+def test_auc_is_shown_as_a_number_a_reason_or_a_dash_never_none():
+    ref = Circuit("ref", [CircuitClass("x", "END", [(0, 0), (1, 1)])])
+    everything = Circuit("all", [CircuitClass("x", "END", [(0, 0), (0, 1), (1, 0), (1, 1)])])
+    cand = Circuit("cand", [CircuitClass("y", "END", [(0, 0), (0, 1)])])
+    scores = {"B": {(0, 0): 0.9, (0, 1): 0.8, (1, 0): 0.1, (1, 1): 0.5}, "ablation effect": {(1, 1): 1.0}}
+    t = compare.agreement_table(ref, {"B": cand, "C": cand}, 2, 2, scores)
+    assert compare.auc_text(t, ref, 2, 2, scores) == ["0.750", "—", "0.750"]  # C has no head scores
+    t = compare.agreement_table(everything, {"B": cand}, 2, 2, scores)
+    assert compare.auc_text(t, everything, 2, 2, scores) == ["n/a (the reference holds every head)"] * 2
+    nothing = Circuit("none", [CircuitClass("x", "END", [])])
+    assert compare.auc_undefined(nothing, 2, 2) == "the reference holds no head"
+
+
 def test_effect_scores_are_magnitudes():
     frame = pd.DataFrame({"layer": [0, 1], "head": [0, 1], "metric": "ablation effect", "score": [-2.0, 0.5]})
     assert compare.effect_scores(frame) == {(0, 0): 2.0, (1, 1): 0.5}
@@ -177,7 +190,7 @@ def test_compare_page_scores_heads_and_draws_the_roc(dash):
     at = dash.finish_jobs(at)
     assert not at.exception and not at.error
     table = next(d.value for d in at.dataframe if "AUC" in getattr(d.value, "columns", []))
-    auc = table.set_index("circuit").loc["ablation effect", "AUC"]
+    auc = float(table.set_index("circuit").loc["ablation effect", "AUC"])  # shown as text, 3 decimals
     assert 0 <= auc <= 1
 
 
@@ -199,9 +212,27 @@ def test_compare_page_takes_an_imported_eap_ig_graph(dash):
     n = len(demo.heads)
     assert everything.added == "1.0" and everything.jaccard == pytest.approx(n / (n + 1))
     table = next(d.value for d in at.dataframe if "AUC" in getattr(d.value, "columns", []))
-    assert table.set_index("circuit").loc["B", "AUC"] == pytest.approx(compare.roc(
-        demo, imported.head_scores, 4, 4).auc)
+    assert float(table.set_index("circuit").loc["B", "AUC"]) == pytest.approx(compare.roc(
+        demo, imported.head_scores, 4, 4).auc, abs=5e-4)
     assert any("every position" in c.value for c in at.caption)
+
+
+def test_compare_page_says_why_auc_is_missing_keeps_its_backslashes_and_imports_at_end(dash):
+    from ui.circuits import WHOLE_MODEL
+
+    at = page(dash, view=dash.view(circuit_from=WHOLE_MODEL))  # the reference holds every head: no AUC exists
+    at.toggle(key="compare_effects").set_value(True).run()
+    job = dash.job(at, "ablation-effects")
+    assert job.wait(240) and job.error is None, job.error
+    at.run()
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "AUC" in getattr(d.value, "columns", []))
+    assert table.set_index("circuit").loc["ablation effect", "AUC"] == "n/a (the reference holds every head)"
+    # Markdown eats a backslash before "(": the string must hold two for C\(K∪{v}) to show one
+    assert any("F(C\\\\(K∪{v}))" in c.value for c in at.caption)
+    assert at.selectbox(key="compare_position").value == "END"  # as the README and interchange say
+    for j in dash.session(at).jobs.values():
+        j.stop()
 
 
 @pytest.fixture(scope="module")

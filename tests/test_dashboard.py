@@ -251,3 +251,82 @@ def test_a_model_of_the_papers_shape_starts_from_the_papers_circuit_with_a_notic
     assert not at.exception and not at.error
     assert dash.session(at).view.circuit_from == "preset: ioi-gpt2-small"
     assert any("made for gpt2" in c.value for c in at.sidebar.caption)
+
+
+def test_stop_keeps_the_partial_result_and_resume_goes_on(dash):
+    """Stop used to restart the job on the next rerun (timer back to 0). Now it stays stopped, shows what
+    it has and offers Resume; the greedy search and the minimality search behave the same."""
+    at = dash.open("pages/3_Completeness.py", widgets={"cmp_random": 200})  # enough K sets to be still running
+    job = dash.job(at, "completeness")
+    assert job.running
+    next(b for b in at.button if b.label == "Stop").click().run()
+    assert job.wait(120)
+    at.run()
+    assert not at.exception and not at.error
+    assert dash.job(at, "completeness") is job  # not started again
+    assert job.stopped and job.stopped_by_user
+    assert any("stopped" in i.value for i in at.info)
+    resume = next(b for b in at.button if b.label == "Resume")
+    if job.partial:  # the stages finished before Stop are drawn
+        assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    resume.click().run()
+    again = dash.job(at, "completeness")
+    assert again is not job and not again.stopped_by_user
+    again.stop()  # the test's CPU, not the user
+    assert again.wait(120)
+
+    at = dash.open("pages/4_Minimality.py", widgets={"min_source": "search"})
+    next(b for b in at.button if b.label == "Run search").click().run()
+    search = dash.job(at, "minimality")
+    assert search.running
+    next(b for b in at.button if b.label == "Stop").click().run()
+    assert search.wait(120)
+    at.run()
+    assert dash.job(at, "minimality") is search and search.stopped  # its partial result, kept
+    assert any(b.label == "Resume" for b in at.button) and not at.exception
+
+
+def test_leaving_a_page_stops_its_jobs_and_coming_back_resumes_them(dash):
+    # from the home page, so switch_page reaches the pages (from a page, it reruns that page)
+    at = dash.open("dashboard.py", widgets={"cmp_random": 200}).switch_page("pages/3_Completeness.py").run()
+    job = dash.job(at, "completeness")
+    assert job.running
+    at.switch_page("pages/4_Minimality.py").run()  # a page that starts jobs of its own
+    assert not at.exception
+    assert job.should_stop() and not job.stopped_by_user and job.wait(120)
+    mini = dash.job(at, "minimality")
+    assert not mini.should_stop()  # the page on screen keeps its own
+    at.switch_page("pages/3_Completeness.py").run()
+    back = dash.job(at, "completeness")
+    assert back is not job and not back.stopped  # started again by itself: it was not the user who stopped it
+    assert mini.should_stop() or not mini.running  # now Minimality's is left behind
+    back.stop()
+    assert back.wait(120)
+
+
+def test_a_job_shown_on_the_page_in_view_is_not_stopped_by_leaving_another(dash):
+    """The headline's intervals (one job key) are shown on the home page and the editor alike."""
+    at = dash.open("dashboard.py", dash.view(ref_replicates=20))
+    joint = dash.job(at, "joint")
+    assert joint.running and not at.exception
+    at.switch_page("pages/1_Circuit_editor.py").run()  # it starts jobs of its own (the background)
+    assert not at.exception and len(dash.session(at).jobs) > 1
+    assert dash.job(at, "joint") is joint and not joint.should_stop()
+    assert joint.wait(240) and joint.error is None and not joint.stopped
+    for j in dash.session(at).jobs.values():
+        j.stop()
+
+
+def test_the_editor_on_a_llama_folder_falls_back_from_the_estimate_and_says_why(dash, tmp_path):
+    """blocks.py describes GPT-2-style models only, so the default background (attribution patching) used
+    to fail with NotImplementedError on a Llama folder."""
+    from circuit_core.models import load_model
+    from circuit_core.toy import save_random_llama
+
+    save_random_llama(tmp_path)
+    assert load_model(str(tmp_path), device="cpu").blocks is None  # TransformerLens loads it; blocks.py does not
+    at = dash.open("pages/1_Circuit_editor.py", dash.view(folder=str(tmp_path), n=20, ref_per_group=4,
+                                                          ref_replicates=0))
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="edit_metric").value == "direct effect"
+    assert any("not offered for this architecture (LlamaForCausalLM)" in c.value for c in at.caption)

@@ -163,6 +163,10 @@ def test_presentation_mode_steps_through_the_criteria(dash):
         nxt.click().run()
     assert seen == ["The circuit", "Faithfulness", "Completeness", "Minimality", "Against random circuits"]
     assert not at.exception
+    # the sidebar and its toggle are hidden on a projector: a button in the page leads out
+    next(b for b in at.button if b.key == "present_exit").click().run()
+    assert not at.exception and not at.toggle(key="present").value
+    assert any(t.value == "Report" for t in at.title) and not any(b.label == "Next →" for b in at.button)
 
 
 def test_runs_are_logged_pinned_saved_and_reopened(dash):

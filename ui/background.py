@@ -20,12 +20,26 @@ ROLE_METRICS = ["direct effect", "previous token", "duplicate token", "induction
                 "attn END→S2", "attn S2→S1"]
 
 
-def background_metrics(task_roles: list[str] | None = None) -> list[str]:
-    """The scores the grid can show; the attention scores are those the task's roles allow."""
+def background_metrics(task_roles: list[str] | None = None, estimate: bool = True) -> list[str]:
+    """The scores the grid can show; the attention scores are those the task's roles allow. Without the
+    estimate (`estimate_unavailable`) the first, the default, is the direct effect: a few passes on any model."""
     from circuit_core.heads import attention_pairs
 
     attention = list(attention_pairs(list(task_roles))) if task_roles else [m for m in ROLE_METRICS if m.startswith("attn")]
-    return [ESTIMATE, EXACT, ABLATION, *PATCHING] + [m for m in ROLE_METRICS if not m.startswith("attn")] + attention
+    roles = [m for m in ROLE_METRICS if not m.startswith("attn")]
+    if not estimate:
+        return ["direct effect", EXACT, ABLATION, *PATCHING] + [m for m in roles if m != "direct effect"] + attention
+    return [ESTIMATE, EXACT, ABLATION, *PATCHING] + roles + attention
+
+
+def estimate_unavailable(ev) -> str | None:
+    """Why the one-pass estimate cannot colour the grid for this model (None when it can)."""
+    if ev.blocks is not None:
+        return None
+    arch = type(getattr(ev.model.bridge, "original_model", ev.model.bridge)).__name__
+    return (f"The one-pass estimate is not offered for this architecture ({arch}): attribution patching reads the "
+            "weights as GPT-2-style blocks, and this model's blocks are not of that kind. The other backgrounds "
+            "work on any model; the exact change costs one evaluation per head.")
 
 
 def background_caption(metric: str, target: str, task_metric: str = "the task's logit difference at END") -> str:
@@ -131,6 +145,8 @@ def background(ctx: Context, ev, metric: str, target: str, position: str = "*",
         if job.running or job.result is None:
             return job, None
         return job, patching_scores(job.result, position)
+    if metric == ESTIMATE and estimate_unavailable(ev):  # e.g. a link made on GPT-2: the direct effect instead
+        metric = "direct effect"
     if metric in ROLE_METRICS or metric.startswith("attn "):
         scores = role_scores(*base)
         return None, scores[scores.metric == metric]

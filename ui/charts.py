@@ -28,7 +28,8 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
     n_layers = int(cells.layer.max()) + 1
     base = alt.Chart(cells).encode(
         x=alt.X("head:O", title="head"),
-        y=alt.Y("layer:O", title="layer", sort="descending"),
+        # every layer labelled: Vega drops overlapping labels, and every other layer went unnamed
+        y=alt.Y("layer:O", title="layer", sort="descending", axis=alt.Axis(labelOverlap=False)),
         tooltip=[alt.Tooltip("label:N", title="head"), alt.Tooltip("class:N"), alt.Tooltip("position:N"),
                  alt.Tooltip("score:Q", title=metric, format=".3f")]
         + ([alt.Tooltip("lo:Q", title="95% interval from", format=".3f"), alt.Tooltip("hi:Q", title="to", format=".3f")]
@@ -45,9 +46,12 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
     members = base.transform_filter(alt.datum["class"] != OUT_OF_CIRCUIT).mark_square(size=260, opacity=1,
                                                                                     stroke="black", strokeWidth=1)
     members = members.encode(color=alt.Color("class:N", title="class", scale=class_scale(circuit),
-                                             legend=alt.Legend(orient="bottom", columns=4)))
+                                             legend=alt.Legend(orient="bottom", columns=4, labelLimit=0)))
     chart = alt.layer(rect, members).resolve_scale(color="independent")
-    return chart.properties(height=max(320, 34 * n_layers), title=f"Heads: circuit classes over {metric}")
+    # fit-x: the height is the grid's own, legends and axes come on top (Streamlit's default "fit" squeezes
+    # the legend into it, leaving 12 layers ~14 px rows)
+    return chart.properties(height=max(320, 34 * n_layers), title=f"Heads: circuit classes over {metric}",
+                            autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 def distribution(per_prompt: dict[str, list[float]], metric: str = "logit(IO) − logit(S) at END") -> alt.Chart:
@@ -120,10 +124,11 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
     diag = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(color="#888", strokeDash=[6, 4]).encode(
         x="x:Q", y="y:Q")
     verdict = ({"shape": alt.Shape("verdict:N", title="verdict", scale=VERDICT_SHAPES)} if "verdict" in df else {})
+    family = alt.Color("family:N", title="K family", scale=FAMILY_COLORS)
     pts = alt.Chart(df).mark_point(size=110, opacity=0.85, filled=True).encode(
         x=alt.X("F_M_minus_K:Q", title="F(M \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
         y=alt.Y("F_C_minus_K:Q", title="F(C \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
-        color=alt.Color("family:N", title="K family", scale=FAMILY_COLORS), **verdict,
+        color=family, **verdict,
         tooltip=[alt.Tooltip("name:N", title="K"), alt.Tooltip("members:N", title="members"),
                  alt.Tooltip("F_C_minus_K:Q", title="F(C\\K)", format=".3f"),
                  alt.Tooltip("F_M_minus_K:Q", title="F(M\\K)", format=".3f"),
@@ -133,19 +138,33 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
     )
     layers = [diag]
     if "F_C_lo" in df:  # 95% intervals of both coordinates, as thin cross-hairs under the points
-        bars = alt.Chart(df).encode(color=alt.Color("family:N", scale=FAMILY_COLORS, legend=None))
+        # the points' colour exactly: a layer with legend=None on the shared scale drops the family legend
+        bars = alt.Chart(df).encode(color=family)
         layers += [bars.mark_rule(opacity=0.5, clip=True).encode(x="F_M_minus_K:Q", y="F_C_lo:Q", y2="F_C_hi:Q"),
                    bars.mark_rule(opacity=0.5, clip=True).encode(y="F_C_minus_K:Q", x="F_M_lo:Q", x2="F_M_hi:Q")]
     return alt.layer(*layers, pts).properties(
         height=460, title="Completeness: a complete circuit sits on the diagonal (95% intervals; shape: verdict)")
 
 
+def head_order(table: pd.DataFrame, circuit) -> list[str]:
+    """The table's heads ("layer.head") by class (the circuit's order), then layer and head as numbers:
+    an explicit list, because a nominal axis would sort "0.10" before "0.4"."""
+    rank = {c.name: i for i, c in enumerate(circuit.classes)}
+
+    def key(row):
+        layer, head = (int(x) for x in str(row["head"]).split("."))
+        return rank.get(row["class"], len(rank)), layer, head
+
+    return [r["head"] for r in sorted(table[["head", "class"]].to_dict("records"), key=key)]
+
+
 def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.Chart:
     """A bar per head: |F(C\\(K∪{v})) − F(C\\K)| as % of F(M), coloured by class, with the threshold."""
     df = table.copy()
     df["K members"] = df["K"].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) and k else "∅")
+    order = head_order(df, circuit)
     bars = alt.Chart(df).mark_bar().encode(
-        x=alt.X("head:N", title="head", sort=alt.EncodingSortField("pct_of_F_M", order="descending")),
+        x=alt.X("head:N", title="head", sort=order),
         y=alt.Y("pct_of_F_M:Q", title="score (% of F(M))"),
         color=alt.Color("class:N", title="class", scale=class_scale(circuit)),
         tooltip=["head", "class", alt.Tooltip("K members:N", title="K"), "k_source",
@@ -156,13 +175,13 @@ def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.C
     layers = [bars, rule]
     if "ci_low_pct" in df:  # error bars, in % of F(M) like the bars
         layers.append(alt.Chart(df).mark_rule(color="black").encode(
-            x=alt.X("head:N", sort=alt.EncodingSortField("pct_of_F_M", order="descending")),
+            x=alt.X("head:N", sort=order),
             y="ci_low_pct:Q", y2="ci_high_pct:Q"))
     if "verdict" in df:  # the verdict above each bar, in its colour: decided by the interval, not the bar
         df["mark"] = df["verdict"].map(VERDICT_MARKS)
         df["top"] = df[["pct_of_F_M", "ci_high_pct"]].max(axis=1) if "ci_high_pct" in df else df["pct_of_F_M"]
         layers.append(alt.Chart(df).mark_text(dy=-10, fontSize=16, fontWeight="bold").encode(
-            x=alt.X("head:N", sort=alt.EncodingSortField("pct_of_F_M", order="descending")), y="top:Q", text="mark:N",
+            x=alt.X("head:N", sort=order), y="top:Q", text="mark:N",
             color=alt.Color("verdict:N", title="verdict (✓ passes, ? undecided, ✗ fails)", scale=VERDICT_COLORS)))
     return alt.layer(*layers).resolve_scale(color="independent").properties(
         height=380, title=f"Minimality with 95% intervals (dashed line: {threshold_pct:g}% of F(M))")

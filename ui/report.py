@@ -14,6 +14,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import altair as alt
 import numpy as np
@@ -41,7 +42,14 @@ class Report:
 
     @property
     def title(self) -> str:
-        return f"Circuit '{self.circuit.name}' on {self.model.get('name', 'the model')}"
+        return f"Circuit '{self.circuit.name}' on {model_title(self.model)}"
+
+
+def model_title(model: dict) -> str:
+    """The model's name for titles: a folder's last component, never its path (a served dashboard must
+    not show where its models live)."""
+    name = str(model.get("name") or "the model")
+    return (Path(name).name or name) if model.get("source") == "folder" else name
 
 
 def build_report(ev, circuit, caption: str, n_random: int = 10, n_baseline: int = 50, threshold_pct: float = 1.0,
