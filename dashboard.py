@@ -40,5 +40,5 @@ with c3:
 st.divider()
 st.page_link("pages/1_Circuit_editor.py", label="Edit the circuit: click heads in and out, change classes →")
 if f is not None:
-    acc = f"{f['accuracy_model']:.0%} of prompts have IO above S in the model, {f['accuracy_circuit']:.0%} in the circuit."
+    acc = f"{f.accuracy_model:.0%} of prompts have IO above S in the model, {f.accuracy_circuit:.0%} in the circuit."
     st.caption(acc + " Faithfulness is a ratio of means.")
