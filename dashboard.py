@@ -43,8 +43,8 @@ with c3:
 st.divider()
 st.page_link("pages/1_Circuit_editor.py", label="Edit the circuit: click heads in and out, change classes →")
 if f is not None:
-    acc = (f"{f['accuracy_model']:.0%} of prompts have {get_task(ctx.methodology.task).accuracy_label} in the model, "
-           f"{f['accuracy_circuit']:.0%} in the circuit.")
+    acc = (f"{f.accuracy_model:.0%} of prompts have {get_task(ctx.methodology.task).accuracy_label} in the model, "
+           f"{f.accuracy_circuit:.0%} in the circuit.")
     st.caption(acc + " Faithfulness is a ratio of means.")
 
 jobs.leave_other_pages()  # when the headline started no job here, those of pages left behind stop too

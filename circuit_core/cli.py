@@ -218,15 +218,11 @@ def progress_bar(desc: str):
     return update
 
 
-def describe_methodology(m: Methodology, dataset=None) -> str:
-    groups = f", >= {dataset.min_group_size} prompts per group" if dataset is not None else ""
-    task = get_task(m.task)
-    abl = {"mean": f"mean over reference prompts of the same {task.group_label[0]}", "mean-pooled": "mean over all reference prompts",
-           "resample": "resampled reference prompt", "zero": "zero"}[m.ablation]
-    pos = "circuit heads kept at their class positions" if m.positions == "circuit" else "circuit heads kept at all positions"
-    ref = (f"{m.ref_per_group} reference prompts per group" if m.ref_per_group
-           else f"reference: each prompt's {task.twin_label}")
-    return f"N={m.n}, seed {m.seed}, {m.mode} {task.group_label[1]}{groups}; {ref}; ablation: {abl}; {pos}"
+def methodology_line(ev) -> str:
+    """The evaluator's methodology in words (validate.describe_methodology, as the dashboard words it)."""
+    from .validate import describe_methodology
+
+    return describe_methodology(ev.methodology, min_group_size=ev.dataset.min_group_size)
 
 
 def fmt_ci(ci) -> str:
@@ -254,9 +250,9 @@ def print_faithfulness(f, out=None, task: str | None = None) -> None:
     if f.interval_method:
         print(f"  intervals: {f.interval_method}", file=out)
     for order, s in f.by_order.items():
-        shown = {k: f"undefined ({why})" if (why := s.get("undefined", {}).get(k)) else f"{s[k]:.3f}"
+        shown = {k: f"undefined ({why})" if (why := s.undefined.get(k)) else f"{getattr(s, k):.3f}"
                  for k in ("ratio", "normalized")}
-        print(f"  {order} (n={s['n']}): F(M) {s['F_model']:.3f}  F(C) {s['F_circuit']:.3f}  "
+        print(f"  {order} (n={s.n}): F(M) {s.F_model:.3f}  F(C) {s.F_circuit:.3f}  "
               f"F(C)/F(M) {shown['ratio']}  (F(C)-F(∅))/(F(M)-F(∅)) {shown['normalized']}", file=out)
 
 
@@ -266,7 +262,7 @@ def cmd_faithfulness(args) -> int:
     model, circuit, ev = _evaluator(args)
     f = faithfulness(ev, circuit, progress_bar("faithfulness"))
     print(f"Faithfulness of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}")
-    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
+    print(f"  {methodology_line(ev)}")
     print_faithfulness(f, task=ev.methodology.task)
     baseline = _baseline(args, ev, circuit)
     _save(args, ev, circuit, {"faithfulness": f.to_dict(), **baseline, **_headline(f)})
@@ -274,9 +270,9 @@ def cmd_faithfulness(args) -> int:
 
 
 def _headline(f) -> dict:
-    # Top-level copies so a reader finds the headline numbers without knowing the criteria layout.
-    return {"F_model": f.stats["F_model"], "F_circuit": f.stats["F_circuit"], "F_empty": f.stats["F_empty"],
-            "per_prompt": {k: v.tolist() for k, v in f.per_prompt.items()}}
+    from .validate import headline
+
+    return headline(f)
 
 
 def _k_text(K) -> str:
@@ -285,10 +281,12 @@ def _k_text(K) -> str:
 
 def print_completeness(c, out=None, top_greedy: int = 10) -> None:
     """Every fixed K, then the top greedy sets; the run record holds them all."""
+    from .completeness import Cols as CC
+
     out = out or sys.stdout
     t = c.table
-    greedy = t[t.family == "greedy"]
-    shown = [t[t.family != "greedy"], greedy.nlargest(top_greedy, "incompleteness")]
+    greedy = t[t[CC.FAMILY] == "greedy"]
+    shown = [t[t[CC.FAMILY] != "greedy"], greedy.nlargest(top_greedy, CC.INCOMPLETENESS)]
     tol = c.settings.get("tolerance_pct", 10.0)
     print(f"  F(M) = {c.F_model:.3f}; a K passes when the 95% interval of F(C\\K) - F(M\\K) stays within "
           f"±{tol:g}% of |F(M)|, fails when it lies wholly outside, else undecided", file=out)
@@ -300,9 +298,9 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
           + "diff".rjust(9) + "% F(M)".rjust(9) + "   95% interval of diff  verdict    members", file=out)
     for part in shown:
         for r in part.to_dict("records"):
-            print(f"  {r['family']:<8}{r['name'][:23]:<24}{r['size']:>4}{r['F_C_minus_K']:>9.3f}"
-                  f"{r['F_M_minus_K']:>9.3f}{r['d']:>9.3f}{r['incompleteness_pct']:>8.1f}%   "
-                  f"{fmt_ci((r['d_lo'], r['d_hi'])):<22}{r['verdict']:<11}{_k_text(r['K'])}", file=out)
+            print(f"  {r[CC.FAMILY]:<8}{r[CC.NAME][:23]:<24}{r[CC.SIZE]:>4}{r[CC.F_C_MINUS_K]:>9.3f}"
+                  f"{r[CC.F_M_MINUS_K]:>9.3f}{r[CC.D]:>9.3f}{r[CC.INCOMPLETENESS_PCT]:>8.1f}%   "
+                  f"{fmt_ci((r[CC.D_LO], r[CC.D_HI])):<22}{r[CC.VERDICT]:<11}{_k_text(r[CC.K])}", file=out)
     if len(greedy) > top_greedy:
         print(f"  ... and {len(greedy) - top_greedy} more greedy sets (all in the run record)", file=out)
     sel = c.settings.get("selection")
@@ -310,13 +308,13 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
         print(f"  Greedy K were chosen on {sel['n']} selection prompts (seed {sel['seed']}; "
               f"{c.settings['greedy_runs']} runs × {c.settings['greedy_steps']} steps × {c.settings['greedy_k']} "
               f"candidates = {sel['budget']} sets scored) and are reported above on the report prompts.", file=out)
-        g = greedy.loc[greedy.incompleteness.idxmax()]
-        print(f"  Worst greedy K on the report prompts: {g.incompleteness:.3f}; the same K on the prompts that "
-              f"chose it (selection, biased upward): {g.selection_incompleteness:.3f}", file=out)
+        g = greedy.loc[greedy[CC.INCOMPLETENESS].idxmax()]
+        print(f"  Worst greedy K on the report prompts: {g[CC.INCOMPLETENESS]:.3f}; the same K on the prompts that "
+              f"chose it (selection, biased upward): {g[CC.SELECTION_INCOMPLETENESS]:.3f}", file=out)
     if len(t):
         b = c.best()
-        print(f"  Largest incompleteness: {b.incompleteness:.3f} ({b.incompleteness_pct:.1f}% of F(M)) for "
-              f"K = {_k_text(b.K)} ({b.family})", file=out)
+        print(f"  Largest incompleteness: {b[CC.INCOMPLETENESS]:.3f} ({b[CC.INCOMPLETENESS_PCT]:.1f}% of F(M)) for "
+              f"K = {_k_text(b[CC.K])} ({b[CC.FAMILY]})", file=out)
         print(f"  Completeness {c.verdict.value}" + (f": {c.settings['no_verdict']}" if c.settings.get("no_verdict")
                                                       else ""), file=out)
     if c.cancelled:
@@ -324,15 +322,17 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
 
 
 def print_minimality(m, out=None) -> None:
+    from .minimality import Cols as MC
+
     out = out or sys.stdout
     print(f"  F(M) = {m.F_model:.3f}; a head passes when the 95% interval of F(C\\(K∪v)) - F(C\\K) lies beyond "
           f"±{m.threshold_pct:g}% of |F(M)|, fails when it lies within, else undecided", file=out)
     print("  " + "head".ljust(7) + "class".ljust(20) + "K from".ljust(8) + "F(C\\K)".rjust(9) + "F(C\\K∪v)".rjust(10)
           + "diff".rjust(9) + "% F(M)".rjust(9) + "   95% interval of diff  verdict    K", file=out)
     for r in m.table.to_dict("records"):
-        print(f"  {r['head']:<7}{r['class'][:19]:<20}{r['k_source']:<8}{r['F_C_minus_K']:>9.3f}"
-              f"{r['F_C_minus_K_and_v']:>10.3f}{r['d']:>9.3f}{r['pct_of_F_M']:>8.1f}%   "
-              f"{fmt_ci((r['d_lo'], r['d_hi'])):<22}{r['verdict']:<11}{_k_text(r['K'])}", file=out)
+        print(f"  {r[MC.HEAD]:<7}{r[MC.CLASS][:19]:<20}{r[MC.K_SOURCE]:<8}{r[MC.F_C_MINUS_K]:>9.3f}"
+              f"{r[MC.F_C_MINUS_K_AND_V]:>10.3f}{r[MC.D]:>9.3f}{r[MC.PCT_OF_F_M]:>8.1f}%   "
+              f"{fmt_ci((r[MC.D_LO], r[MC.D_HI])):<22}{r[MC.VERDICT]:<11}{_k_text(r[MC.K])}", file=out)
     sel = m.settings.get("selection")
     if sel:
         print(f"  K were searched on {sel['n']} selection prompts (seed {sel['seed']}; {sel['budget_per_head']} sets "
@@ -401,7 +401,7 @@ def cmd_completeness(args) -> int:
     model, circuit, ev = _evaluator(args)
     c = _completeness(args, ev, circuit)
     print(f"Completeness of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}: |F(C\\K) - F(M\\K)|")
-    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
+    print(f"  {methodology_line(ev)}")
     print_completeness(c)
     _save(args, ev, circuit, {"completeness": c.to_dict()})
     return 0
@@ -411,45 +411,54 @@ def cmd_minimality(args) -> int:
     model, circuit, ev = _evaluator(args)
     m = _minimality(args, ev, circuit)
     print(f"Minimality of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}: |F(C\\(K∪{{v}})) - F(C\\K)|")
-    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
+    print(f"  {methodology_line(ev)}")
     print_minimality(m)
     _save(args, ev, circuit, {"minimality": m.to_dict()})
     return 0
 
 
+def validation_spec(args):
+    """The CLI's options as a ValidationSpec; an option left out keeps the spec's default, except the
+    greedy search, which the CLI runs by default (10 runs; --greedy-runs 0 turns it off)."""
+    from .validate import ValidationSpec
+
+    return ValidationSpec(n_random=args.random, user_k=tuple(args.k), greedy_k=args.greedy_k,
+                          greedy_steps=args.greedy_steps, greedy_runs=10 if args.greedy_runs is None else args.greedy_runs,
+                          tolerance_pct=args.tolerance, k_source=args.k_source, threshold_pct=args.threshold,
+                          search_runs=1 if args.greedy_runs is None else args.greedy_runs,
+                          faithfulness_tolerance_pct=args.faithfulness_tolerance, selection=_selection(args),
+                          n_baseline=args.baseline, formal_tests=not args.no_tests, alpha=args.alpha,
+                          test_n_random=args.n_random, epsilon=args.epsilon, permutations=args.permutations)
+
+
 def cmd_validate(args) -> int:
-    from .criteria import faithfulness
-    from .formal_tests import formal_tests_to_json
-    from .verdicts import verdict_summary
+    from .report import save_record
+    from .validate import validate
 
     model, circuit, ev = _evaluator(args)
-    _selection(args)  # a bad selection seed is refused before any work
+    spec = validation_spec(args)  # a bad selection seed is refused before any work
     print(f"Validation of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}")
-    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
-    f = faithfulness(ev, circuit, progress_bar("faithfulness"))
+    print(f"  {methodology_line(ev)}")
+    v = validate(ev, circuit, spec, stage_progress=progress_bar)
     print("Faithfulness")
-    print_faithfulness(f, task=ev.methodology.task)
-    baseline = _baseline(args, ev, circuit)
-    c = _completeness(args, ev, circuit)
+    print_faithfulness(v.faithfulness, task=ev.methodology.task)
+    if v.baseline is not None:
+        print_baseline(v.baseline)
     print("Completeness: F(C\\K) - F(M\\K)")
-    print_completeness(c)
-    m = _minimality(args, ev, circuit)
+    print_completeness(v.completeness)
     print("Minimality: F(C\\(K∪{v})) - F(C\\K)")
-    print_minimality(m)
-    tests = []
-    if not args.no_tests:
+    print_minimality(v.minimality)
+    if v.tests is not None:
         print("Formal tests (Shi et al. 2024)")
-        tests = _formal_tests(args, ev, circuit)
-    verdicts = verdict_summary(f, c, m, args.faithfulness_tolerance)
+        print_formal_tests(v.tests)
     print("Verdicts (from the 95% intervals)")
-    for name, v in verdicts.items():
+    for name, verdict in v.verdicts.items():
         if name != "overall":
-            print(f"  {name:<13}{v['verdict']:<11}{v['rule']}")
-    print(f"  {'overall':<13}{verdicts['overall']}")
-    _save(args, ev, circuit, {"faithfulness": f.to_dict(), "completeness": c.to_dict(), "minimality": m.to_dict(),
-                              "verdicts": verdicts, **({"tests": formal_tests_to_json(tests)} if tests else {}),
-                              **baseline, **_headline(f)})
-    if args.strict and verdicts["overall"] == "fails":
+            print(f"  {name:<13}{verdict['verdict']:<11}{verdict['rule']}")
+    print(f"  {'overall':<13}{v.verdicts['overall']}")
+    if args.out:
+        print(f"Run record written to {save_record(v.record(), args.out)}")
+    if args.strict and v.verdicts["overall"] == "fails":
         print("strict: a criterion fails", file=sys.stderr)
         return 1
     return 0
@@ -467,11 +476,15 @@ def _baseline(args, ev, circuit) -> dict:
     from .baseline import random_circuit_baseline
 
     b = random_circuit_baseline(ev, circuit, args.baseline, progress=progress_bar("random circuits"))
+    print_baseline(b)
+    return {"baseline": b.to_dict()}
+
+
+def print_baseline(b) -> None:
     q = np.percentile(b.F_random / b.F_model, [5, 50, 95]) if b.F_model else [float("nan")] * 3
     print(f"Random circuits of the same shape (n={len(b.F_random)}): F/F(M) median {q[1]:.3f} "
           f"(90% of them in {q[0]:.3f} – {q[2]:.3f}); C: {b.F_circuit / b.F_model:.3f}; "
           f"share at least as good as C: {b.share_at_least_as_good:.0%}")
-    return {"baseline": b.to_dict()}
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
@@ -541,7 +554,7 @@ def cmd_discover(args) -> int:
     print(f"Discovered circuit on {model.name}: {len(c.heads)} of {model.n_layers * model.n_heads} heads, "
           f"{d.n_node_sets} node sets evaluated")
     print(f"  searched on selection prompts: N={sel.n}, seed {sel.seed}; reported on: "
-          f"{describe_methodology(ev.methodology, ev.dataset)}")
+          f"{methodology_line(ev)}")
     print(f"  on the prompts that chose it (selection): F(M) {d.F_model:.3f}  F(C) {d.F_circuit:.3f}  "
           f"F(∅) {d.F_empty:.3f}  F(C)/F(M) {d.ratio:.3f}  (F(C)-F(∅))/(F(M)-F(∅)) {d.normalized_score:.3f}  "
           f"(threshold {args.threshold} on the {'normalized score' if args.normalized else 'ratio'})")
@@ -688,7 +701,7 @@ def cmd_test(args) -> int:
 
     model, circuit, ev = _evaluator(args)
     print(f"Formal tests of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}, α = {args.alpha:g}")
-    print(f"  {describe_methodology(ev.methodology, ev.dataset)}")
+    print(f"  {methodology_line(ev)}")
     tests = _formal_tests(args, ev, circuit)
     _save(args, ev, circuit, {"tests": formal_tests_to_json(tests)})
     return 0
@@ -700,13 +713,17 @@ def _formal_tests(args, ev, circuit):
 
     tests = formal_tests(ev, circuit, alpha=args.alpha, n_random=args.n_random, epsilon=args.epsilon,
                          n_permutations=args.permutations, progress=progress_bar("formal tests"))
+    print_formal_tests(tests)
+    return tests
+
+
+def print_formal_tests(tests) -> None:
     for t in tests:
         print(f"{t.name}\n  H0: {t.null}\n  {t.statistic_name} = {t.statistic:.4g}   p = {t.p_value:.4g}   "
               f"{t.verdict} at α = {t.alpha:g}\n  {t.meaning}")
         for r in t.details.get("heads", []):
             print(f"    {r['head']:<7}{r['class'][:19]:<20}effect {r['effect']:>8.3f}   p {r['p_raw']:.4f}   "
                   f"Holm {r['p_holm']:.4f}   {r['verdict']}")
-    return tests
 
 
 def add_test_options(p: argparse.ArgumentParser) -> None:

@@ -299,25 +299,31 @@ class CriteriaSummary:
     normalized_undefined: str | None = None
 
 
-def summarize(faithfulness: dict, completeness=None, minimality=None) -> CriteriaSummary:
-    """faithfulness: `Faithfulness.to_dict()`; completeness / minimality: their results, or None (not yet)."""
+def summarize(faithfulness, completeness=None, minimality=None) -> CriteriaSummary:
+    """faithfulness: a `Faithfulness`, or a `validate.Validation` (then its three results are used);
+    completeness / minimality: their results, or None (not yet)."""
+    from .completeness import Cols as CC
     from .criteria import undefined_reason
+    from .minimality import Cols as MC
 
-    iv = faithfulness["intervals_95"]
-    out = dict(ratio=faithfulness["ratio"], ratio_ci=tuple(iv["ratio"]), normalized=faithfulness["normalized"],
-               normalized_ci=tuple(iv["normalized"]), ratio_undefined=undefined_reason(faithfulness, "ratio"),
-               normalized_undefined=undefined_reason(faithfulness, "normalized"))
+    if hasattr(faithfulness, "minimality"):  # a Validation
+        faithfulness, completeness, minimality = faithfulness.faithfulness, faithfulness.completeness, faithfulness.minimality
+    f = faithfulness
+    out = dict(ratio=f.ratio, ratio_ci=tuple(f.interval("ratio")), normalized=f.normalized,
+               normalized_ci=tuple(f.interval("normalized")), ratio_undefined=undefined_reason(f, "ratio"),
+               normalized_undefined=undefined_reason(f, "normalized"))
     if completeness is not None:
         t = completeness.table
-        worst = t.loc[t.incompleteness.idxmax()]
+        worst = t.loc[t[CC.INCOMPLETENESS].idxmax()]
         scale = 100 / abs(completeness.F_model) if completeness.F_model else float("nan")  # as pct_of does
-        out.update(incompleteness_pct=float(worst.incompleteness_pct),
-                   incompleteness_ci=(float(worst.ci_low * scale), float(worst.ci_high * scale)),
-                   worst_k=f"{worst['name']}" + (f" ({', '.join(worst.K)})" if worst.family == "class" else ""))
+        out.update(incompleteness_pct=float(worst[CC.INCOMPLETENESS_PCT]),
+                   incompleteness_ci=(float(worst[CC.CI_LOW] * scale), float(worst[CC.CI_HIGH] * scale)),
+                   worst_k=f"{worst[CC.NAME]}" + (f" ({', '.join(worst[CC.K])})" if worst[CC.FAMILY] == "class" else ""))
     if minimality is not None:
         t, thr = minimality.table, minimality.threshold_pct
-        out.update(n_heads=len(t), under_threshold=int((t.verdict == "fails").sum()) if "verdict" in t else int(t.below_threshold.sum()), threshold_pct=thr,
-                   under_threshold_range=(int((t.ci_high_pct < thr).sum()), int((t.ci_low_pct < thr).sum())))
+        under = int((t[MC.VERDICT] == "fails").sum()) if MC.VERDICT in t else int(t[MC.BELOW_THRESHOLD].sum())
+        out.update(n_heads=len(t), under_threshold=under, threshold_pct=thr,
+                   under_threshold_range=(int((t[MC.CI_HIGH_PCT] < thr).sum()), int((t[MC.CI_LOW_PCT] < thr).sum())))
     return CriteriaSummary(**out)
 
 

@@ -172,7 +172,44 @@ def frame_records(df: pd.DataFrame) -> list[dict]:
 TOLERANCE_PCT = 10.0  # a K passes when |F(C\K) − F(M\K)| stays within this % of |F(M)| over its whole interval
 
 
-@dataclass
+class Cols:
+    """The columns of `Completeness.table`, which are also the keys of a record's K_sets rows."""
+
+    FAMILY = "family"  # empty / class / random / greedy / user
+    NAME = "name"
+    K = "K"  # the heads, as 'l.h' labels
+    SIZE = "size"
+    F_C_MINUS_K = "F_C_minus_K"
+    F_C_LO, F_C_HI = "F_C_lo", "F_C_hi"
+    F_M_MINUS_K = "F_M_minus_K"
+    F_M_LO, F_M_HI = "F_M_lo", "F_M_hi"
+    D, D_LO, D_HI = "d", "d_lo", "d_hi"  # F(C\K) − F(M\K), signed, and its interval
+    INCOMPLETENESS = "incompleteness"  # |d|
+    INCOMPLETENESS_PCT = "incompleteness_pct"  # |d| as % of |F(M)|
+    CI_LOW, CI_HIGH = "ci_low", "ci_high"  # |d|'s display interval
+    VERDICT = "verdict"
+    SELECTION_INCOMPLETENESS = "selection_incompleteness"  # greedy K: |d| on the prompts that chose it
+    RUN, STEP = "run", "step"
+    INT = (RUN, STEP)  # nullable integers
+
+
+def _frame(rows: list[dict], int_cols=()) -> pd.DataFrame:
+    """A table back from its record rows (`frame_records`): heads lists kept, NaN for null."""
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "per_prompt"} for r in rows])
+    for c in df.columns:
+        if c in int_cols:
+            df[c] = pd.array(df[c], dtype="Int64")
+        elif df[c].dtype == object and df[c].map(lambda v: v is None or isinstance(v, (int, float))).all():
+            df[c] = df[c].astype(float)
+    return df
+
+
+def _rows_per_prompt(rows: list[dict], names: tuple[str, ...], n: int) -> dict[str, np.ndarray]:
+    return {k: np.asarray([r.get("per_prompt", {}).get(k, []) for r in rows], dtype=float).reshape(len(rows), -1)
+            if rows else np.zeros((0, n)) for k in names}
+
+
+@dataclass(frozen=True, eq=False)
 class Completeness:
     """One row per K in `table`; per_prompt['C_minus_K'][i], ['M_minus_K'][i] belong to table row i.
 
@@ -192,13 +229,21 @@ class Completeness:
 
     def best(self, family: str | None = None) -> pd.Series | None:
         """The row with the largest incompleteness (within one family if given); None if there is none."""
-        t = self.table if family is None else self.table[self.table.family == family]
-        return t.loc[t.incompleteness.idxmax()] if len(t) else None
+        t = self.table if family is None else self.table[self.table[Cols.FAMILY] == family]
+        return t.loc[t[Cols.INCOMPLETENESS].idxmax()] if len(t) else None
 
     @property
     def verdict(self) -> Verdict:
         """Fails if any K fails, passes if every K passes, else undecided."""
-        return overall(self.table.verdict) if len(self.table) else Verdict.UNDECIDED
+        return overall(self.table[Cols.VERDICT]) if len(self.table) else Verdict.UNDECIDED
+
+    @property
+    def tolerance_pct(self) -> float:
+        return self.settings.get("tolerance_pct", TOLERANCE_PCT)
+
+    @property
+    def interval_method(self) -> str:
+        return self.settings.get("interval_method", "")
 
     def to_dict(self) -> dict:
         rows = frame_records(self.table)
@@ -208,6 +253,14 @@ class Completeness:
         return {"F_model": self.F_model, "settings": self.settings, "cancelled": self.cancelled,
                 "verdict": self.verdict.value, "K_sets": rows, "greedy_trace": frame_records(self.greedy_trace),
                 "per_prompt_model": self.per_prompt["model"].tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Completeness":
+        """A result from its `to_dict()` (a run record's results.completeness)."""
+        rows, model = d.get("K_sets", []), np.asarray(d.get("per_prompt_model", []), dtype=float)
+        per_prompt = {**_rows_per_prompt(rows, ("C_minus_K", "M_minus_K"), len(model)), "model": model}
+        return cls(_frame(rows, Cols.INT), per_prompt, float(d.get("F_model", np.nan)),
+                   pd.DataFrame(d.get("greedy_trace", [])), dict(d.get("settings", {})), bool(d.get("cancelled", False)))
 
 
 def greedy_k_sets(selection_ev, circuit: Circuit, k: int, steps: int, runs: int, seed: int,
@@ -292,23 +345,23 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     m_lo, m_hi = mean_intervals(m, meth.bootstrap, meth.seed, replicates=[b for _, b in reps])
     tol, tol_hi, why = relative_threshold(tolerance_pct, model, meth.bootstrap, meth.seed)
     table = pd.DataFrame({
-        "family": [f for f, *_ in ks],
-        "name": [name for _, name, *_ in ks],
-        "K": [heads_label(K, circuit) for _, _, K, *_ in ks],
-        "size": [len(K) for _, _, K, *_ in ks],
-        "F_C_minus_K": c.mean(1),
-        "F_C_lo": c_lo, "F_C_hi": c_hi,
-        "F_M_minus_K": m.mean(1),
-        "F_M_lo": m_lo, "F_M_hi": m_hi,
-        "d": d, "d_lo": d_lo, "d_hi": d_hi,
-        "incompleteness": np.abs(d),
-        "incompleteness_pct": pct_of(np.abs(d), f_model),
-        "ci_low": lo,
-        "ci_high": hi,
-        "verdict": [at_most(a, b, tol, tol_hi).value for a, b in zip(d_lo, d_hi)],
-        "selection_incompleteness": [s for *_, s in ks],
-        "run": pd.array([r for *_, r, _, _ in ks], dtype="Int64"),
-        "step": pd.array([s for *_, s, _ in ks], dtype="Int64"),
+        Cols.FAMILY: [f for f, *_ in ks],
+        Cols.NAME: [name for _, name, *_ in ks],
+        Cols.K: [heads_label(K, circuit) for _, _, K, *_ in ks],
+        Cols.SIZE: [len(K) for _, _, K, *_ in ks],
+        Cols.F_C_MINUS_K: c.mean(1),
+        Cols.F_C_LO: c_lo, Cols.F_C_HI: c_hi,
+        Cols.F_M_MINUS_K: m.mean(1),
+        Cols.F_M_LO: m_lo, Cols.F_M_HI: m_hi,
+        Cols.D: d, Cols.D_LO: d_lo, Cols.D_HI: d_hi,
+        Cols.INCOMPLETENESS: np.abs(d),
+        Cols.INCOMPLETENESS_PCT: pct_of(np.abs(d), f_model),
+        Cols.CI_LOW: lo,
+        Cols.CI_HIGH: hi,
+        Cols.VERDICT: [at_most(a, b, tol, tol_hi).value for a, b in zip(d_lo, d_hi)],
+        Cols.SELECTION_INCOMPLETENESS: [s for *_, s in ks],
+        Cols.RUN: pd.array([r for *_, r, _, _ in ks], dtype="Int64"),
+        Cols.STEP: pd.array([s for *_, s, _ in ks], dtype="Int64"),
     })
     tr = trace_frame(trace, circuit)
     if len(tr):
@@ -338,7 +391,7 @@ def completeness_in_stages(evaluator, circuit: Circuit, n_random: int = 10, prog
                            reference_noise=True, tolerance_pct=tolerance_pct, **stages[-1])
 
 
-__all__ = ["Completeness", "completeness", "completeness_in_stages", "c_minus", "m_minus", "incompleteness_sets", "parse_heads",
+__all__ = ["Completeness", "Cols", "completeness", "completeness_in_stages", "c_minus", "m_minus", "incompleteness_sets", "parse_heads",
            "heads_label", "random_subsets", "FCache", "Search", "greedy_search", "greedy_k_sets",
            "abs_columns", "TOLERANCE_PCT",
            "replicate_values"]

@@ -10,6 +10,7 @@ from .ablation import NodeSet
 from .circuit import Circuit
 from .resampling import bootstrap_draws, group_bootstrap_means, percentile_interval
 from .tasks import get_task
+from .intervals import Interval
 
 # τ for the median of ratios, as a share of the median |f_M|: a prompt whose f_M is under a tenth of a
 # typical one carries a ratio that noise alone can push to 10× the typical ratio, and a prompt the
@@ -78,8 +79,7 @@ def worst_prompts(dataset, per_prompt: dict[str, np.ndarray], k: int = 10):
 
 def straddles_zero(interval) -> bool:
     """True when the interval includes 0 (or is not a number): a ratio over it is undefined."""
-    lo, hi = interval
-    return not (lo > 0 or hi < 0)
+    return Interval.of(interval).straddles_zero
 
 
 def _signed(x: float) -> str:
@@ -143,11 +143,11 @@ def _undefined(stats, intervals, draws, level, kept, tau) -> dict[str, str]:
     return out
 
 
-def undefined_reason(figures: dict, key: str) -> str | None:
-    """Why `key` of a result dict (`Faithfulness.to_dict()`, or one of its `by_order` entries) is not a
-    number, or None when it is one. A record from before `undefined` existed gives no reason for a NaN."""
-    reason = figures.get("undefined", {}).get(key)
-    value = figures.get(key)
+def undefined_reason(figures: "FaithfulnessFigures", key: str) -> str | None:
+    """Why figure `key` of a result (`Faithfulness`, or one of its `by_order` entries) is not a number, or
+    None when it is one. A record from before `undefined` existed gives no reason for a NaN."""
+    reason = figures.undefined.get(key)
+    value = getattr(figures, key, None)
     if reason is None and (value is None or not np.isfinite(value)):
         reason = "not a number"
     return reason
@@ -164,37 +164,116 @@ def interval_method(methodology, reference_noise: bool = True) -> str:
     return "paired bootstrap over prompts (reference-set noise not included)"
 
 
-@dataclass
-class Faithfulness:
-    """F(M), F(C), F(∅), the gap, the ratio F(C)/F(M), the normalised score and the median of per-prompt
-    ratios, with 95% intervals. A key of `undefined` is not a number (NaN in stats and intervals) and
-    says why; `by_order` entries carry their own "undefined"."""
+STAT_KEYS = ("F_model", "F_circuit", "F_empty", "gap", "F_model_minus_empty", "ratio", "normalized",
+             "median_of_ratios", "median_of_ratios_tau", "median_of_ratios_excluded")
+NAN = float("nan")
 
-    stats: dict[str, float]
-    intervals: dict[str, tuple[float, float]]
-    per_prompt: dict[str, np.ndarray]  # model / circuit / empty -> [N]
-    by_order: dict[str, dict[str, float]] = field(default_factory=dict)
+
+def _intervals(d: dict | None) -> dict[str, Interval]:
+    return {k: Interval.of(v) for k, v in (d or {}).items()}
+
+
+@dataclass(frozen=True, eq=False)
+class FaithfulnessFigures:
+    """F(M), F(C), F(∅), the gap, the ratio F(C)/F(M), the normalised score and the median of per-prompt
+    ratios on one set of prompts, with 95% intervals by name. A name in `undefined` is not a number (NaN
+    value and interval) and says why."""
+
+    F_model: float
+    F_circuit: float
+    F_empty: float
+    gap: float
+    F_model_minus_empty: float  # the normalised score's denominator, with an interval of its own
+    ratio: float
+    normalized: float
+    median_of_ratios: float
+    median_of_ratios_tau: float  # τ: the median counts prompts with f_M > τ
+    median_of_ratios_excluded: int  # prompts with f_M ≤ τ
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    undefined: dict[str, str] = field(default_factory=dict)
+
+    _STATS = STAT_KEYS
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """The figures by name, as the record's top-level keys hold them."""
+        return {k: getattr(self, k) for k in self._STATS}
+
+    def interval(self, key: str) -> Interval:
+        return self.intervals.get(key) or Interval.missing()
+
+    @classmethod
+    def _from_stats(cls, stats: dict, **rest):
+        """From a stats dict (`faithfulness_stats` and τ); a name an older record lacks is NaN."""
+        return cls(**{k: stats.get(k, NAN) for k in cls._STATS}, **rest)
+
+
+@dataclass(frozen=True, eq=False)
+class OrderFaithfulness(FaithfulnessFigures):
+    """The figures on one prompt order's prompts (ABBA or BABA), n of them."""
+
+    n: int = 0
+
+    def to_dict(self) -> dict:
+        return {**self.stats, "n": self.n, "intervals_95": {k: list(v) for k, v in self.intervals.items()},
+                "undefined": dict(self.undefined)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OrderFaithfulness":
+        return cls._from_stats(d, intervals=_intervals(d.get("intervals_95")), undefined=dict(d.get("undefined", {})),
+                               n=int(d.get("n", 0)))
+
+
+@dataclass(frozen=True, eq=False)
+class Faithfulness(FaithfulnessFigures):
+    """The figures on every prompt, with the accuracies, the per-prompt logit differences behind them
+    (and under each reference replicate), the split by prompt order, the quartiles per run and how the
+    intervals were made."""
+
+    accuracy_model: float = NAN  # share of prompts with f_M > 0
+    accuracy_circuit: float = NAN
+    per_prompt: dict[str, np.ndarray] = field(default_factory=dict)  # model / circuit / empty -> [N]
+    by_order: dict[str, OrderFaithfulness] = field(default_factory=dict)
     interval_method: str = ""
     spread: dict[str, dict[str, float]] = field(default_factory=dict)  # quartiles per run
     replicates: list[dict[str, np.ndarray]] = field(default_factory=list)  # circuit / empty per reference replicate
-    undefined: dict[str, str] = field(default_factory=dict)  # key -> why it is not a number
 
-    def __getattr__(self, name):
-        if name != "stats" and name in self.__dict__.get("stats", {}):
-            return self.stats[name]
-        raise AttributeError(name)
+    _STATS = STAT_KEYS + ("accuracy_model", "accuracy_circuit")
+
+    @property
+    def n(self) -> int:
+        return len(self.per_prompt.get("model", ()))
+
+    @classmethod
+    def of(cls, stats: dict, intervals: dict, per_prompt: dict, by_order: dict | None = None,
+           interval_method: str = "", spread: dict | None = None, replicates=(), undefined: dict | None = None):
+        """From a stats dict (`faithfulness_stats` plus τ and the accuracies) and intervals by name;
+        `by_order` entries may be OrderFaithfulness or their dicts."""
+        return cls._from_stats(
+            stats, intervals=_intervals(intervals), undefined=dict(undefined or {}),
+            per_prompt={k: np.asarray(v, dtype=float) for k, v in per_prompt.items()},
+            by_order={o: s if isinstance(s, OrderFaithfulness) else OrderFaithfulness.from_dict(s)
+                      for o, s in (by_order or {}).items()},
+            interval_method=interval_method, spread=dict(spread or {}),
+            replicates=[{k: np.asarray(v, dtype=float) for k, v in r.items()} for r in replicates])
 
     def to_dict(self) -> dict:
         return {
             **self.stats,
             "intervals_95": {k: list(v) for k, v in self.intervals.items()},
-            "undefined": self.undefined,
+            "undefined": dict(self.undefined),
             "interval_method": self.interval_method,
-            "by_order": self.by_order,
+            "by_order": {o: s.to_dict() for o, s in self.by_order.items()},
             "spread": self.spread,
             "per_prompt": {k: v.tolist() for k, v in self.per_prompt.items()},
             "replicates": [{k: v.tolist() for k, v in r.items()} for r in self.replicates],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Faithfulness":
+        """A result from its `to_dict()` (a run record's results.faithfulness, or a cache's copy)."""
+        return cls.of(d, d.get("intervals_95", {}), d.get("per_prompt", {}), d.get("by_order", {}),
+                      d.get("interval_method", ""), d.get("spread", {}), d.get("replicates", ()), d.get("undefined", {}))
 
 
 def faithfulness(evaluator, circuit: Circuit, progress=None, reference_noise: bool = True,
@@ -224,11 +303,11 @@ def faithfulness(evaluator, circuit: Circuit, progress=None, reference_noise: bo
         if sel.any():
             part = faithfulness_figures({k: v[sel] for k, v in per_prompt.items()}, meth.bootstrap, meth.seed,
                                         [{k: v[sel] for k, v in r.items()} for r in reps], tau)
-            by_order[order] = {**part.stats, "n": int(sel.sum()),
-                               "intervals_95": {k: list(v) for k, v in part.intervals.items()},
-                               "undefined": part.undefined}
-    return Faithfulness(stats, fig.intervals, per_prompt, by_order, interval_method(meth, bool(reps) or not evaluator.replicates),
-                        spread(per_prompt), reps, fig.undefined)
+            by_order[order] = OrderFaithfulness._from_stats(part.stats, intervals=_intervals(part.intervals),
+                                                            undefined=part.undefined, n=int(sel.sum()))
+    return Faithfulness.of(stats, fig.intervals, per_prompt, by_order,
+                           interval_method(meth, bool(reps) or not evaluator.replicates), spread(per_prompt), reps,
+                           fig.undefined)
 
 
 def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0,
@@ -250,6 +329,6 @@ def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int =
     return pd.DataFrame(rows)
 
 
-__all__ = ["Faithfulness", "Figures", "faithfulness", "faithfulness_figures", "circuit_node_set", "faithfulness_stats",
+__all__ = ["Faithfulness", "FaithfulnessFigures", "OrderFaithfulness", "Figures", "STAT_KEYS", "faithfulness", "faithfulness_figures", "circuit_node_set", "faithfulness_stats",
            "breakdown_by_group", "median_of_ratios",
            "ratio_threshold", "straddles_zero", "undefined_reason", "spread", "worst_prompts", "TAU_SHARE"]

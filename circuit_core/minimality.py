@@ -25,8 +25,8 @@ import pandas as pd
 
 from .ablation import NodeSet
 from .circuit import Circuit, Head, head_name
-from .completeness import (FCache, abs_columns, c_minus, frame_records, heads_label, pct_of, relative_threshold,
-                           replicate_values, trace_frame)
+from .completeness import (FCache, _frame, _rows_per_prompt, abs_columns, c_minus, frame_records, heads_label,
+                           pct_of, relative_threshold, replicate_values, trace_frame)
 from .criteria import interval_method
 from .resampling import STUDENTISED, diff_intervals
 from .progress import Progress, StopCheck
@@ -56,7 +56,26 @@ def minimality_sets(circuit: Circuit, v: Head, K: Iterable[Head], positions: str
     return [c_minus(circuit, K, positions), c_minus(circuit, K | {v}, positions)]
 
 
-@dataclass
+class Cols:
+    """The columns of `Minimality.table`, which are also the keys of a record's heads rows."""
+
+    HEAD = "head"
+    CLASS = "class"
+    K = "K"
+    K_SOURCE = "k_source"  # file / class / search
+    F_C_MINUS_K = "F_C_minus_K"
+    F_C_MINUS_K_AND_V = "F_C_minus_K_and_v"
+    D, D_LO, D_HI = "d", "d_lo", "d_hi"  # F(C\(K∪{v})) − F(C\K), signed, and its interval
+    SCORE = "score"  # |d|
+    PCT_OF_F_M = "pct_of_F_M"  # |d| as % of |F(M)|
+    CI_LOW, CI_HIGH = "ci_low", "ci_high"  # |d|'s display interval
+    CI_LOW_PCT, CI_HIGH_PCT = "ci_low_pct", "ci_high_pct"
+    VERDICT = "verdict"
+    BELOW_THRESHOLD = "below_threshold"  # the point estimate alone: not a verdict
+    SELECTION_SCORE = "selection_score"  # searched K: |d| on the prompts that chose it
+
+
+@dataclass(frozen=True, eq=False)
 class Minimality:
     """One row per head in `table`; per_prompt arrays are row-aligned with it.
 
@@ -78,16 +97,20 @@ class Minimality:
     @property
     def flagged(self) -> list[str]:
         """Heads that fail: their whole interval lies under the threshold."""
-        return self.table.loc[self.table.verdict == Verdict.FAILS.value, "head"].tolist()
+        return self.table.loc[self.table[Cols.VERDICT] == Verdict.FAILS.value, Cols.HEAD].tolist()
 
     @property
     def undecided(self) -> list[str]:
         """Heads whose interval straddles the threshold."""
-        return self.table.loc[self.table.verdict == Verdict.UNDECIDED.value, "head"].tolist()
+        return self.table.loc[self.table[Cols.VERDICT] == Verdict.UNDECIDED.value, Cols.HEAD].tolist()
 
     @property
     def verdict(self) -> Verdict:
-        return overall(self.table.verdict) if len(self.table) else Verdict.UNDECIDED
+        return overall(self.table[Cols.VERDICT]) if len(self.table) else Verdict.UNDECIDED
+
+    @property
+    def interval_method(self) -> str:
+        return self.settings.get("interval_method", "")
 
     def to_dict(self) -> dict:
         rows = frame_records(self.table)
@@ -98,6 +121,17 @@ class Minimality:
                 "cancelled": self.cancelled, "verdict": self.verdict.value, "heads": rows, "flagged": self.flagged,
                 "undecided": self.undecided, "search_trace": frame_records(self.search_trace),
                 "per_prompt_model": self.per_prompt["model"].tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Minimality":
+        """A result from its `to_dict()` (a run record's results.minimality)."""
+        rows, model = d.get("heads", []), np.asarray(d.get("per_prompt_model", []), dtype=float)
+        per_prompt = {**_rows_per_prompt(rows, ("C_minus_K", "C_minus_K_and_v"), len(model)), "model": model}
+        table = _frame(rows)
+        if Cols.BELOW_THRESHOLD in table:
+            table[Cols.BELOW_THRESHOLD] = table[Cols.BELOW_THRESHOLD].astype(bool)
+        return cls(table, per_prompt, float(d.get("F_model", np.nan)), float(d.get("threshold_pct", 1.0)),
+                   dict(d.get("settings", {})), pd.DataFrame(d.get("search_trace", [])), bool(d.get("cancelled", False)))
 
 
 def searched_k(selection_ev, circuit: Circuit, heads: list[Head], k: int, steps: int, runs: int, seed: int,
@@ -171,22 +205,22 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     lo, hi = abs_columns(d_lo, d_hi)
     thr, thr_hi, why = relative_threshold(threshold_pct, model, meth.bootstrap, meth.seed)
     table = pd.DataFrame({
-        "head": [head_name(v) for v in heads],
-        "class": [circuit.class_of(v).name for v in heads],
-        "K": [heads_label(ks[v][0], circuit) for v in heads],
-        "k_source": [ks[v][1] for v in heads],
-        "F_C_minus_K": base.mean(1),
-        "F_C_minus_K_and_v": knocked.mean(1),
-        "d": d, "d_lo": d_lo, "d_hi": d_hi,
-        "score": np.abs(d),
-        "pct_of_F_M": pct_of(np.abs(d), f_model),
-        "ci_low": lo,
-        "ci_high": hi,
-        "ci_low_pct": pct_of(lo, f_model),
-        "ci_high_pct": pct_of(hi, f_model),
-        "verdict": [at_least(a, b, thr, thr_hi).value for a, b in zip(d_lo, d_hi)],
-        "below_threshold": pct_of(np.abs(d), f_model) < threshold_pct,  # the point estimate alone: not a verdict
-        "selection_score": [sel_scores.get(v, np.nan) for v in heads],
+        Cols.HEAD: [head_name(v) for v in heads],
+        Cols.CLASS: [circuit.class_of(v).name for v in heads],
+        Cols.K: [heads_label(ks[v][0], circuit) for v in heads],
+        Cols.K_SOURCE: [ks[v][1] for v in heads],
+        Cols.F_C_MINUS_K: base.mean(1),
+        Cols.F_C_MINUS_K_AND_V: knocked.mean(1),
+        Cols.D: d, Cols.D_LO: d_lo, Cols.D_HI: d_hi,
+        Cols.SCORE: np.abs(d),
+        Cols.PCT_OF_F_M: pct_of(np.abs(d), f_model),
+        Cols.CI_LOW: lo,
+        Cols.CI_HIGH: hi,
+        Cols.CI_LOW_PCT: pct_of(lo, f_model),
+        Cols.CI_HIGH_PCT: pct_of(hi, f_model),
+        Cols.VERDICT: [at_least(a, b, thr, thr_hi).value for a, b in zip(d_lo, d_hi)],
+        Cols.BELOW_THRESHOLD: pct_of(np.abs(d), f_model) < threshold_pct,  # the point estimate alone: not a verdict
+        Cols.SELECTION_SCORE: [sel_scores.get(v, np.nan) for v in heads],
     })
     tr = trace_frame(trace, circuit)
     if len(tr):
@@ -218,4 +252,4 @@ def minimality_in_stages(evaluator, circuit: Circuit, progress: Progress | None 
         yield minimality(evaluator, circuit, progress=progress, should_stop=should_stop, reference_noise=True, **options)
 
 
-__all__ = ["Minimality", "minimality", "searched_k", "minimality_in_stages", "minimality_k", "minimality_sets", "class_rule_k", "K_SOURCES"]
+__all__ = ["Minimality", "Cols", "minimality", "searched_k", "minimality_in_stages", "minimality_k", "minimality_sets", "class_rule_k", "K_SOURCES"]

@@ -38,6 +38,7 @@ from .circuit import ALL_POSITIONS, Head, head_name
 from .hooks import every_layer, hook_qkv
 from .progress import raise_if_stopped
 from .resampling import prompt_counts_torch
+from .intervals import Interval
 
 DIRECTIONS = ("denoise", "noise")
 INPUTS = ("q", "k", "v", "qkv")
@@ -48,8 +49,8 @@ class PatchingError(ValueError):
     """Patching cannot be done as asked (no twin, no gap between clean and corrupted, bad receiver)."""
 
 
-@dataclass
-class PatchingResult:
+@dataclass(frozen=True, eq=False)
+class Patching:
     """Effects per head (and position role for activation patching), with 95% intervals."""
 
     kind: str  # "activation" or "path"
@@ -60,7 +61,7 @@ class PatchingResult:
     hi: torch.Tensor
     F_clean: float
     F_corrupted: float
-    F_intervals: dict  # "clean" / "corrupted" -> (lo, hi)
+    F_intervals: dict[str, Interval]  # "clean" / "corrupted"
     n: int
     task: str
     receivers: str = ""  # path patching: what the senders were patched into
@@ -84,6 +85,9 @@ class PatchingResult:
                 "task": self.task, "n": self.n, "F_clean": self.F_clean, "F_corrupted": self.F_corrupted,
                 "F_intervals": {k: list(v) for k, v in self.F_intervals.items()},
                 "settings": self.settings, "cells": self.frame().to_dict("records")}
+
+
+PatchingResult = Patching  # the earlier name
 
 
 # --- data, intervals, progress ---------------------------------------------------------------------------
@@ -122,12 +126,12 @@ def _effects(patched: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor
 
 def _F_intervals(cb: torch.Tensor, kb: torch.Tensor) -> dict:
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    return {"clean": tuple(torch.quantile(cb, q).tolist()), "corrupted": tuple(torch.quantile(kb, q).tolist())}
+    return {"clean": Interval.of(torch.quantile(cb, q).tolist()), "corrupted": Interval.of(torch.quantile(kb, q).tolist())}
 
 
 def _result(kind: str, direction: str, roles: list[str], patched: torch.Tensor, clean: torch.Tensor,
             corrupted: torch.Tensor, dataset, bootstrap: int, seed: int, settings: dict,
-            receivers: str = "") -> PatchingResult:
+            receivers: str = "") -> Patching:
     """Effects and intervals of per-prompt metrics patched [L, H, (R,) N]; rows of NaN (no path) stay NaN."""
     if (clean.mean() - corrupted.mean()).abs() < 1e-9:
         raise PatchingError("F(clean) equals F(corrupted): the corruption changes nothing, so no effect can be "
@@ -141,7 +145,7 @@ def _result(kind: str, direction: str, roles: list[str], patched: torch.Tensor, 
         o[has] = c
     effects, lo, hi = (o.view(shape).float() for o in out)
     settings = {"bootstrap": bootstrap, "seed": seed, "interval_method": "bootstrap over prompt pairs", **settings}
-    return PatchingResult(kind, direction, roles, effects, lo, hi, float(clean.mean()), float(corrupted.mean()),
+    return Patching(kind, direction, roles, effects, lo, hi, float(clean.mean()), float(corrupted.mean()),
                           F_int, n, dataset.task, receivers, settings)
 
 
@@ -273,7 +277,7 @@ def _one_head_each(H: int, where: torch.Tensor) -> torch.Tensor:
 # --- activation patching -------------------------------------------------------------------------------
 def activation_patching(model, dataset, direction: str = "denoise", roles: list[str] | None = None,
                         batch_size: int = 512, bootstrap: int = 1000, seed: int = 0,
-                        progress=None, should_stop=None) -> PatchingResult:
+                        progress=None, should_stop=None) -> Patching:
     """Every head at every role (and "*"), patched alone; see the module doc. batch_size: rows per forward
     pass (heads × prompts). progress(done, total) counts batches; should_stop() -> Cancelled."""
     if direction not in DIRECTIONS:
@@ -369,7 +373,7 @@ def parse_receivers(text: str) -> list[Head] | str:
 
 def path_patching(model, dataset, receivers, receiver_input: str = "qkv", receiver_role: str | None = None,
                   batch_size: int = 512, bootstrap: int = 1000, seed: int = 0, progress=None,
-                  should_stop=None) -> PatchingResult:
+                  should_stop=None) -> Patching:
     """Each sender head's effect through `receivers` only: "logits" (the direct path: the final residual at
     END) or a list of (layer, head) whose `receiver_input` (q, k, v or qkv) is patched, at `receiver_role`
     only or (None) every position. See the module doc; each sender reaches the receivers in later layers than
@@ -519,7 +523,7 @@ def _put_heads(sent: torch.Tensor, heads: list[int], where: torch.Tensor | None,
 
 
 # --- from a map to a circuit -------------------------------------------------------------------------------
-def start_from_patching(result: PatchingResult, top_k: int | None = None,
+def start_from_patching(result: Patching, top_k: int | None = None,
                         threshold: float | None = None) -> dict[Head, str]:
     """Heads to start a circuit from (discover's `start`): each at the single role where its effect is largest
     (activation patching; "*" only when the task has no other role, since a circuit keeps a head at one

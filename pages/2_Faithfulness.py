@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from circuit_core.ablation import Ablation, PositionScope
-from circuit_core.criteria import TAU_SHARE, breakdown_by_group, straddles_zero, worst_prompts
+from circuit_core.criteria import TAU_SHARE, breakdown_by_group, worst_prompts
 from circuit_core.baseline import random_circuit_baseline
 from circuit_core.tasks import get_task
 from ui.charts import baseline_histogram, by_group, distribution, intervals, style
@@ -29,7 +29,7 @@ def sensitivity_job(ctx):
             for p in PositionScope:
                 m = current.replace(ablation=a.value, positions=p.value)
                 r = faithfulness(model.evaluators.get(m), circuit)
-                lo, hi = r.intervals["ratio"]  # NaN where undefined: the table shows the word and the reason
+                lo, hi = r.interval("ratio")  # NaN where undefined: the table shows the word and the reason
                 job.partial.append({"methodology": f"{a.value} · {p.value} positions" + (" (current)" if m == current else ""),
                                     "F(C)/F(M)": r.ratio, "lo": lo, "hi": hi, "F(C)": r.F_circuit, "F(M)": r.F_model,
                                     "undefined because": r.undefined.get("ratio", "")})
@@ -58,7 +58,6 @@ st.title("Faithfulness")
 st.caption(methodology_caption(ctx))
 f = with_reference_noise(ctx, faithfulness_of(ctx))
 headline(ctx, f)
-iv = f["intervals_95"]
 
 
 def _said(key: str, what: str) -> str:
@@ -67,30 +66,30 @@ def _said(key: str, what: str) -> str:
     return f"{what} is **undefined** ({caption})" if value == "undefined" else f"{what} is **{value}** ({caption})"
 
 
-n_prompts = len(f["per_prompt"]["model"])
+n_prompts = f.n
 st.markdown(f"{_said('ratio', 'The ratio of means F(C)/F(M)')}. Per prompt, {_said('median_of_ratios', 'the median of f_C / f_M')}, "
-            f"over the prompts where the model's own logit difference clears τ = {f['median_of_ratios_tau']:.3f} "
-            f"({TAU_SHARE:.0%} of the median |f_M|): **{f['median_of_ratios_excluded']} of {n_prompts} prompts excluded** "
+            f"over the prompts where the model's own logit difference clears τ = {f.median_of_ratios_tau:.3f} "
+            f"({TAU_SHARE:.0%} of the median |f_M|): **{f.median_of_ratios_excluded} of {n_prompts} prompts excluded** "
             f"(f_M ≤ τ: near zero or wrong, where a ratio is noise). "
-            f"Gap F(M) − F(C) = {f['gap']:.3f} (95% CI {iv['gap'][0]:.3f} – {iv['gap'][1]:.3f}). "
-            f"With every head ablated F(∅) = {f['F_empty']:.3f}.")
+            f"Gap F(M) − F(C) = {f.gap:.3f} (95% CI {f.interval('gap').lo:.3f} – {f.interval('gap').hi:.3f}). "
+            f"With every head ablated F(∅) = {f.F_empty:.3f}.")
 
-st.altair_chart(style(distribution(f["per_prompt"], get_task(ctx.methodology.task).metric)), width="stretch")
+st.altair_chart(style(distribution(f.per_prompt, get_task(ctx.methodology.task).metric)), width="stretch")
 st.caption("Each prompt's logit difference: the model, the circuit alone, and every head ablated. "
            "A faithful circuit's distribution lies on the model's, not only its mean.")
 q = pd.DataFrame([{"run": k, "25%": v["q25"], "median": v["median"], "75%": v["q75"]}
-                  for k, v in f.get("spread", {}).items()])
+                  for k, v in f.spread.items()])
 if len(q):
     st.dataframe(q.style.format({"25%": "{:.3f}", "median": "{:.3f}", "75%": "{:.3f}"}), hide_index=True)
 
-per_prompt = {k: np.array(v) for k, v in f["per_prompt"].items()}
+per_prompt = f.per_prompt
 st.subheader("Worst prompts")
 st.dataframe(worst_prompts(ev.dataset, per_prompt).style.format({"f_M": "{:.3f}", "f_C": "{:.3f}", "f_M − f_C": "{:.3f}"}),
              hide_index=True, width="stretch")
 st.caption("The prompts where the circuit falls furthest below the model (logit differences in nats).")
 
 st.subheader("By template and order")
-reps = [{k: np.array(v) for k, v in r.items()} for r in f.get("replicates", [])]
+reps = f.replicates
 st.altair_chart(style(by_group(breakdown_by_group(ev.dataset, per_prompt, ctx.methodology.bootstrap,
                                                   ctx.methodology.seed, reps))), width="stretch")
 st.caption("Intervals per group: bootstrap over the group's prompts"
@@ -98,10 +97,10 @@ st.caption("Intervals per group: bootstrap over the group's prompts"
               " (reference-set noise not included)."))
 
 
-orders = pd.DataFrame([{"order": o, "n": s["n"], "F(M)": s["F_model"], "F(C)": s["F_circuit"],
+orders = pd.DataFrame([{"order": o, "n": s.n, "F(M)": s.F_model, "F(C)": s.F_circuit,
                         **dict(zip(("F(C)/F(M)", "95% CI"), ratio_figure(s, "ratio"))),
                         **dict(zip(("normalised", "95% CI "), ratio_figure(s, "normalized")))}
-                       for o, s in f["by_order"].items()])  # an undefined ratio: the word, the reason beside it
+                       for o, s in f.by_order.items()])  # an undefined ratio: the word, the reason beside it
 st.dataframe(orders.style.format({"F(M)": "{:.3f}", "F(C)": "{:.3f}"}), hide_index=True, width="stretch")
 st.caption(f"Groups hold {ev.dataset.min_group_size}+ prompts each; per-group means rest on them.")
 
@@ -117,10 +116,9 @@ if n_random:
                                                          should_stop=job.should_stop))
     b = jobs.show(job)
     if b is not None:
-        f_model_ci = f["intervals_95"]["F_model"]  # the same F(M): over an F(M) that may be 0, no ratio
-        if straddles_zero(f_model_ci):
+        if f.interval("F_model").straddles_zero:  # the same F(M): over an F(M) that may be 0, no ratio
             median = "undefined, F(M) is indistinguishable from 0"
-            st.info(f"No histogram of F/F(M): {f.get('undefined', {}).get('ratio') or 'F(M) is indistinguishable from 0'}.")
+            st.info(f"No histogram of F/F(M): {f.undefined.get('ratio') or 'F(M) is indistinguishable from 0'}.")
         else:
             median = f"{np.median(b.F_random) / b.F_model:.1%}"
             st.altair_chart(style(baseline_histogram(b.F_random, b.F_circuit, b.F_model)), width="stretch")

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from circuit_core.completeness import TOLERANCE_PCT, completeness, completeness_in_stages
+from circuit_core.completeness import TOLERANCE_PCT, Cols as CC, completeness, completeness_in_stages
 from circuit_core.selection import SELECTION_N, Selection
 from circuit_core.verdicts import overall
 from ui.charts import completeness_scatter, style, verdict_badge, verdict_cell
@@ -80,7 +80,7 @@ if drawn < int(n_random):
     st.info(f"The circuit has only {drawn} distinct non-empty subsets: {drawn} random K sets are shown, not {int(n_random)}.")
 table = fixed.table
 if greedy is not None:
-    table = pd.concat([table, greedy.table[greedy.table.family == "greedy"]], ignore_index=True)
+    table = pd.concat([table, greedy.table[greedy.table[CC.FAMILY] == "greedy"]], ignore_index=True)
 st.altair_chart(style(completeness_scatter(table)), width="stretch")
 
 f_model = fixed.F_model
@@ -90,24 +90,24 @@ st.markdown(f"{verdict_badge('Completeness', verdict.value)} at ±{tolerance:g}%
        "fails": "some K's whole interval lies outside the tolerance.",
        "undecided": fixed.settings.get("no_verdict") or "no K fails, but some K's interval straddles the tolerance."
        }[verdict.value])
-worst = table.sort_values("incompleteness", ascending=False).head(10)
+worst = table.sort_values(CC.INCOMPLETENESS, ascending=False).head(10)
 st.subheader("Worst K sets")
-st.caption(f"Intervals (points and table): {fixed.settings['interval_method']}. diff = F(C\\K) − F(M\\K), its "
+st.caption(f"Intervals (points and table): {fixed.interval_method}. diff = F(C\\K) − F(M\\K), its "
            "interval signed; the verdict follows the interval. Greedy K: the 'on selection prompts' column is the "
            "K's score on the prompts that chose it (biased upward); every other figure is on the page's prompts.")
-show = worst.assign(K=worst.K.apply(lambda k: ", ".join(k) or "∅"),
-                   **{"95% CI of diff": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(worst.d_lo, worst.d_hi)]})[
-    ["family", "name", "K", "F_C_minus_K", "F_M_minus_K", "d", "95% CI of diff", "incompleteness_pct", "verdict",
-     "selection_incompleteness"]]
-st.dataframe(show.rename(columns={"F_C_minus_K": "F(C\\K)", "F_M_minus_K": "F(M\\K)", "d": "diff",
-                                  "incompleteness_pct": "|diff| % of F(M)",
-                                  "selection_incompleteness": "|diff| on selection prompts"}).style.format(
+show = worst.assign(**{CC.K: worst[CC.K].apply(lambda k: ", ".join(k) or "∅"),
+                      "95% CI of diff": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(worst[CC.D_LO], worst[CC.D_HI])]})[
+    [CC.FAMILY, CC.NAME, CC.K, CC.F_C_MINUS_K, CC.F_M_MINUS_K, CC.D, "95% CI of diff", CC.INCOMPLETENESS_PCT, CC.VERDICT,
+     CC.SELECTION_INCOMPLETENESS]]
+st.dataframe(show.rename(columns={CC.F_C_MINUS_K: "F(C\\K)", CC.F_M_MINUS_K: "F(M\\K)", CC.D: "diff",
+                                  CC.INCOMPLETENESS_PCT: "|diff| % of F(M)",
+                                  CC.SELECTION_INCOMPLETENESS: "|diff| on selection prompts"}).style.format(
     {"F(C\\K)": "{:.3f}", "F(M\\K)": "{:.3f}", "diff": "{:.3f}", "|diff| % of F(M)": "{:.1f}",
-     "|diff| on selection prompts": "{:.3f}"}, na_rep="").map(verdict_cell, subset=["verdict"]),
+     "|diff| on selection prompts": "{:.3f}"}, na_rep="").map(verdict_cell, subset=[CC.VERDICT]),
     hide_index=True, width="stretch")
 top = worst.iloc[0]
-st.markdown(f"Largest incompleteness: **{top.incompleteness:.3f}** ({top.incompleteness_pct:.1f}% of "
-            f"F(M) = {f_model:.3f}) for K = {', '.join(top.K) or '∅'} ({top.family}; {top.verdict}).")
+st.markdown(f"Largest incompleteness: **{top[CC.INCOMPLETENESS]:.3f}** ({top[CC.INCOMPLETENESS_PCT]:.1f}% of "
+            f"F(M) = {f_model:.3f}) for K = {', '.join(top[CC.K]) or '∅'} ({top[CC.FAMILY]}; {top[CC.VERDICT]}).")
 if greedy is None and greedy_job is None:
     st.info("Greedy sets are not shown yet: run the greedy search above.")
 elif greedy is not None and greedy.cancelled:

@@ -3,12 +3,15 @@ import json
 import string
 from pathlib import Path
 
+from dataclasses import replace
+
 import streamlit as st
 
 from circuit_core import compare
 from circuit_core.circuit import ALL_POSITIONS, CircuitError, load_circuit
 from circuit_core.interchange import Imported, graph_cfg, read_circuit, to_eap_graph
 from circuit_core.tasks import TaskError, get_task, task_roles
+from circuit_core.validate import ValidationSpec
 from ui import jobs
 from ui.charts import membership_grid, roc_chart, style
 from ui.circuits import circuit_files
@@ -126,19 +129,16 @@ st.header("Faithfulness, completeness, minimality")
 threshold = st.number_input("Minimality threshold (% of F(M))", 0.0, 100.0, 1.0, step=0.5, key="compare_threshold")
 
 
+SPEC = ValidationSpec(n_baseline=0, formal_tests=False)  # the report's K sets and thresholds; no baseline, no tests
+
+
 def criteria_job(circuit, ev):
-    """Faithfulness again with the reference set's noise in its intervals, then completeness and minimality."""
-    from circuit_core.completeness import completeness
-    from circuit_core.criteria import faithfulness
-    from circuit_core.minimality import minimality
+    """`validate` as the report and the CLI run it: faithfulness with the reference set's noise in its
+    intervals, completeness (K = ∅, each class, the random sets) and minimality."""
+    from circuit_core.validate import validate
 
-    def run(job):
-        f = faithfulness(ev, circuit, progress=job.progress, should_stop=job.should_stop).to_dict()
-        comp = completeness(ev, circuit, n_random=0, greedy_runs=0, progress=job.progress, should_stop=job.should_stop)
-        return f, comp, minimality(ev, circuit, threshold_pct=threshold, progress=job.progress,
-                                   should_stop=job.should_stop)
-
-    return run
+    spec = replace(SPEC, threshold_pct=float(threshold))
+    return lambda job: validate(ev, circuit, spec, progress=job.progress, should_stop=job.should_stop)
 
 
 def task_methodology(task: str):
@@ -156,13 +156,14 @@ for k, c in circuits.items():
     if id(job) not in shown:  # identical circuits share a job: one progress bar
         shown[id(job)] = jobs.show(job, wait=0.5)
     done = shown[id(job)]
-    f, comp, mini = done or (faithfulness_result(ctx.model_key, meth, cj), None, None)  # figures at once
-    summaries[k] = compare.summarize(f, comp, mini)
-    methods |= {f"faithfulness: {f['interval_method']}"} | ({
-        f"completeness: {comp.settings['interval_method']}", f"minimality: {mini.settings['interval_method']}"}
+    f = done.faithfulness if done else faithfulness_result(ctx.model_key, meth, cj)  # figures at once
+    summaries[k] = compare.summarize(done or f)
+    methods |= {f"faithfulness: {f.interval_method}"} | ({
+        f"completeness: {done.completeness.interval_method}", f"minimality: {done.minimality.interval_method}"}
         if done else set())
 st.dataframe(compare.criteria_table(summaries), hide_index=True, width="stretch")
-st.caption(f"Completeness: the largest |F(C\\K) − F(M\\K)| over K = ∅ and each class, as % of F(M). Minimality: heads "
+st.caption(f"Completeness: the largest |F(C\\K) − F(M\\K)| over K = ∅, each class and {SPEC.n_random} random subsets "
+           "(the report's and the CLI's validate's K sets), as % of F(M). Minimality: heads "
            f"whose |F(C\\\\(K∪{{v}})) − F(C\\K)| is under {threshold:g}% of F(M) (K from the circuit file, else the "
            "rest of the head's class); its range counts heads whose interval lies wholly under the threshold, then "
            "those whose interval reaches under it. 95% intervals — " + "; ".join(sorted(methods)) + ".")

@@ -42,9 +42,9 @@ def show_step(i: int) -> None:
         value, interval = _ratio(f, "ratio")  # "undefined" and why, when F(M) is indistinguishable from 0
         cols[0].metric("Faithfulness F(C)/F(M)", value)
         cols[0].caption(interval)
-        cols[1].metric("F(C) — circuit", fmt.num(f["F_circuit"]))
+        cols[1].metric("F(C) — circuit", fmt.num(f.F_circuit))
         cols[1].caption(fmt.ci(f, "F_circuit"))
-        cols[2].metric("F(M) — model", fmt.num(f["F_model"]))
+        cols[2].metric("F(M) — model", fmt.num(f.F_model))
         cols[2].caption(fmt.ci(f, "F_model"))
         st.altair_chart(figs["per_prompt"], width="stretch")
     elif i == 2:
@@ -83,7 +83,7 @@ if present:
     # The sidebar and toolbar are hidden: without this, leaving took a reload (a callback, since the
     # toggle's state cannot change once it is drawn)
     b4.button("✕ Exit presentation", key="present_exit", width="stretch",
-              on_click=lambda: st.session_state.update(present=False))
+              on_click=lambda: ctx.session.request(present=False))
     show_step(step)
     st.stop()
 

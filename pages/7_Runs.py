@@ -5,9 +5,10 @@ import pandas as pd
 import streamlit as st
 
 from circuit_core.circuit import Circuit, CircuitError
+from circuit_core.criteria import undefined_reason
 from ui import jobs
 from ui.charts import intervals, style
-from ui.runs import runs
+from ui.runs import result_of, runs
 from ui.sidebar import open_record, sidebar
 from ui.state import get_evaluator
 
@@ -28,9 +29,11 @@ else:
     def figure(r):
         s = r.summary
         if r.kind == "faithfulness":
-            if s.get("undefined"):
-                return f"F(C)/F(M) undefined: {s['undefined']}"
-            return f"F(C)/F(M) {s['F(C)/F(M)']:.1%} [{s['lo']:.1%}, {s['hi']:.1%}]"
+            f = result_of(r)
+            if why := undefined_reason(f, "ratio"):
+                return f"F(C)/F(M) undefined: {why}"
+            lo, hi = f.interval("ratio")
+            return f"F(C)/F(M) {f.ratio:.1%} [{lo:.1%}, {hi:.1%}]"
         if r.kind == "completeness":
             return (f"max |F(C\\K) − F(M\\K)| {s['max incompleteness']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] "
                     f"({s['worst K']}){' · ' + s['verdict'] if 'verdict' in s else ''}")
@@ -49,11 +52,12 @@ else:
     for r, pin, name in zip(items, edited["pin"], edited["name"]):
         r.pinned, r.name = bool(pin), str(name or "")
 
-    pinned = [r for r in items if r.pinned and r.kind == "faithfulness" and not r.summary.get("undefined")]
+    pinned = [(r, f) for r in items if r.pinned and r.kind == "faithfulness"
+              and not undefined_reason(f := result_of(r), "ratio")]
     if len(pinned) >= 2:
         st.subheader("Pinned faithfulness runs side by side")
-        frame = pd.DataFrame([{"run": r.name or f"{r.circuit['name']} · {describe(r)}", "F(C)/F(M)": r.summary["F(C)/F(M)"],
-                               "lo": r.summary["lo"], "hi": r.summary["hi"]} for r in pinned])
+        frame = pd.DataFrame([{"run": r.name or f"{r.circuit['name']} · {describe(r)}", "F(C)/F(M)": f.ratio,
+                               "lo": f.interval("ratio").lo, "hi": f.interval("ratio").hi} for r, f in pinned])
         st.altair_chart(style(intervals(frame, "F(C)/F(M)", "lo", "hi", "run", "Faithfulness of the pinned runs",
                                         "F(C)/F(M) with 95% CI")), width="stretch")
 

@@ -134,12 +134,12 @@ def test_summary_of_the_three_criteria_matches_their_tables(tiny_evaluator):
     from circuit_core.minimality import minimality
 
     c = Circuit("tiny", [CircuitClass("late", "END", [(2, 0), (2, 1)]), CircuitClass("early", "END", [(0, 3)])])
-    f = faithfulness(tiny_evaluator, c, reference_noise=False).to_dict()
+    f = faithfulness(tiny_evaluator, c, reference_noise=False)
     comp = completeness(tiny_evaluator, c, n_random=0, greedy_runs=0, reference_noise=False)
     mini = minimality(tiny_evaluator, c, threshold_pct=5.0, reference_noise=False)
     s = compare.summarize(f, comp, mini)
-    np.testing.assert_equal((s.ratio, s.ratio_ci), (f["ratio"], tuple(f["intervals_95"]["ratio"])))  # NaN if undefined
-    assert bool(s.ratio_undefined) == bool(f["undefined"].get("ratio"))
+    np.testing.assert_equal((s.ratio, s.ratio_ci), (f.ratio, tuple(f.intervals["ratio"])))  # NaN if undefined
+    assert bool(s.ratio_undefined) == bool(f.undefined.get("ratio"))
     assert s.incompleteness_pct == pytest.approx(comp.table.incompleteness_pct.max())
     worst = comp.table.loc[comp.table.incompleteness.idxmax()]
     assert s.incompleteness_ci == pytest.approx((100 * worst.ci_low / abs(comp.F_model),
@@ -150,7 +150,7 @@ def test_summary_of_the_three_criteria_matches_their_tables(tiny_evaluator):
     assert lo <= s.under_threshold <= hi
     table = compare.criteria_table({"A": s, "B": compare.summarize(f)})
     cell = table.loc[0, "F(C)/F(M)"]  # this tiny model's F(M) may be indistinguishable from 0
-    assert cell.startswith("undefined") if f["undefined"].get("ratio") else cell == f"{f['ratio']:.1%}"
+    assert cell.startswith("undefined") if f.undefined.get("ratio") else cell == f"{f.ratio:.1%}"
     assert table.loc[1, "max incompleteness (% of F(M))"] == "…"  # not computed yet
 
 

@@ -47,7 +47,7 @@ def test_faithfulness_matches_the_evaluator(tiny_evaluator):
     for s in [record, *record["by_order"].values()]:  # no figure outside its own interval, none without a reason
         for key, (lo, hi) in s["intervals_95"].items():
             assert key in s["undefined"] or lo <= s[key] <= hi, key
-    n = {o: s["n"] for o, s in f.by_order.items()}
+    n = {o: s.n for o, s in f.by_order.items()}
     assert n["ABBA"] + n["BABA"] == tiny_evaluator.dataset.n
     # positions='all' keeps the heads everywhere: a different node set, a different number
     assert circuit_node_set(c, "all") != circuit_node_set(c)
@@ -79,11 +79,11 @@ def test_every_breakdown_carries_an_interval(tiny_evaluator, tiny_dataset):
     c = Circuit("t", [CircuitClass("a", "END", [(2, 1), (1, 0)])])
     f = faithfulness(tiny_evaluator, c)
     for order, s in f.by_order.items():
-        assert set(s["intervals_95"]) >= {"ratio", "normalized", "F_model", "F_circuit", "median_of_ratios"}
-        assert all(why for why in s["undefined"].values())  # undefined always says why
+        assert set(s.intervals) >= {"ratio", "normalized", "F_model", "F_circuit", "median_of_ratios"}
+        assert all(why for why in s.undefined.values())  # undefined always says why
         for key in ("F_model", "F_circuit"):  # means: the interval holds the estimate
-            lo, hi = s["intervals_95"][key]
-            assert lo <= s[key] <= hi
+            lo, hi = s.intervals[key]
+            assert lo <= getattr(s, key) <= hi
     groups = breakdown_by_group(tiny_dataset, f.per_prompt, n_boot=200)
     assert (groups.lo <= groups.F + 1e-12).all() and (groups.F <= groups.hi + 1e-12).all()
     single = groups[groups.n == 1]  # a one-prompt group: nothing to resample, a zero-width interval

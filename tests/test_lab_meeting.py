@@ -91,7 +91,7 @@ def test_the_html_report_is_self_contained_and_shows_every_figure(report):
     import html as h
 
     record = json.loads(h.unescape(embedded))
-    assert record["results"]["faithfulness"]["ratio"] == report.faithfulness["ratio"]
+    assert record["results"]["faithfulness"]["ratio"] == report.faithfulness.ratio
     assert record["circuit"] == report.circuit.to_dict()
 
 

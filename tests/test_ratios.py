@@ -114,9 +114,9 @@ def test_every_figure_is_undefined_or_inside_its_own_interval(arrays):
 def undefined_result():
     pp = near_zero_denominator()
     fig = faithfulness_figures(pp, n_boot=200)
-    return Faithfulness({**fig.stats, "accuracy_model": 0.5, "accuracy_circuit": 0.5}, fig.intervals, pp,
-                        {"BABA": {**fig.stats, "n": 50, "intervals_95": {k: list(v) for k, v in fig.intervals.items()},
-                                  "undefined": fig.undefined}}, undefined=fig.undefined)
+    return Faithfulness.of({**fig.stats, "accuracy_model": 0.5, "accuracy_circuit": 0.5}, fig.intervals, pp,
+                           {"BABA": {**fig.stats, "n": 50, "intervals_95": {k: list(v) for k, v in fig.intervals.items()},
+                                     "undefined": fig.undefined}}, undefined=fig.undefined)
 
 
 def test_the_record_says_why_and_readers_print_undefined():
@@ -127,14 +127,14 @@ def test_the_record_says_why_and_readers_print_undefined():
     d = f.to_dict()
     assert d["undefined"]["normalized"].startswith("F(M) − F(∅) is indistinguishable from 0")
     assert {"median_of_ratios", "median_of_ratios_tau", "median_of_ratios_excluded"} <= set(d)
-    assert undefined_reason(d, "normalized") == d["undefined"]["normalized"]
-    assert undefined_reason(d, "F_model") is None
-    assert undefined_reason({"ratio": float("nan")}, "ratio") == "not a number"  # a record from before
+    assert undefined_reason(f, "normalized") == d["undefined"]["normalized"]
+    assert undefined_reason(f, "F_model") is None
+    assert undefined_reason(Faithfulness.from_dict({"ratio": float("nan")}), "ratio") == "not a number"  # a record from before
     out = io.StringIO()
     print_faithfulness(f, out)
     text = out.getvalue()
     assert "undefined" in text and "F(M) − F(∅) is indistinguishable from 0" in text and "nan" not in text
-    row = criteria_table({"c": summarize(d)}).iloc[0]
+    row = criteria_table({"c": summarize(f)}).iloc[0]
     assert row["normalised"] == "undefined" and "indistinguishable" in row["normalised 95% CI"]
 
 
@@ -142,7 +142,7 @@ def test_the_report_prints_undefined_with_its_reason():
     from ui.report import headline_rows
 
     class R:
-        faithfulness = undefined_result().to_dict()
+        faithfulness = undefined_result()
 
     rows = {label: (value, ci) for label, value, ci in headline_rows(R)}
     value, ci = rows["Normalised (F(C)−F(∅))/(F(M)−F(∅))"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from circuit_core.completeness import Cols as CC
+from circuit_core.minimality import Cols as MC
 from circuit_core.verdicts import Verdict
 
 FONT = dict(labelFontSize=14, titleFontSize=16)
@@ -117,31 +119,31 @@ def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
     """The paper's plot: F(M\\K) on x, F(C\\K) on y, the diagonal, points coloured by K family."""
     # Identical K sets from different families overlap: draw random first, ∅ and classes last (on top).
     rank = {"random": 0, "greedy": 1, "user": 2, "class": 3, "empty": 4}
-    df = table.assign(_z=table.family.map(rank).fillna(0)).sort_values("_z", kind="stable").drop(columns="_z")
-    df["members"] = df["K"].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) else str(k))
-    lo = float(min(df.F_M_minus_K.min(), df.F_C_minus_K.min(), 0))
-    hi = float(max(df.F_M_minus_K.max(), df.F_C_minus_K.max())) * 1.05
+    df = table.assign(_z=table[CC.FAMILY].map(rank).fillna(0)).sort_values("_z", kind="stable").drop(columns="_z")
+    df["members"] = df[CC.K].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) else str(k))
+    lo = float(min(df[CC.F_M_MINUS_K].min(), df[CC.F_C_MINUS_K].min(), 0))
+    hi = float(max(df[CC.F_M_MINUS_K].max(), df[CC.F_C_MINUS_K].max())) * 1.05
     diag = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(color="#888", strokeDash=[6, 4]).encode(
         x="x:Q", y="y:Q")
-    verdict = ({"shape": alt.Shape("verdict:N", title="verdict", scale=VERDICT_SHAPES)} if "verdict" in df else {})
-    family = alt.Color("family:N", title="K family", scale=FAMILY_COLORS)
+    verdict = ({"shape": alt.Shape(f"{CC.VERDICT}:N", title="verdict", scale=VERDICT_SHAPES)} if CC.VERDICT in df else {})
+    family = alt.Color(f"{CC.FAMILY}:N", title="K family", scale=FAMILY_COLORS)
     pts = alt.Chart(df).mark_point(size=110, opacity=0.85, filled=True).encode(
-        x=alt.X("F_M_minus_K:Q", title="F(M \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
-        y=alt.Y("F_C_minus_K:Q", title="F(C \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
+        x=alt.X(f"{CC.F_M_MINUS_K}:Q", title="F(M \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
+        y=alt.Y(f"{CC.F_C_MINUS_K}:Q", title="F(C \\ K)  (nats)", scale=alt.Scale(domain=[lo, hi])),
         color=family, **verdict,
-        tooltip=[alt.Tooltip("name:N", title="K"), alt.Tooltip("members:N", title="members"),
-                 alt.Tooltip("F_C_minus_K:Q", title="F(C\\K)", format=".3f"),
-                 alt.Tooltip("F_M_minus_K:Q", title="F(M\\K)", format=".3f"),
-                 alt.Tooltip("incompleteness:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f", title="|diff| low"),
-                 alt.Tooltip("ci_high:Q", format=".3f", title="|diff| high")]
-                + ([alt.Tooltip("verdict:N")] if "verdict" in df else []),
+        tooltip=[alt.Tooltip(f"{CC.NAME}:N", title="K"), alt.Tooltip("members:N", title="members"),
+                 alt.Tooltip(f"{CC.F_C_MINUS_K}:Q", title="F(C\\K)", format=".3f"),
+                 alt.Tooltip(f"{CC.F_M_MINUS_K}:Q", title="F(M\\K)", format=".3f"),
+                 alt.Tooltip(f"{CC.INCOMPLETENESS}:Q", format=".3f"), alt.Tooltip(f"{CC.CI_LOW}:Q", format=".3f", title="|diff| low"),
+                 alt.Tooltip(f"{CC.CI_HIGH}:Q", format=".3f", title="|diff| high")]
+                + ([alt.Tooltip(f"{CC.VERDICT}:N")] if CC.VERDICT in df else []),
     )
     layers = [diag]
-    if "F_C_lo" in df:  # 95% intervals of both coordinates, as thin cross-hairs under the points
+    if CC.F_C_LO in df:  # 95% intervals of both coordinates, as thin cross-hairs under the points
         # the points' colour exactly: a layer with legend=None on the shared scale drops the family legend
         bars = alt.Chart(df).encode(color=family)
-        layers += [bars.mark_rule(opacity=0.5, clip=True).encode(x="F_M_minus_K:Q", y="F_C_lo:Q", y2="F_C_hi:Q"),
-                   bars.mark_rule(opacity=0.5, clip=True).encode(y="F_C_minus_K:Q", x="F_M_lo:Q", x2="F_M_hi:Q")]
+        layers += [bars.mark_rule(opacity=0.5, clip=True).encode(x=f"{CC.F_M_MINUS_K}:Q", y=f"{CC.F_C_LO}:Q", y2=f"{CC.F_C_HI}:Q"),
+                   bars.mark_rule(opacity=0.5, clip=True).encode(y=f"{CC.F_C_MINUS_K}:Q", x=f"{CC.F_M_LO}:Q", x2=f"{CC.F_M_HI}:Q")]
     return alt.layer(*layers, pts).properties(
         height=460, title="Completeness: a complete circuit sits on the diagonal (95% intervals; shape: verdict)")
 
@@ -161,28 +163,28 @@ def head_order(table: pd.DataFrame, circuit) -> list[str]:
 def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.Chart:
     """A bar per head: |F(C\\(K∪{v})) − F(C\\K)| as % of F(M), coloured by class, with the threshold."""
     df = table.copy()
-    df["K members"] = df["K"].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) and k else "∅")
+    df["K members"] = df[MC.K].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) and k else "∅")
     order = head_order(df, circuit)
     bars = alt.Chart(df).mark_bar().encode(
-        x=alt.X("head:N", title="head", sort=order),
-        y=alt.Y("pct_of_F_M:Q", title="score (% of F(M))"),
-        color=alt.Color("class:N", title="class", scale=class_scale(circuit)),
-        tooltip=["head", "class", alt.Tooltip("K members:N", title="K"), "k_source",
-                 alt.Tooltip("pct_of_F_M:Q", format=".2f", title="% of F(M)"), alt.Tooltip("score:Q", format=".3f")],
+        x=alt.X(f"{MC.HEAD}:N", title="head", sort=order),
+        y=alt.Y(f"{MC.PCT_OF_F_M}:Q", title="score (% of F(M))"),
+        color=alt.Color(f"{MC.CLASS}:N", title="class", scale=class_scale(circuit)),
+        tooltip=[MC.HEAD, MC.CLASS, alt.Tooltip("K members:N", title="K"), MC.K_SOURCE,
+                 alt.Tooltip(f"{MC.PCT_OF_F_M}:Q", format=".2f", title="% of F(M)"), alt.Tooltip(f"{MC.SCORE}:Q", format=".3f")],
     )
     rule = alt.Chart(pd.DataFrame({"t": [threshold_pct]})).mark_rule(color="#d62728", strokeDash=[6, 3],
                                                                      strokeWidth=2).encode(y="t:Q")
     layers = [bars, rule]
-    if "ci_low_pct" in df:  # error bars, in % of F(M) like the bars
+    if MC.CI_LOW_PCT in df:  # error bars, in % of F(M) like the bars
         layers.append(alt.Chart(df).mark_rule(color="black").encode(
-            x=alt.X("head:N", sort=order),
-            y="ci_low_pct:Q", y2="ci_high_pct:Q"))
-    if "verdict" in df:  # the verdict above each bar, in its colour: decided by the interval, not the bar
-        df["mark"] = df["verdict"].map(VERDICT_MARKS)
-        df["top"] = df[["pct_of_F_M", "ci_high_pct"]].max(axis=1) if "ci_high_pct" in df else df["pct_of_F_M"]
+            x=alt.X(f"{MC.HEAD}:N", sort=order),
+            y=f"{MC.CI_LOW_PCT}:Q", y2=f"{MC.CI_HIGH_PCT}:Q"))
+    if MC.VERDICT in df:  # the verdict above each bar, in its colour: decided by the interval, not the bar
+        df["mark"] = df[MC.VERDICT].map(VERDICT_MARKS)
+        df["top"] = df[[MC.PCT_OF_F_M, MC.CI_HIGH_PCT]].max(axis=1) if MC.CI_HIGH_PCT in df else df[MC.PCT_OF_F_M]
         layers.append(alt.Chart(df).mark_text(dy=-10, fontSize=16, fontWeight="bold").encode(
-            x=alt.X("head:N", sort=order), y="top:Q", text="mark:N",
-            color=alt.Color("verdict:N", title="verdict (✓ passes, ? undecided, ✗ fails)", scale=VERDICT_COLORS)))
+            x=alt.X(f"{MC.HEAD}:N", sort=order), y="top:Q", text="mark:N",
+            color=alt.Color(f"{MC.VERDICT}:N", title="verdict (✓ passes, ? undecided, ✗ fails)", scale=VERDICT_COLORS)))
     return alt.layer(*layers).resolve_scale(color="independent").properties(
         height=380, title=f"Minimality with 95% intervals (dashed line: {threshold_pct:g}% of F(M))")
 

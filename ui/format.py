@@ -12,7 +12,7 @@ def pct(x: float) -> str:
     return f"{x:.1%}"
 
 
-def ci(f: dict, key: str, percent: bool = False) -> str:
-    """The 95% interval of `key` in a result dict with "intervals_95", in the unit of its figure."""
-    lo, hi = f["intervals_95"][key]
+def ci(f, key: str, percent: bool = False) -> str:
+    """The 95% interval of figure `key` of a result with `intervals` (`Faithfulness`), in the unit of its figure."""
+    lo, hi = f.interval(key)
     return f"95% CI [{lo:.1%}, {hi:.1%}]" if percent else f"95% CI [{lo:.2f}, {hi:.2f}]"

@@ -20,7 +20,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from circuit_core.criteria import undefined_reason
+from circuit_core.completeness import Cols as CC
+from circuit_core.criteria import Faithfulness, undefined_reason
+from circuit_core.minimality import Cols as MC
+from circuit_core.validate import ValidationSpec
 from ui import format as fmt
 from ui.charts import baseline_histogram, by_group, completeness_scatter, distribution, minimality_bars, style
 from ui.diagram import circuit_diagram
@@ -31,7 +34,7 @@ class Report:
     circuit: object  # Circuit
     model: dict  # LoadedModel.describe()
     caption: str  # the methodology in one line
-    faithfulness: dict  # Faithfulness.to_dict()
+    faithfulness: Faithfulness
     completeness: object | None = None  # Completeness
     minimality: object | None = None  # Minimality
     baseline: object | None = None  # Baseline
@@ -52,36 +55,22 @@ def model_title(model: dict) -> str:
     return (Path(name).name or name) if model.get("source") == "folder" else name
 
 
-def build_report(ev, circuit, caption: str, n_random: int = 10, n_baseline: int = 50, threshold_pct: float = 1.0,
-                 progress=None, should_stop=None) -> Report:
-    """Every criterion the report shows, on the evaluator `ev` (memoised sets are not recomputed)."""
-    from circuit_core.baseline import random_circuit_baseline
-    from circuit_core.completeness import completeness
-    from circuit_core.criteria import breakdown_by_group, faithfulness, worst_prompts
-    from circuit_core.minimality import minimality
-    from circuit_core.report import run_record
-    from circuit_core.verdicts import verdict_summary
+REPORT_BASELINE = 50  # random circuits in the report's histogram
 
-    steps = 4
-    tick = (lambda i: progress(i, steps)) if progress else (lambda i: None)
-    tick(0)
-    f = faithfulness(ev, circuit, should_stop=should_stop)
-    tick(1)
-    c = completeness(ev, circuit, n_random=n_random, greedy_runs=0, should_stop=should_stop)
-    tick(2)
-    m = minimality(ev, circuit, threshold_pct=threshold_pct, should_stop=should_stop)
-    tick(3)
-    b = random_circuit_baseline(ev, circuit, n_baseline, should_stop=should_stop) if n_baseline else None
-    tick(4)
-    fd = f.to_dict()
-    per_prompt = {k: np.asarray(v) for k, v in fd["per_prompt"].items()}
-    groups = breakdown_by_group(ev.dataset, per_prompt, ev.methodology.bootstrap, ev.methodology.seed, f.replicates)
-    verdicts = verdict_summary(f, c, m)
-    results = {"faithfulness": fd, "completeness": c.to_dict(), "minimality": m.to_dict(), "verdicts": verdicts}
-    if b is not None:
-        results["baseline"] = b.to_dict()
-    return Report(circuit, ev.model.describe(), caption, fd, c, m, b, groups, worst_prompts(ev.dataset, per_prompt),
-                  run_record(ev, circuit, results), verdicts)
+
+def build_report(ev, circuit, caption: str, n_baseline: int = REPORT_BASELINE, progress=None, should_stop=None,
+                 spec: ValidationSpec | None = None) -> Report:
+    """Every criterion the report shows, on the evaluator `ev` (memoised sets are not recomputed): `validate`
+    with its defaults and the random-circuit baseline (the formal tests have a job of their own on the page)."""
+    from circuit_core.criteria import breakdown_by_group, worst_prompts
+    from circuit_core.validate import validate
+
+    spec = spec or ValidationSpec(n_baseline=n_baseline)
+    v = validate(ev, circuit, spec, progress=progress, should_stop=should_stop)
+    f = v.faithfulness
+    groups = breakdown_by_group(ev.dataset, f.per_prompt, ev.methodology.bootstrap, ev.methodology.seed, f.replicates)
+    return Report(circuit, ev.model.describe(), caption, f, v.completeness, v.minimality, v.baseline, groups,
+                  worst_prompts(ev.dataset, f.per_prompt), v.record(), v.verdicts)
 
 
 def _task_metric(r: Report) -> str:
@@ -93,7 +82,7 @@ def _task_metric(r: Report) -> str:
 def figures(r: Report) -> dict[str, alt.Chart]:
     """The report's charts, by file stem, in reading order."""
     out = {"circuit": circuit_diagram(r.circuit, r.model.get("n_layers")),
-           "per_prompt": distribution(r.faithfulness["per_prompt"], _task_metric(r))}
+           "per_prompt": distribution(r.faithfulness.per_prompt, _task_metric(r))}
     if r.group_table is not None:
         out["by_group"] = by_group(r.group_table)
     if r.baseline is not None and not undefined_reason(r.faithfulness, "ratio"):  # F/F(M) needs a defined F(M)
@@ -120,19 +109,19 @@ def png(chart: alt.Chart, scale: float = 2.0) -> bytes:
 # --- the tables, as text both renderings share ---------------------------------------------------------
 def headline_rows(r: Report) -> list[tuple[str, str, str]]:
     f = r.faithfulness
-    return [("F(M), model", fmt.num(f["F_model"]), fmt.ci(f, "F_model")),
-            ("F(C), circuit", fmt.num(f["F_circuit"]), fmt.ci(f, "F_circuit")),
-            ("F(∅), every head ablated", fmt.num(f["F_empty"]), fmt.ci(f, "F_empty")),
+    return [("F(M), model", fmt.num(f.F_model), fmt.ci(f, "F_model")),
+            ("F(C), circuit", fmt.num(f.F_circuit), fmt.ci(f, "F_circuit")),
+            ("F(∅), every head ablated", fmt.num(f.F_empty), fmt.ci(f, "F_empty")),
             ("Faithfulness F(C)/F(M)", *_ratio(f, "ratio")),
-            (f"Median of f_C / f_M over prompts with f_M > τ = {f.get('median_of_ratios_tau', float('nan')):.3f} "
-             f"({f.get('median_of_ratios_excluded', '?')} prompts excluded)", *_ratio(f, "median_of_ratios")),
+            (f"Median of f_C / f_M over prompts with f_M > τ = {f.median_of_ratios_tau:.3f} "
+             f"({f.median_of_ratios_excluded} prompts excluded)", *_ratio(f, "median_of_ratios")),
             ("Normalised (F(C)−F(∅))/(F(M)−F(∅))", *_ratio(f, "normalized"))]
 
 
-def _ratio(f: dict, key: str) -> tuple[str, str]:
+def _ratio(f: Faithfulness, key: str) -> tuple[str, str]:
     """(value, interval) in percent, or ("undefined", why): a ratio that is not a number shows no number."""
     why = undefined_reason(f, key)
-    return ("undefined", why) if why else (fmt.pct(f[key]), fmt.ci(f, key, percent=True))
+    return ("undefined", why) if why else (fmt.pct(getattr(f, key)), fmt.ci(f, key, percent=True))
 
 
 def membership_rows(r: Report) -> list[tuple[str, str, str]]:
@@ -140,16 +129,16 @@ def membership_rows(r: Report) -> list[tuple[str, str, str]]:
 
 
 def completeness_rows(r: Report, k: int = 10) -> list[tuple[str, ...]]:
-    t = r.completeness.table.sort_values("incompleteness", ascending=False).head(k)
-    return [(row.name, ", ".join(row.K) or "∅", fmt.num(row.F_C_minus_K), fmt.num(row.F_M_minus_K),
-             fmt.num(row.incompleteness), f"[{fmt.num(row.ci_low)}, {fmt.num(row.ci_high)}]",
-             f"{row.incompleteness_pct:.1f}%", row.verdict) for row in t.itertuples()]
+    t = r.completeness.table.sort_values(CC.INCOMPLETENESS, ascending=False).head(k)
+    return [(row[CC.NAME], ", ".join(row[CC.K]) or "∅", fmt.num(row[CC.F_C_MINUS_K]), fmt.num(row[CC.F_M_MINUS_K]),
+             fmt.num(row[CC.INCOMPLETENESS]), f"[{fmt.num(row[CC.CI_LOW])}, {fmt.num(row[CC.CI_HIGH])}]",
+             f"{row[CC.INCOMPLETENESS_PCT]:.1f}%", row[CC.VERDICT]) for row in t.to_dict("records")]
 
 
 def minimality_rows(r: Report) -> list[tuple[str, ...]]:
-    t = r.minimality.table.sort_values("pct_of_F_M", ascending=False)
-    return [(row.head, row._2, f"{row.pct_of_F_M:.1f}%", f"[{row.ci_low_pct:.1f}, {row.ci_high_pct:.1f}]%",
-             row.verdict) for row in t.itertuples()]
+    t = r.minimality.table.sort_values(MC.PCT_OF_F_M, ascending=False)
+    return [(row[MC.HEAD], row[MC.CLASS], f"{row[MC.PCT_OF_F_M]:.1f}%",
+             f"[{row[MC.CI_LOW_PCT]:.1f}, {row[MC.CI_HIGH_PCT]:.1f}]%", row[MC.VERDICT]) for row in t.to_dict("records")]
 
 
 def worst_rows(r: Report) -> list[tuple[str, ...]]:
@@ -168,15 +157,15 @@ def formal_test_rows(tests) -> list[tuple[str, ...]]:
 def summary_lines(r: Report) -> list[str]:
     f = r.faithfulness
     value, ci = _ratio(f, "ratio")
-    lines = [f"Faithfulness: the circuit keeps {value} ({ci}) of the model's logit difference F(M) = {fmt.num(f['F_model'])}."
+    lines = [f"Faithfulness: the circuit keeps {value} ({ci}) of the model's logit difference F(M) = {fmt.num(f.F_model)}."
              if value != "undefined" else
-             f"Faithfulness: F(C)/F(M) is undefined ({ci}); F(C) = {fmt.num(f['F_circuit'])}, F(M) = {fmt.num(f['F_model'])}."]
+             f"Faithfulness: F(C)/F(M) is undefined ({ci}); F(C) = {fmt.num(f.F_circuit)}, F(M) = {fmt.num(f.F_model)}."]
     if r.completeness is not None:
-        top = r.completeness.table.sort_values("incompleteness", ascending=False).iloc[0]
+        top = r.completeness.table.sort_values(CC.INCOMPLETENESS, ascending=False).iloc[0]
         lines.append(f"Completeness {r.completeness.verdict.value} (every K within "
-                     f"±{r.completeness.settings.get('tolerance_pct', 10):g}% of F(M)?): the largest "
-                     f"|F(C\\K) − F(M\\K)| is {fmt.num(top.incompleteness)} "
-                     f"({top.incompleteness_pct:.1f}% of F(M)) for K = {', '.join(top.K) or '∅'} ({top['name']}).")
+                     f"±{r.completeness.tolerance_pct:g}% of F(M)?): the largest "
+                     f"|F(C\\K) − F(M\\K)| is {fmt.num(top[CC.INCOMPLETENESS])} "
+                     f"({top[CC.INCOMPLETENESS_PCT]:.1f}% of F(M)) for K = {', '.join(top[CC.K]) or '∅'} ({top[CC.NAME]}).")
     if r.minimality is not None:
         flagged, undecided = r.minimality.flagged, r.minimality.undecided
         lines.append(f"Minimality {r.minimality.verdict.value}: {len(flagged)} of {len(r.minimality.table)} heads fail "
@@ -190,7 +179,7 @@ def summary_lines(r: Report) -> list[str]:
     if r.verdicts.get("faithfulness"):  # decided by the gap's interval (circuit_core.verdicts)
         lines[0] = lines[0].replace("Faithfulness:", f"Faithfulness {r.verdicts['faithfulness']['verdict']} "
                                     f"({r.verdicts['faithfulness']['rule']}):", 1)
-    lines.append(f"Intervals: 95%, {f.get('interval_method', 'paired bootstrap over prompts')}.")
+    lines.append(f"Intervals: 95%, {f.interval_method or 'paired bootstrap over prompts'}.")
     return lines
 
 
@@ -223,7 +212,7 @@ def to_html(r: Report) -> str:
              "<h2>Methodology</h2>", _table(("choice", "value"), [(k, v) for k, v in r.record.get("methodology", {}).items()]),
              "<h2>Faithfulness</h2>", _table(("figure", "value", "95% interval"), headline_rows(r)),
              f"<figure>{figs['per_prompt']}</figure>"]
-    spread = r.faithfulness.get("spread", {})
+    spread = r.faithfulness.spread
     if spread:
         parts.append(_table(("run", "25%", "median", "75%"),
                             [(k, fmt.num(v["q25"]), fmt.num(v["median"]), fmt.num(v["q75"])) for k, v in spread.items()]))
@@ -237,7 +226,7 @@ def to_html(r: Report) -> str:
         parts += ["<h2>Completeness</h2>", f"<figure>{figs['completeness']}</figure>",
                   _table(("K", "members", "F(C\\K)", "F(M\\K)", "|difference|", "95% interval", "% of F(M)", "verdict"),
                          completeness_rows(r)),
-                  f"<p class='caption'>Intervals: {e(r.completeness.settings.get('interval_method', ''))}.</p>"]
+                  f"<p class='caption'>Intervals: {e(r.completeness.interval_method)}.</p>"]
     if r.minimality is not None:
         parts += ["<h2>Minimality</h2>", f"<figure>{figs['minimality']}</figure>",
                   _table(("head", "class", "score (% of F(M))", "95% interval", "verdict"), minimality_rows(r))]

@@ -54,21 +54,35 @@ def log(kind: str, ctx, summary: dict, result: dict) -> None:
         items.remove(r)
 
 
-def faithfulness_summary(f: dict) -> dict:
+def result_of(run: Run):
+    """The run's result as its typed value (`Faithfulness`, `Completeness` or `Minimality`), rebuilt
+    from the record it keeps."""
+    from circuit_core.completeness import Completeness
+    from circuit_core.criteria import Faithfulness
+    from circuit_core.minimality import Minimality
+
+    kinds = {"faithfulness": Faithfulness, "completeness": Completeness, "minimality": Minimality}
+    return kinds[run.kind].from_dict(run.result)
+
+
+def faithfulness_summary(f) -> dict:
+    """f: `Faithfulness`."""
     from circuit_core.criteria import undefined_reason
 
-    return {"F(C)/F(M)": f["ratio"], "lo": f["intervals_95"]["ratio"][0], "hi": f["intervals_95"]["ratio"][1],
-            "F(C)": f["F_circuit"], "F(M)": f["F_model"], "intervals": f.get("interval_method", ""),
-            "undefined": undefined_reason(f, "ratio")}
+    lo, hi = f.interval("ratio")
+    return {"F(C)/F(M)": f.ratio, "lo": lo, "hi": hi, "F(C)": f.F_circuit, "F(M)": f.F_model,
+            "intervals": f.interval_method, "undefined": undefined_reason(f, "ratio")}
 
 
 def completeness_summary(c) -> dict:
-    top = c.table.sort_values("incompleteness", ascending=False).iloc[0]
-    return {"max incompleteness": float(top.incompleteness), "lo": float(top.ci_low), "hi": float(top.ci_high),
-            "% of F(M)": float(top.incompleteness_pct), "worst K": top["name"], "verdict": c.verdict.value,
-            "intervals": c.settings.get("interval_method", "")}
+    from circuit_core.completeness import Cols
+
+    top = c.table.sort_values(Cols.INCOMPLETENESS, ascending=False).iloc[0]
+    return {"max incompleteness": float(top[Cols.INCOMPLETENESS]), "lo": float(top[Cols.CI_LOW]),
+            "hi": float(top[Cols.CI_HIGH]), "% of F(M)": float(top[Cols.INCOMPLETENESS_PCT]),
+            "worst K": top[Cols.NAME], "verdict": c.verdict.value, "intervals": c.interval_method}
 
 
 def minimality_summary(m) -> dict:
     return {"verdict": m.verdict.value, "fail": len(m.flagged), "undecided": len(m.undecided), "heads": len(m.table),
-            "threshold %": m.threshold_pct, "flagged": ", ".join(m.flagged), "intervals": m.settings.get("interval_method", "")}
+            "threshold %": m.threshold_pct, "flagged": ", ".join(m.flagged), "intervals": m.interval_method}

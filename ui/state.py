@@ -77,14 +77,14 @@ def get_evaluator(model_key: str, methodology: Methodology):
 
 @st.cache_data(show_spinner="Evaluating faithfulness…", max_entries=256)
 def faithfulness_result(model_key: str, methodology: Methodology, circuit_json: str,
-                        reference_noise: bool = False) -> dict:
-    """Prompts-only intervals by default: the figures at once after an edit; the joint intervals
+                        reference_noise: bool = False):
+    """The `Faithfulness` result (a frozen value: the cache hands each caller its own copy).
+    Prompts-only intervals by default: the figures at once after an edit; the joint intervals
     (reference replicates) cost one evaluation per replicate and come from a background job."""
     from circuit_core.criteria import faithfulness
 
-    f = faithfulness(get_evaluator(model_key, methodology), Circuit.from_dict(json.loads(circuit_json)),
-                     reference_noise=reference_noise)
-    return f.to_dict()
+    return faithfulness(get_evaluator(model_key, methodology), Circuit.from_dict(json.loads(circuit_json)),
+                        reference_noise=reference_noise)
 
 
 @st.cache_data(show_spinner="Scoring head roles…", max_entries=32)
@@ -114,12 +114,6 @@ def require_evaluator(ctx: Context):
 
 
 def methodology_caption(ctx: Context) -> str:
-    m = ctx.methodology
-    abl = {"mean": "mean ablation per template", "mean-pooled": "pooled mean ablation",
-           "resample": "resample ablation", "zero": "zero ablation"}[m.ablation]
-    ref = f"{m.ref_per_group} reference prompts per group" if m.ref_per_group else "paired ABC references"
-    if m.ref_replicates:
-        ref += f" ({m.ref_replicates} replicates in the intervals)"
-    return (f"{ctx.model.name} · {m.task.upper()} · N={m.n}, seed {m.seed}, {m.mode} · {ref} · {abl} · "
-            f"{'circuit positions' if m.positions == 'circuit' else 'all positions'} · "
-            f"circuit '{ctx.circuit.name}' ({len(ctx.circuit.heads)} heads)")
+    from circuit_core.validate import describe_methodology
+
+    return describe_methodology(ctx.methodology, ctx.model.name, ctx.circuit)
