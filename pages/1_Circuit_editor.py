@@ -65,7 +65,7 @@ with left:
                           help="Click a head outside the circuit to add it to this class, a head of this class "
                                "to remove it, a head of another class to move it here.")
     unavailable = estimate_unavailable(ev)  # e.g. Llama: attribution needs GPT-2-style blocks
-    metrics = background_metrics(list(task_roles(ctx.methodology.task)), estimate=unavailable is None)
+    metrics = background_metrics(ctx.methodology.task, estimate=unavailable is None)
     if session.widget("edit_metric") not in metrics:  # another task's score: start from the first
         session.forget("edit_metric")
     metric = c2.selectbox("Background", metrics, key="edit_metric",

@@ -88,21 +88,23 @@ st.dataframe(worst_prompts(ev.dataset, per_prompt).style.format({"f_M": "{:.3f}"
              hide_index=True, width="stretch")
 st.caption("The prompts where the circuit falls furthest below the model (logit differences in nats).")
 
-st.subheader("By template and order")
+task = get_task(ctx.methodology.task)
+st.subheader(task.breakdown_label)
 reps = f.replicates
 st.altair_chart(style(by_group(breakdown_by_group(ev.dataset, per_prompt, ctx.methodology.bootstrap,
-                                                  ctx.methodology.seed, reps))), width="stretch")
+                                                  ctx.methodology.seed, reps), task.group_label[0])), width="stretch")
 st.caption("Intervals per group: bootstrap over the group's prompts"
            + (f", jointly with {len(reps)} replicates of the reference set." if reps else
               " (reference-set noise not included)."))
 
 
-orders = pd.DataFrame([{"order": o, "n": s.n, "F(M)": s.F_model, "F(C)": s.F_circuit,
-                        **dict(zip(("F(C)/F(M)", "95% CI"), ratio_figure(s, "ratio"))),
-                        **dict(zip(("normalised", "95% CI "), ratio_figure(s, "normalized")))}
-                       for o, s in f.by_order.items()])  # an undefined ratio: the word, the reason beside it
-st.dataframe(orders.style.format({"F(M)": "{:.3f}", "F(C)": "{:.3f}"}), hide_index=True, width="stretch")
-st.caption(f"Groups hold {ev.dataset.min_group_size}+ prompts each; per-group means rest on them.")
+if f.by_order:  # only a task whose prompts come in orders (IOI: ABBA, BABA)
+    orders = pd.DataFrame([{"order": o, "n": s.n, "F(M)": s.F_model, "F(C)": s.F_circuit,
+                            **dict(zip(("F(C)/F(M)", "95% CI"), ratio_figure(s, "ratio"))),
+                            **dict(zip(("normalised", "95% CI "), ratio_figure(s, "normalized")))}
+                           for o, s in f.by_order.items()])  # an undefined ratio: the word, the reason beside it
+    st.dataframe(orders.style.format({"F(M)": "{:.3f}", "F(C)": "{:.3f}"}), hide_index=True, width="stretch")
+st.caption(f"Each {task.group_label[0]} holds {ev.dataset.min_group_size}+ prompts; per-{task.group_label[0]} means rest on them.")
 
 st.subheader("Against random circuits of the same shape")
 n_random = st.number_input("Random circuits", 0, 500, 50, step=10, key="baseline_n",

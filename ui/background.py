@@ -16,17 +16,18 @@ PATH_CLASS = "path patching into the target class's heads"
 PATH_LOGITS = "path patching to the logits (direct effect)"
 PATCHING = (PATCH_NOISE, PATCH_DENOISE, PATH_CLASS, PATH_LOGITS)
 
-ROLE_METRICS = ["direct effect", "previous token", "duplicate token", "induction", "attn END→IO", "attn END→S1",
-                "attn END→S2", "attn S2→S1"]
+# Role scores any task has; the attention scores ("attn Q→K") come from the task (heads.attention_pairs).
+ROLE_METRICS = ["direct effect", "previous token", "duplicate token", "induction"]
 
 
-def background_metrics(task_roles: list[str] | None = None, estimate: bool = True) -> list[str]:
-    """The scores the grid can show; the attention scores are those the task's roles allow. Without the
-    estimate (`estimate_unavailable`) the first, the default, is the direct effect: a few passes on any model."""
+def background_metrics(task: str, estimate: bool = True) -> list[str]:
+    """The scores the grid can show; the attention scores are the task's. Without the estimate
+    (`estimate_unavailable`) the first, the default, is the direct effect: a few passes on any model."""
     from circuit_core.heads import attention_pairs
+    from circuit_core.tasks import task_roles
 
-    attention = list(attention_pairs(list(task_roles))) if task_roles else [m for m in ROLE_METRICS if m.startswith("attn")]
-    roles = [m for m in ROLE_METRICS if not m.startswith("attn")]
+    attention = list(attention_pairs(list(task_roles(task)), task))
+    roles = ROLE_METRICS
     if not estimate:
         return ["direct effect", EXACT, ABLATION, *PATCHING] + [m for m in roles if m != "direct effect"] + attention
     return [ESTIMATE, EXACT, ABLATION, *PATCHING] + roles + attention

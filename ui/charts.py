@@ -56,7 +56,7 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
                             autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
-def distribution(per_prompt: dict[str, list[float]], metric: str = "logit(IO) âˆ’ logit(S) at END") -> alt.Chart:
+def distribution(per_prompt: dict[str, list[float]], metric: str = "logit difference at END") -> alt.Chart:
     """Per-prompt logit differences for model, circuit and empty circuit; `metric`: the task's."""
     rows = [{"which": k, "logit diff": v} for k, vs in per_prompt.items() for v in vs]
     df = pd.DataFrame(rows)
@@ -69,10 +69,11 @@ def distribution(per_prompt: dict[str, list[float]], metric: str = "logit(IO) âˆ
     ).properties(height=280, title="Per-prompt logit difference")
 
 
-def by_group(frame: pd.DataFrame) -> alt.Chart:
-    """Mean logit difference per template group, model vs circuit, with 95% intervals (lo, hi)."""
-    base = alt.Chart(frame[frame.which != "empty"]).encode(x=alt.X("group:N", title="template group", sort=None),
-                                                           xOffset="which:N")
+def by_group(frame: pd.DataFrame, group: str = "group") -> alt.Chart:
+    """Mean logit difference per group of prompts (`group`: the task's word for one, e.g. "template"),
+    model vs circuit, with 95% intervals (lo, hi). Group names are shown whole, at an angle."""
+    base = alt.Chart(frame[frame.which != "empty"]).encode(
+        x=alt.X("group:N", title=group, sort=None, axis=alt.Axis(labelLimit=0, labelAngle=-40)), xOffset="which:N")
     bars = base.mark_bar().encode(
         y=alt.Y("F:Q", title="mean logit diff (nats)"),
         color=alt.Color("which:N", title="run", scale=alt.Scale(domain=["model", "circuit"], range=["#4c78a8", "#f58518"])),
@@ -80,7 +81,7 @@ def by_group(frame: pd.DataFrame) -> alt.Chart:
                  alt.Tooltip("hi:Q", format=".3f"), "n"],
     )
     err = base.mark_rule(color="black").encode(y="lo:Q", y2="hi:Q")
-    return (bars + err).properties(height=300, title="F by template group (95% intervals)")
+    return (bars + err).properties(height=300, title=f"F by {group} (95% intervals)")
 
 
 def intervals(frame: pd.DataFrame, value: str, lo: str, hi: str, category: str, title: str, x_title: str) -> alt.Chart:

@@ -73,10 +73,14 @@ def build_report(ev, circuit, caption: str, n_baseline: int = REPORT_BASELINE, p
                   worst_prompts(ev.dataset, f.per_prompt), v.record(), v.verdicts)
 
 
-def _task_metric(r: Report) -> str:
+def _task(r: Report):
     from circuit_core.tasks import get_task
 
-    return get_task(r.record.get("methodology", {}).get("task", "ioi")).metric
+    return get_task(r.record.get("methodology", {}).get("task", "ioi"))
+
+
+def _task_metric(r: Report) -> str:
+    return _task(r).metric
 
 
 def figures(r: Report) -> dict[str, alt.Chart]:
@@ -84,7 +88,7 @@ def figures(r: Report) -> dict[str, alt.Chart]:
     out = {"circuit": circuit_diagram(r.circuit, r.model.get("n_layers")),
            "per_prompt": distribution(r.faithfulness.per_prompt, _task_metric(r))}
     if r.group_table is not None:
-        out["by_group"] = by_group(r.group_table)
+        out["by_group"] = by_group(r.group_table, _task(r).group_label[0])
     if r.baseline is not None and not undefined_reason(r.faithfulness, "ratio"):  # F/F(M) needs a defined F(M)
         out["baseline"] = baseline_histogram(r.baseline.F_random, r.baseline.F_circuit, r.baseline.F_model)
     if r.completeness is not None:
