@@ -49,7 +49,7 @@ def sidebar() -> Context:
     model_ref, model, model_key = _model(session, serve, choices)
     meth = _methodology(session)
     entry, preset = _circuit(session, model, model_ref, model_key, meth.task)
-    hkey = (model_key, f"{entry}::{meth.task}" if entry == WHOLE_MODEL else entry)
+    hkey = _history_key(model_key, entry, meth.task)
     history = session.history(*hkey, preset)
     view = View(model_ref, meth, entry, _encoded(entry, history, preset))
     _write_address(view, serve is not None)
@@ -238,7 +238,8 @@ def _restore_waiting(session: Session, files: dict, model, model_ref: ModelRef, 
         return
     session.waiting = None
     base, text = w["from"], w["circuit"]
-    if base in files:
+    listed = base in files or base == WHOLE_MODEL  # an entry the list always has
+    if listed:
         session.set_widget(W.CIRCUIT, base)
     if text:
         try:
@@ -251,13 +252,14 @@ def _restore_waiting(session: Session, files: dict, model, model_ref: ModelRef, 
             text = None
     if text:
         restored = False
-        if base in files:
+        if listed:
             try:
-                loaded = load(files[base])
+                loaded = whole_model_circuit(model, task) if base == WHOLE_MODEL else load(files[base])
                 loaded.validate(model.n_layers, model.n_heads, roles)
                 history = History(loaded)
-                history.push(circuit)
-                session.histories[(model_key, base)] = history
+                if circuit_json(circuit) != circuit_json(loaded):
+                    history.push(circuit)
+                session.histories[_history_key(model_key, base, task)] = history
                 restored = True
             except CircuitError:  # the file changed or went: keep the circuit as an entry of its own
                 pass
@@ -268,6 +270,11 @@ def _restore_waiting(session: Session, files: dict, model, model_ref: ModelRef, 
                 session.set_widget(W.CIRCUIT, session.upload(kind, name, circuit))
             except CircuitError as e:
                 session.warnings["circuit"] = f"The circuit in this page's address could not be brought back: {e}"
+
+
+def _history_key(model_key: str, entry: str, task: str) -> tuple[str, str]:
+    """One edit history per (model, circuit entry); the whole-model start is one per task too."""
+    return model_key, f"{entry}::{task}" if entry == WHOLE_MODEL else entry
 
 
 def _show_circuit_warning(session: Session, key: str) -> None:
@@ -284,7 +291,8 @@ def _show_circuit_warning(session: Session, key: str) -> None:
 
 def _encoded(entry: str, history: History, preset: Circuit) -> str | None:
     """The circuit for the address: None when it is its file's, unedited (the entry names it)."""
-    if entry.startswith(("preset: ", "saved: ")) and circuit_json(history.current) == circuit_json(preset):
+    if (entry.startswith(("preset: ", "saved: ")) or entry == WHOLE_MODEL) and \
+            circuit_json(history.current) == circuit_json(preset):
         return None
     try:
         return encode_circuit(history.current)
