@@ -245,6 +245,16 @@ class Completeness:
     def interval_method(self) -> str:
         return self.settings.get("interval_method", "")
 
+    @property
+    def no_verdict(self) -> str:
+        """Why the tolerance in % of F(M) is known only up to a range ("" when it is a number)."""
+        return self.settings.get("no_verdict", "")
+
+    @property
+    def n_random_drawn(self) -> int | None:
+        """Random K sets drawn (fewer than asked when the circuit has fewer distinct subsets)."""
+        return self.settings.get("n_random_drawn")
+
     def to_dict(self) -> dict:
         rows = frame_records(self.table)
         for i, row in enumerate(rows):

@@ -112,6 +112,11 @@ class Minimality:
     def interval_method(self) -> str:
         return self.settings.get("interval_method", "")
 
+    @property
+    def no_verdict(self) -> str:
+        """Why a threshold in % of F(M) is known only up to a range ("" when it is a number)."""
+        return self.settings.get("no_verdict", "")
+
     def to_dict(self) -> dict:
         rows = frame_records(self.table)
         for i, row in enumerate(rows):

@@ -67,6 +67,10 @@ class Patching:
     receivers: str = ""  # path patching: what the senders were patched into
     settings: dict = field(default_factory=dict)
 
+    @property
+    def interval_method(self) -> str:
+        return self.settings.get("interval_method", "")
+
     def frame(self) -> pd.DataFrame:
         """Long form for charts: layer, head, name, position, effect, lo, hi."""
         L, H = self.effects.shape[:2]

@@ -117,7 +117,7 @@ with left:
         st.caption(f"F(clean) {r.F_clean:.3f}, F(corrupted) {r.F_corrupted:.3f} on {r.n} prompt pairs (each prompt and its "
                    f"corrupted twin) of the selection prompts, seed {selection_seed(ctx)}: not the report prompts "
                    f"(seed {ctx.methodology.seed}) that F(C) above is measured on, so heads picked here are scored "
-                   f"fairly there. Hover a cell for its 95% interval ({r.settings['interval_method']}).")
+                   f"fairly there. Hover a cell for its 95% interval ({r.interval_method}).")
         a1, a2 = st.columns([1, 3])
         k = a1.number_input("Strongest heads", 1, ctx.model.n_layers * ctx.model.n_heads, 3, key="patch_k")
         top = strongest_outside(scores, circuit, int(k))

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from circuit_core.ablation import Ablation, PositionScope
-from circuit_core.criteria import TAU_SHARE, breakdown_by_group, worst_prompts
+from circuit_core.criteria import TAU_SHARE, breakdown_by_group, undefined_reason, worst_prompts
 from circuit_core.baseline import random_circuit_baseline
 from circuit_core.tasks import get_task
 from ui.charts import baseline_histogram, by_group, distribution, intervals, style
@@ -32,7 +32,7 @@ def sensitivity_job(ctx):
                 lo, hi = r.interval("ratio")  # NaN where undefined: the table shows the word and the reason
                 job.partial.append({"methodology": f"{a.value} · {p.value} positions" + (" (current)" if m == current else ""),
                                     "F(C)/F(M)": r.ratio, "lo": lo, "hi": hi, "F(C)": r.F_circuit, "F(M)": r.F_model,
-                                    "undefined because": r.undefined.get("ratio", "")})
+                                    "undefined because": undefined_reason(r, "ratio") or ""})
                 job.progress(len(job.partial), job.total)
         return list(job.partial)
 

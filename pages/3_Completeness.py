@@ -48,7 +48,7 @@ def draw_partial(job):
     if job.partial:
         st.altair_chart(style(completeness_scatter(job.partial[-1].table)), width="stretch")
         st.caption("Filling in: ∅ first, then each class, then the random sets, then the reference set's noise "
-                   f"in the intervals. Intervals so far: {job.partial[-1].settings['interval_method']}.")
+                   f"in the intervals. Intervals so far: {job.partial[-1].interval_method}.")
 
 
 fixed_job = jobs.start(("completeness", ctx.model_key, ctx.methodology, cj, int(n_random), float(tolerance)),
@@ -75,7 +75,7 @@ fixed = jobs.show(fixed_job, partial=draw_partial)
 if fixed is None:
     st.stop()
 run_log.log("completeness", ctx, run_log.completeness_summary(fixed), fixed.to_dict())
-drawn = fixed.settings.get("n_random_drawn", int(n_random))
+drawn = fixed.n_random_drawn if fixed.n_random_drawn is not None else int(n_random)
 if drawn < int(n_random):
     st.info(f"The circuit has only {drawn} distinct non-empty subsets: {drawn} random K sets are shown, not {int(n_random)}.")
 table = fixed.table
@@ -88,7 +88,7 @@ verdict = overall([fixed.verdict] + ([greedy.verdict] if greedy is not None else
 st.markdown(f"{verdict_badge('Completeness', verdict.value)} at ±{tolerance:g}% of F(M) = {f_model:.3f}: "
     + {"passes": "every K's interval lies within the tolerance.",
        "fails": "some K's whole interval lies outside the tolerance.",
-       "undecided": fixed.settings.get("no_verdict") or "no K fails, but some K's interval straddles the tolerance."
+       "undecided": fixed.no_verdict or "no K fails, but some K's interval straddles the tolerance."
        }[verdict.value])
 worst = table.sort_values(CC.INCOMPLETENESS, ascending=False).head(10)
 st.subheader("Worst K sets")

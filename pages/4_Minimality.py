@@ -53,7 +53,7 @@ def draw_partial(job):
     if job.partial:
         st.altair_chart(style(minimality_bars(job.partial[-1].table, circuit, threshold)), width="stretch")
         st.caption("Filling in class by class, then the reference set's noise in the error bars. "
-                   f"Error bars so far: {job.partial[-1].settings['interval_method']}.")
+                   f"Error bars so far: {job.partial[-1].interval_method}.")
 
 
 job = jobs.start(key, "Searching K for every head" if source == "search" else "Scoring every head", score_heads)
@@ -65,7 +65,7 @@ if result.cancelled:
     st.info("The search was stopped: each head shows the best K found before that.")
 
 st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold)), width="stretch")
-st.caption(f"Error bars: 95% intervals, {result.settings['interval_method']}.")
+st.caption(f"Error bars: 95% intervals, {result.interval_method}.")
 flagged, undecided = result.flagged, result.undecided
 st.markdown(f"{verdict_badge('Minimality', result.verdict.value)} at {threshold:g}% of F(M) = {result.F_model:.3f}: "
     + (f"{len(flagged)} head(s) fail — their whole interval lies under the threshold: {', '.join(flagged)}. "
@@ -73,7 +73,7 @@ st.markdown(f"{verdict_badge('Minimality', result.verdict.value)} at {threshold:
     + (f"{len(undecided)} head(s) undecided — their interval straddles it: {', '.join(undecided)}."
        if undecided else "")
     + ("every head's interval lies beyond the threshold." if not flagged and not undecided else "")
-    + (f" {result.settings['no_verdict']}." if result.settings.get("no_verdict") else ""))
+    + (f" {result.no_verdict}." if result.no_verdict else ""))
 t = result.table.sort_values("pct_of_F_M", ascending=False)
 t = t.assign(K=t.K.apply(lambda k: ", ".join(k) or "∅"),
              **{"95% CI of diff": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(t.d_lo, t.d_hi)]})

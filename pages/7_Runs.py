@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from circuit_core.circuit import Circuit, CircuitError
+from circuit_core.completeness import Cols as CC
 from circuit_core.criteria import undefined_reason
 from ui import jobs
 from ui.charts import intervals, style
@@ -27,18 +28,18 @@ else:
                 f"{m.ref_per_group or 'paired'} refs/group")
 
     def figure(r):
-        s = r.summary
+        res = result_of(r)
         if r.kind == "faithfulness":
-            f = result_of(r)
-            if why := undefined_reason(f, "ratio"):
+            if why := undefined_reason(res, "ratio"):
                 return f"F(C)/F(M) undefined: {why}"
-            lo, hi = f.interval("ratio")
-            return f"F(C)/F(M) {f.ratio:.1%} [{lo:.1%}, {hi:.1%}]"
+            lo, hi = res.interval("ratio")
+            return f"F(C)/F(M) {res.ratio:.1%} [{lo:.1%}, {hi:.1%}]"
         if r.kind == "completeness":
-            return (f"max |F(C\\K) − F(M\\K)| {s['max incompleteness']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] "
-                    f"({s['worst K']}){' · ' + s['verdict'] if 'verdict' in s else ''}")
-        return (f"{s['verdict']}: {s['fail']} of {s['heads']} heads fail, {s['undecided']} undecided at "
-                f"{s['threshold %']:g}% of F(M)")
+            top = res.best()
+            return (f"max |F(C\\K) − F(M\\K)| {top[CC.INCOMPLETENESS]:.3f} [{top[CC.CI_LOW]:.3f}, "
+                    f"{top[CC.CI_HIGH]:.3f}] ({top[CC.NAME]}) · {res.verdict.value}")
+        return (f"{res.verdict.value}: {len(res.flagged)} of {len(res.table)} heads fail, {len(res.undecided)} "
+                f"undecided at {res.threshold_pct:g}% of F(M)")
 
     table = pd.DataFrame({"pin": [r.pinned for r in items], "name": [r.name for r in items],
                           "kind": [r.kind for r in items], "circuit": [r.circuit["name"] for r in items],

@@ -199,8 +199,10 @@ def test_colored_objects_end_to_end_on_a_model_folder(dash, tmp_path):
     from ui.background import PATCH_NOISE
 
     wire_colored_objects_model(tmp_path, seed=0)
-    at = dash.open("pages/1_Circuit_editor.py", dash.view(folder=str(tmp_path), task="colored-objects", n=48, seed=4,
-                                                          ref_per_group=8, ref_replicates=0))
+    # from the home page: AppTest's switch_page reaches other pages only from the app's main script
+    at = dash.open("dashboard.py", dash.view(folder=str(tmp_path), task="colored-objects", n=48, seed=4,
+                                             ref_per_group=8, ref_replicates=0))
+    at.switch_page("pages/1_Circuit_editor.py").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     at.selectbox(key="edit_metric").set_value(PATCH_NOISE).run()
     job = dash.job(at, "patching")
@@ -219,11 +221,12 @@ def test_colored_objects_end_to_end_on_a_model_folder(dash, tmp_path):
     assert dash.session(at).view.circuit_from == WHOLE_MODEL  # no preset for this model: it starts from every head
     history = dash.history(at, f"{WHOLE_MODEL}::colored-objects", model=str(tmp_path))
     assert {(l, h): p for l, h, p in history.current.nodes()} == {hd: r for hd, r in WIRED_COLORED_OBJECTS.values()}
-    for page in ("2_Faithfulness.py", "3_Completeness.py", "4_Minimality.py"):  # beside the editor's page
-        at.switch_page(page).run()
+    for page in ("Faithfulness", "Completeness", "Minimality"):
+        at.switch_page(next(str(p) for p in (dash.ROOT / "pages").glob(f"*_{page}.py"))).run()
         at = dash.finish_jobs(at)
         assert not at.exception and not at.error, (page, [e.value for e in at.error])
-    at.switch_page("2_Faithfulness.py").run()
+        assert at.title[0].value == page  # the page itself, not the editor drawn again
+    at.switch_page(str(dash.ROOT / "pages/2_Faithfulness.py")).run()
     assert 80 <= float(metric(at, "Faithfulness").rstrip("%")) <= 120
 
 
@@ -275,7 +278,7 @@ def test_stop_keeps_the_partial_result_and_resume_goes_on(dash):
     again.stop()  # the test's CPU, not the user
     assert again.wait(120)
 
-    at = dash.open("pages/4_Minimality.py", widgets={"min_source": "search"})
+    at = dash.open("pages/4_Minimality.py", widgets={"min_source": "search", "min_sel_n": 2000})
     next(b for b in at.button if b.label == "Run search").click().run()
     search = dash.job(at, "minimality")
     assert search.running

@@ -210,3 +210,16 @@ def test_an_eap_ig_graph_uploads_as_a_circuit(dash):
     assert dash.session(at).view.circuit_from == "uploaded: found"
     got = dash.history(at, "uploaded: found").current
     assert sorted(got.heads) == sorted(demo.heads) and {c.position for c in got.classes} == {"END"}
+
+
+def test_the_runs_page_reads_every_kind_of_run_as_its_typed_result(dash):
+    at = dash.open("dashboard.py")
+    for page in ("pages/3_Completeness.py", "pages/4_Minimality.py"):
+        at = dash.finish_jobs(at.switch_page(page).run())
+        assert at.title[0].value == page.split("_")[1].removesuffix(".py")  # the page itself was drawn
+    at.switch_page("pages/7_Runs.py").run()
+    assert not at.exception and not at.error
+    kinds = {r.kind for r in dash.session(at).runs}
+    assert {"faithfulness", "completeness", "minimality"} <= kinds
+    shown = " ".join(str(v) for d in at.dataframe for v in d.value.get("result (95% CI)", []))
+    assert "max |F(C\\K) − F(M\\K)|" in shown and "heads fail" in shown
