@@ -15,7 +15,7 @@ from circuit_core.intervals import Interval
 from circuit_core.minimality import Minimality, minimality
 from circuit_core.validate import ValidationSpec, describe_methodology, validate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CIRCUIT = Circuit("tiny", [CircuitClass("late", "END", [(2, 0), (2, 1)]), CircuitClass("early", "END", [(0, 3)])])
 FAST = ValidationSpec(reference_noise=False)
 

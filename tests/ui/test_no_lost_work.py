@@ -20,7 +20,7 @@ from circuit_core.editing import add_class, remove_class, remove_head, toggle_he
 from circuit_core.links import MAX_ENCODED, PREFIX, decode_circuit, encode_circuit, encode_payload
 from circuit_core.models import DEMO_MODEL_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted((ROOT / "data" / "circuits").glob("*.json"))
 
 

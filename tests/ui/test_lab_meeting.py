@@ -12,7 +12,7 @@ from circuit_core.editing import remove_head
 from circuit_core.evaluate import build_evaluator
 from circuit_core.models import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # A methodology unlike the defaults in every field the address carries.
 VIEW = {"n": 60, "seed": 3, "mode": "ABBA", "ref_per_group": 10, "ref_replicates": 0, "ablation": "resample",
         "positions": "all"}

@@ -17,7 +17,7 @@ from circuit_core.minimality import minimality, minimality_k, minimality_sets
 from circuit_core.models import load_model
 from circuit_core.toy import save_random_gpt2
 
-IOI = Path(__file__).resolve().parent.parent / "data" / "circuits" / "ioi-gpt2-small.json"
+IOI = Path(__file__).resolve().parents[2] / "data" / "circuits" / "ioi-gpt2-small.json"
 TOY = {"name": "toy", "classes": [{"name": "movers", "position": "END", "heads": ["2.1", "1.0", "2.3"]},
                                   {"name": "dup", "position": "S2", "heads": ["0.3", "1.2"]},
                                   {"name": "prev", "position": "S1+1", "heads": ["0.0"]}],

@@ -18,7 +18,7 @@ from circuit_core.evaluate import Evaluator
 from circuit_core.models import load_model
 from circuit_core.toy import gpt2_tokenizer, save_random_gpt2
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
