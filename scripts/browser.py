@@ -88,3 +88,35 @@ def wait_idle(page, ready: str = '[data-testid="stMetric"]', timeout: float = 18
 def metric_value(page, label_start: str) -> str:
     m = page.locator('[data-testid="stMetric"]', has_text=label_start).first
     return m.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def choose_local_folder(page, folder: str) -> None:
+    """In the sidebar: the model box's "local folder…", then the folder typed and entered."""
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.locator('[data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name="local folder…").click()
+    box = sidebar.get_by_label("Folder")
+    box.fill(folder)
+    box.press("Enter")
+
+
+def click_a_head(page, label: str = "Faithfulness", settle=None) -> tuple[str, str, float]:
+    """Click down the left column of the editor's grid (head 0 of each layer) until a click lands on a
+    cell and the metric `label` changes: the axis and title take some pixels whose exact size depends on
+    fonts. Returns the metric before and after, and the seconds from the last click until `settle`
+    (default `wait_idle`) returned; after == before when no click changed it."""
+    import time
+
+    settle = settle or wait_idle
+    before = after = metric_value(page, label)
+    box = page.locator('[data-testid="stVegaLiteChart"]').first.bounding_box()
+    seconds = 0.0
+    for frac in (0.45, 0.55, 0.35, 0.65, 0.25):
+        t = time.perf_counter()
+        page.mouse.click(box["x"] + 0.12 * box["width"], box["y"] + frac * box["height"])
+        settle(page)
+        seconds = time.perf_counter() - t
+        after = metric_value(page, label)
+        if after != before:
+            break
+    return before, after, seconds

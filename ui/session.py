@@ -61,6 +61,8 @@ class Session:
     runs: list = field(default_factory=list)  # ui.runs
     present_step: int = 0
     view: View | None = None  # the view last drawn
+    model_shown: str | None = None  # the model key of the last run, to notice a change of model
+    circuit_for: dict[str, str] = field(default_factory=dict)  # model key -> its circuit entry, last chosen
     address_read: bool = False  # the address has been read (once per session: a reload or a link)
     waiting: dict | None = None  # the address's circuit until its model is loaded: {"model", "from", "circuit"}
     notes: list[str] = field(default_factory=list)  # shown once in the sidebar (import notes)
@@ -89,10 +91,13 @@ class Session:
         to a drawn widget's value)."""
         self._requested.update(values)
 
-    def apply_requests(self) -> None:
+    def apply_requests(self) -> set[str]:
+        """Set the requested widget values; returns the widgets set."""
         for k, v in self._requested.items():
             st.session_state[k] = v
+        done = set(self._requested)
         self._requested.clear()
+        return done
 
     def keep_alive(self) -> None:
         """Keep the sidebar's widget values on a page that has not drawn them yet."""

@@ -41,14 +41,14 @@ def sidebar() -> Context:
         if bad:
             session.warnings["address"] = ("This page's address has settings the dashboard cannot use "
                                            f"({', '.join(bad)}); they are left at their defaults.")
-    session.apply_requests()
+    requested = session.apply_requests()
     session.keep_alive()
     if session.widget(W.MODEL) not in (None, *choices):  # e.g. a choice this server does not offer
         session.forget(W.MODEL)
 
     model_ref, model, model_key = _model(session, serve, choices)
     meth = _methodology(session)
-    entry, preset = _circuit(session, model, model_ref, model_key, meth.task)
+    entry, preset = _circuit(session, model, model_ref, model_key, meth.task, W.CIRCUIT in requested)
     hkey = _history_key(model_key, entry, meth.task)
     history = session.history(*hkey, preset)
     view = View(model_ref, meth, entry, _encoded(entry, history, preset))
@@ -135,7 +135,8 @@ def _methodology(session: Session) -> Methodology:
     task = sb.selectbox("Task", tuple(REGISTRY), key=W.METHODOLOGY["task"],
                         format_func=lambda t: f"{t} · {REGISTRY[t].title}")
     spec = get_task(task)
-    sb.caption(f"e.g. “{spec.example}” · metric: {spec.metric} · reference: {spec.reference}")
+    example = spec.example.replace("\n", " ↵ ")  # a prompt's line break, shown as one in a one-line caption
+    sb.caption(f"e.g. “{example}” · metric: {spec.metric} · reference: {spec.reference}")
     c1, c2 = sb.columns(2)
     n = c1.number_input("N prompts", 10, 2000, 100, step=10, key=W.METHODOLOGY["n"])
     seed = c2.number_input("Seed", 0, 10_000, 0, key=W.METHODOLOGY["seed"])
@@ -169,15 +170,22 @@ def _methodology(session: Session) -> Methodology:
 
 
 # --- the circuit ----------------------------------------------------------------------------------------
-def _circuit(session: Session, model, model_ref: ModelRef, model_key: str, task: str) -> tuple[str, Circuit]:
+def _circuit(session: Session, model, model_ref: ModelRef, model_key: str, task: str,
+             requested: bool = False) -> tuple[str, Circuit]:
     """The circuit list's entry and the circuit as loaded; a circuit that does not fit the model is
     named in a warning and another is shown, so the page is never only an error."""
     sb = st.sidebar
     sb.header("Circuit")
     files = circuit_files(task)
-    _restore_waiting(session, files, model, model_ref, model_key, task)
     options = list(files) + list(session.uploads) + [WHOLE_MODEL]
     default, note = default_circuit_choice(model, files, task)
+    if session.model_shown != model_key and not requested:
+        # Another model: its own last circuit, else its default; never the last model's by accident
+        # (the demo's 4 × 4 circuit fits a 12 × 12 model, but was not made for it).
+        last = session.circuit_for.get(model_key)
+        session.set_widget(W.CIRCUIT, last if last in options else default)
+    session.model_shown = model_key
+    _restore_waiting(session, files, model, model_ref, model_key, task)
     if session.widget(W.CIRCUIT) not in options:
         session.set_widget(W.CIRCUIT, default)
     key = sb.selectbox("Circuit", options, key=W.CIRCUIT)
@@ -197,6 +205,7 @@ def _circuit(session: Session, model, model_ref: ModelRef, model_key: str, task:
         session.request(**{W.CIRCUIT: default})
         preset = _loaded(session, key, files, model, task)
     _show_circuit_warning(session, key)
+    session.circuit_for[model_key] = key
     return key, preset
 
 

@@ -333,3 +333,51 @@ def test_the_editor_on_a_llama_folder_falls_back_from_the_estimate_and_says_why(
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="edit_metric").value == "direct effect"
     assert any("not offered for this architecture (LlamaForCausalLM)" in c.value for c in at.caption)
+
+
+IOI_WORDS = ("IO above S", "ABBA", "BABA", "ABC", "template", "By template", "logit(IO)", "S-inhibition")
+
+
+def test_a_colored_objects_session_speaks_its_own_task(dash, tmp_path):
+    """Every page's words, tables and charts on another task: none of IOI's, and the example prompt's
+    line break shown as one, not as a literal backslash-n."""
+    import json
+
+    from circuit_core.demo.train_task import wire_colored_objects_model
+    from circuit_core.tasks import get_task
+
+    wire_colored_objects_model(tmp_path, seed=0)
+    view = dash.view(folder=str(tmp_path), task="colored-objects", n=48, seed=4, ref_per_group=8, ref_replicates=0)
+    at = dash.open("dashboard.py", view)
+    for page in (None, "pages/1_Circuit_editor.py", "pages/2_Faithfulness.py"):
+        if page:
+            at = dash.finish_jobs(at.switch_page(str(dash.ROOT / page)).run())
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
+        shown = [str(getattr(e, "value", "")) + " " + str(getattr(e, "label", "")) for e in
+                 [*at.markdown, *at.caption, *at.subheader, *at.metric, *at.info, *at.warning, *at.selectbox]]
+        shown += [json.dumps(c.proto.spec) if hasattr(c, "proto") else "" for c in at.get("arrow_vega_lite_chart")]
+        shown += [d.value.to_csv() for d in at.dataframe]
+        text = " ".join(shown)
+        assert not [w for w in IOI_WORDS if w in text], (page, [w for w in IOI_WORDS if w in text])
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert "\\nA:" not in sidebar and "↵ A:" in sidebar
+    assert get_task("colored-objects").breakdown_label in [s.value for s in at.subheader]
+
+
+def test_switching_model_switches_to_that_models_circuit(dash, tmp_path):
+    """The walk that met the demo's circuit on a 12 × 12 folder: the demo first, then "local folder…"."""
+    from circuit_core.toy import save_random_gpt2
+
+    save_random_gpt2(tmp_path, n_layer=12, n_head=12, n_embd=48, seed=0)
+    at = dash.open("dashboard.py", dash.view(n=20, ref_per_group=2, ref_replicates=0))
+    assert dash.session(at).view.circuit_from == "preset: ioi-demo"
+    at.sidebar.selectbox(key="model_choice").set_value("local folder…").run()
+    at.sidebar.text_input(key="model_folder").input(str(tmp_path)).run()
+    assert not at.exception and not at.error
+    assert dash.session(at).view.circuit_from == "preset: ioi-gpt2-small"  # made for its shape, not the demo's
+    assert any("made for gpt2" in c.value for c in at.sidebar.caption)
+    at.sidebar.selectbox(key="circuit_choice").set_value("preset: ioi-gpt2-small-naive").run()
+    at.sidebar.selectbox(key="model_choice").set_value("demo").run()
+    assert dash.session(at).view.circuit_from == "preset: ioi-demo"  # each model keeps its own choice
+    at.sidebar.selectbox(key="model_choice").set_value("local folder…").run()
+    assert dash.session(at).view.circuit_from == "preset: ioi-gpt2-small-naive"
