@@ -257,6 +257,10 @@ class Faithfulness(FaithfulnessFigures):
             interval_method=interval_method, spread=dict(spread or {}),
             replicates=[{k: np.asarray(v, dtype=float) for k, v in r.items()} for r in replicates])
 
+    def quartiles(self) -> list[tuple[str, float, float, float]]:
+        """(run, 25%, median, 75%) of the per-prompt metric for the model, the circuit and ∅."""
+        return [(run, q["q25"], q["median"], q["q75"]) for run, q in self.spread.items()]
+
     def to_dict(self) -> dict:
         return {
             **self.stats,

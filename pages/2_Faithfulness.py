@@ -77,8 +77,7 @@ st.markdown(f"{_said('ratio', 'The ratio of means F(C)/F(M)')}. Per prompt, {_sa
 st.altair_chart(style(distribution(f.per_prompt, get_task(ctx.methodology.task).metric)), width="stretch")
 st.caption("Each prompt's logit difference: the model, the circuit alone, and every head ablated. "
            "A faithful circuit's distribution lies on the model's, not only its mean.")
-q = pd.DataFrame([{"run": k, "25%": v["q25"], "median": v["median"], "75%": v["q75"]}
-                  for k, v in f.spread.items()])
+q = pd.DataFrame(f.quartiles(), columns=["run", "25%", "median", "75%"])
 if len(q):
     st.dataframe(q.style.format({"25%": "{:.3f}", "median": "{:.3f}", "75%": "{:.3f}"}), hide_index=True)
 

@@ -216,10 +216,10 @@ def to_html(r: Report) -> str:
              "<h2>Methodology</h2>", _table(("choice", "value"), [(k, v) for k, v in r.record.get("methodology", {}).items()]),
              "<h2>Faithfulness</h2>", _table(("figure", "value", "95% interval"), headline_rows(r)),
              f"<figure>{figs['per_prompt']}</figure>"]
-    spread = r.faithfulness.spread
-    if spread:
+    quartiles = r.faithfulness.quartiles()
+    if quartiles:
         parts.append(_table(("run", "25%", "median", "75%"),
-                            [(k, fmt.num(v["q25"]), fmt.num(v["median"]), fmt.num(v["q75"])) for k, v in spread.items()]))
+                            [(run, *map(fmt.num, q)) for run, *q in quartiles]))
     if "by_group" in figs:
         parts.append(f"<figure>{figs['by_group']}</figure>")
     if r.worst is not None:

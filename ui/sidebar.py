@@ -177,15 +177,15 @@ def _circuit(session: Session, model, model_ref: ModelRef, model_key: str, task:
     sb = st.sidebar
     sb.header("Circuit")
     files = circuit_files(task)
-    options = list(files) + list(session.uploads) + [WHOLE_MODEL]
     default, note = default_circuit_choice(model, files, task)
     if session.model_shown != model_key and not requested:
         # Another model: its own last circuit, else its default; never the last model's by accident
         # (the demo's 4 × 4 circuit fits a 12 × 12 model, but was not made for it).
         last = session.circuit_for.get(model_key)
-        session.set_widget(W.CIRCUIT, last if last in options else default)
+        session.set_widget(W.CIRCUIT, last if last in [*files, *session.uploads, WHOLE_MODEL] else default)
     session.model_shown = model_key
-    _restore_waiting(session, files, model, model_ref, model_key, task)
+    _restore_waiting(session, files, model, model_ref, model_key, task)  # may add an entry
+    options = list(files) + list(session.uploads) + [WHOLE_MODEL]
     if session.widget(W.CIRCUIT) not in options:
         session.set_widget(W.CIRCUIT, default)
     key = sb.selectbox("Circuit", options, key=W.CIRCUIT)
