@@ -17,8 +17,10 @@ intervals, goes on while any of them is shown). `leave_other_pages` does the sam
 """
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,6 +29,7 @@ import streamlit as st
 from circuit_core.evaluate import Cancelled
 
 MAX_JOBS = 64  # finished jobs kept per session (their results); the oldest go first
+_RUNNING: "weakref.WeakSet[Job]" = weakref.WeakSet()  # every session's running jobs
 
 
 @dataclass(eq=False)
@@ -131,6 +134,7 @@ def _launch(key, label: str, fn: Callable[[Job], Any], pages: set) -> Job:
         except Exception as e:  # shown on the page, never a traceback
             job.error = f"{type(e).__name__}: {e}"
         finally:
+            _RUNNING.discard(job)
             job.finished.set()
 
     jobs[key] = job
@@ -139,8 +143,20 @@ def _launch(key, label: str, fn: Callable[[Job], Any], pages: set) -> Job:
         if oldest is None:
             break
         jobs.pop(oldest)
+    _RUNNING.add(job)
     threading.Thread(target=work, daemon=True, name=f"job:{label}").start()
     return job
+
+
+@atexit.register
+def stop_all(timeout: float = 30.0) -> None:
+    """Stop every session's running jobs and wait for them: at the interpreter's exit a worker thread
+    still inside a torch call aborts the process (the server's shutdown, a test run's end)."""
+    for job in list(_RUNNING):
+        job.stop()
+    deadline = time.monotonic() + timeout
+    for job in list(_RUNNING):
+        job.wait(max(0.0, deadline - time.monotonic()))
 
 
 def stop_others(kind: str, keep) -> None:
