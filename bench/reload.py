@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
-    from scripts.browser import browser_page, choose_local_folder, click_a_head, dashboard, metric_value
+    from scripts.browser import browser_page, choose_local_folder, click_a_head, dashboard, edit_summary, metric_value
 
     fwd = forward_seconds(args.model_dir)
     waits = {}
@@ -63,24 +63,25 @@ def main(argv=None) -> dict:
         waits["folder entered → settled"] = time.perf_counter() - t
         # F(C), not the ratio: a random model's F(M) is near 0, where F(C)/F(M) is undefined before and after
         before, after, waits["head clicked → settled"] = click_a_head(page, "F(C)", settle=settle)
+        edited = edit_summary(page)
         t = time.perf_counter()
         page.reload()
         settle(page)
         waits["reload → settled"] = time.perf_counter() - t
         sidebar = page.locator('[data-testid="stSidebar"]')
         folder_back = sidebar.get_by_label("Folder").input_value() == args.model_dir
-        edit_back = metric_value(page, "F(C)") == after != before
+        edit_back = bool(edited) and edit_summary(page) == edited and metric_value(page, "F(C)") == after
         circuit = page.url.split("from=")[1].split("&")[0] if "from=" in page.url else ""
         restored = folder_back and edit_back and "circuit=" in page.url
-    out = {"model_dir": args.model_dir, "forward_pass_s": fwd, "edit_changed_F_C": after != before,
+    out = {"model_dir": args.model_dir, "forward_pass_s": fwd, "edit": edited,
            "F_C": {"before edit": before, "after edit": after}, "circuit_entry": circuit,
            "reload_restored": {"folder": folder_back, "edited F(C)": edit_back, "model_and_edit": restored},
            "waits": {k: {"seconds": round(v, 1), "forward_passes": round(v / fwd, 1)} for k, v in waits.items()}}
     print(f"plain forward pass (N=100): {fwd:.2f} s")
     for k, v in out["waits"].items():
         print(f"{k:<28}{v['seconds']:>8.1f} s  = {v['forward_passes']:>6.1f} forward passes")
-    print(f"circuit entry: {circuit}; F(C) {before} -> {after} after the click")
-    print(f"reload restored the folder: {folder_back}, the edited F(C): {edit_back}")
+    print(f"circuit entry: {circuit}; the click: {edited or 'no head toggled'}; F(C) {before} -> {after}")
+    print(f"reload restored the folder: {folder_back}; the edit and its F(C): {edit_back}")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=1)

@@ -100,15 +100,25 @@ def choose_local_folder(page, folder: str) -> None:
     box.press("Enter")
 
 
+CHANGES = "text=/^(Added|Removed|Moved):/"  # the editor's "Against the loaded circuit" lines
+
+
+def edit_summary(page) -> str:
+    """The editor's lines of heads added, removed and moved against the loaded circuit ("" if none)."""
+    lines = page.locator(CHANGES)
+    return " | ".join(lines.nth(i).inner_text() for i in range(lines.count()))
+
+
 def click_a_head(page, label: str = "Faithfulness", settle=None) -> tuple[str, str, float]:
     """Click down the left column of the editor's grid (head 0 of each layer) until a click lands on a
-    cell and the metric `label` changes: the axis and title take some pixels whose exact size depends on
-    fonts. Returns the metric before and after, and the seconds from the last click until `settle`
-    (default `wait_idle`) returned; after == before when no click changed it."""
+    cell, which the editor's list of changes shows: the axis and title take some pixels whose exact size
+    depends on fonts. Returns the metric `label` before and after, and the seconds from the landing
+    click until `settle` (default `wait_idle`) returned."""
     import time
 
     settle = settle or wait_idle
     before = after = metric_value(page, label)
+    changes = edit_summary(page)
     box = page.locator('[data-testid="stVegaLiteChart"]').first.bounding_box()
     seconds = 0.0
     for frac in (0.45, 0.55, 0.35, 0.65, 0.25):
@@ -117,6 +127,6 @@ def click_a_head(page, label: str = "Faithfulness", settle=None) -> tuple[str, s
         settle(page)
         seconds = time.perf_counter() - t
         after = metric_value(page, label)
-        if after != before:
+        if edit_summary(page) != changes:
             break
     return before, after, seconds
