@@ -345,3 +345,25 @@ def test_upload_errors_show_where_the_page_starts_and_the_page_goes_on(dash):
     assert not at.exception and not at.error
     assert any("does not exist in this model" in w.value and "instead" in w.value for w in at.warning)
     assert at.metric and dash.session(at).view.circuit_from == "preset: ioi-demo"
+
+
+def test_a_model_that_cannot_be_had_keeps_the_address_circuit_until_it_is_back(dash, tmp_path):
+    """A link to an edited session on a folder that is not there (moved, another machine): the page says
+    so, keeps its sidebar to choose again, keeps the circuit in the address, and the edit comes back
+    once the folder does."""
+    import shutil
+
+    folder = tmp_path / "my-model"
+    demo = load_circuit(PRESETS[0])
+    edited = remove_head(demo, demo.heads[0])
+    query = {**dash.view(folder=str(folder), circuit_from="preset: ioi-demo").to_query(), "circuit": encode_circuit(edited)}
+    at = dash.open("dashboard.py", query=query)
+    assert not at.exception and not at.metric
+    assert any("Choose the model again" in e.value for e in at.error)
+    assert any("circuit in this page's address is kept" in c.value for c in at.caption)
+    assert at.sidebar.selectbox(key="model_choice").value == "local folder…"  # the sidebar is there to choose
+    assert at.query_params["circuit"] == query["circuit"]
+    shutil.copytree(DEMO_MODEL_DIR, folder)  # the folder is back
+    at.run()
+    assert not at.exception and not at.error and at.metric
+    assert dash.history(at, "preset: ioi-demo", model=str(folder)).current.to_dict() == edited.to_dict()
