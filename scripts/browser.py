@@ -100,12 +100,12 @@ def choose_local_folder(page, folder: str) -> None:
     box.press("Enter")
 
 
-CHANGES = "text=/^(Added|Removed|Moved):/"  # the editor's "Against the loaded circuit" lines
-
-
 def edit_summary(page) -> str:
-    """The editor's lines of heads added, removed and moved against the loaded circuit ("" if none)."""
-    lines = page.locator(CHANGES)
+    """The editor's lines of heads added, removed and moved against the loaded circuit, with the heads
+    ("" if none)."""
+    import re
+
+    lines = page.locator('[data-testid="stMarkdownContainer"] p').filter(has_text=re.compile(r"^(Added|Removed|Moved):"))
     return " | ".join(lines.nth(i).inner_text() for i in range(lines.count()))
 
 
