@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 
 def settle(page, timeout: float = 900) -> None:
@@ -73,7 +74,7 @@ def main(argv=None) -> dict:
         edit_back = bool(edited) and edit_summary(page) == edited and metric_value(page, "F(C)") == after
         circuit = page.url.split("from=")[1].split("&")[0] if "from=" in page.url else ""
         restored = folder_back and edit_back and "circuit=" in page.url
-    out = {"model_dir": args.model_dir, "forward_pass_s": fwd, "edit": edited,
+    out = {"model": Path(args.model_dir).name, "forward_pass_s": fwd, "edit": edited,
            "F_C": {"before edit": before, "after edit": after}, "circuit_entry": circuit,
            "reload_restored": {"folder": folder_back, "edited F(C)": edit_back, "model_and_edit": restored},
            "waits": {k: {"seconds": round(v, 1), "forward_passes": round(v / fwd, 1)} for k, v in waits.items()}}
