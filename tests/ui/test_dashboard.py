@@ -259,7 +259,7 @@ def test_a_model_of_the_papers_shape_starts_from_the_papers_circuit_with_a_notic
 def test_stop_keeps_the_partial_result_and_resume_goes_on(dash):
     """Stop used to restart the job on the next rerun (timer back to 0). Now it stays stopped, shows what
     it has and offers Resume; the greedy search and the minimality search behave the same."""
-    at = dash.open("pages/3_Completeness.py", widgets={"cmp_random": 200})  # enough K sets to be still running
+    at = dash.open("pages/3_Completeness.py", dash.view(n=2000), widgets={"cmp_random": 200})  # enough K sets to be still running
     job = dash.job(at, "completeness")
     assert job.running
     next(b for b in at.button if b.label == "Stop").click().run()
@@ -291,7 +291,7 @@ def test_stop_keeps_the_partial_result_and_resume_goes_on(dash):
 
 def test_leaving_a_page_stops_its_jobs_and_coming_back_resumes_them(dash):
     # from the home page, so switch_page reaches the pages (from a page, it reruns that page)
-    at = dash.open("dashboard.py", widgets={"cmp_random": 200}).switch_page("pages/3_Completeness.py").run()
+    at = dash.open("dashboard.py", dash.view(n=2000), widgets={"cmp_random": 200}).switch_page("pages/3_Completeness.py").run()
     job = dash.job(at, "completeness")
     assert job.running
     at.switch_page("pages/4_Minimality.py").run()  # a page that starts jobs of its own
@@ -309,7 +309,7 @@ def test_leaving_a_page_stops_its_jobs_and_coming_back_resumes_them(dash):
 
 def test_a_job_shown_on_the_page_in_view_is_not_stopped_by_leaving_another(dash):
     """The headline's intervals (one job key) are shown on the home page and the editor alike."""
-    at = dash.open("dashboard.py", dash.view(ref_replicates=20))
+    at = dash.open("dashboard.py", dash.view(n=2000, ref_replicates=50))  # long enough to be running
     joint = dash.job(at, "joint")
     assert joint.running and not at.exception
     at.switch_page("pages/1_Circuit_editor.py").run()  # it starts jobs of its own (the background)
