@@ -209,8 +209,23 @@ def _rows_per_prompt(rows: list[dict], names: tuple[str, ...], n: int) -> dict[s
             if rows else np.zeros((0, n)) for k in names}
 
 
+class SettingsFigures:
+    """What a criterion's `settings` say, by name (Completeness and Minimality share them)."""
+
+    settings: dict
+
+    @property
+    def interval_method(self) -> str:
+        return self.settings.get("interval_method", "")
+
+    @property
+    def no_verdict(self) -> str:
+        """Why the tolerance or threshold in % of F(M) is known only up to a range ("" when it is a number)."""
+        return self.settings.get("no_verdict", "")
+
+
 @dataclass(frozen=True, eq=False)
-class Completeness:
+class Completeness(SettingsFigures):
     """One row per K in `table`; per_prompt['C_minus_K'][i], ['M_minus_K'][i] belong to table row i.
 
     Columns: d = F(C\\K) − F(M\\K) (signed) with its 95% interval d_lo, d_hi; incompleteness = |d|
@@ -240,15 +255,6 @@ class Completeness:
     @property
     def tolerance_pct(self) -> float:
         return self.settings.get("tolerance_pct", TOLERANCE_PCT)
-
-    @property
-    def interval_method(self) -> str:
-        return self.settings.get("interval_method", "")
-
-    @property
-    def no_verdict(self) -> str:
-        """Why the tolerance in % of F(M) is known only up to a range ("" when it is a number)."""
-        return self.settings.get("no_verdict", "")
 
     @property
     def n_random_drawn(self) -> int | None:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .ablation import NodeSet
 from .circuit import Circuit, Head, head_name
-from .completeness import (FCache, _frame, _rows_per_prompt, abs_columns, c_minus, frame_records, heads_label,
+from .completeness import (FCache, SettingsFigures, _frame, _rows_per_prompt, abs_columns, c_minus, frame_records, heads_label,
                            pct_of, relative_threshold, replicate_values, trace_frame)
 from .criteria import interval_method
 from .resampling import STUDENTISED, diff_intervals
@@ -76,7 +76,7 @@ class Cols:
 
 
 @dataclass(frozen=True, eq=False)
-class Minimality:
+class Minimality(SettingsFigures):
     """One row per head in `table`; per_prompt arrays are row-aligned with it.
 
     Columns: d = F(C\\(K∪{v})) − F(C\\K) (signed) with its 95% interval d_lo, d_hi; score = |d| (also
@@ -108,14 +108,6 @@ class Minimality:
     def verdict(self) -> Verdict:
         return overall(self.table[Cols.VERDICT]) if len(self.table) else Verdict.UNDECIDED
 
-    @property
-    def interval_method(self) -> str:
-        return self.settings.get("interval_method", "")
-
-    @property
-    def no_verdict(self) -> str:
-        """Why a threshold in % of F(M) is known only up to a range ("" when it is a number)."""
-        return self.settings.get("no_verdict", "")
 
     def to_dict(self) -> dict:
         rows = frame_records(self.table)
