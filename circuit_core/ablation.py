@@ -27,6 +27,11 @@ class Ablation(str, Enum):
     ZERO = "zero"  # hook_z set to zero
 
 
+class RefNoise(str, Enum):
+    LINEAR = "linear"  # first order in the replicates' change of the means, on a stratified sample of prompts
+    EXACT = "exact"  # every set evaluated again under every replicate, on every prompt
+
+
 class PositionScope(str, Enum):
     CIRCUIT = "circuit"  # a circuit head is kept only at its class's position (the paper)
     ALL = "all"  # a circuit head is kept at every position
@@ -49,6 +54,9 @@ class Methodology:
     ref_per_group: int = 50
     # Bootstrap replicates of the reference set, so intervals include its noise; 0: clean prompts only.
     ref_replicates: int = 8
+    # How a set's values under a replicate are found (evaluate.py, "Reference noise"): "linear" (one backward
+    # pass per set, on about 32 prompts) or "exact" (one more evaluation per set and replicate).
+    ref_noise: str = RefNoise.LINEAR.value
 
     def __post_init__(self):
         # Validate early so a typo never silently falls back to a default.
@@ -59,6 +67,7 @@ class Methodology:
             raise ValueError(f"task '{self.task}' has no mode '{self.mode}' (choose one of: {', '.join(modes)}).")
         Ablation(self.ablation)
         PositionScope(self.positions)
+        RefNoise(self.ref_noise)
         for name, low in (("n", 1), ("seed", 0), ("bootstrap", 1), ("ref_per_group", 0), ("ref_replicates", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -227,7 +236,7 @@ def _resample_tables(model, dataset, seed: int, draws: list[int]) -> list[Table]
 # --- sharing ---------------------------------------------------------------------------------------
 # Methodology fields that change how values are read, not the values: evaluators that differ only in
 # them share their tables (and, through EvaluatorCache, the evaluator itself).
-READOUT_FIELDS = frozenset({"positions", "bootstrap"})
+READOUT_FIELDS = frozenset({"positions", "bootstrap", "ref_noise"})
 
 
 def values_key(methodology: Methodology) -> tuple:

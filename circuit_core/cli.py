@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ablation import Ablation, Methodology, PositionScope
+from .ablation import Ablation, Methodology, PositionScope, RefNoise
 from .circuit import MAX_NAME, Circuit, CircuitError, snippet
 from .interchange import load_any
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
@@ -144,8 +144,12 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
                         "twin (for IOI its ABC twin, as in the paper: about N/30 per group)")
     p.add_argument("--ref-replicates", type=whole(0, 100), default=DEFAULTS.ref_replicates,
                    help="bootstrap replicates of the reference set, so that intervals include its sampling "
-                        f"noise (each costs one more evaluation of the sets; default {DEFAULTS.ref_replicates}); "
+                        f"noise (default {DEFAULTS.ref_replicates}); "
                         "0: prompts only")
+    p.add_argument("--ref-noise", choices=[r.value for r in RefNoise], default=DEFAULTS.ref_noise,
+                   help="how a set's values under each replicate are found: linear (default; to first order, one "
+                        "backward pass per set on a stratified sample of the prompts) or exact (every set "
+                        "evaluated again under every replicate)")
     p.add_argument("--device", type=device, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--out", type=output_file, default=None, help="write the run record (JSON) here")
 
@@ -157,7 +161,8 @@ def methodology_from(args) -> Methodology:
     try:
         return Methodology(task=args.task, n=args.n, seed=args.seed, mode=args.mode, prepend_bos=args.prepend_bos,
                            ablation=args.ablation, positions=args.positions, bootstrap=args.bootstrap,
-                           ref_per_group=args.ref_per_group, ref_replicates=getattr(args, "ref_replicates", 0))
+                           ref_per_group=args.ref_per_group, ref_replicates=getattr(args, "ref_replicates", 0),
+                           ref_noise=getattr(args, "ref_noise", DEFAULTS.ref_noise))
     except ValueError as exc:  # Methodology checks its own fields
         raise UsageError(f"methodology: {exc}") from None
 

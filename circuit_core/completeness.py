@@ -29,7 +29,7 @@ from .ablation import NodeSet
 from .circuit import Circuit, CircuitError, Head, head_name, parse_head, snippet
 from .criteria import interval_method
 from .resampling import STUDENTISED, diff_intervals, mean_intervals
-from .progress import Progress, StopCheck
+from .progress import Progress, StopCheck, share
 from .search import Search, best_per_run, budget, greedy_search
 from .selection import Selection, selection_evaluator
 from .verdicts import Verdict, abs_interval, at_most, overall
@@ -139,14 +139,8 @@ def relative_threshold(pct: float, model: np.ndarray, n_boot: int, seed: int) ->
 def replicate_values(evaluator, node_sets: Sequence[NodeSet], progress: Progress | None = None,
                      should_stop: StopCheck | None = None) -> list[np.ndarray]:
     """[rows, N] per-prompt values of `node_sets` under each reference replicate of the evaluator (none
-    when the methodology has no replicates). Each replicate costs one more evaluation of the sets."""
-    reps = evaluator.replicates
-    out = []
-    for i, rep in enumerate(reps):
-        out.append(rep.logit_diffs(list(node_sets), should_stop=should_stop).numpy())
-        if progress is not None:
-            progress(i + 1, len(reps))
-    return out
+    when the methodology has no replicates): `Evaluator.replicate_diffs`."""
+    return evaluator.replicate_diffs(node_sets, progress, should_stop)
 
 
 def pct_of(value, f_model: float):
@@ -326,12 +320,18 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
         ks.append(("user", f"user {j + 1}", parse_heads(K, circuit), None, None, np.nan))
 
     do_greedy = greedy_runs > 0 and greedy_steps > 0
-    total = 1 + (greedy_steps if do_greedy else 0)
+    # One bar over every stage, in node sets: the fixed families, one unit per greedy step, then the
+    # reference noise (each set again, under the replicates).
+    fixed_sets = [NodeSet.model()] + [s for _, _, K, *_ in ks for s in incompleteness_sets(circuit, K, pos)]
+    n_fixed, pending = len(fixed_sets), evaluator.pending(fixed_sets)
+    n_greedy = greedy_steps if do_greedy else 0
+    n_noise = 2 * len(ks) if reference_noise and evaluator.replicates and not do_greedy else 0
+    total = n_fixed + n_greedy + n_noise
     if progress is not None:
-        progress(0, total)
-    cache.get([NodeSet.model()] + [s for _, _, K, *_ in ks for s in incompleteness_sets(circuit, K, pos)])
+        progress(n_fixed - pending, total)
+    cache.get(fixed_sets, share(progress, n_fixed - pending, pending, total))
     if progress is not None:
-        progress(1, total)
+        progress(n_fixed, total)
 
     trace, cancelled, sel_info = [], False, None
     if do_greedy:
@@ -341,7 +341,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
                              f"(selection seed {sel_ev.methodology.seed} = report seed).")
         chosen, trace, cancelled = greedy_k_sets(
             sel_ev, circuit, greedy_k, greedy_steps, greedy_runs, seed,
-            progress=(lambda d, t: progress(1 + d, 1 + t)) if progress else None, should_stop=should_stop)
+            progress=(lambda d, t: progress(n_fixed + d, n_fixed + t)) if progress else None, should_stop=should_stop)
         ks += [("greedy", f"greedy run {run + 1}", K, run + 1, step, score) for run, step, K, score in chosen]
         sel_info = {"n": sel_ev.methodology.n, "seed": sel_ev.methodology.seed,
                     "budget": budget(greedy_k, greedy_steps, greedy_runs)}
@@ -354,7 +354,9 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     reps = []
     if reference_noise and evaluator.replicates and not cancelled:  # a stopped run returns at once
         sets = [c_minus(circuit, K, pos) for _, _, K, *_ in ks] + [m_minus(circuit, K, pos) for _, _, K, *_ in ks]
-        reps = [(r[:len(ks)], r[len(ks):]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
+        noise = len(sets)
+        noise_progress = share(progress, n_fixed + n_greedy, noise, n_fixed + n_greedy + noise)
+        reps = [(r[:len(ks)], r[len(ks):]) for r in replicate_values(evaluator, sets, noise_progress, should_stop)]
     d_lo, d_hi = diff_intervals(c, m, meth.bootstrap, meth.seed, replicates=reps)
     lo, hi = abs_columns(d_lo, d_hi)
     c_lo, c_hi = mean_intervals(c, meth.bootstrap, meth.seed, replicates=[a for a, _ in reps])
@@ -399,11 +401,18 @@ def completeness_in_stages(evaluator, circuit: Circuit, n_random: int = 10, prog
     the random sets too, then (with reference replicates) the same with the reference noise in the
     intervals. The evaluator memoises node sets, so no stage recomputes the one before."""
     stages = [dict(classes=False, n_random=0), dict(classes=True, n_random=0), dict(classes=True, n_random=n_random)]
+    # every stage reports against the whole job's total: the last stage's sets, then their reference noise
+    last = 1 + 2 * (1 + len(circuit.classes) + len(random_subsets(circuit.heads, n_random, evaluator.methodology.seed)))
+    grand = last + (last - 1 if evaluator.replicates else 0)
+    whole = (lambda d, t: progress(d, max(t, grand))) if progress is not None else None
     for stage in stages:
-        yield completeness(evaluator, circuit, greedy_runs=0, progress=progress, should_stop=should_stop,
-                           reference_noise=False, tolerance_pct=tolerance_pct, **stage)
+        result = completeness(evaluator, circuit, greedy_runs=0, progress=whole, should_stop=should_stop,
+                              reference_noise=False, tolerance_pct=tolerance_pct, **stage)
+        yield result
+        if result.cancelled:
+            return
     if evaluator.replicates:
-        yield completeness(evaluator, circuit, greedy_runs=0, progress=progress, should_stop=should_stop,
+        yield completeness(evaluator, circuit, greedy_runs=0, progress=whole, should_stop=should_stop,
                            reference_noise=True, tolerance_pct=tolerance_pct, **stages[-1])
 
 

@@ -159,7 +159,12 @@ def interval_method(methodology, reference_noise: bool = True) -> str:
     if methodology.ref_replicates and methodology.ablation != "zero":
         if not reference_noise:
             return "paired bootstrap over prompts (reference-set noise not yet included)"
-        what = "redraws of the resampled prompts" if methodology.ablation == "resample" else "replicates of the reference set"
+        if methodology.ablation == "resample":
+            what = "redraws of the resampled prompts"
+        elif methodology.ref_noise == "linear":
+            what = "replicates of the reference set (their effect to first order)"
+        else:
+            what = "replicates of the reference set"
         return f"joint bootstrap: prompts resampled (paired) × {methodology.ref_replicates} {what}"
     return "paired bootstrap over prompts (reference-set noise not included)"
 
@@ -289,12 +294,8 @@ def faithfulness(evaluator, circuit: Circuit, progress=None, reference_noise: bo
     sets = [NodeSet.model(), circuit_node_set(circuit, meth.positions), NodeSet.empty()]
     diffs = evaluator.logit_diffs(sets, progress, should_stop).numpy()
     per_prompt = {"model": diffs[0], "circuit": diffs[1], "empty": diffs[2]}
-    reps = []
-    for r in evaluator.replicates if reference_noise else []:
-        d = r.logit_diffs(sets[1:], should_stop=should_stop)
-        reps.append({"circuit": d[0].numpy(), "empty": d[1].numpy()})
-        if progress is not None:
-            progress(len(reps), len(evaluator.replicates))
+    reps = [{"circuit": d[0], "empty": d[1]}
+            for d in (evaluator.replicate_diffs(sets[1:], progress, should_stop) if reference_noise else [])]
     tau = ratio_threshold(per_prompt["model"])  # one τ, stated once, for every order too
     fig = faithfulness_figures(per_prompt, meth.bootstrap, meth.seed, reps, tau)
     stats = {**fig.stats, "accuracy_model": float(np.mean(diffs[0] > 0)),

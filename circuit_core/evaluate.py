@@ -27,7 +27,9 @@ from typing import Sequence
 
 import torch
 
-from .ablation import Methodology, NodeSet, keep_mask, shared_tables, storage_bytes, values_key
+import numpy as np
+
+from .ablation import Ablation, Methodology, NodeSet, RefNoise, keep_mask, shared_tables, storage_bytes, values_key
 from .cache import BoundedCache
 from .circuit import ALL_POSITIONS
 from .hooks import every_layer, hook_z
@@ -38,6 +40,10 @@ KEPT, ABLATED = "K", "A"  # a head kept / ablated at every position; else ("k" |
 # Bounds of what one evaluator keeps besides its tables (GPT-2 small: a memo key is about 2 KB).
 MEMO_BYTES, MEMO_ENTRIES = 128 << 20, 50_000  # results of an evaluator, its replicates and variants
 MAX_PREFIXES = 200_000  # prefix ids (about 200 bytes each) before they start over
+# Prompts the linear reference noise is evaluated on, stratified by group (at least one per group). The
+# reference noise is a small part of an interval's width, and its estimate from B replicates is itself
+# rough; more prompts cost a backward pass each (README, "Reference noise").
+REF_NOISE_PROMPTS = 32
 
 
 def layer_keys(node_set: NodeSet, n_layers: int, n_heads: int) -> tuple:
@@ -134,6 +140,7 @@ class Evaluator:
         self._table, self._table_index = self._tables[0]
         self._replicate_tables = self._tables[1:]
         self._replicates: list["Evaluator"] | None = None
+        self._noise_sample = None  # (prompts, their chunk, the intact residual entering each layer)
         n, self.seq = dataset.tokens.shape
         on_gpu = str(self.device).startswith("cuda")
         # Prompts per chunk: a GPU wants big batches; a CPU gains nothing from them but memory traffic.
@@ -191,6 +198,11 @@ class Evaluator:
             out[i] = got if got is not None else self._recompute(k)
         return out
 
+    def pending(self, node_sets: Sequence[NodeSet]) -> int:
+        """How many distinct sets of `node_sets` are not memoised yet (what `logit_diffs` would compute)."""
+        keys = {layer_keys(s, self.n_layers, self.n_heads) for s in node_sets}
+        return sum(self._memo.get((self._memo_tag, k)) is None for k in keys)
+
     def F(self, node_sets: Sequence[NodeSet], progress: Progress | None = None) -> list[float]:
         """Mean logit difference for each node set."""
         return self.logit_diffs(node_sets, progress).mean(1).tolist()
@@ -226,6 +238,122 @@ class Evaluator:
             self._replicates = reps
         return self._replicates
 
+    @property
+    def linear_noise(self) -> bool:
+        """Whether the replicates' values come to first order (the methodology's `ref_noise`, for mean
+        ablation on the blocks engine) rather than from evaluating every set under each replicate."""
+        return (self.methodology.ref_noise == RefNoise.LINEAR.value and self.blocks is not None
+                and self.methodology.ablation in (Ablation.MEAN.value, Ablation.MEAN_POOLED.value))
+
+    def replicate_diffs(self, node_sets: Sequence[NodeSet], progress: Progress | None = None,
+                        should_stop: StopCheck | None = None) -> list[np.ndarray]:
+        """Per-prompt logit differences of `node_sets` under each reference replicate: one float64
+        [len(node_sets), N] array per replicate (none without replicates). For joint intervals.
+
+        Exact (`ref_noise="exact"`, resample ablation, models without blocks): every set evaluated again
+        under every replicate. Linear: a replicate changes each ablated head's mean by Δ_b (its table minus
+        the full set's); a set's logit difference moves by about grad · Δ_b, the gradient taken once per set
+        (one backward pass) with respect to the values at its ablated nodes. It is taken on a stratified
+        sample of the prompts (`noise_prompts`), and each prompt moves by its group's mean move: a group
+        shares its Δ_b, and the joint bootstrap reads only the replicates' spread (resampling.py).
+        progress(done, total) counts sets; should_stop() is checked between sets (raises Cancelled)."""
+        node_sets = list(node_sets)
+        reps = self._replicate_tables
+        if not reps or not node_sets:
+            return []
+        if not self.linear_noise:
+            out = []
+            for i, rep in enumerate(self.replicates):
+                out.append(rep.logit_diffs(node_sets, should_stop=should_stop).numpy())
+                if progress is not None:
+                    progress(i + 1, len(reps))
+            return out
+        base = self.logit_diffs(node_sets, should_stop=should_stop)
+        shifts = torch.empty(len(reps), len(node_sets), self.dataset.n, dtype=torch.float64)
+        for i, s in enumerate(node_sets):
+            key = ("linear", layer_keys(s, self.n_layers, self.n_heads))
+            got = self._memo.get(key)
+            if got is None:
+                got = self._linear_shift(key[1])
+                self._memo.put(key, got)
+            shifts[:, i] = got
+            if progress is not None:
+                progress(i + 1, len(node_sets))
+            if stop_requested(should_stop) and i + 1 < len(node_sets):
+                raise Cancelled()
+        return list((base[None] + shifts).numpy())
+
+    @property
+    def noise_prompts(self) -> torch.Tensor:
+        """The prompts the linear reference noise is evaluated on: about REF_NOISE_PROMPTS, each group
+        in proportion to its share of the prompts and at least one of each."""
+        return self._noise()[0]
+
+    def _noise(self):
+        if self._noise_sample is None:
+            groups, n = self.dataset.groups, self.dataset.n
+            picks = []
+            for g in groups.unique().tolist():
+                members = torch.nonzero(groups == g).flatten()
+                picks.append(members[: min(len(members), max(1, round(REF_NOISE_PROMPTS * len(members) / n)))])
+            prompts = torch.sort(torch.cat(picks)).values
+            chunk = _Chunk(self, -1, prompts)
+            prefix = [self.blocks.embed(chunk.tokens)]  # the intact model's residual entering each layer
+            with torch.no_grad():
+                for layer in range(self.n_layers - 1):
+                    x = prefix[-1]
+                    prefix.append(self.blocks.mlp(layer, x + self.blocks.attn_out(layer, self.blocks.attend(layer, x, None))))
+            self._noise_sample = (prompts, chunk, prefix)
+        return self._noise_sample
+
+    def _linear_shift(self, key: tuple) -> torch.Tensor:
+        """[B, N]: each prompt's first-order move under each replicate, its group's mean over the sample."""
+        prompts, chunk, prefix = self._noise()
+        B, n, b = len(self._replicate_tables), self.dataset.n, self.blocks
+        first = next((l for l, lk in enumerate(key) if any(st != KEPT for st in lk)), None)
+        if first is None:  # the intact model ablates nothing: no reference noise
+            return torch.zeros(B, n, dtype=torch.float64)
+        leaves = []  # (layer, perturbation of the values, at END only)
+        with torch.enable_grad():
+            x = prefix[first]
+            for layer in range(first, self.n_layers):
+                lkey, at_end = key[layer], layer == self.n_layers - 1
+                active = torch.tensor([h for h in range(self.n_heads) if lkey[h] != ABLATED], dtype=torch.long,
+                                      device=self.device)
+                if at_end:
+                    z = b.attend_at(layer, x, chunk.end, active) if len(active) else None
+                    x = x[chunk.rows, chunk.end]
+                else:
+                    z = b.attend(layer, x, active) if len(active) else None
+                if all(st == KEPT for st in lkey):
+                    zeff = z
+                else:
+                    values = chunk.row_values(layer)[chunk.row_of]
+                    values = values[chunk.rows, chunk.end] if at_end else values
+                    eps = torch.zeros_like(values, requires_grad=True)
+                    leaves.append((layer, eps, at_end))
+                    zeff = values + eps
+                    if z is not None:
+                        full = torch.zeros_like(values).index_copy(-2, active, z)
+                        zeff = torch.where(chunk.keep(list(lkey), at_end)[..., None], full, zeff)
+                x = b.mlp(layer, x + b.attn_out(layer, zeff))
+            b.readout(x, chunk.direction, chunk.bias).sum().backward()  # prompts are independent: per-prompt grads
+        moves = torch.zeros(B, len(prompts), dtype=torch.float64)
+        for layer, eps, at_end in leaves:
+            grad = eps.grad
+            full = self._table[chunk.table_rows, :, layer]
+            for r, (table, _) in enumerate(self._replicate_tables):
+                delta = (table[chunk.table_rows, :, layer] - full).to(self.device)[chunk.row_of]
+                delta = delta[chunk.rows, chunk.end] if at_end else delta
+                moves[r] += (grad * delta).flatten(1).sum(1).double().cpu()
+        # each prompt moves by the mean move of its group's sampled prompts
+        groups = self.dataset.groups
+        sample_groups = groups[prompts]
+        out = torch.empty(B, n, dtype=torch.float64)
+        for g in sample_groups.unique().tolist():
+            out[:, groups == g] = moves[:, sample_groups == g].mean(1, keepdim=True)
+        return out
+
     def variant(self, methodology: Methodology) -> "Evaluator":
         """This evaluator under a methodology with the same ablation values (another position scope
         or bootstrap count): tables, dataset and memoised results shared, nothing recomputed."""
@@ -237,6 +365,7 @@ class Evaluator:
         other = copy.copy(self)
         other.methodology = methodology
         other._id, other._prefix_ids, other._prefix_lock = object(), {}, threading.Lock()
+        other._replicates = None  # theirs point back at this evaluator's methodology
         return other
 
     def held_tensors(self) -> list[torch.Tensor]:

@@ -29,7 +29,7 @@ from .completeness import (FCache, SettingsFigures, _frame, _rows_per_prompt, ab
                            pct_of, relative_threshold, replicate_values, trace_frame)
 from .criteria import interval_method
 from .resampling import STUDENTISED, diff_intervals
-from .progress import Progress, StopCheck
+from .progress import Progress, StopCheck, share
 from .search import Search, best_per_run, budget, greedy_search
 from .selection import Selection, selection_evaluator
 from .verdicts import Verdict, at_least, overall
@@ -186,8 +186,14 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
                     "budget_per_head": budget(search_k, search_steps, search_runs)}
     else:
         ks = minimality_k(circuit, k_source)
-    cache.get([NodeSet.model()] + [s for v in heads for s in minimality_sets(circuit, v, ks[v][0], pos)],
-              None if k_source == "search" else progress)
+    # Without a search, one bar in node sets: the scored sets, then (reference noise) each of them again.
+    scored = [NodeSet.model()] + [s for v in heads for s in minimality_sets(circuit, v, ks[v][0], pos)]
+    n_sets, pending = len(scored), evaluator.pending(scored)
+    n_noise = 2 * len(heads) if reference_noise and evaluator.replicates and not cancelled else 0
+    own = progress if k_source != "search" else None
+    if own is not None:
+        own(n_sets - pending, n_sets + n_noise)
+    cache.get(scored, share(own, n_sets - pending, pending, n_sets + n_noise))
 
     model = cache.get([NodeSet.model()])[0]
     f_model = float(model.mean())
@@ -197,7 +203,8 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
     reps = []
     if reference_noise and evaluator.replicates and not cancelled:  # a stopped run returns at once
         sets = [c_minus(circuit, ks[v][0], pos) for v in heads] + [c_minus(circuit, ks[v][0] | {v}, pos) for v in heads]
-        reps = [(r[len(heads):], r[:len(heads)]) for r in replicate_values(evaluator, sets, should_stop=should_stop)]
+        reps = [(r[len(heads):], r[:len(heads)])
+                for r in replicate_values(evaluator, sets, share(own, n_sets, n_noise, n_sets + n_noise), should_stop)]
     d_lo, d_hi = diff_intervals(knocked, base, meth.bootstrap, meth.seed, replicates=reps)
     lo, hi = abs_columns(d_lo, d_hi)
     thr, thr_hi, why = relative_threshold(threshold_pct, model, meth.bootstrap, meth.seed)
@@ -238,15 +245,19 @@ def minimality_in_stages(evaluator, circuit: Circuit, progress: Progress | None 
     first two classes', ..., then (with reference replicates) all heads with the reference noise in the
     intervals (the evaluator memoises, so no stage recomputes the one before)."""
     done: list[Head] = []
+    # every stage reports against the whole job's total: all heads' sets and M, then their reference noise
+    last = 1 + 2 * len(circuit.heads)
+    grand = last + (last - 1 if evaluator.replicates else 0)
+    whole = (lambda d, t: progress(d, max(t, grand))) if progress is not None else None
     for cls in circuit.classes:
         done += cls.heads
-        result = minimality(evaluator, circuit, progress=progress, should_stop=should_stop, only=list(done),
+        result = minimality(evaluator, circuit, progress=whole, should_stop=should_stop, only=list(done),
                             reference_noise=False, **options)
         yield result
         if result.cancelled:
             return
     if evaluator.replicates:
-        yield minimality(evaluator, circuit, progress=progress, should_stop=should_stop, reference_noise=True, **options)
+        yield minimality(evaluator, circuit, progress=whole, should_stop=should_stop, reference_noise=True, **options)
 
 
 __all__ = ["Minimality", "Cols", "minimality", "searched_k", "minimality_in_stages", "minimality_k", "minimality_sets", "class_rule_k", "K_SOURCES"]

@@ -30,6 +30,14 @@ class Cancelled(Exception):
     """Raised when `should_stop()` says so and the function has no partial result to return."""
 
 
+def share(progress: Progress | None, start: int, size: int, total: int) -> Progress | None:
+    """A `Progress` for one stage of a longer job: the stage's (done, of) is reported as
+    start + size·done/of out of `total`, so one bar runs over every stage and is full only at the end."""
+    if progress is None:
+        return None
+    return lambda done, of: progress(start + (size * done // of if of else size), total)
+
+
 def stop_requested(should_stop: StopCheck | None) -> bool:
     """True when there is a stop check and it says stop."""
     return should_stop is not None and bool(should_stop())
@@ -41,4 +49,4 @@ def raise_if_stopped(should_stop: StopCheck | None, what: str = "") -> None:
         raise Cancelled(what)
 
 
-__all__ = ["Progress", "StopCheck", "Cancelled", "stop_requested", "raise_if_stopped"]
+__all__ = ["Progress", "StopCheck", "Cancelled", "share", "stop_requested", "raise_if_stopped"]

@@ -52,7 +52,7 @@ def draw_partial(job):
 
 
 fixed_job = jobs.start(("completeness", ctx.model_key, ctx.methodology, cj, int(n_random), float(tolerance)),
-                       "Evaluating K sets (∅, classes, random)", fixed_families)
+                       "Evaluating K sets (∅, classes, random), then their reference noise", fixed_families)
 
 greedy_key = ("greedy", ctx.model_key, ctx.methodology, cj, int(k), int(steps), int(runs), selection,
               float(tolerance))

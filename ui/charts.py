@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from circuit_core.completeness import Cols as CC
@@ -116,14 +117,32 @@ def verdict_cell(verdict: str) -> str:
     return f"color: white; background-color: {Verdict(verdict).colour}; font-weight: 600"
 
 
+def fit_domain(values, pad: float = 0.05, zero_within: float = 0.25) -> tuple[float, float]:
+    """An axis range that fits the data (and its intervals): their range plus `pad` of it on each side,
+    stretched to 0 only when 0 lies within `zero_within` of the range from the data; points that sit far
+    from 0 are not squashed into a corner by a range that starts there."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return 0.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    if 0 < lo <= zero_within * span:
+        lo = 0.0
+    elif -zero_within * span <= hi < 0:
+        hi = 0.0
+    span = hi - lo
+    return lo - pad * span, hi + pad * span
+
+
 def completeness_scatter(table: pd.DataFrame) -> alt.Chart:
     """The paper's plot: F(M\\K) on x, F(C\\K) on y, the diagonal, points coloured by K family."""
     # Identical K sets from different families overlap: draw random first, ∅ and classes last (on top).
     rank = {"random": 0, "greedy": 1, "user": 2, "class": 3, "empty": 4}
     df = table.assign(_z=table[CC.FAMILY].map(rank).fillna(0)).sort_values("_z", kind="stable").drop(columns="_z")
     df["members"] = df[CC.K].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) else str(k))
-    lo = float(min(df[CC.F_M_MINUS_K].min(), df[CC.F_C_MINUS_K].min(), 0))
-    hi = float(max(df[CC.F_M_MINUS_K].max(), df[CC.F_C_MINUS_K].max())) * 1.05
+    cols = [CC.F_M_MINUS_K, CC.F_C_MINUS_K, CC.F_C_LO, CC.F_C_HI, CC.F_M_LO, CC.F_M_HI]
+    lo, hi = fit_domain(np.concatenate([df[c].to_numpy(dtype=float) for c in cols if c in df]))
     diag = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(color="#888", strokeDash=[6, 4]).encode(
         x="x:Q", y="y:Q")
     verdict = ({"shape": alt.Shape(f"{CC.VERDICT}:N", title="verdict", scale=VERDICT_SHAPES)} if CC.VERDICT in df else {})

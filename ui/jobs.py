@@ -194,15 +194,25 @@ def show(job: Job, wait: float = 1.0, partial: Callable[[Job], None] | None = No
     return None
 
 
+def progress_text(label: str, done: int, total: int, elapsed: float) -> tuple[float, str]:
+    """The bar's fill and words for a running job: done/total, seconds so far and, once something is
+    done, an estimate of the time left (at the rate so far). A running job's bar is never full: the
+    last unit's result is still being put together."""
+    frac = min(done / total, 0.99) if total else 0.0
+    text = f"{label}: {done}/{total or '?'} · {elapsed:.0f} s"
+    if total and 0 < done < total:
+        left = elapsed * (total - done) / done
+        text += f" · about {left:.0f} s left" if left < 90 else f" · about {left / 60:.0f} min left"
+    return frac, text + " (the page stays usable)"
+
+
 @st.fragment(run_every=0.7)
 def _watch(job: Job, partial=None):
     if not job.running:
         st.rerun(scope="app")
-    frac = job.done / job.total if job.total else 0.0
     c1, c2 = st.columns([5, 1])
-    elapsed = time.time() - job.started
-    c1.progress(min(1.0, frac), text=f"{job.label}: {job.done}/{job.total or '?'} · {elapsed:.0f} s "
-                                     "(the page stays usable)")
+    frac, text = progress_text(job.label, job.done, job.total, time.time() - job.started)
+    c1.progress(frac, text=text)
     if c2.button("Stop", key=f"stop-{id(job)}", help="Stop and keep what was computed; Resume goes on"):
         job.stop(by_user=True)
     if partial is not None:

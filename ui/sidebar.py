@@ -12,7 +12,7 @@ import logging
 
 import streamlit as st
 
-from circuit_core.ablation import Ablation, Methodology, PositionScope
+from circuit_core.ablation import Ablation, Methodology, PositionScope, RefNoise
 from circuit_core.circuit import Circuit, CircuitError
 from circuit_core.editing import History
 from circuit_core.interchange import read_circuit
@@ -156,7 +156,11 @@ def _methodology(session: Session) -> Methodology:
                            key=W.METHODOLOGY["ref_replicates"],
                            help="Bootstrap replicates of the reference set, so intervals include its noise. "
                                 "Figures appear at once with prompts-only intervals; the joint intervals follow "
-                                "in the background (each replicate evaluates the sets again). 0: prompts only.")
+                                "in the background. 0: prompts only.")
+    noise = sb.selectbox("Reference noise", [r.value for r in RefNoise], key=W.METHODOLOGY["ref_noise"],
+                         help="How a set's values under each replicate are found. linear: to first order, one "
+                              "backward pass per set on a stratified sample of the prompts (fast; held to the exact "
+                              "replicates by the tests). exact: every set evaluated again under every replicate.")
     sb.header("Methodology")
     ablation = sb.selectbox("Ablation", [a.value for a in Ablation], key=W.METHODOLOGY["ablation"],
                             help=f"mean: mean over reference prompts of the same {one} (the paper). "
@@ -166,7 +170,7 @@ def _methodology(session: Session) -> Methodology:
     if "address" in session.warnings:
         sb.warning(session.warnings["address"])
     return Methodology(task=task, n=int(n), seed=int(seed), mode=mode, ablation=ablation, positions=positions,
-                       ref_per_group=int(ref), ref_replicates=int(reps))
+                       ref_per_group=int(ref), ref_replicates=int(reps), ref_noise=noise)
 
 
 # --- the circuit ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from circuit_core.ablation import Ablation, Methodology, PositionScope
+from circuit_core.ablation import Ablation, Methodology, PositionScope, RefNoise
 from circuit_core.tasks import REGISTRY
 
 HUB = "hub name…"  # any model TransformerLens supports, by its hub name
@@ -47,10 +47,11 @@ METHODOLOGY_PARAMS = {
     "mode": ("mode", lambda v: any(v in t.modes for t in REGISTRY.values())),
     "ref": ("ref_per_group", lambda v: 0 <= v <= 500),
     "reps": ("ref_replicates", lambda v: 0 <= v <= 50),
+    "noise": ("ref_noise", lambda v: v in [r.value for r in RefNoise]),
     "ablation": ("ablation", lambda v: v in [a.value for a in Ablation]),
     "positions": ("positions", lambda v: v in [p.value for p in PositionScope]),
 }
-_TEXT_FIELDS = {"task", "mode", "ablation", "positions"}
+_TEXT_FIELDS = {"task", "mode", "ablation", "positions", "ref_noise"}
 
 
 def methodology_from_query(query: Mapping[str, str], base: Methodology | None = None) -> tuple[Methodology, list[str]]:

@@ -49,6 +49,29 @@ def test_the_completeness_scatter_has_a_legend_for_the_k_families():
     assert "K family" in [legend.get("title") for legend in vega.get("legends", [])]
 
 
+def scatter_domains(table):
+    spec = completeness_scatter(table).to_dict()
+    points = spec["layer"][-1]["encoding"]
+    diag = spec["layer"][0]
+    xs = [r["x"] for r in spec["datasets"][diag["data"]["name"]]] if "datasets" in spec else diag["data"]["values"]
+    return points["x"]["scale"]["domain"], points["y"]["scale"]["domain"], xs
+
+
+def test_the_completeness_scatter_fits_points_far_from_zero_and_shows_zero_when_near():
+    far = pd.DataFrame({
+        "family": ["empty", "random", "random"], "name": ["∅", "random 1", "random 2"], "K": [[], ["1.1"], ["2.2"]],
+        "F_M_minus_K": [1.30, 1.12, 1.25], "F_C_minus_K": [1.38, 1.10, 1.21], "incompleteness": [0.08, 0.02, 0.04],
+        "ci_low": [0.0] * 3, "ci_high": [0.1] * 3,
+        "F_C_lo": [1.35, 1.08, 1.19], "F_C_hi": [1.40, 1.13, 1.24], "F_M_lo": [1.28, 1.10, 1.22], "F_M_hi": [1.33, 1.15, 1.27],
+        "verdict": ["passes"] * 3})
+    x, y, diag = scatter_domains(far)
+    assert x == y and 1.0 < x[0] < 1.08 and 1.40 < x[1] < 1.45  # the data's range, not 0 to 1.4
+    assert diag == x  # the diagonal runs over the same range
+    near = far.assign(**{c: far[c] - 1.05 for c in ["F_M_minus_K", "F_C_minus_K", "F_C_lo", "F_C_hi", "F_M_lo", "F_M_hi"]})
+    x, _, _ = scatter_domains(near)
+    assert x[0] <= 0  # 0 is near the data (0.03 away, over a range of 0.32): shown
+
+
 def test_minimality_bars_order_heads_by_class_then_layer_and_head_as_numbers():
     circuit = gpt2_circuit()
     heads = [(c.name, f"{l}.{h}") for c in reversed(circuit.classes) for l, h in reversed(c.heads)]
