@@ -166,7 +166,8 @@ def describe_methodology(methodology, model_name: str | None = None, circuit: Ci
     m, task = methodology, get_task(methodology.task)
     ref = f"{m.ref_per_group} reference prompts per group" if m.ref_per_group else f"each prompt's {task.twin_label}"
     if m.ref_replicates:
-        ref += f" ({m.ref_replicates} replicates in the intervals)"
+        how = ", to first order" if m.ref_noise == "linear" and m.ablation != "resample" else ""
+        ref += f" ({m.ref_replicates} replicates in the intervals{how})"
     prompts = f"N={m.n}, seed {m.seed}, {m.mode}" + (f", ≥ {min_group_size} prompts per group"
                                                      if min_group_size is not None else "")
     parts = ([model_name] if model_name else []) + [m.task.upper(), prompts, ref,

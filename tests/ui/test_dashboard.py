@@ -119,7 +119,7 @@ def test_reference_set_choices_reach_the_figures_and_captions(dash):
     assert not at.exception and not at.error
     assert metric(at, "F(C)") != before  # other means, another F(C)
     captions = " ".join(c.value for c in at.caption)
-    assert "20 reference prompts per group (4 replicates in the intervals)" in captions
+    assert "20 reference prompts per group (4 replicates in the intervals, to first order)" in captions
     assert "joint bootstrap" in captions
     assert any("%" in c.value and "95% CI [" in c.value for c in at.caption)  # ratio interval in percent
 
