@@ -16,8 +16,10 @@ How it avoids work, without changing any result (tests compare it with a plain h
 - Results per set are memoised: F(M), F(∅) and the current circuit are computed once.
 - Heads ablated everywhere get no queries, keys or values; the last layer runs at END only; only
   the two answer logits are read (`blocks.py`).
-Prompts are processed in chunks (fixed boundaries, so cache entries line up across calls); no
-[sets, N, seq, layer, head] mask is ever built.
+Prompts are processed in chunks of similar length (`chunks`: sorted by END, fixed for the evaluator, so
+cache entries line up across calls), each cut after its last END: positions past a prompt's END cannot
+reach its answer (causal attention), so padding is not computed. No [sets, N, seq, layer, head] mask is
+ever built.
 """
 from __future__ import annotations
 
@@ -78,6 +80,8 @@ class _Chunk:
         dev = ev.device
         self.tokens = ev.dataset.tokens[prompts].to(dev)
         self.end = ev.end[prompts].to(dev)
+        self.seq = int(ev.end[prompts].max()) + 1  # positions past every END in the chunk are never computed
+        self.tokens = self.tokens[:, : self.seq]
         self.rows = torch.arange(len(prompts), device=dev)
         self.direction, self.bias = ev._direction[prompts].to(dev), ev._bias[prompts].to(dev)
         self.positions = {r: p[prompts].to(dev) for r, p in ev.dataset.positions.items()}
@@ -88,7 +92,7 @@ class _Chunk:
     def row_values(self, layer: int) -> torch.Tensor:
         """Ablation values of every head at this layer, per table row used: [rows, S, head, d_head]."""
         if layer not in self._values:
-            self._values[layer] = self.ev._table[self.table_rows, :, layer].to(self.ev.device)
+            self._values[layer] = self.ev._table[self.table_rows, : self.seq, layer].to(self.ev.device)
         return self._values[layer]
 
     def values(self, layer: int) -> torch.Tensor:
@@ -147,6 +151,7 @@ class Evaluator:
         tokens_per_pass = 32768 if on_gpu else 4096
         self.max_rows = max_rows or max(1, tokens_per_pass // self.seq)
         self.end = dataset.positions["END"]
+        self.chunks = _length_chunks(self.end, self.max_rows)
         # Residuals live in the model's LRU (shared by its evaluators), keyed by this evaluator too.
         self._residuals = model.residual_cache if cache_bytes is None else BoundedCache(max_bytes=cache_bytes)
         # Per-set results, float64 [N] each, keyed (tag, layer keys): one bounded memo shared with this
@@ -386,29 +391,40 @@ class Evaluator:
 
     # --- the prefix tree ---------------------------------------------------------------------------
     def _compute(self, keys: list, progress, should_stop):
-        n = self.dataset.n
-        chunks = [torch.arange(p0, min(n, p0 + self.max_rows)) for p0 in range(0, n, self.max_rows)]
-        results = {k: torch.empty(n, dtype=torch.float64) for k in keys}
-        done = [0]
-        total = len(keys) * len(chunks)
+        """Every chunk of every key. A key's chunks are memoised one by one until all are done, so a
+        stop keeps each finished (set, chunk) and asking again computes only the rest."""
+        n, chunks, tag = self.dataset.n, self.chunks, self._memo_tag
+        todo = [[k for k in keys if self._memo.get((tag, k, ci)) is None] for ci in range(len(chunks))]
+        done, total = [0], sum(map(len, todo))
 
         def finished(key, prompts, diffs):
-            results[key][prompts] = diffs.double().cpu()
+            self._memo.put((tag, key, chunks_index[0]), diffs.double().cpu())
             done[0] += 1
             if progress is not None:
                 progress(done[0], total)
-            if len(chunks) == 1 or prompts[-1] == n - 1:
-                self._memo.put((self._memo_tag, key), results[key])  # complete: every chunk done (chunks run in order)
             if stop_requested(should_stop) and done[0] < total:
                 raise Cancelled()
 
+        chunks_index = [0]
         with torch.no_grad():
             for ci, prompts in enumerate(chunks):
+                if not todo[ci]:
+                    continue
+                chunks_index[0] = ci
                 if self.blocks is None:
-                    self._hooked(prompts, keys, finished)
+                    self._hooked(prompts, todo[ci], finished)
                     continue
                 chunk = _Chunk(self, ci, prompts)
-                self._visit(chunk, 0, self.blocks.embed(chunk.tokens), 0, keys, finished)
+                self._visit(chunk, 0, self.blocks.embed(chunk.tokens), 0, todo[ci], finished)
+        for k in keys:  # every chunk done: one entry for the set
+            parts = [self._memo.get((tag, k, ci)) for ci in range(len(chunks))]
+            if all(p is not None for p in parts):
+                result = torch.empty(n, dtype=torch.float64)
+                for prompts, part in zip(chunks, parts):
+                    result[prompts] = part
+                self._memo.put((tag, k), result)
+                for ci in range(len(chunks)):
+                    self._memo.pop((tag, k, ci))
 
     def _recompute(self, key):  # evicted between compute and read (a tiny memo): compute again
         self._compute([key], None, None)
@@ -491,6 +507,24 @@ class Evaluator:
             end = logits[rows, self.end[prompts]].cpu()
             ans = self.dataset.answer_tokens[prompts]
             finished(key, prompts, end.gather(1, ans[:, :1])[:, 0] - end.gather(1, ans[:, 1:])[:, 0])
+
+
+def _length_chunks(end: torch.Tensor, max_rows: int, waste: float = 0.1) -> list[torch.Tensor]:
+    """Prompts in chunks of at most `max_rows`, sorted by END and cut so that padding past a chunk's
+    longest prompt stays under `waste` of what the chunk computes."""
+    order = torch.argsort(end, stable=True).tolist()
+    lengths = (end + 1).tolist()
+    chunks, current, summed = [], [], 0
+    for i in order:
+        longest = lengths[i]  # sorted: the newest prompt is the longest
+        count = len(current) + 1
+        if current and (count > max_rows or longest * count - (summed + longest) > waste * longest * count):
+            chunks.append(current)
+            current, summed = [], 0
+        current.append(i)
+        summed += lengths[i]
+    chunks.append(current)
+    return [torch.tensor(sorted(c)) for c in chunks if c]
 
 
 def layer_mask(states, positions: dict, n: int, seq: int) -> torch.Tensor:

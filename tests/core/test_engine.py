@@ -79,8 +79,9 @@ def test_prefix_tree_computes_each_distinct_prefix_once(tiny_model, tiny_dataset
     sets = [NodeSet(base), NodeSet(base | {(2, 0, "END")}), NodeSet(base | {(2, 3, "*")}),
             NodeSet(base | {(1, 3, "END")}), NodeSet(base | {(1, 3, "END"), (2, 0, "END")})]
     ev.logit_diffs(sets)
-    # layer 0: one prefix; layer 1: base vs +1.3; layer 2: five distinct sets
-    assert sorted(count.calls) == [0] + [1, 1] + [2] * 5
+    # per chunk of prompts: layer 0 one prefix; layer 1 base vs +1.3; layer 2 five distinct sets
+    chunks = len(ev.chunks)
+    assert sorted(count.calls) == [0] * chunks + [1, 1] * chunks + [2] * 5 * chunks
 
 
 def test_residual_cache_makes_a_late_edit_cost_one_layer(tiny_model, tiny_dataset):
@@ -90,7 +91,7 @@ def test_residual_cache_makes_a_late_edit_cost_one_layer(tiny_model, tiny_datase
     count = CountingBlocks(ev)
     edited = NodeSet(circuit_node_set(c).nodes | {(2, 3, "END")})  # a head added in the last layer
     got = ev.logit_diffs([edited])
-    assert count.calls == [2]
+    assert count.calls == [2] * len(ev.chunks)
     fresh = Evaluator(tiny_model, tiny_dataset, Methodology(n=40, seed=3), use_blocks=False).logit_diffs([edited])
     assert (got - fresh).abs().max() < 1e-4
 
@@ -113,7 +114,8 @@ def test_stopping_keeps_what_was_computed(tiny_model, tiny_dataset):
     full = ev.logit_diffs(sets)
     reference = Evaluator(tiny_model, tiny_dataset, Methodology(n=40, seed=3)).logit_diffs(sets)
     assert torch.allclose(full, reference, atol=1e-6)
-    assert count.calls.count(2) <= len(set(layer_keys(s, 3, 4) for s in sets)) - 2  # two were kept
+    # two (set, chunk of prompts) results were kept: the rest is computed, not those
+    assert count.calls.count(2) <= len(set(layer_keys(s, 3, 4) for s in sets)) * len(ev.chunks) - 2
 
 
 def test_values_are_stored_once_per_group(tiny_evaluator, tiny_dataset):
