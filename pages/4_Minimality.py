@@ -56,7 +56,8 @@ def draw_partial(job):
                    f"Error bars so far: {job.partial[-1].interval_method}.")
 
 
-job = jobs.start(key, "Searching K for every head" if source == "search" else "Scoring every head", score_heads)
+job = jobs.start(key, "Searching K for every head" if source == "search" else "Scoring every head, then the reference noise",
+                 score_heads)
 result = jobs.show(job, partial=draw_partial)
 if result is None:
     st.stop()

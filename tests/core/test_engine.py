@@ -120,3 +120,16 @@ def test_stopping_keeps_what_was_computed(tiny_model, tiny_dataset):
 
 def test_values_are_stored_once_per_group(tiny_evaluator, tiny_dataset):
     assert len(tiny_evaluator._table) == len(tiny_dataset.groups.unique())
+
+
+def test_prompts_are_chunked_by_length_with_little_padding_and_each_once():
+    from circuit_core.evaluate import _length_chunks
+
+    end = torch.tensor([13, 19, 14, 13, 18, 19, 14, 16, 13, 19] * 7)
+    chunks = _length_chunks(end, max_rows=16)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(len(end)))  # every prompt, once
+    for c in chunks:
+        longest = int(end[c].max()) + 1
+        assert len(c) <= 16 and (longest - (end[c] + 1)).sum() <= 0.1 * longest * len(c)
+    computed = sum(len(c) * (int(end[c].max()) + 1) for c in chunks)
+    assert computed < 0.9 * len(end) * (int(end.max()) + 1)  # padding to the longest prompt is mostly gone
