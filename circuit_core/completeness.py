@@ -325,7 +325,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     fixed_sets = [NodeSet.model()] + [s for _, _, K, *_ in ks for s in incompleteness_sets(circuit, K, pos)]
     n_fixed, pending = len(fixed_sets), evaluator.pending(fixed_sets)
     n_greedy = greedy_steps if do_greedy else 0
-    n_noise = 2 * len(ks) if reference_noise and evaluator.replicates and not do_greedy else 0
+    n_noise = 2 * (len(ks) + (greedy_runs if do_greedy else 0)) if reference_noise and evaluator.replicates else 0
     total = n_fixed + n_greedy + n_noise
     if progress is not None:
         progress(n_fixed - pending, total)
@@ -341,7 +341,8 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
                              f"(selection seed {sel_ev.methodology.seed} = report seed).")
         chosen, trace, cancelled = greedy_k_sets(
             sel_ev, circuit, greedy_k, greedy_steps, greedy_runs, seed,
-            progress=(lambda d, t: progress(n_fixed + d, n_fixed + t)) if progress else None, should_stop=should_stop)
+            progress=(lambda d, t: progress(n_fixed + d, n_fixed + t + n_noise)) if progress else None,
+            should_stop=should_stop)
         ks += [("greedy", f"greedy run {run + 1}", K, run + 1, step, score) for run, step, K, score in chosen]
         sel_info = {"n": sel_ev.methodology.n, "seed": sel_ev.methodology.seed,
                     "budget": budget(greedy_k, greedy_steps, greedy_runs)}
@@ -354,8 +355,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     reps = []
     if reference_noise and evaluator.replicates and not cancelled:  # a stopped run returns at once
         sets = [c_minus(circuit, K, pos) for _, _, K, *_ in ks] + [m_minus(circuit, K, pos) for _, _, K, *_ in ks]
-        noise = len(sets)
-        noise_progress = share(progress, n_fixed + n_greedy, noise, n_fixed + n_greedy + noise)
+        noise_progress = share(progress, n_fixed + n_greedy, len(sets), max(total, n_fixed + n_greedy + len(sets)))
         reps = [(r[:len(ks)], r[len(ks):]) for r in replicate_values(evaluator, sets, noise_progress, should_stop)]
     d_lo, d_hi = diff_intervals(c, m, meth.bootstrap, meth.seed, replicates=reps)
     lo, hi = abs_columns(d_lo, d_hi)
