@@ -185,7 +185,8 @@ class Evaluator:
                     should_stop: StopCheck | None = None) -> torch.Tensor:
         """Per-prompt logit differences, float64 [len(node_sets), N].
 
-        progress(done, total) counts finished sets; should_stop() is checked between sets and raises
+        progress(done, total) counts finished (set, chunk) pairs, chunks being the prompts grouped by
+        length (`self.chunks`); should_stop() is checked between them and raises
         Cancelled (what finished before is memoised, so asking again costs only the rest).
         """
         node_sets = list(node_sets)

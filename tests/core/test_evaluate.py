@@ -149,4 +149,5 @@ def test_progress_counts_sets(tiny_model, tiny_dataset, tiny_evaluator):
     seen = []
     ev = Evaluator(tiny_model, tiny_dataset, tiny_evaluator.methodology)
     ev.logit_diffs([NodeSet.model(), NodeSet.empty(), NodeSet.empty()], progress=lambda d, t: seen.append((d, t)))
-    assert seen == [(1, 2), (2, 2)]  # the duplicate is evaluated once
+    units = 2 * len(ev.chunks)  # one unit per (set, chunk of similar-length prompts)
+    assert seen == [(i, units) for i in range(1, units + 1)]  # the duplicate is evaluated once

@@ -309,7 +309,8 @@ def test_leaving_a_page_stops_its_jobs_and_coming_back_resumes_them(dash):
 
 def test_a_job_shown_on_the_page_in_view_is_not_stopped_by_leaving_another(dash):
     """The headline's intervals (one job key) are shown on the home page and the editor alike."""
-    at = dash.open("dashboard.py", dash.view(n=2000, ref_replicates=50))  # long enough to be running
+    # exact replicates: long enough to be running still when the next page opens
+    at = dash.open("dashboard.py", dash.view(n=2000, ref_replicates=50, ref_noise="exact"))
     joint = dash.job(at, "joint")
     assert joint.running and not at.exception
     at.switch_page("pages/1_Circuit_editor.py").run()  # it starts jobs of its own (the background)
