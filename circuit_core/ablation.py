@@ -126,28 +126,29 @@ def keep_mask(node_set: NodeSet, positions: dict[str, torch.Tensor], n_prompts: 
     return mask
 
 
-def reference_z_batches(model, tokens: torch.Tensor, batch_size: int = 64):
-    """Yields (start, hook_z of every layer on tokens[start:start+batch]) as float [B, seq, layer, head, d_head].
-
-    Through the model's blocks when it has them (no unembedding), else hooked bridge passes."""
+def head_z(model, tokens: torch.Tensor) -> torch.Tensor:
+    """hook_z of every layer on `tokens` (already on the model's device), on that device: float
+    [B, seq, layer, head, d_head]. Through the model's blocks when it has them (no unembedding), else
+    a hooked bridge pass."""
     blocks = model.blocks
     if blocks is not None:
         with torch.no_grad():
-            for start in range(0, len(tokens), batch_size):
-                yield start, blocks.head_outputs(tokens[start : start + batch_size].to(model.device)).cpu()
-        return
-    names = every_layer(model.n_layers)
+            return blocks.head_outputs(tokens)
+    names, store = every_layer(model.n_layers), {}
+
+    def grab(z, hook):
+        store[hook.name] = z.detach()
+        return z
+
+    with model.lock, torch.no_grad():
+        model.bridge.run_with_hooks(tokens, fwd_hooks=[(n, grab) for n in names])
+    return torch.stack([store[n] for n in names], dim=2)
+
+
+def reference_z_batches(model, tokens: torch.Tensor, batch_size: int = 64):
+    """Yields (start, hook_z of every layer on tokens[start:start+batch]) on the CPU, in order."""
     for start in range(0, len(tokens), batch_size):
-        store = {}
-
-        def grab(z, hook):
-            store[hook.name] = z.detach()
-            return z
-
-        with model.lock, torch.no_grad():
-            model.bridge.run_with_hooks(tokens[start : start + batch_size].to(model.device),
-                                        fwd_hooks=[(n, grab) for n in names])
-        yield start, torch.stack([store[n] for n in names], dim=2).cpu()
+        yield start, head_z(model, tokens[start : start + batch_size].to(model.device)).cpu()
 
 
 def reference_z(model, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -203,25 +204,46 @@ def _compute(model, dataset, kind: Ablation, seed: int, draws: list[int]) -> lis
     weights = [torch.ones(len(dataset.reference_tokens)) if b == 0 else
                group_counts(dataset.ref_groups, torch.Generator().manual_seed(seed * 1000 + 6 + b))
                for b in draws]
-    shape = (seq, model.n_layers, model.n_heads, model.d_head)
-    if kind is Ablation.MEAN:  # streamed: per-group sums, never every reference prompt's z at once
-        groups, ref_index = torch.unique(dataset.ref_groups, return_inverse=True)
-        sums = [torch.zeros(len(groups), *shape) for _ in weights]
-        for start, z in reference_z_batches(model, dataset.reference_tokens):
-            rows = ref_index[start : start + len(z)]
-            for total, w in zip(sums, weights):
-                total.index_add_(0, rows, z * w[start : start + len(z), None, None, None, None])
-        index = _row_of(dataset.groups, groups)
-        return [Table(total / torch.zeros(len(groups)).index_add_(0, ref_index, w)[:, None, None, None, None], index)
-                for total, w in zip(sums, weights)]
-    # MEAN_POOLED, streamed too: per position, over the reference prompts long enough to have it
-    valid = (torch.arange(seq)[None, :] < dataset.ref_lengths[:, None]).float()
-    sums = [torch.zeros(shape) for _ in weights]
-    for start, z in reference_z_batches(model, dataset.reference_tokens):
-        for total, w in zip(sums, weights):
-            total += ((valid[start : start + len(z)] * w[start : start + len(z), None])[:, :, None, None, None] * z).sum(0)
-    return [Table((total / (valid * w[:, None]).sum(0).clamp(min=1e-9)[:, None, None, None])[None],
-                  torch.zeros(n, dtype=torch.long)) for total, w in zip(sums, weights)]
+    pooled = kind is Ablation.MEAN_POOLED
+    groups, ref_group = ((torch.zeros(1, dtype=torch.long), torch.zeros(len(weights[0]), dtype=torch.long))
+                         if pooled else torch.unique(dataset.ref_groups, return_inverse=True))
+    sums, counts = _weighted_means(model, dataset.reference_tokens, dataset.ref_lengths, ref_group, len(groups),
+                                   torch.stack(weights))
+    index = torch.zeros(n, dtype=torch.long) if pooled else _row_of(dataset.groups, groups)
+    # a group's mean at a position is over its reference prompts long enough to have it (none: zero)
+    shape = (len(groups), seq, model.n_layers, model.n_heads, model.d_head)
+    return [Table((s / c.clamp(min=1e-9)[..., None]).view(shape), index) for s, c in zip(sums, counts)]
+
+
+MEANS_BATCH_TOKENS = 2048  # reference tokens per pass: large enough for efficient matmuls, small in memory
+
+
+def _weighted_means(model, tokens, lengths, group, n_groups: int, weights: torch.Tensor):
+    """Per draw d, group g and position p, the weighted sum of hook_z over the reference prompts of g
+    long enough to have p, and the summed weights: float [D, G, seq, layer·head·d_head], [D, G, seq].
+
+    One pass over the references, sorted by length so that each batch is cut after its longest prompt
+    (no positions past any prompt's end are computed); every draw's sums are one matrix product per
+    batch, over only the groups in that batch."""
+    seq, dev = tokens.shape[1], model.device
+    width = model.n_layers * model.n_heads * model.d_head
+    D = len(weights)
+    sums = torch.zeros(D, n_groups, seq, width, device=dev)
+    counts = torch.zeros(D, n_groups, seq, device=dev)
+    order = torch.argsort(lengths * n_groups + group, stable=True)  # by length, then group
+    per = max(1, MEANS_BATCH_TOKENS // max(1, int(lengths.max())))
+    for rows in order.split(per):
+        S = int(lengths[rows].max())
+        z = head_z(model, tokens[rows, :S].to(dev)).reshape(len(rows), S, width)
+        present, local = torch.unique(group[rows], return_inverse=True)
+        member = torch.zeros(len(present), len(rows))
+        member[local, torch.arange(len(rows))] = 1.0
+        w = (weights[:, rows][:, None, :] * member[None]).to(dev)  # [D, P, B]: draw weights by group
+        valid = (torch.arange(S)[None, :] < lengths[rows][:, None]).float().to(dev)  # [B, S]
+        counts[:, present, :S] += w @ valid
+        z = z * valid[..., None] if not bool(valid.all()) else z
+        sums[:, present, :S] += (w.reshape(-1, len(rows)) @ z.reshape(len(rows), -1)).view(D, len(present), S, width)
+    return sums.cpu(), counts.cpu()
 
 
 def _resample_tables(model, dataset, seed: int, draws: list[int]) -> list[Table]:

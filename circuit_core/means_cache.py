@@ -21,7 +21,7 @@ import torch
 
 MAX_ENTRY_BYTES = 512 << 20  # larger tables (resample ablation at large N) are not worth the disk
 MAX_TOTAL_BYTES = 4 << 30
-FORMAT = "1"  # bump when the tables' layout or computation changes: old files are then never read
+FORMAT = "2"  # bump when the tables' layout or computation changes: old files are then never read
 
 _fingerprints: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 

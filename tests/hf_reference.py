@@ -54,10 +54,13 @@ def logit_diffs(hf, tokens, end, answers, keep=None, values=None) -> torch.Tenso
     return (at_end[rows, answers[:, 0]] - at_end[rows, answers[:, 1]]).double()
 
 
-def group_means(z_ref: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Each prompt gets the mean of z over the reference prompts of its own group (a plain loop)."""
-    out = torch.empty_like(z_ref)
+def group_means(z_ref: torch.Tensor, groups: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each prompt gets, at each position, the mean of z over the reference prompts of its own group
+    long enough to have that position (zero where none is): a plain loop."""
+    out = torch.zeros_like(z_ref)
     for i in range(len(groups)):
-        members = [j for j in range(len(groups)) if groups[j] == groups[i]]
-        out[i] = z_ref[members].mean(0)
+        for p in range(z_ref.shape[1]):
+            members = [j for j in range(len(groups)) if groups[j] == groups[i] and lengths[j] > p]
+            if members:
+                out[i, p] = z_ref[members, p].mean(0)
     return out

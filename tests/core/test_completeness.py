@@ -101,7 +101,7 @@ def test_m_minus_k_against_plain_hugging_face(toy, ev16, tiny_hf):
     keep = torch.ones(ds.n, ds.tokens.shape[1], 3, 4, dtype=torch.bool)
     for (l, h), role in zip(K, ("END", "S2")):
         keep[torch.arange(ds.n), ds.positions[role], l, h] = False
-    means = ref.group_means(ref.head_outputs(tiny_hf, ds.reference_tokens), ds.groups)
+    means = ref.group_means(ref.head_outputs(tiny_hf, ds.reference_tokens), ds.groups, ds.lengths)
     expected = ref.logit_diffs(tiny_hf, ds.tokens, ds.positions["END"], ds.answer_tokens, keep, means)
     res = completeness(ev16, toy, classes=False, n_random=0, greedy_runs=0, user_k=[K])
     assert np.allclose(res.per_prompt["M_minus_K"][1], expected.numpy(), atol=1e-4)

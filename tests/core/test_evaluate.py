@@ -17,7 +17,7 @@ def all_heads(model, role="*"):
 @pytest.fixture(scope="module")
 def independent_means(tiny_hf, tiny_dataset):
     z_ref = ref.head_outputs(tiny_hf, tiny_dataset.reference_tokens)
-    return ref.group_means(z_ref, tiny_dataset.groups)
+    return ref.group_means(z_ref, tiny_dataset.groups, tiny_dataset.lengths)
 
 
 def test_model_matches_plain_forward(tiny_evaluator, tiny_hf, tiny_dataset):

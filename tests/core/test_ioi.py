@@ -116,4 +116,7 @@ def test_means_over_an_independent_reference_set(tiny_model, tiny_hf):
     for i in range(0, ds.n, 7):
         members = [r for r in range(len(z_ref)) if int(ds.ref_groups[r]) == int(ds.groups[i])]
         assert len(members) == 5
-        assert torch.allclose(values[i], z_ref[members].mean(0), atol=1e-4)
+        length = int(ds.lengths[i])
+        assert {int(ds.ref_lengths[r]) for r in members} == {length}  # a group is one template
+        assert torch.allclose(values[i, :length], z_ref[members, :length].mean(0), atol=1e-4)
+        assert not values[i, length:].any()  # past the group's prompts: nothing computed
