@@ -1,6 +1,7 @@
 """Wang et al.'s criteria built on the evaluator. This module: faithfulness."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -32,6 +33,9 @@ def ratio_threshold(model: np.ndarray) -> float:
     return TAU_SHARE * float(np.median(np.abs(model))) if len(model) else 0.0
 
 
+STAT_INPUTS = ("model", "circuit", "empty")
+
+
 def faithfulness_stats(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray,
                        tau: float | None = None) -> dict[str, float]:
     """F(M), F(C), F(∅) and the derived numbers, from per-prompt logit differences (ratio of means).
@@ -48,6 +52,21 @@ def faithfulness_stats(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray
         "normalized": (fc - fe) / (fm - fe) if fm != fe else float("nan"),
         "median_of_ratios": median_of_ratios(model, circuit, tau),
     }
+
+
+def faithfulness_stats_many(model: np.ndarray, circuit: np.ndarray, empty: np.ndarray, tau: float) -> dict[str, np.ndarray]:
+    """`faithfulness_stats` of many draws at once: [draws, N] arrays in, [draws] arrays out (the same
+    numbers, for the bootstrap)."""
+    fm, fc, fe = model.mean(-1), circuit.mean(-1), empty.mean(-1)
+    with np.errstate(all="ignore"):
+        per_ratio = np.where(model > tau, circuit / model, np.nan)
+        with warnings.catch_warnings():  # a draw with no prompt over τ: NaN, as the single version gives
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mor = np.nanmedian(per_ratio, -1)
+        return {"F_model": fm, "F_circuit": fc, "F_empty": fe, "gap": fm - fc, "F_model_minus_empty": fm - fe,
+                "ratio": np.where(fm != 0, fc / fm, np.nan),
+                "normalized": np.where(fm != fe, (fc - fe) / (fm - fe), np.nan),
+                "median_of_ratios": mor}
 
 
 def median_of_ratios(model: np.ndarray, circuit: np.ndarray, tau: float | None = None) -> float:
@@ -107,7 +126,8 @@ def faithfulness_figures(per_prompt: dict[str, np.ndarray], n_boot: int = 1000, 
     tau = ratio_threshold(model) if tau is None else tau
     statistic = partial(faithfulness_stats, tau=tau)
     stats = statistic(**per_prompt)
-    draws = bootstrap_draws(per_prompt, statistic, n_boot, seed, replicates)
+    draws = bootstrap_draws(per_prompt, statistic, n_boot, seed, replicates,
+                            batched=partial(faithfulness_stats_many, tau=tau) if set(per_prompt) == set(STAT_INPUTS) else None)
     intervals = {k: percentile_interval(v, stats[k], level) for k, v in draws.items()}
     kept = int(np.sum(model > tau))
     undefined = _undefined(stats, intervals, draws, level, kept, tau)

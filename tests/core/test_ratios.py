@@ -147,3 +147,23 @@ def test_the_report_prints_undefined_with_its_reason():
     rows = {label: (value, ci) for label, value, ci in headline_rows(R)}
     value, ci = rows["Normalised (F(C)−F(∅))/(F(M)−F(∅))"]
     assert value == "undefined" and ci.startswith("F(M) − F(∅) is indistinguishable from 0")
+
+
+@pytest.mark.parametrize("with_replicates", [False, True])
+def test_batched_bootstrap_draws_equal_the_loop(with_replicates):
+    """The figures' intervals come from every draw at once (faithfulness_stats_many); they must be the
+    very draws of the one-at-a-time loop over faithfulness_stats, replicates and NaN draws included."""
+    from circuit_core.criteria import faithfulness_stats_many
+
+    rng = np.random.default_rng(5)
+    pp = {"model": rng.normal(1, 1, 40), "circuit": rng.normal(0.8, 1, 40), "empty": rng.normal(0, 0.3, 40)}
+    pp["model"][:30] = -1.0  # few prompts over τ: some draws have none, their median of ratios is NaN
+    reps = [{"circuit": pp["circuit"] + rng.normal(0, 0.1, 40), "empty": pp["empty"] + rng.normal(0, 0.1, 40)}
+            for _ in range(3)] if with_replicates else []
+    tau = 0.5
+    loop = bootstrap_draws(pp, lambda **a: faithfulness_stats(**a, tau=tau), 300, 7, reps)
+    fast = bootstrap_draws(pp, None, 300, 7, reps, batched=lambda **a: faithfulness_stats_many(**a, tau=tau))
+    assert set(loop) == set(fast)
+    assert np.isnan(loop["median_of_ratios"]).any()
+    for k in loop:
+        np.testing.assert_allclose(fast[k], loop[k], rtol=1e-12, atol=1e-12, err_msg=k)
