@@ -1,7 +1,7 @@
 """The means behind mean ablation, timed: what a first-ever open waits for before any figure.
 
 Times, in one run on a GPT-2-small-shaped model with GPT-2's tokenizer (random weights, the same
-compute), a plain forward pass of the N clean prompts (with logits, the way the model is called) and
+compute), a plain forward pass of the N clean prompts (Hugging Face, with logits) and
 the mean-ablation tables of the default methodology (the reference set and its bootstrap replicates,
 disk cache off), in seconds and in plain forwards.
 
@@ -25,7 +25,7 @@ def main(argv=None):
 
     import torch
 
-    from bench.run import build_model
+    from bench.run import build_model, plain_forwards
     from circuit_core.ablation import Methodology, ablation_tables
     from circuit_core.tasks import build_dataset
 
@@ -42,12 +42,11 @@ def main(argv=None):
             times.append(time.perf_counter() - t)
         return min(times)
 
-    with torch.no_grad():
-        fwd = best(lambda: model.bridge(dataset.tokens.to(model.device)))
+    fwd, _ = plain_forwards(args.model_dir, dataset)
     means = best(lambda: ablation_tables(model, dataset, meth, meth.ref_replicates))
     print(f"torch threads {torch.get_num_threads()}; N = {dataset.n}; {refs} reference prompts "
           f"({meth.ref_per_group} per group), {meth.ref_replicates} replicates")
-    print(f"plain forward of the N clean prompts: {fwd:.2f} s")
+    print(f"plain forward of the N clean prompts, with logits: {fwd:.2f} s")
     print(f"mean tables + replicates:             {means:.2f} s  ({means / fwd:.1f} x fwd)")
 
 
