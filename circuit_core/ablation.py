@@ -15,6 +15,7 @@ import torch
 from .cache import BoundedCache
 from .circuit import ALL_POSITIONS
 from .hooks import every_layer
+from .progress import ambient
 from .resampling import group_counts, resample_sources
 
 Node = tuple[int, int, str]
@@ -232,6 +233,7 @@ def _weighted_means(model, tokens, lengths, group, n_groups: int, weights: torch
     counts = torch.zeros(D, n_groups, seq, device=dev)
     order = torch.argsort(lengths * n_groups + group, stable=True)  # by length, then group
     per = max(1, MEANS_BATCH_TOKENS // max(1, int(lengths.max())))
+    progress, done = ambient(), 0  # the dashboard's bar while an evaluator is built (progress.reporting)
     for rows in order.split(per):
         S = int(lengths[rows].max())
         z = head_z(model, tokens[rows, :S].to(dev)).reshape(len(rows), S, width)
@@ -243,6 +245,9 @@ def _weighted_means(model, tokens, lengths, group, n_groups: int, weights: torch
         counts[:, present, :S] += w @ valid
         z = z * valid[..., None] if not bool(valid.all()) else z
         sums[:, present, :S] += (w.reshape(-1, len(rows)) @ z.reshape(len(rows), -1)).view(D, len(present), S, width)
+        done += len(rows)
+        if progress is not None:
+            progress(done, len(tokens))
     return sums.cpu(), counts.cpu()
 
 

@@ -20,6 +20,8 @@ A caller (ui/jobs.py) therefore keeps a returned result even when it says cancel
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Callable
 
 Progress = Callable[[int, int], None]
@@ -38,6 +40,25 @@ def share(progress: Progress | None, start: int, size: int, total: int) -> Progr
     return lambda done, of: progress(start + (size * done // of if of else size), total)
 
 
+_AMBIENT: ContextVar = ContextVar("progress", default=None)
+
+
+@contextmanager
+def reporting(progress: Progress | None):
+    """Within the block, work that is started deep inside a call with no progress argument of its own
+    (the reference means, built when an evaluator is) reports to `progress`."""
+    token = _AMBIENT.set(progress)
+    try:
+        yield
+    finally:
+        _AMBIENT.reset(token)
+
+
+def ambient() -> Progress | None:
+    """The `Progress` set by the innermost `reporting` block, or None."""
+    return _AMBIENT.get()
+
+
 def stop_requested(should_stop: StopCheck | None) -> bool:
     """True when there is a stop check and it says stop."""
     return should_stop is not None and bool(should_stop())
@@ -49,4 +70,4 @@ def raise_if_stopped(should_stop: StopCheck | None, what: str = "") -> None:
         raise Cancelled(what)
 
 
-__all__ = ["Progress", "StopCheck", "Cancelled", "share", "stop_requested", "raise_if_stopped"]
+__all__ = ["Progress", "StopCheck", "Cancelled", "share", "reporting", "ambient", "stop_requested", "raise_if_stopped"]

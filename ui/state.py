@@ -6,6 +6,7 @@ stays in circuit_core; this module only caches it for Streamlit.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import streamlit as st
@@ -71,8 +72,21 @@ def get_evaluator(model_key: str, methodology: Methodology):
     model, _ = get_model(model_key)
     if methodology in model.evaluators:
         return model.evaluators.get(methodology)
-    with st.spinner("Building prompts and reference means…"):
-        return model.evaluators.get(methodology)
+    from circuit_core.progress import reporting
+    from ui.jobs import progress_text
+
+    bar, started = st.progress(0.0, text="Building prompts and reference means…"), time.time()
+
+    def show(done: int, total: int):
+        frac, text = progress_text("Reference means (once per model and methodology; later read from the disk "
+                                   "cache): prompts", done, total, time.time() - started)
+        bar.progress(frac, text=text.replace(" (the page stays usable)", ""))
+
+    try:
+        with st.spinner("Building prompts and reference means…"), reporting(show):
+            return model.evaluators.get(methodology)
+    finally:
+        bar.empty()
 
 
 @st.cache_data(show_spinner="Evaluating faithfulness…", max_entries=256)

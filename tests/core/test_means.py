@@ -33,3 +33,23 @@ def test_weighted_means_match_a_plain_loop(monkeypatch, batch_tokens):
                 assert counts[d, k, p] == pytest.approx(float(w.sum()))
                 expected = float((w * tokens[members, p].float()).sum())
                 assert sums[d, k, p].tolist() == pytest.approx([expected, 2 * expected])
+
+
+def test_building_an_evaluator_reports_the_means_progress(tiny_model, monkeypatch):
+    """The dashboard shows a bar while the means are computed (no progress argument reaches them: the
+    evaluator builds its tables): every reference prompt counted once, the last report complete."""
+    from circuit_core.ablation import Methodology, TableCache
+    from circuit_core.evaluate import build_evaluator
+    from circuit_core.progress import reporting
+
+    monkeypatch.setenv("CIRCUIT_CACHE_DIR", "off")  # computed, not read back
+    seen = []
+    old, ablation.TABLES = ablation.TABLES, TableCache()
+    try:
+        with reporting(lambda done, total: seen.append((done, total))):
+            ev = build_evaluator(tiny_model, Methodology(n=12, ref_per_group=3, seed=41))
+    finally:
+        ablation.TABLES = old
+    refs = len(ev.dataset.reference_tokens)
+    assert seen and seen[-1] == (refs, refs)
+    assert [d for d, _ in seen] == sorted({d for d, _ in seen})  # strictly increasing
