@@ -101,6 +101,15 @@ class Blocks:
         z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         return z.transpose(1, 2)
 
+    def attend_from(self, layer: int, x: torch.Tensor, start: int, heads: torch.Tensor | None) -> torch.Tensor:
+        """z of `heads` at the query positions from `start` on, attending to every earlier position:
+        [P, S - start, heads, d_head]."""
+        q, k, v = self.qkv(layer, x, heads).permute(2, 0, 3, 1, 4)  # each [P, heads, S, d_head]
+        S = x.shape[1]
+        visible = torch.arange(S, device=x.device)[None, :] <= torch.arange(start, S, device=x.device)[:, None]
+        z = F.scaled_dot_product_attention(q[:, :, start:], k, v, attn_mask=visible, scale=self.scale)
+        return z.transpose(1, 2)
+
     def attend_at(self, layer: int, x: torch.Tensor, end: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
         """z of `heads` at one query position per row (`end`): [P, heads, d_head]."""
         rows = torch.arange(len(x), device=x.device)

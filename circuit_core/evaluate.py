@@ -42,6 +42,7 @@ KEPT, ABLATED = "K", "A"  # a head kept / ablated at every position; else ("k" |
 # Bounds of what one evaluator keeps besides its tables (GPT-2 small: a memo key is about 2 KB).
 MEMO_BYTES, MEMO_ENTRIES = 128 << 20, 50_000  # results of an evaluator, its replicates and variants
 MAX_PREFIXES = 200_000  # prefix ids (about 200 bytes each) before they start over
+RECENT_SIBLINGS = 32  # layer keys looked at for a base residual (the latest ones: an edit's circuit among them)
 # Prompts the linear reference noise is evaluated on, stratified by group (at least one per group). The
 # reference noise is a small part of an interval's width, and its estimate from B replicates is itself
 # rough; more prompts cost a backward pass each (README, "Reference noise").
@@ -159,6 +160,7 @@ class Evaluator:
         self._memo = BoundedCache(MEMO_ENTRIES, MEMO_BYTES, overhead=64 + self.n_layers * (56 + 8 * self.n_heads))
         self._memo_tag = 0
         self._prefix_ids: dict = {}
+        self._children: dict = {}  # prefix id -> layer keys seen under it (where to look for a base residual)
         self._id = object()  # this evaluator's part of the shared residual cache
         self._prefix_lock = threading.Lock()
         self.blocks = model.blocks if use_blocks else None
@@ -236,7 +238,7 @@ class Evaluator:
                 rep = copy.copy(self)  # the dataset and answer directions are shared, not copied
                 rep._table, rep._table_index = table, index
                 rep._memo_tag, rep._id, rep._replicates, rep._replicate_tables = b, object(), [], []
-                rep._prefix_ids, rep._prefix_lock = {}, threading.Lock()
+                rep._prefix_ids, rep._children, rep._prefix_lock = {}, {}, threading.Lock()
                 # Replicates evaluate whole batches in one call (the prefix tree shares within it); kept out
                 # of the model's residual cache so they never evict what makes the next edit fast.
                 rep._residuals = BoundedCache(max_bytes=0)
@@ -370,7 +372,7 @@ class Evaluator:
 
         other = copy.copy(self)
         other.methodology = methodology
-        other._id, other._prefix_ids, other._prefix_lock = object(), {}, threading.Lock()
+        other._id, other._prefix_ids, other._children, other._prefix_lock = object(), {}, {}, threading.Lock()
         other._replicates = None  # theirs point back at this evaluator's methodology
         return other
 
@@ -435,11 +437,39 @@ class Evaluator:
         with self._prefix_lock:
             if len(self._prefix_ids) > MAX_PREFIXES:  # ids are cheap, but not free: start over
                 self._prefix_ids.clear()
+                self._children.clear()
                 self._id = object()  # old residual entries can no longer be hit; the LRU drops them
-            return self._prefix_ids.setdefault((parent, layer_key), len(self._prefix_ids) + 1)
+            pid = self._prefix_ids.get((parent, layer_key))
+            if pid is None:
+                pid = self._prefix_ids[(parent, layer_key)] = len(self._prefix_ids) + 1
+                self._children.setdefault(parent, []).append(layer_key)
+            return pid
 
-    def _visit(self, chunk: _Chunk, layer: int, x: torch.Tensor, pid: int, keys: list, finished):
-        """Depth first: x is the residual entering `layer`, shared by every set in `keys`."""
+    def _base(self, chunk: _Chunk, layer: int, pid: int, lkey, inherited):
+        """A cached residual leaving `layer` that equals this prefix's (entering `pid`, then `lkey`) at every
+        position before some `start`: (base residual, its prefix id, start), the latest start found, or None.
+
+        Causal attention: a set that keeps or ablates other nodes only from position p on computes the
+        same residuals before p. Candidates are this prefix's siblings (the same input, another layer key)
+        and, when the input itself equals a base's before `start` (`inherited`), that base's children."""
+        best = None
+        sources = [(pid, chunk.seq)] + ([inherited] if inherited else [])
+        for parent, start in sources:
+            for other in self._children.get(parent, [])[-RECENT_SIBLINGS:]:
+                if parent == pid and other == lkey:
+                    continue
+                first = _first_difference(chunk, lkey, other, start)
+                if first == 0 or (best is not None and first <= best[2]):
+                    continue
+                oid = self._prefix_ids.get((parent, other))
+                x = self._residuals.get((self._id, chunk.index, oid)) if oid is not None else None
+                if x is not None:
+                    best = (x, oid, first)
+        return best
+
+    def _visit(self, chunk: _Chunk, layer: int, x: torch.Tensor, pid: int, keys: list, finished, inherited=None):
+        """Depth first: x is the residual entering `layer`, shared by every set in `keys`; `inherited`:
+        (prefix id, start), a cached prefix whose residual entering `layer` equals x before `start`."""
         groups: dict = {}
         for k in keys:
             groups.setdefault(k[layer], []).append(k)
@@ -449,13 +479,32 @@ class Evaluator:
         z = None
         for lkey, members in groups.items():
             cid = self._prefix(pid, lkey)
-            x_next = self._residuals.get((self._id, chunk.index, cid))
+            x_next, passed = self._residuals.get((self._id, chunk.index, cid)), None
             if x_next is None:
-                if z is None and len(union):
-                    z = self.blocks.attend(layer, x, union)
-                x_next = self.blocks.mlp(layer, x + self._attn_out(chunk, layer, lkey, z, union, False))
+                base = self._base(chunk, layer, pid, lkey, inherited)
+                if base is not None:  # only the positions from `start` on are computed
+                    x_base, bid, start = base
+                    passed = (bid, start)
+                    x_next = x_base.clone()
+                    if start < chunk.seq:
+                        zs = (None if not len(union) else z[:, start:] if z is not None
+                              else self._attend_from(layer, x, start, union))
+                        x_next[:, start:] = self.blocks.mlp(
+                            layer, x[:, start:] + self._attn_out(chunk, layer, lkey, zs, union, False, start))
+                else:
+                    if z is None and len(union):
+                        z = self.blocks.attend(layer, x, union)
+                    x_next = self.blocks.mlp(layer, x + self._attn_out(chunk, layer, lkey, z, union, False))
                 self._residuals.put((self._id, chunk.index, cid), x_next)
-            self._visit(chunk, layer + 1, x_next, cid, members, finished)
+            self._visit(chunk, layer + 1, x_next, cid, members, finished, passed)
+
+    def _attend_from(self, layer: int, x: torch.Tensor, start: int, heads: torch.Tensor) -> torch.Tensor:
+        """z of `heads` at the query positions from `start` on (keys and values at every position):
+        [P, S - start, heads, d_head]."""
+        attend_from = getattr(self.blocks, "attend_from", None)
+        if attend_from is None:
+            return self.blocks.attend(layer, x, heads)[:, start:]
+        return attend_from(layer, x, start, heads)
 
     def _last_layer(self, chunk: _Chunk, x, groups: dict, finished):
         layer = self.n_layers - 1
@@ -473,17 +522,22 @@ class Evaluator:
         active = [h for h in range(self.n_heads) if any(g[h] != ABLATED for g in groups)]
         return torch.tensor(active, dtype=torch.long, device=self.device)
 
-    def _attn_out(self, chunk: _Chunk, layer: int, lkey: tuple, z, union: torch.Tensor, at_end: bool):
-        """This layer's attention output for one layer key, from the union heads' z."""
+    def _attn_out(self, chunk: _Chunk, layer: int, lkey: tuple, z, union: torch.Tensor, at_end: bool,
+                  start: int = 0):
+        """This layer's attention output for one layer key, from the union heads' z (at the positions
+        from `start` on, or at END)."""
         if all(st == KEPT for st in lkey):  # nothing ablated: the plain output
             return self.blocks.attn_out(layer, z)
         base = chunk.ablated_out(layer, at_end)
+        base = base if at_end else base[:, start:]
         cols = [i for i, h in enumerate(union.tolist()) if lkey[h] != ABLATED]
         if not cols:
             return base
         heads = union[cols]
         values = chunk.head_values(layer, heads, at_end)
         keep = chunk.keep([lkey[h] for h in heads.tolist()], at_end)[..., None]
+        if not at_end:
+            values, keep = values[:, start:], keep[:, start:]
         delta = torch.where(keep, z[..., cols, :] - values, 0.0)
         return base + self.blocks.heads_out(layer, delta, heads)
 
@@ -508,6 +562,33 @@ class Evaluator:
             end = logits[rows, self.end[prompts]].cpu()
             ans = self.dataset.answer_tokens[prompts]
             finished(key, prompts, end.gather(1, ans[:, :1])[:, 0] - end.gather(1, ans[:, 1:])[:, 0])
+
+
+def _keeps(state) -> tuple[bool, frozenset]:
+    """A head's layer-key state as (kept except at roles?, roles): KEPT is (True, {}), ABLATED (False, {})."""
+    if state == KEPT:
+        return True, frozenset()
+    if state == ABLATED:
+        return False, frozenset()
+    flag, roles = state
+    return flag == "a", roles
+
+
+def _first_difference(chunk, a: tuple, b: tuple, limit: int) -> int:
+    """The first position (over the chunk's prompts) where layer keys a and b keep different nodes, at
+    most `limit`; a lower bound where roles share positions, which only costs recomputation."""
+    first = limit
+    for sa, sb in zip(a, b):
+        if sa == sb:
+            continue
+        (ea, ra), (eb, rb) = _keeps(sa), _keeps(sb)
+        if ea != eb:  # one keeps all but some roles, the other only some: they differ almost everywhere
+            return 0
+        for role in ra ^ rb:
+            first = min(first, int(chunk.positions[role].min()))
+            if first == 0:
+                return 0
+    return first
 
 
 def _length_chunks(end: torch.Tensor, max_rows: int, waste: float = 0.1) -> list[torch.Tensor]:

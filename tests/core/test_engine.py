@@ -133,3 +133,36 @@ def test_prompts_are_chunked_by_length_with_little_padding_and_each_once():
         assert len(c) <= 16 and (longest - (end[c] + 1)).sum() <= 0.1 * longest * len(c)
     computed = sum(len(c) * (int(end[c].max()) + 1) for c in chunks)
     assert computed < 0.9 * len(end) * (int(end.max()) + 1)  # padding to the longest prompt is mostly gone
+
+
+@pytest.mark.parametrize("positions", [p.value for p in PositionScope])
+def test_edits_one_at_a_time_compute_only_the_positions_they_change(tiny_model, tiny_dataset, positions):
+    """A click keeps or drops one head at its class's position: before that position nothing changes
+    (causal attention), so the engine starts from the circuit's cached residuals there. Every edit,
+    one call at a time as the editor makes them (heads in and out, a class moved, every position),
+    must equal the hooked pass; and an edit at END must compute the layers' MLPs at END's positions only."""
+    meth = Methodology(n=40, seed=3, positions=positions)
+    c = circuit()
+    ev = Evaluator(tiny_model, tiny_dataset, meth)
+    hooked = Evaluator(tiny_model, tiny_dataset, meth, use_blocks=False)
+    base = circuit_node_set(c, positions)
+    ev.logit_diffs([base])
+    nodes = set(base.nodes)
+    edits = [NodeSet(frozenset(nodes | {(0, 0, "END")})), NodeSet(frozenset(nodes | {(1, 3, "S2")})),
+             NodeSet(frozenset(nodes - {n for n in nodes if n[:2] == (0, 3)})),
+             NodeSet(frozenset(nodes | {(0, 1, "IO"), (2, 2, "S1+1")})), NodeSet(frozenset(nodes | {(1, 1, "*")})),
+             NodeSet(frozenset({(l, h, "END" if r == "S2" else r) for l, h, r in nodes}))]
+    widths = []
+    mlp = ev.blocks.mlp
+    ev.blocks.mlp = lambda layer, x: widths.append(x.shape[-2] if x.dim() == 3 else 1) or mlp(layer, x)
+    try:
+        for i, s in enumerate(edits):
+            widths.clear()
+            got = ev.logit_diffs([s])
+            assert (got - hooked.logit_diffs([s])).abs().max() < 1e-4, i
+            if i == 0:  # (0, 0) kept at END only: the first layers' MLPs run from the chunk's earliest END
+                starts = {int(tiny_dataset.positions["END"][p].min()) for p in ev.chunks}
+                seqs = {int(ev.end[p].max()) + 1 for p in ev.chunks}
+                assert widths and max(widths[:-1]) <= max(seqs) - min(starts) < min(seqs)
+    finally:
+        del ev.blocks.mlp  # the class's method again
