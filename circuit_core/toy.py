@@ -154,13 +154,16 @@ def decoder_config(arch: str, vocab_size: int, n_layer: int = 2, n_head: int = 4
 
 def save_random_decoder(folder, arch: str, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0,
                         words: list[str] | None = None, n_positions: int = 64, init_std: float = 0.1,
-                        gpt2_bpe: bool = False):
+                        gpt2_bpe: bool | None = None):
     """Write a randomly initialised tiny model of `arch` (see `decoder_config`) with the word-level tokenizer
     (or GPT-2's, gpt2_bpe) to `folder`; returns the HF model. Biases and norm weights are random too
-    (Hugging Face starts them at 0 and 1, which would hide bias and norm bugs)."""
+    (Hugging Face starts them at 0 and 1, which would hide bias and norm bugs).
+    gpt2_bpe None: GPT-2's tokenizer for Qwen2 (loading a Qwen2 folder builds Qwen2's own BPE tokenizer
+    class from the saved files, and a word-level tokenizer comes back empty), the word-level one otherwise."""
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
+    gpt2_bpe = arch == "qwen2" if gpt2_bpe is None else gpt2_bpe
     tokenizer = gpt2_tokenizer() if gpt2_bpe else word_level_tokenizer(words or ioi_vocabulary())
     torch.manual_seed(seed)
     config = decoder_config(arch, len(tokenizer), n_layer, n_head, n_embd, n_positions, init_std,
