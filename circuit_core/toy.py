@@ -95,8 +95,8 @@ def save_random_gpt2(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32
 
 def save_random_llama(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0,
                       words: list[str] | None = None, n_positions: int = 64):
-    """A randomly initialised Llama (RMSNorm, rotary positions, gated MLP) with the word-level tokenizer:
-    an architecture blocks.py does not describe, so what needs GPT-2-style blocks must step aside."""
+    """A randomly initialised Llama (RMSNorm, rotary positions, gated MLP) with the word-level tokenizer
+    (blocks.py's DecoderBlocks; `save_random_decoder` builds each family with its features switched on)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = Path(folder)

@@ -200,3 +200,17 @@ def test_linear_reference_noise_is_the_exact_replicates_first_order(arch, monkey
     assert np.all((ratio > 0.95) & (ratio < 1.05)), (name, ratio)
     corr = np.array([np.corrcoef(a, b)[0, 1] for a, b in zip(linear[noisy], exact[noisy])])
     assert np.all(corr > 0.99), (name, corr.round(3))
+
+
+def test_attribution_runs_on_the_blocks_and_reads_the_same_forward(arch):
+    """Attribution patching (attribution.py) goes through the same seam: its forward pass gives the engine's
+    logit differences."""
+    from circuit_core.attribution import attribution
+
+    name, model, _ = arch
+    ds = build_dataset("ioi", model.tokenizer, **METH.dataset_kwargs())
+    ev = Evaluator(model, ds, METH.replace(ref_replicates=0))
+    s = circuit_node_set(CIRCUIT, "circuit")
+    att = attribution(ev, s)
+    assert (att.per_prompt - ev.logit_diffs([s])[0]).abs().max() < 1e-4, name
+    assert torch.isfinite(att.scores).all() and att.scores.abs().sum() > 0
