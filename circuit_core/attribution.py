@@ -44,7 +44,7 @@ def attribution(ev: Evaluator, node_set: NodeSet, progress: Progress | None = No
 
     progress(done, total) counts prompt chunks; should_stop() is checked between them (Cancelled)."""
     if ev.blocks is None:
-        raise NotImplementedError("Attribution needs a model that blocks.py describes (GPT-2 style).")
+        raise NotImplementedError("Attribution needs a model that blocks.py describes.")
     roles = tuple(ev.dataset.positions) + (ALL_POSITIONS,)
     key = layer_keys(node_set, ev.n_layers, ev.n_heads)
     scores = torch.zeros(ev.n_layers, ev.n_heads, len(roles), dtype=torch.float64)
@@ -83,7 +83,7 @@ def _forward_with_grads(ev: Evaluator, chunk: _Chunk, key: tuple):
             z_used.retain_grad()
             used.append(z_used)
             deltas.append((z - values).detach())
-            x = blocks.mlp(layer, x + blocks.attn_out(layer, z_used))
+            x = blocks.after_attn(layer, x, blocks.attn_out(layer, z_used))
         diffs = blocks.readout(x[chunk.rows, chunk.end], chunk.direction, chunk.bias)
         diffs.sum().backward()
     return diffs, [u.grad.detach() for u in used], deltas

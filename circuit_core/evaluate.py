@@ -15,7 +15,8 @@ How it avoids work, without changing any result (tests compare it with a plain h
   set that first differs from a kept one at layer L costs the layers from L on.
 - Results per set are memoised: F(M), F(∅) and the current circuit are computed once.
 - Heads ablated everywhere get no queries, keys or values; the last layer runs at END only; only
-  the two answer logits are read (`blocks.py`).
+  the two answer logits are read (`blocks.py`: GPT-2 and the other decoder families it describes;
+  with parallel attention + MLP, siblings share the layer's MLP too).
 Prompts are processed in chunks of similar length (`chunks`: sorted by END, fixed for the evaluator, so
 cache entries line up across calls), each cut after its last END: positions past a prompt's END cannot
 reach its answer (causal attention), so padding is not computed. No [sets, N, seq, layer, head] mask is
@@ -310,7 +311,7 @@ class Evaluator:
             with torch.no_grad():
                 for layer in range(self.n_layers - 1):
                     x = prefix[-1]
-                    prefix.append(self.blocks.mlp(layer, x + self.blocks.attn_out(layer, self.blocks.attend(layer, x, None))))
+                    prefix.append(self.blocks.layer(layer, x))
             self._noise_sample = (prompts, chunk, prefix)
         return self._noise_sample
 
@@ -344,7 +345,7 @@ class Evaluator:
                     if z is not None:
                         full = torch.zeros_like(values).index_copy(-2, active, z)
                         zeff = torch.where(chunk.keep(list(lkey), at_end)[..., None], full, zeff)
-                x = b.mlp(layer, x + b.attn_out(layer, zeff))
+                x = b.after_attn(layer, x, b.attn_out(layer, zeff))
             b.readout(x, chunk.direction, chunk.bias).sum().backward()  # prompts are independent: per-prompt grads
         moves = torch.zeros(B, len(prompts), dtype=torch.float64)
         for layer, eps, at_end in leaves:
@@ -476,7 +477,7 @@ class Evaluator:
         if layer == self.n_layers - 1:
             return self._last_layer(chunk, x, groups, finished)
         union = self._active_heads(groups)
-        z = None
+        z = mlp_out = None
         for lkey, members in groups.items():
             cid = self._prefix(pid, lkey)
             x_next, passed = self._residuals.get((self._id, chunk.index, cid)), None
@@ -488,31 +489,29 @@ class Evaluator:
                     x_next = x_base.clone()
                     if start < chunk.seq:
                         zs = (None if not len(union) else z[:, start:] if z is not None
-                              else self._attend_from(layer, x, start, union))
-                        x_next[:, start:] = self.blocks.mlp(
-                            layer, x[:, start:] + self._attn_out(chunk, layer, lkey, zs, union, False, start))
+                              else self.blocks.attend_from(layer, x, start, union))
+                        xs = x[:, start:]
+                        part = mlp_out[:, start:] if mlp_out is not None else self.blocks.parallel_mlp(layer, xs)
+                        x_next[:, start:] = self.blocks.after_attn(
+                            layer, xs, self._attn_out(chunk, layer, lkey, zs, union, False, start), part)
                 else:
                     if z is None and len(union):
                         z = self.blocks.attend(layer, x, union)
-                    x_next = self.blocks.mlp(layer, x + self._attn_out(chunk, layer, lkey, z, union, False))
+                    if mlp_out is None:  # parallel attention + MLP: the MLP's part is the siblings' too
+                        mlp_out = self.blocks.parallel_mlp(layer, x)
+                    x_next = self.blocks.after_attn(layer, x, self._attn_out(chunk, layer, lkey, z, union, False),
+                                                    mlp_out)
                 self._residuals.put((self._id, chunk.index, cid), x_next)
             self._visit(chunk, layer + 1, x_next, cid, members, finished, passed)
-
-    def _attend_from(self, layer: int, x: torch.Tensor, start: int, heads: torch.Tensor) -> torch.Tensor:
-        """z of `heads` at the query positions from `start` on (keys and values at every position):
-        [P, S - start, heads, d_head]."""
-        attend_from = getattr(self.blocks, "attend_from", None)
-        if attend_from is None:
-            return self.blocks.attend(layer, x, heads)[:, start:]
-        return attend_from(layer, x, start, heads)
 
     def _last_layer(self, chunk: _Chunk, x, groups: dict, finished):
         layer = self.n_layers - 1
         union = self._active_heads(groups)
         z = self.blocks.attend_at(layer, x, chunk.end, union) if len(union) else None
         x_end = x[chunk.rows, chunk.end]
+        mlp_out = self.blocks.parallel_mlp(layer, x_end)
         for lkey, members in groups.items():
-            out = self.blocks.mlp(layer, x_end + self._attn_out(chunk, layer, lkey, z, union, True))
+            out = self.blocks.after_attn(layer, x_end, self._attn_out(chunk, layer, lkey, z, union, True), mlp_out)
             diffs = self.blocks.readout(out, chunk.direction, chunk.bias)
             for k in members:
                 finished(k, chunk.prompts, diffs)

@@ -54,8 +54,8 @@ class LoadedModel:
 
     @property
     def blocks(self):
-        """The model's weights as GPT-2-style blocks (blocks.py), or None; built and checked against
-        the bridge's own forward pass once per model."""
+        """The model's weights as plain-tensor blocks (blocks.py: GPT-2 style or any decoder it
+        describes), or None; built and checked against the bridge's own forward pass once per model."""
         with self.lock:
             if self._blocks is None:
                 from .blocks import Blocks

@@ -95,8 +95,8 @@ def save_random_gpt2(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32
 
 def save_random_llama(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0,
                       words: list[str] | None = None, n_positions: int = 64):
-    """A randomly initialised Llama (RMSNorm, rotary positions, gated MLP) with the word-level tokenizer:
-    an architecture blocks.py does not describe, so what needs GPT-2-style blocks must step aside."""
+    """A randomly initialised Llama (RMSNorm, rotary positions, gated MLP) with the word-level tokenizer
+    (blocks.py's DecoderBlocks; `save_random_decoder` builds each family with its features switched on)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = Path(folder)
@@ -107,6 +107,75 @@ def save_random_llama(folder, n_layer: int = 2, n_head: int = 4, n_embd: int = 3
                          max_position_embeddings=n_positions, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model
+
+
+# --- other decoder architectures: tiny random models for tests and benchmarks ------------------------------
+ARCHITECTURES = ("gpt2", "gpt-neox", "llama", "qwen2", "gemma2", "gptj")
+
+
+def decoder_config(arch: str, vocab_size: int, n_layer: int = 2, n_head: int = 4, n_embd: int = 32,
+                   n_positions: int = 64, init_std: float = 0.1, bos_token_id: int = 0):
+    """A `transformers` config of a tiny decoder of `arch` (ARCHITECTURES), with each architecture's
+    features switched on so that a test sees them: partial rotary and parallel attention + MLP (GPT-NeoX),
+    grouped-query attention and a head dimension other than d / H (Llama, Qwen2, Gemma-2), q/k/v biases
+    (Qwen2), Gemma-2's extra norms, logit soft-capping (small caps, so that they bite), query scaling by
+    query_pre_attn_scalar and a sliding window shorter than a prompt on alternate layers."""
+    import transformers as tf
+
+    ids = dict(bos_token_id=bos_token_id, eos_token_id=bos_token_id, pad_token_id=bos_token_id)
+    common = dict(vocab_size=vocab_size, hidden_size=n_embd, num_hidden_layers=n_layer, num_attention_heads=n_head,
+                  max_position_embeddings=n_positions, initializer_range=init_std, tie_word_embeddings=False, **ids)
+    kv = max(1, n_head // 2)
+    if arch == "gpt2":
+        return gpt2_config(vocab_size, n_layer, n_head, n_embd, n_positions, init_std=init_std)
+    if arch == "gpt-neox":
+        return tf.GPTNeoXConfig(intermediate_size=2 * n_embd, rotary_pct=0.5, use_parallel_residual=True,
+                                hidden_act="gelu", **common)
+    if arch == "llama":
+        return tf.LlamaConfig(intermediate_size=2 * n_embd, num_key_value_heads=kv, head_dim=2 * n_embd // n_head,
+                              **common)
+    if arch == "qwen2":
+        return tf.Qwen2Config(intermediate_size=2 * n_embd, num_key_value_heads=kv, **common)
+    if arch == "gemma2":
+        return tf.Gemma2Config(intermediate_size=2 * n_embd, num_key_value_heads=kv, head_dim=2 * n_embd // n_head,
+                               query_pre_attn_scalar=24, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+                               sliding_window=4, hidden_activation="gelu_pytorch_tanh",
+                               layer_types=["sliding_attention" if i % 2 == 0 else "full_attention"
+                                            for i in range(n_layer)], **common)
+    if arch == "gptj":
+        return tf.GPTJConfig(vocab_size=vocab_size, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                             rotary_dim=(n_embd // n_head) // 2, n_positions=n_positions, n_inner=2 * n_embd,
+                             initializer_range=init_std, tie_word_embeddings=False, **ids)
+    raise ValueError(f"unknown architecture {arch!r}; one of {', '.join(ARCHITECTURES)}")
+
+
+def save_random_decoder(folder, arch: str, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0,
+                        words: list[str] | None = None, n_positions: int = 64, init_std: float = 0.1,
+                        gpt2_bpe: bool | None = None):
+    """Write a randomly initialised tiny model of `arch` (see `decoder_config`) with the word-level tokenizer
+    (or GPT-2's, gpt2_bpe) to `folder`; returns the HF model. Biases and norm weights are random too
+    (Hugging Face starts them at 0 and 1, which would hide bias and norm bugs).
+    gpt2_bpe None: GPT-2's tokenizer for Qwen2 (loading a Qwen2 folder builds Qwen2's own BPE tokenizer
+    class from the saved files, and a word-level tokenizer comes back empty), the word-level one otherwise."""
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    gpt2_bpe = arch == "qwen2" if gpt2_bpe is None else gpt2_bpe
+    tokenizer = gpt2_tokenizer() if gpt2_bpe else word_level_tokenizer(words or ioi_vocabulary())
+    torch.manual_seed(seed)
+    config = decoder_config(arch, len(tokenizer), n_layer, n_head, n_embd, n_positions, init_std,
+                            tokenizer.bos_token_id)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0, 0.1)
+            elif "norm" in name or ".ln" in name:  # norm weights (Gemma's are offsets from 1)
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return model

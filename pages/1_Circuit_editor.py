@@ -64,7 +64,7 @@ with left:
     target = c1.selectbox("A click puts the head in class", class_names, key="edit_class",
                           help="Click a head outside the circuit to add it to this class, a head of this class "
                                "to remove it, a head of another class to move it here.")
-    unavailable = estimate_unavailable(ev)  # e.g. Llama: attribution needs GPT-2-style blocks
+    unavailable = estimate_unavailable(ev)  # an architecture blocks.py does not describe
     metrics = background_metrics(ctx.methodology.task, estimate=unavailable is None)
     if session.widget("edit_metric") not in metrics:  # another task's score: start from the first
         session.forget("edit_metric")

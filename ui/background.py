@@ -39,7 +39,7 @@ def estimate_unavailable(ev) -> str | None:
         return None
     arch = type(getattr(ev.model.bridge, "original_model", ev.model.bridge)).__name__
     return (f"The one-pass estimate is not offered for this architecture ({arch}): attribution patching reads the "
-            "weights as GPT-2-style blocks, and this model's blocks are not of that kind. The other backgrounds "
+            "weights as plain-tensor blocks, and blocks.py does not describe this model. The other backgrounds "
             "work on any model; the exact change costs one evaluation per head.")
 
 

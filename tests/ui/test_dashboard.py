@@ -321,12 +321,29 @@ def test_a_job_shown_on_the_page_in_view_is_not_stopped_by_leaving_another(dash)
         j.stop()
 
 
-def test_the_editor_on_a_llama_folder_falls_back_from_the_estimate_and_says_why(dash, tmp_path):
-    """blocks.py describes GPT-2-style models only, so the default background (attribution patching) used
-    to fail with NotImplementedError on a Llama folder."""
+def test_the_editor_on_a_llama_folder_offers_the_estimate(dash, tmp_path):
+    """blocks.py describes Llama (rotary, RMSNorm, gated MLP, grouped-query attention): the default
+    background, attribution patching, runs on it as on GPT-2."""
     from circuit_core.models import load_model
     from circuit_core.toy import save_random_llama
 
+    save_random_llama(tmp_path)
+    assert load_model(str(tmp_path), device="cpu").blocks is not None
+    at = dash.open("pages/1_Circuit_editor.py", dash.view(folder=str(tmp_path), n=20, ref_per_group=4,
+                                                          ref_replicates=0))
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not any("not offered for this architecture" in c.value for c in at.caption)
+
+
+def test_the_editor_on_an_undescribed_architecture_falls_back_from_the_estimate_and_says_why(dash, tmp_path,
+                                                                                             monkeypatch):
+    """An architecture blocks.py does not describe (here: Llama with the description switched off) used to
+    fail with NotImplementedError on the default background (attribution patching)."""
+    from circuit_core.blocks import DecoderBlocks
+    from circuit_core.models import load_model
+    from circuit_core.toy import save_random_llama
+
+    monkeypatch.setattr(DecoderBlocks, "from_model", classmethod(lambda cls, model: None))
     save_random_llama(tmp_path)
     assert load_model(str(tmp_path), device="cpu").blocks is None  # TransformerLens loads it; blocks.py does not
     at = dash.open("pages/1_Circuit_editor.py", dash.view(folder=str(tmp_path), n=20, ref_per_group=4,
