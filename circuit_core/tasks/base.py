@@ -154,7 +154,7 @@ def encode_prompt(tokenizer, text: str, lead: list[int]) -> list[int]:
 def too_few_words(what: str, needs: str, not_single: dict[str, list[str]]) -> TaskError:
     """The error for word lists that leave too few single-token words: `needs` says what the task needs
     and has; not_single names, by list, the words that are not single tokens for this tokenizer."""
-    bad = "; ".join(f"{name}: " + ", ".join(words[:40]) + (f" and {len(words) - 40} more" if len(words) > 40 else "")
+    bad = "; ".join(f"{name}: " + ", ".join(words[:120]) + (f" and {len(words) - 120} more" if len(words) > 120 else "")
                     for name, words in not_single.items() if words)
     return TaskError(
         f"{what} cannot be built with this tokenizer: it needs {needs}. Not single tokens here: {bad or 'none'}. "
