@@ -58,7 +58,7 @@ def make_acronyms_dataset(tokenizer, n: int = 100, seed: int = 0, mode: str = "m
     the, paren = single_token_id(tokenizer, "The", start=True), single_token_id(tokenizer, " (")
     capitals = sorted({w[0] for w in pieces if letters[w[0]] is not None})
     if len(capitals) < 6 or the is None or paren is None:
-        missing = [p for p, i in (("The", the), (" (", paren)) if i is None]
+        missing = [p for p, i in (("'The'", the), ("' ('", paren)) if i is None]
         raise too_few_words(
             "Acronyms", f"words split as ' ' + capital and the rest (as ' K' + 'etchup'), with capitals for 6 "
                         f"letters, and 'The', ' (' and the capitals alone as single tokens; it has "
