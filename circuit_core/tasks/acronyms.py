@@ -21,7 +21,8 @@ import string
 
 import torch
 
-from .base import Task, TaskDataset, TaskError, in_text_ids, lead_tokens, single_token_id, too_few_words, top_choice_accuracy
+from .base import (Task, TaskDataset, TaskError, in_text_ids, lead_tokens, single_token_id, too_few_words,
+                   top_choice_accuracy)
 
 # Nouns that GPT-2's tokenizer splits as " " + capital and one more token (60 of 407 tried).
 WORDS = """Bamboo Basket Bison Cabbage Cactus Cider Cinder Cottage Dancer Dingo Ditch Dune Eel Fawn Fiddle Fudge
