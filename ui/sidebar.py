@@ -70,6 +70,16 @@ def _serve_or_stop() -> ServeConfig | None:
         st.stop()
 
 
+# The model families a hub name can name (the architectures the engine is tested on), with examples.
+HUB_FAMILIES = (
+    ("GPT-2", ("gpt2-large", "gpt2-xl")),
+    ("Pythia / GPT-NeoX", ("EleutherAI/pythia-160m", "EleutherAI/pythia-410m")),
+    ("Llama", ("meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.1-8B")),
+    ("Qwen2", ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2-0.5B")),
+    ("Gemma-2", ("google/gemma-2-2b",)),
+)
+
+
 def _model(session: Session, serve: ServeConfig | None, choices: list[str]):
     sb = st.sidebar
     sb.header("Model")
@@ -79,9 +89,13 @@ def _model(session: Session, serve: ServeConfig | None, choices: list[str]):
                           "when the hub is unreachable), the bundled demo, or a local Hugging Face folder.")
     name = ""
     if not serve and choice == HUB:  # any model TransformerLens supports, e.g. gpt2-large, pythia
-        name = sb.text_input("Hub name", key=W.HUB, placeholder="e.g. gpt2-large, EleutherAI/pythia-160m",
+        name = sb.text_input("Hub name", key=W.HUB, placeholder="e.g. EleutherAI/pythia-160m, Qwen/Qwen2.5-0.5B",
                              help="A Hugging Face hub name of a model TransformerLens supports; it is "
-                                  "downloaded once into the Hugging Face cache.").strip()
+                                  "downloaded once into the Hugging Face cache. Supported families: "
+                                  + "; ".join(f"{family} ({', '.join(names)})" for family, names in HUB_FAMILIES)
+                                  + ". The tasks check their words against the model's tokenizer; Llama's and "
+                                    "Gemma's prompts start with their BOS.").strip()
+        sb.caption("Families: " + " · ".join(f"{family} (`{names[0]}`)" for family, names in HUB_FAMILIES))
         if not name:
             _stop_for_model(session, "Enter a Hugging Face hub name in the sidebar.")
     if not serve and choice == FOLDER:  # never offered when serving a group: no free-text paths

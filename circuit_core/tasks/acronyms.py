@@ -21,7 +21,8 @@ import string
 
 import torch
 
-from .base import Task, TaskDataset, TaskError, single_token_id, top_choice_accuracy
+from .base import (Task, TaskDataset, TaskError, in_text_ids, lead_tokens, single_token_id, too_few_words,
+                   top_choice_accuracy)
 
 # Nouns that GPT-2's tokenizer splits as " " + capital and one more token (60 of 407 tried).
 WORDS = """Bamboo Basket Bison Cabbage Cactus Cider Cinder Cottage Dancer Dingo Ditch Dune Eel Fawn Fiddle Fudge
@@ -37,11 +38,12 @@ def vocabulary() -> list[str]:
 
 
 def _pieces(tokenizer, word: str) -> list[int] | None:
-    """[" X", "rest"] token ids of `word`, when the tokenizer splits it so (or only knows the pieces)."""
+    """[" X", "rest"] token ids of `word` in running text, when the tokenizer splits it so (or only knows
+    the pieces)."""
     first, rest = single_token_id(tokenizer, " " + word[0]), single_token_id(tokenizer, word[1:])
     if first is None or rest is None:
         return None
-    whole = tokenizer.encode(" " + word, add_special_tokens=False)
+    whole = in_text_ids(tokenizer, " " + word) or []
     unk = tokenizer.unk_token_id
     return [first, rest] if whole == [first, rest] or (unk is not None and unk in whole) else None
 
@@ -54,13 +56,17 @@ def make_acronyms_dataset(tokenizer, n: int = 100, seed: int = 0, mode: str = "m
         raise TaskError(f"N must be at least 1 (got {n}).")
     pieces = {w: p for w in WORDS if (p := _pieces(tokenizer, w)) is not None}
     letters = {c: single_token_id(tokenizer, c) for c in string.ascii_uppercase}
-    the, paren = single_token_id(tokenizer, "The"), single_token_id(tokenizer, " (")
+    the, paren = single_token_id(tokenizer, "The", start=True), single_token_id(tokenizer, " (")
     capitals = sorted({w[0] for w in pieces if letters[w[0]] is not None})
     if len(capitals) < 6 or the is None or paren is None:
-        raise TaskError(f"Acronyms needs words whose first token is ' ' + their capital for 6 letters, and 'The', "
-                        f"' (' and the letters as single tokens; this tokenizer has {len(capitals)} such letters.")
+        missing = [p for p, i in (("'The'", the), ("' ('", paren)) if i is None]
+        raise too_few_words(
+            "Acronyms", f"words split as ' ' + capital and the rest (as ' K' + 'etchup'), with capitals for 6 "
+                        f"letters, and 'The', ' (' and the capitals alone as single tokens; it has "
+                        f"{len(capitals)} such letters",
+            {"words": [w for w in WORDS if w not in pieces or letters[w[0]] is None], "pieces": missing})
     by_letter = {c: [w for w in pieces if w[0] == c] for c in capitals}
-    bos = [tokenizer.bos_token_id] if prepend_bos else []
+    bos = lead_tokens(tokenizer, prepend_bos)  # BOS once, or none; positions count from it
 
     def draw(rng, avoid=()):
         """Three words with distinct capitals, each capital unlike the one at its place in `avoid`."""
@@ -95,7 +101,7 @@ def make_acronyms_dataset(tokenizer, n: int = 100, seed: int = 0, mode: str = "m
         groups=torch.zeros(n, dtype=torch.long), group_names=["all"],
         reference_groups=None if ref_per_group == 0 else torch.zeros(len(refs), dtype=torch.long),
         reference_lengths=None if ref_per_group == 0 else torch.full((len(refs),), o + 10),
-        meta={"n": n, "seed": seed, "mode": mode, "prepend_bos": prepend_bos, "min_group_size": n,
+        meta={"n": n, "seed": seed, "mode": mode, "prepend_bos": prepend_bos, "bos": bool(bos), "min_group_size": n,
               "dropped_words": [w for w in WORDS if w not in pieces],
               "reference": "paired twins (other words, other capitals)" if ref_per_group == 0
               else f"{ref_per_group} twins", "answer": "[third capital, the twin's third capital]"})

@@ -90,12 +90,77 @@ class TaskDataset:
         )
 
 
-def single_token_id(tokenizer, word: str) -> int | None:
-    """The token id of `word` if the tokenizer encodes it as exactly one known token."""
-    ids = tokenizer.encode(word, add_special_tokens=False)
-    if len(ids) != 1 or (tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id):
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def in_text_ids(tokenizer, piece: str, start: bool = False) -> list[int] | None:
+    """The token ids `piece` becomes inside a prompt: after other text (start=False), or as the prompt's
+    first words after any BOS (start=True). A leading space in `piece` is the space before a word, as in
+    " Mary"; the tokenizer marks it its own way (GPT-2's "Ġ", SentencePiece's "▁").
+
+    Encoding the piece alone is not enough for SentencePiece tokenizers that add a dummy prefix
+    (Llama 1/2, Mistral): alone, " Mary" becomes "▁▁Mary" (two tokens) and "K" becomes "▁K", while in
+    running text they are "▁Mary" and "K". So the piece is encoded after a short text and that text's
+    tokens are cut off; None when no such text splits cleanly from the piece.
+    """
+    if start:
+        return _encode(tokenizer, piece)
+    for before in ("\n", ".", "The"):
+        head, ids = _encode(tokenizer, before), _encode(tokenizer, before + piece)
+        if ids[: len(head)] == head and len(ids) > len(head):
+            return ids[len(head):]
+    return None
+
+
+def single_token_id(tokenizer, word: str, start: bool = False) -> int | None:
+    """The token id of `word` if the tokenizer encodes it as exactly one known token where a prompt has
+    it (see in_text_ids: " Mary" after other text, "The" at the start with start=True)."""
+    ids = in_text_ids(tokenizer, word, start)
+    if ids is None or len(ids) != 1 or (tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id):
         return None
     return ids[0]
+
+
+def adds_own_bos(tokenizer) -> bool:
+    """Whether the tokenizer starts every text with a BOS token of its own: Llama's <s> or
+    <|begin_of_text|>, Gemma's <bos>. Those models are trained with it, so every prompt gets it,
+    whatever prepend_bos says. A BOS that is also the EOS (GPT-2's, Pythia's and Qwen's
+    <|endoftext|>) does not count, even where the tokenizer adds it (TransformerLens sets every
+    tokenizer to): those models are run without BOS unless asked, as in the IOI paper."""
+    bos = tokenizer.bos_token_id
+    if bos is None or bos == tokenizer.eos_token_id:
+        return False
+    plain, full = _encode(tokenizer, "a"), tokenizer.encode("a")
+    return full[:1] == [bos] and plain[:1] != [bos]
+
+
+def lead_tokens(tokenizer, prepend_bos: bool = False) -> list[int]:
+    """The tokens before every prompt's text: [BOS] when the tokenizer adds its own (adds_own_bos) or
+    prepend_bos asks for it, never twice; else none. Positions count from the first of these."""
+    if adds_own_bos(tokenizer) or prepend_bos:
+        if tokenizer.bos_token_id is None:
+            raise TaskError("This tokenizer has no BOS token to prepend; run without --prepend-bos.")
+        return [tokenizer.bos_token_id]
+    return []
+
+
+def encode_prompt(tokenizer, text: str, lead: list[int]) -> list[int]:
+    """The ids the model is fed for a prompt: the lead tokens (BOS or none), then the text's tokens with
+    no special tokens added (so BOS is never doubled)."""
+    return list(lead) + _encode(tokenizer, text)
+
+
+def too_few_words(what: str, needs: str, not_single: dict[str, list[str]]) -> TaskError:
+    """The error for word lists that leave too few single-token words: `needs` says what the task needs
+    and has; not_single names, by list, the words that are not single tokens for this tokenizer."""
+    bad = "; ".join(f"{name}: " + ", ".join(words[:120]) + (f" and {len(words) - 120} more" if len(words) > 120 else "")
+                    for name, words in not_single.items() if words)
+    return TaskError(
+        f"{what} cannot be built with this tokenizer: it needs {needs}. Not single tokens here: {bad or 'none'}. "
+        "Neither --prepend-bos nor a smaller N changes which words are single tokens: choose a model whose "
+        "tokenizer keeps these words whole, or another task."
+    )
 
 
 def top_choice_accuracy(model, dataset: TaskDataset, choices: list[int], batch_size: int = 64) -> float:

@@ -21,7 +21,8 @@ import random
 
 import torch
 
-from .base import Task, TaskDataset, TaskError, single_token_id, top_choice_accuracy
+from .base import (Task, TaskDataset, TaskError, encode_prompt, lead_tokens, single_token_id, too_few_words,
+                   top_choice_accuracy)
 
 COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "brown", "black"]
 OBJECTS = ["pencil", "notebook", "pen", "cup", "plate", "jug", "mug", "puzzle", "textbook", "leash", "necklace",
@@ -50,13 +51,17 @@ def vocabulary() -> list[str]:
 
 
 def _usable(tokenizer):
-    colors = [c for c in COLORS if single_token_id(tokenizer, " " + c) is not None
-              and single_token_id(tokenizer, " " + c.capitalize()) is not None]
+    # A colour is used when both it and its capitalised answer (" Red") are single tokens; the forms
+    # that are not are reported.
+    bad = {c: [f for f in (c, c.capitalize()) if single_token_id(tokenizer, " " + f) is None] for c in COLORS}
+    colors = [c for c in COLORS if not bad[c]]
     objects = [o for o in OBJECTS if single_token_id(tokenizer, " " + o) is not None]
-    dropped = {"colors": [c for c in COLORS if c not in colors], "objects": [o for o in OBJECTS if o not in objects]}
+    dropped = {"colors": [f for c in COLORS for f in bad[c]], "objects": [o for o in OBJECTS if o not in objects]}
     if len(colors) < 6 or len(objects) < 6:
-        raise TaskError(f"Colored Objects needs 6 colours and 6 objects that are single tokens for this tokenizer "
-                        f"(with and without a capital, for colours); it has {len(colors)} and {len(objects)}.")
+        raise too_few_words(
+            "Colored Objects", f"6 colours and 6 objects that are single tokens after a space (as ' cup'; colours "
+                               f"capitalised too, as ' Red'); it has {len(colors)} colours and {len(objects)} objects",
+            {"colours": dropped["colors"], "objects": dropped["objects"]})
     return colors, objects, dropped
 
 
@@ -89,8 +94,8 @@ def make_colored_objects_dataset(tokenizer, n: int = 100, seed: int = 0, mode: s
         rng.shuffle(block)
         groups += block
     groups = groups[:n]
-    bos = [tokenizer.bos_token_id] if prepend_bos else []
-    encode = lambda text: bos + tokenizer.encode(text, add_special_tokens=False)
+    bos = lead_tokens(tokenizer, prepend_bos)  # BOS once, or none; positions count from it
+    encode = lambda text: encode_prompt(tokenizer, text, bos)
     ids = {w: single_token_id(tokenizer, " " + w) for w in colors + objects + [c.capitalize() for c in colors]}
     one = ids.__getitem__
 
@@ -129,7 +134,7 @@ def make_colored_objects_dataset(tokenizer, n: int = 100, seed: int = 0, mode: s
         groups=torch.tensor(groups), group_names=[f"asks {q + 1}, twin asks {c + 1}" for q, c in GROUPS],
         reference_groups=None if ref_groups is None else torch.tensor(ref_groups),
         reference_lengths=None if ref_groups is None else torch.tensor([len(t) for t in twin_toks]),
-        meta={"n": n, "seed": seed, "mode": mode, "prepend_bos": prepend_bos,
+        meta={"n": n, "seed": seed, "mode": mode, "prepend_bos": prepend_bos, "bos": bool(bos),
               "min_group_size": int(sizes[sizes > 0].min()), "dropped_words": dropped,
               "reference": "paired twins (another object asked)" if ref_groups is None
               else f"{ref_per_group} twins per group", "answer": "[colour asked, colour the twin asks]"})

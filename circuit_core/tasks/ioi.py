@@ -9,7 +9,7 @@ import random
 
 import torch
 
-from .base import Task, TaskDataset, TaskError, single_token_id
+from .base import Task, TaskDataset, TaskError, encode_prompt, lead_tokens, single_token_id, too_few_words
 
 ROLES = ("IO", "S1", "S1+1", "S2", "END")
 
@@ -75,7 +75,7 @@ def vocabulary() -> list[str]:
 
 
 def usable_words(tokenizer, words: list[str]) -> tuple[list[str], list[str]]:
-    """Split `words` into (kept, dropped) by whether " word" is a single token."""
+    """Split `words` into (kept, dropped) by whether " word" is a single token inside a prompt."""
     kept, dropped = [], []
     for w in words:
         (kept if single_token_id(tokenizer, " " + w) is not None else dropped).append(w)
@@ -125,10 +125,10 @@ def make_ioi_dataset(
     places_ok, places_dropped = usable_words(tokenizer, places or PLACES)
     objects_ok, objects_dropped = usable_words(tokenizer, objects or OBJECTS)
     if len(names_ok) < 5 or not places_ok or not objects_ok:
-        raise TaskError(
-            f"Too few single-token words for this tokenizer: {len(names_ok)} names (need 5), "
-            f"{len(places_ok)} places, {len(objects_ok)} objects (need 1 each)."
-        )
+        raise too_few_words(
+            "IOI", f"5 names, a place and an object that are single tokens after a space (as ' Mary'); it has "
+                   f"{len(names_ok)} names, {len(places_ok)} places and {len(objects_ok)} objects",
+            {"names": names_dropped, "places": places_dropped, "objects": objects_dropped})
     template_ids = list(range(len(BABA_TEMPLATES))) if templates is None else list(templates)
     groups_all = []  # (group name, template string)
     for order in ("BABA", "ABBA"):
@@ -144,7 +144,7 @@ def make_ioi_dataset(
         group_of_prompt += block
     group_of_prompt = group_of_prompt[:n]
 
-    bos = [tokenizer.bos_token_id] if prepend_bos else []
+    bos = lead_tokens(tokenizer, prepend_bos)  # BOS once, or none; positions count from it
     prompts, refs, toks, ref_toks, answers = [], [], [], [], []
     pos = {r: [] for r in ROLES}
     for g in group_of_prompt:
@@ -154,8 +154,7 @@ def make_ioi_dataset(
         fresh = rng.sample([x for x in names_ok if x not in (io, s)], 3)
         prompt = _fill(template, io, s, place, obj)
         ref = _fill_reference(template, tuple(fresh), place, obj)
-        t = bos + tokenizer.encode(prompt, add_special_tokens=False)
-        rt = bos + tokenizer.encode(ref, add_special_tokens=False)
+        t, rt = encode_prompt(tokenizer, prompt, bos), encode_prompt(tokenizer, ref, bos)
         io_id = single_token_id(tokenizer, " " + io)
         s_id = single_token_id(tokenizer, " " + s)
         io_at = [i for i, x in enumerate(t) if x == io_id]
@@ -203,6 +202,7 @@ def make_ioi_dataset(
             "seed": seed,
             "mode": mode,
             "prepend_bos": prepend_bos,
+            "bos": bool(bos),  # prompts start with BOS (asked, or the tokenizer's own)
             "templates": template_ids,
             "min_group_size": int(sizes[sizes > 0].min()),
             "reference": "paired ABC twins" if ref is None else f"{ref_per_group} ABC prompts per group",
@@ -221,7 +221,7 @@ def _reference_set(tokenizer, groups_all, groups, per_group, seed, bos, names, p
         template = groups_all[g][1]
         for _ in range(per_group):
             text = _fill_reference(template, tuple(rng.sample(names, 3)), rng.choice(places), rng.choice(objects))
-            t = bos + tokenizer.encode(text, add_special_tokens=False)
+            t = encode_prompt(tokenizer, text, bos)
             if len(t) != length_of[g]:
                 raise TaskError(f"Reference prompt does not align with its template: {text!r}")
             out["prompts"].append(text)
