@@ -133,7 +133,8 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
     add_task_options(p)
     p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"number of prompts, 1 to {MAX_N:,} (default 100)")
     p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="seed, 0 to 2^32 - 1 (default 0)")
-    p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
+    p.add_argument("--prepend-bos", action="store_true", help="prepend BOS to tokenizers that do not add their own (GPT-2, Pythia, Qwen2; off for GPT-2 as in "
+                        "the paper); Llama's and Gemma's prompts always start with their BOS")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--positions", default="circuit", choices=[s.value for s in PositionScope])
     p.add_argument("--bootstrap", type=whole(1, 100_000), default=1000,
@@ -586,7 +587,8 @@ def add_discover_options(p: argparse.ArgumentParser) -> None:
     add_task_options(p)
     p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"number of prompts, 1 to {MAX_N:,} (default 100)")
     p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="seed of the report prompts (default 0)")
-    p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
+    p.add_argument("--prepend-bos", action="store_true", help="prepend BOS to tokenizers that do not add their own (GPT-2, Pythia, Qwen2; off for GPT-2 as in "
+                        "the paper); Llama's and Gemma's prompts always start with their BOS")
     p.add_argument("--ablation", default="mean", choices=[a.value for a in Ablation])
     p.add_argument("--ref-per-group", type=whole(0, 1000), default=DEFAULTS.ref_per_group,
                    help=f"reference prompts per group (default {DEFAULTS.ref_per_group}; 0: each "
@@ -782,7 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_options(p)
     p.add_argument("--n", type=whole(1, MAX_N), default=100, help=f"prompt pairs, 1 to {MAX_N:,} (default 100)")
     p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="dataset and bootstrap seed (default 0)")
-    p.add_argument("--prepend-bos", action="store_true", help="prepend BOS (off for GPT-2, as in the paper)")
+    p.add_argument("--prepend-bos", action="store_true", help="prepend BOS to tokenizers that do not add their own (GPT-2, Pythia, Qwen2; off for GPT-2 as in "
+                        "the paper); Llama's and Gemma's prompts always start with their BOS")
     p.add_argument("--direction", choices=["noise", "denoise"], default=None, help="activation patching (default noise)")
     p.add_argument("--receivers", type=receivers_arg, default=None,
                    help="path patching: 'logits' or receiver heads, e.g. 7.3,8.6")

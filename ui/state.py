@@ -120,10 +120,10 @@ def require_evaluator(ctx: Context):
     except TaskError as e:
         task = get_task(ctx.methodology.task)
         st.warning(f"**{task.title} cannot run on {ctx.model.name}.** {e}")
-        st.info(f"{task.title} needs its words as single tokens of the model's tokenizer. GPT-2's tokenizer has "
-                "them: gpt2, gpt2-medium and any model folder with GPT-2's tokenizer run it; another tokenizer is "
-                "checked when its model is chosen. The bundled demo model knows only the IOI task's words. Choose "
-                "another task or model in the sidebar: circuits and edits are kept.")
+        st.info(f"{task.title} needs its words as single tokens of the model's tokenizer, as they appear inside "
+                "a prompt. Each tokenizer is checked when its model is chosen (the words that split are named "
+                "above); GPT-2's tokenizer has them all. The bundled demo model knows only the IOI task's words. "
+                "Choose another task or model in the sidebar: circuits and edits are kept.")
         st.stop()
 
 
