@@ -207,6 +207,8 @@ class _Runner:
         self.end = dataset.positions["END"].to(self.device)
         answers = dataset.answer_tokens.to(self.device)
         self.direction, self.bias = (t.to(self.device) for t in self.b.answer_direction(answers))
+        # where each twin first differs from its clean prompt: before it both runs are the same (causal)
+        self.first = dataset.tokens.ne(dataset.reference_tokens).int().argmax(1).to(self.device)
 
     def run(self, tokens: torch.Tensor) -> dict:
         """Residual entering each layer, every head's z, keys and values, attention output; the final residual."""
@@ -229,18 +231,76 @@ class _Runner:
     def at_end(self, x: torch.Tensor, rows) -> torch.Tensor:
         return x[torch.arange(len(x), device=x.device), self.end[rows]]
 
-    def onward(self, x: torch.Tensor, start: int, s0: int, kv: list, end: torch.Tensor) -> torch.Tensor:
-        """Layers start.. on the residual x [B, S', d] at positions s0.. (B: the chunk's prompts repeated in
-        blocks; kv: the unpatched run's keys and values per layer, [P, S, 2, H, d]; end: END - s0 per row).
-        The last layer runs at END only: nothing else reaches the metric. Returns the final residual at END."""
-        rows = torch.arange(len(x), device=x.device)
-        reps = len(x) // len(kv[0])
+    def onward(self, x: torch.Tensor, start: int, kv: list, w: "_Window", mix=None) -> torch.Tensor:
+        """Layers start.. on the residual x [G, w.n, d] at the window's positions (G patches, each over every
+        prompt; kv: the unpatched run's keys and values per layer, [P, S, 2, H, d], for the positions before
+        each window). mix(layer, qkv [G, w.n, 3, H, d]) may change queries, keys and values before attention.
+        The last layer runs its attention query and MLP at END only: nothing else reaches the metric.
+        Returns the final residual at END [G, P, d]."""
+        b = self.b
         for layer in range(start, self.L):
-            z = _attend(self.b, layer, x, s0, kv[layer][:, :s0].repeat(reps, 1, 1, 1, 1))[0]
+            qkv = b.qkv(layer, x, None)
+            if mix is not None:
+                qkv = mix(layer, qkv)
+            q, k, v = w.pad(qkv).unbind(3)  # each [G, P, T, H, d]
             if layer == self.L - 1:
-                x, z = x[rows, end], z[rows, end]
-            x = self.b.mlp(layer, x + self.b.attn_out(layer, z))
-        return x if start < self.L else x[rows, end]
+                x = x[:, w.end]
+                q, query = q[:, w.rows, w.length - 1, None], (w.length - 1)[:, None]
+                z = w.attention(q, k, v, kv[layer], b.scale, query)[:, :, 0]  # [G, P, H, d]
+            else:
+                z = w.pack(w.attention(q, k, v, kv[layer], b.scale))
+            x = b.mlp(layer, x + b.attn_out(layer, z))
+        return x
+
+
+class _Window:
+    """Per prompt, the positions start..END (start <= END): the only ones a patch from `start` on changes
+    and that reach the metric. Dense pieces (norms, projections, MLPs) run on the window's positions packed
+    [G, n, ...] (n: their total over the prompts, no padding); attention runs on them padded to [G, P, T, ...],
+    with the unpatched run's keys and values for the positions before each window."""
+
+    def __init__(self, start: torch.Tensor, end: torch.Tensor, S: int):
+        device = start.device
+        self.start, self.P, self.S = start, len(start), S
+        self.length = end - start + 1  # [P]
+        self.T = int(self.length.max())
+        t = torch.arange(self.T, device=device)
+        valid = t[None, :] < self.length[:, None]  # [P, T]
+        self.flat = valid.flatten().nonzero()[:, 0]  # packed position -> index into P * T
+        self.n = len(self.flat)
+        self.rows = torch.arange(self.P, device=device)
+        self.row_of = self.flat // self.T  # packed position -> its prompt
+        self.pos = start[self.row_of] + self.flat % self.T  # packed position -> position in the prompt
+        self.first = torch.cumsum(self.length, 0) - self.length  # packed index of each window's start
+        self.end = self.first + self.length - 1  # ... and of its END
+        self.before = torch.arange(S, device=device)[None, :] < start[:, None]  # [P, S]: the unchanged prefix
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """x [P, S, ...] at the window's positions, packed: [n, ...]."""
+        return x[self.row_of, self.pos]
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[G, n, ...] -> [G, P, T, ...] (zeros after each window's END)."""
+        out = x.new_zeros(x.shape[0], self.P * self.T, *x.shape[2:])
+        out[:, self.flat] = x
+        return out.view(x.shape[0], self.P, self.T, *x.shape[2:])
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1, 2)[:, self.flat]
+
+    def attention(self, q, k, v, kv_prefix, scale: float, query: torch.Tensor | None = None) -> torch.Tensor:
+        """z [G, P, Tq, H, d] of queries q [G, P, Tq, H, d] at window indices `query` [P, Tq] (None: every
+        index) over the prompt's unchanged prefix (kv_prefix [P, S, 2, H, d] before the window's start) and
+        the window's own keys and values k, v [G, P, T, H, d] up to the query (causal)."""
+        Kp, Vp = kv_prefix.unbind(2)
+        t = torch.arange(self.T, device=q.device)
+        query = t[None, :].expand(self.P, -1) if query is None else query
+        own = t[None, None, :] <= query[:, :, None]  # [P, Tq, T]
+        mask = torch.cat([self.before[:, None, :].expand(-1, query.shape[1], -1), own], -1)  # [P, Tq, S + T]
+        s = torch.cat([torch.einsum("gpthd,pshd->gpths", q, Kp), torch.einsum("gpthd,gpuhd->gpthu", q, k)], -1)
+        s = (s * scale).masked_fill(~mask[None, :, :, None, :], float("-inf")).softmax(-1)
+        return (torch.einsum("gpths,pshd->gpthd", s[..., :self.S], Vp)
+                + torch.einsum("gpthu,gpuhd->gpthd", s[..., self.S:], v))
 
 
 # --- hooked bridge passes (architectures blocks.py does not describe) ------------------------------------
@@ -316,19 +376,27 @@ def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
         corr_m[rows] = r.metric(r.at_end(corr["final"], dev_rows), dev_rows).cpu()
         base, source = (corr, clean) if direction == "denoise" else (clean, corr)
         for i, role in enumerate(roles):
-            where = _positions_mask(dataset, role, rows, S, r.device)
-            # causal attention: nothing before the first patched position (or END) changes, so start there
-            s0 = 0 if role == ALL_POSITIONS else min(int(dataset.positions[role][rows].min()), int(end.min()))
-            mask, e = _one_head_each(H, where[:, s0:]), (end - s0).repeat(H)
+            # A head patched at p changes nothing before p (causal), and nothing after END reaches the metric:
+            # each prompt's window runs from p (or, for "*", where the twins first differ: before it the clean
+            # and corrupted z are the same) to END.
+            if role == ALL_POSITIONS:
+                w = _Window(torch.minimum(r.first[dev_rows], end), end, S)
+                at = torch.arange(w.n, device=r.device)  # patched at every position of the window
+            else:
+                pos = dataset.positions[role][rows].to(r.device)
+                w = _Window(torch.minimum(pos, end), end, S)
+                at = w.first[pos <= end]  # a head after END changes nothing
             for layer in range(L):
                 steps.before()
-                z = torch.where(mask, source["z"][layer][None, :, s0:], base["z"][layer][None, :, s0:]).flatten(0, 1)
-                x = base["resid"][layer][:, s0:].repeat(H, 1, 1) + b.attn_out(layer, z)  # [H*P, S', d]
+                dz = w.gather(source["z"][layer] - base["z"][layer])[at]  # [m, H, d]
+                # the patched layer: its attention is the unpatched one plus W_O[h] (z_new - z_old) where patched
+                x = w.gather(base["resid"][layer] + base["attn_out"][layer]).repeat(H, 1, 1)  # [H, n, d]
+                x[:, at] += torch.einsum("mhd,hde->hme", dz, b.layers[layer].W_O)
                 if layer == L - 1:  # only END reaches the metric
-                    x = b.mlp(layer, x[torch.arange(len(x), device=x.device), e])
+                    x = b.mlp(layer, x[:, w.end])
                 else:
-                    x = r.onward(b.mlp(layer, x), layer + 1, s0, base["kv"], e)
-                patched[layer, :, i, rows] = r.metric(x, dev_rows).view(H, P).cpu()
+                    x = r.onward(b.mlp(layer, x), layer + 1, base["kv"], w)
+                patched[layer, :, i, rows] = r.metric(x.flatten(0, 1), dev_rows).view(H, P).cpu()
                 steps.after()
     return patched, clean_m, corr_m
 
@@ -412,66 +480,74 @@ def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until
     L, H, n = model.n_layers, model.n_heads, dataset.n
     b, r = model.blocks, _Runner(model, dataset)
     to_logits = receivers == "logits"
-    last = L - 1 if to_logits else max(l for l, _ in receivers)
     per = max(1, batch_size // H)  # senders of a layer stacked: H × prompts per batch
     steps.total = until * len(range(0, n, per))
     patched = torch.full((L, H, n), float("nan"), dtype=torch.float64)
     clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     for rows in _chunks(n, per):
         dev_rows, P = rows.to(r.device), len(rows)
-        S = int(r.end[dev_rows].max()) + 1  # positions after every END cannot reach the metric
+        end = r.end[dev_rows]
+        S = int(end.max()) + 1  # positions after every END cannot reach the metric
         clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
         clean_m[rows] = r.metric(r.at_end(clean["final"], dev_rows), dev_rows).cpu()
         corr_m[rows] = r.metric(r.at_end(corr["final"], dev_rows), dev_rows).cpu()
+        if to_logits:  # attention frozen: a position's residual depends on itself only, so END suffices
+            w, at = _Window(end, end, S), None
+        elif receiver_role is None:  # the receivers' inputs change only where the twins differ, and after
+            w = _Window(torch.minimum(r.first[dev_rows], end), end, S)
+            at = torch.arange(w.n, device=r.device)
+        else:  # (c) changes nothing before the receivers' position; one after END reaches nothing
+            pos = dataset.positions[receiver_role][rows].to(r.device)
+            w = _Window(torch.minimum(pos, end), end, S)
+            at = w.first[pos <= end]
         for layer in range(until):
             steps.before()
-            # (b) batch block k: sender (layer, k) corrupted, every other head frozen to its clean output
-            dz = corr["z"][layer] - clean["z"][layer]  # [P, S, H, d]
-            x = clean["resid"][layer] + clean["attn_out"][layer]
-            if to_logits:  # attention frozen: a position's residual depends on itself only, so END suffices
-                dz, x = r.at_end(dz, dev_rows), r.at_end(x, dev_rows)
-            sent = torch.einsum("p...hd,hdm->hp...m", dz, b.layers[layer].W_O).flatten(0, 1)  # [H*P, (S,) d_model]
-            x = x.repeat(H, *[1] * (x.dim() - 1)) + sent
+            # (b) batch block k: sender (layer, k) corrupted, every other head frozen to its clean output.
+            # Attention frozen, each position's residual depends on itself only: (b) runs only where (c) reads it
+            where = w.end if to_logits else at
+            dz = w.gather(corr["z"][layer] - clean["z"][layer])[where]  # [m, H, d]
+            x = w.gather(clean["resid"][layer] + clean["attn_out"][layer])[where]
+            x = x + torch.einsum("mhd,hde->hme", dz, b.layers[layer].W_O)  # [H, m, d]
             if to_logits:
                 for j in range(layer, L):
-                    x = b.mlp(j, x + (r.at_end(clean["attn_out"][j], dev_rows).repeat(H, 1) if j > layer else 0))
-                patched[layer, :, rows] = r.metric(x, dev_rows).view(H, P).cpu()
-            else:
-                seen = {}  # the residual entering each receiver layer in (b), as the receivers there read it
-                for j in range(layer, last):
-                    x = b.mlp(j, x + (clean["attn_out"][j].repeat(H, 1, 1) if j > layer else 0))
-                    seen[j + 1] = x
-                y = _receive(r, clean, seen, [h for h in receivers if h[0] > layer], receiver_input, receiver_role,
-                             dataset, rows)
-                patched[layer, :, rows] = r.metric(y, dev_rows).view(H, P).cpu()
+                    x = b.mlp(j, x + (w.gather(clean["attn_out"][j])[where] if j > layer else 0))
+                patched[layer, :, rows] = r.metric(x.flatten(0, 1), dev_rows).view(H, P).cpu()
+                steps.after()
+                continue
+            later = [h for h in receivers if h[0] > layer]  # the receivers that hear this sender
+            last = max(l for l, _ in later)
+            seen = {}  # the residual entering each receiver layer in (b), where (c) reads it
+            for j in range(layer, last):
+                x = b.mlp(j, x + (w.gather(clean["attn_out"][j])[at] if j > layer else 0))
+                seen[j + 1] = x
+            # (c): the clean run from the earliest receiver's layer on, the receivers' chosen inputs from (b)
+            first = min(l for l, _ in later)
+            y = w.gather(clean["resid"][first]).repeat(H, 1, 1)  # [H, n, d]
+            y = r.onward(y, first, clean["kv"], w, _mixer(b, seen, later, receiver_input, at, w.n))
+            patched[layer, :, rows] = r.metric(y.flatten(0, 1), dev_rows).view(H, P).cpu()
             steps.after()
     return patched, clean_m, corr_m
 
 
-def _receive(r: _Runner, clean: dict, seen: dict, receivers, receiver_input, receiver_role, dataset,
-             rows) -> torch.Tensor:
-    """(c): the clean run from the earliest receiver's layer on, the receivers' chosen inputs (at their role,
-    or everywhere) computed from the residuals `seen` in (b); `receivers` are those after the sender's layer
-    (the others hear nothing from it). Returns the final residual at END."""
-    b = r.b
-    first = min(l for l, _ in receivers)  # below it (c) is the clean run
-    reps = len(seen[first]) // len(rows)
-    y = clean["resid"][first].repeat(reps, 1, 1)
-    take = torch.tensor([c in receiver_input for c in "qkv"], device=y.device)[None, None, :, None, None]
-    if receiver_role is not None:
-        where = _positions_mask(dataset, receiver_role, rows, y.shape[1], y.device).repeat(reps, 1)
-        take = take & where[:, :, None, None, None]
-    for j in range(first, r.L):
-        z = _attend(b, j, y)[0]
-        heads = [h for l, h in receivers if l == j]
-        if heads:
-            idx = torch.tensor(heads, device=y.device)
-            mixed = torch.where(take, b.qkv(j, seen[j], idx), b.qkv(j, y, idx))  # [B, S, 3, h, d]
-            q, k, v = mixed.permute(2, 0, 3, 1, 4)
-            z = z.clone()
-            z[:, :, idx] = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=b.scale).transpose(1, 2)
-        y = b.mlp(j, y + b.attn_out(j, z))
-    return r.at_end(y, rows.to(y.device).repeat(reps))
+def _mixer(b, seen: dict, receivers, receiver_input: str, at: torch.Tensor, n: int):
+    """mix(layer, qkv) for _Runner.onward: the receivers' chosen inputs (q, k and/or v) at the packed window
+    positions `at` taken from (b), whose residual entering each receiver layer is seen[layer] [H, len(at), d]."""
+    take = torch.tensor([c in receiver_input for c in "qkv"], device=at.device)[None, None, :, None, None]
+
+    def mix(layer: int, qkv: torch.Tensor) -> torch.Tensor:
+        heads = [h for l, h in receivers if l == layer]
+        if not heads:
+            return qkv
+        idx = torch.tensor(heads, device=qkv.device)
+        sent = b.qkv(layer, seen[layer], idx)  # [H, m, 3, h, d]
+        every = len(at) == n  # the whole window (then `at` is every packed position in order)
+        part = qkv if every else qkv[:, at]
+        part[:, :, :, idx] = torch.where(take, sent, part[:, :, :, idx])
+        if not every:
+            qkv[:, at] = part
+        return qkv
+
+    return mix
 
 
 def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, until, batch_size, steps):
