@@ -42,6 +42,7 @@ from .intervals import Interval
 
 DIRECTIONS = ("denoise", "noise")
 INPUTS = ("q", "k", "v", "qkv")
+ROWS = 512  # rows per block of the fast path's position-wise pieces (its MLP hidden: ROWS × 4 d_model floats)
 LOGITS_BUDGET = 1 << 26  # hooked passes return full logits: at most this many floats (256 MB) per batch
 
 
@@ -182,20 +183,13 @@ def _positions_mask(dataset, role: str, rows, seq: int, device) -> torch.Tensor:
 
 
 # --- the model's blocks, run from any layer and position ------------------------------------------------
-def _attend(b, layer: int, x: torch.Tensor, s0: int = 0, prefix: torch.Tensor | None = None):
-    """z of every head [B, S', H, d] for the residual x [B, S', d] at positions s0..; the positions before s0
-    are unchanged, so their keys and values come from `prefix` [B, s0, 2, H, d]. Also returns k, v [B, S, H, d]."""
-    q, k, v = b.qkv(layer, x, None).unbind(2)  # each [B, S', H, d]
-    if s0:
-        k, v = torch.cat([prefix[:, :, 0], k], 1), torch.cat([prefix[:, :, 1], v], 1)
-        S = k.shape[1]
-        causal = torch.arange(S, device=x.device)[None, :] <= torch.arange(s0, S, device=x.device)[:, None]
-        z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           attn_mask=causal, scale=b.scale)
-    else:
-        z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True, scale=b.scale)
-    return z.transpose(1, 2), k, v
+def _attend(b, layer: int, x: torch.Tensor):
+    """Every head's z [B, S, H, d] for the residual x [B, S, d] (causal), and the queries, keys and values
+    it came from [B, S, 3, H, d]."""
+    qkv = b.qkv(layer, x, None)
+    q, k, v = qkv.transpose(1, 3).unbind(2)  # each [B, H, S, d]
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=b.scale)
+    return z.transpose(1, 2), qkv
 
 
 class _Runner:
@@ -211,16 +205,17 @@ class _Runner:
         self.first = dataset.tokens.ne(dataset.reference_tokens).int().argmax(1).to(self.device)
 
     def run(self, tokens: torch.Tensor) -> dict:
-        """Residual entering each layer, every head's z, keys and values, attention output; the final residual."""
+        """Per layer: the residual entering it, every head's z, queries, keys and values, the attention output
+        (each [P, S, ...]); "resid" has the final residual last (L + 1 entries)."""
         b, x = self.b, self.b.embed(tokens)
-        out = {"resid": [], "z": [], "kv": [], "attn_out": []}
+        out = {"resid": [], "z": [], "qkv": [], "attn_out": []}
         for layer in range(self.L):
-            z, k, v = _attend(b, layer, x)
+            z, qkv = _attend(b, layer, x)
             o = b.attn_out(layer, z)
-            for key, val in zip(out, (x, z, torch.stack([k, v], 2), o)):
+            for key, val in zip(out, (x, z, qkv, o)):
                 out[key].append(val)
             x = b.mlp(layer, x + o)
-        out["final"] = x
+        out["resid"].append(x)
         return out
 
     def metric(self, x_end: torch.Tensor, rows) -> torch.Tensor:
@@ -231,25 +226,61 @@ class _Runner:
     def at_end(self, x: torch.Tensor, rows) -> torch.Tensor:
         return x[torch.arange(len(x), device=x.device), self.end[rows]]
 
-    def onward(self, x: torch.Tensor, start: int, kv: list, w: "_Window", mix=None) -> torch.Tensor:
+    # The blocks' position-wise pieces over blocks of ROWS rows, biases fused into the matrix products: the
+    # same sums as blocks.py's (the tests hold the two to each other), with a block's MLP hidden in cache.
+    def qkv(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """Queries, keys and values of every head [..., 3, H, d] of the residual x [..., d_model]."""
+        lw, d = self.b.layers[layer], x.shape[-1]
+        W, bias = lw.W_qkv.view(d, -1), lw.b_qkv.flatten()
+        x2 = x.reshape(-1, d)
+        out = x2.new_empty(len(x2), W.shape[1])
+        for i in range(0, len(x2), ROWS):
+            torch.addmm(bias, self.b.norm(x2[i:i + ROWS], lw.ln1), W, out=out[i:i + ROWS])
+        return out.view(*x.shape[:-1], *lw.b_qkv.shape)
+
+    def post(self, layer: int, x: torch.Tensor, z: torch.Tensor | None = None,
+             add: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual after the layer's attention and MLP from the residual x [..., d_model] entering it
+        and every head's z [..., H, d] (None: x is already past attention); `add` is added first."""
+        b, lw, d = self.b, self.b.layers[layer], x.shape[-1]
+        x2 = (x if add is None else x + add).reshape(-1, d)
+        z2 = None if z is None else z.reshape(len(x2), -1)
+        W_O, out = lw.W_O.flatten(0, 1), torch.empty_like(x2)
+        for i in range(0, len(x2), ROWS):
+            y = x2[i:i + ROWS]
+            if z2 is not None:
+                y = torch.addmm(y + lw.b_O, z2[i:i + ROWS], W_O)
+            hidden = b.act(torch.addmm(lw.b_in, b.norm(y, lw.ln2), lw.W_in))
+            torch.addmm(y + lw.b_out, hidden, lw.W_out, out=out[i:i + ROWS])
+        return out.view(x.shape)
+
+    def onward(self, x: torch.Tensor, start: int, base: dict, w: "_Window", fresh: torch.Tensor | None = None,
+               mix=None) -> torch.Tensor:
         """Layers start.. on the residual x [G, w.n, d] at the window's positions (G patches, each over every
-        prompt; kv: the unpatched run's keys and values per layer, [P, S, 2, H, d], for the positions before
-        each window). mix(layer, qkv [G, w.n, 3, H, d]) may change queries, keys and values before attention.
-        The last layer runs its attention query and MLP at END only: nothing else reaches the metric.
-        Returns the final residual at END [G, P, d]."""
+        prompt), reading the unpatched run `base` (see run) for the positions before each window. fresh: the
+        packed positions where x differs from base's residual entering `start` (None: maybe everywhere);
+        elsewhere that layer's queries, keys and values are base's. mix(layer, qkv [G, w.n, 3, H, d]) may
+        change queries, keys and values before attention. The last layer runs its attention query and MLP at
+        END only: nothing else reaches the metric. Returns the final residual at END [G, P, d]."""
         b = self.b
         for layer in range(start, self.L):
-            qkv = b.qkv(layer, x, None)
+            if layer == start and fresh is not None:
+                qkv = w.gather(base["qkv"][layer]).repeat(len(x), 1, 1, 1, 1)
+                if len(fresh):
+                    qkv[:, fresh] = self.qkv(layer, x[:, fresh])
+            else:
+                qkv = self.qkv(layer, x)
             if mix is not None:
                 qkv = mix(layer, qkv)
             q, k, v = w.pad(qkv).unbind(3)  # each [G, P, T, H, d]
+            prefix = base["qkv"][layer][:, :, 1:]
             if layer == self.L - 1:
                 x = x[:, w.end]
                 q, query = q[:, w.rows, w.length - 1, None], (w.length - 1)[:, None]
-                z = w.attention(q, k, v, kv[layer], b.scale, query)[:, :, 0]  # [G, P, H, d]
+                z = w.attention(q, k, v, prefix, b.scale, query)[:, :, 0]  # [G, P, H, d]
             else:
-                z = w.pack(w.attention(q, k, v, kv[layer], b.scale))
-            x = b.mlp(layer, x + b.attn_out(layer, z))
+                z = w.pack(w.attention(q, k, v, prefix, b.scale))
+            x = self.post(layer, x, z)
         return x
 
 
@@ -290,7 +321,8 @@ class _Window:
 
     def attention(self, q, k, v, kv_prefix, scale: float, query: torch.Tensor | None = None) -> torch.Tensor:
         """z [G, P, Tq, H, d] of queries q [G, P, Tq, H, d] at window indices `query` [P, Tq] (None: every
-        index) over the prompt's unchanged prefix (kv_prefix [P, S, 2, H, d] before the window's start) and
+        index) over the prompt's unchanged prefix (kv_prefix [P, S, 2, H, d]: its keys and values before the
+        window's start) and
         the window's own keys and values k, v [G, P, T, H, d] up to the query (causal)."""
         Kp, Vp = kv_prefix.unbind(2)
         t = torch.arange(self.T, device=q.device)
@@ -372,8 +404,8 @@ def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
         end = r.end[dev_rows]
         S = int(end.max()) + 1  # positions after every END cannot reach the metric
         clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
-        clean_m[rows] = r.metric(r.at_end(clean["final"], dev_rows), dev_rows).cpu()
-        corr_m[rows] = r.metric(r.at_end(corr["final"], dev_rows), dev_rows).cpu()
+        clean_m[rows] = r.metric(r.at_end(clean["resid"][-1], dev_rows), dev_rows).cpu()
+        corr_m[rows] = r.metric(r.at_end(corr["resid"][-1], dev_rows), dev_rows).cpu()
         base, source = (corr, clean) if direction == "denoise" else (clean, corr)
         for i, role in enumerate(roles):
             # A head patched at p changes nothing before p (causal), and nothing after END reaches the metric:
@@ -388,14 +420,16 @@ def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
                 at = w.first[pos <= end]  # a head after END changes nothing
             for layer in range(L):
                 steps.before()
+                # The patched layer: its attention output is the unpatched one plus W_O[h] (z_new - z_old) at the
+                # patched positions `at`; elsewhere the layer's output is the unpatched run's.
                 dz = w.gather(source["z"][layer] - base["z"][layer])[at]  # [m, H, d]
-                # the patched layer: its attention is the unpatched one plus W_O[h] (z_new - z_old) where patched
-                x = w.gather(base["resid"][layer] + base["attn_out"][layer]).repeat(H, 1, 1)  # [H, n, d]
-                x[:, at] += torch.einsum("mhd,hde->hme", dz, b.layers[layer].W_O)
+                mid = w.gather(base["resid"][layer] + base["attn_out"][layer])[at]
+                x = w.gather(base["resid"][layer + 1]).repeat(H, 1, 1)  # [H, n, d]
+                x[:, at] = r.post(layer, mid + torch.einsum("mhd,hde->hme", dz, b.layers[layer].W_O))
                 if layer == L - 1:  # only END reaches the metric
-                    x = b.mlp(layer, x[:, w.end])
+                    x = x[:, w.end]
                 else:
-                    x = r.onward(b.mlp(layer, x), layer + 1, base["kv"], w)
+                    x = r.onward(x, layer + 1, base, w, fresh=at)
                 patched[layer, :, i, rows] = r.metric(x.flatten(0, 1), dev_rows).view(H, P).cpu()
                 steps.after()
     return patched, clean_m, corr_m
@@ -489,8 +523,8 @@ def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until
         end = r.end[dev_rows]
         S = int(end.max()) + 1  # positions after every END cannot reach the metric
         clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
-        clean_m[rows] = r.metric(r.at_end(clean["final"], dev_rows), dev_rows).cpu()
-        corr_m[rows] = r.metric(r.at_end(corr["final"], dev_rows), dev_rows).cpu()
+        clean_m[rows] = r.metric(r.at_end(clean["resid"][-1], dev_rows), dev_rows).cpu()
+        corr_m[rows] = r.metric(r.at_end(corr["resid"][-1], dev_rows), dev_rows).cpu()
         if to_logits:  # attention frozen: a position's residual depends on itself only, so END suffices
             w, at = _Window(end, end, S), None
         elif receiver_role is None:  # the receivers' inputs change only where the twins differ, and after
@@ -510,7 +544,7 @@ def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until
             x = x + torch.einsum("mhd,hde->hme", dz, b.layers[layer].W_O)  # [H, m, d]
             if to_logits:
                 for j in range(layer, L):
-                    x = b.mlp(j, x + (w.gather(clean["attn_out"][j])[where] if j > layer else 0))
+                    x = r.post(j, x, add=w.gather(clean["attn_out"][j])[where] if j > layer else None)
                 patched[layer, :, rows] = r.metric(x.flatten(0, 1), dev_rows).view(H, P).cpu()
                 steps.after()
                 continue
@@ -518,12 +552,13 @@ def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until
             last = max(l for l, _ in later)
             seen = {}  # the residual entering each receiver layer in (b), where (c) reads it
             for j in range(layer, last):
-                x = b.mlp(j, x + (w.gather(clean["attn_out"][j])[at] if j > layer else 0))
+                x = r.post(j, x, add=w.gather(clean["attn_out"][j])[at] if j > layer else None)
                 seen[j + 1] = x
             # (c): the clean run from the earliest receiver's layer on, the receivers' chosen inputs from (b)
             first = min(l for l, _ in later)
             y = w.gather(clean["resid"][first]).repeat(H, 1, 1)  # [H, n, d]
-            y = r.onward(y, first, clean["kv"], w, _mixer(b, seen, later, receiver_input, at, w.n))
+            none = torch.zeros(0, dtype=torch.long, device=r.device)  # entering `first`, (c) is the clean run
+            y = r.onward(y, first, clean, w, none, _mixer(b, seen, later, receiver_input, at, w.n))
             patched[layer, :, rows] = r.metric(y.flatten(0, 1), dev_rows).view(H, P).cpu()
             steps.after()
     return patched, clean_m, corr_m
