@@ -42,6 +42,7 @@ from .intervals import Interval
 
 DIRECTIONS = ("denoise", "noise")
 INPUTS = ("q", "k", "v", "qkv")
+PASS = 1024  # rows (positions × patches) per pass of the fast path through the later layers
 ROWS = 512  # rows per block of the fast path's position-wise pieces (its MLP hidden: ROWS × 4 d_model floats)
 LOGITS_BUDGET = 1 << 26  # hooked passes return full logits: at most this many floats (256 MB) per batch
 
@@ -264,7 +265,7 @@ class _Runner:
         END only: nothing else reaches the metric. Returns the final residual at END [G, P, d]."""
         b = self.b
         for layer in range(start, self.L):
-            if layer == start and fresh is not None:
+            if layer == start and fresh is not None and len(fresh) < w.n:
                 qkv = w.gather(base["qkv"][layer]).repeat(len(x), 1, 1, 1, 1)
                 if len(fresh):
                     qkv[:, fresh] = self.qkv(layer, x[:, fresh])
@@ -424,15 +425,28 @@ def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
                 # patched positions `at`; elsewhere the layer's output is the unpatched run's.
                 dz = w.gather(source["z"][layer] - base["z"][layer])[at]  # [m, H, d]
                 mid = w.gather(base["resid"][layer] + base["attn_out"][layer])[at]
-                x = w.gather(base["resid"][layer + 1]).repeat(H, 1, 1)  # [H, n, d]
-                x[:, at] = r.post(layer, mid + torch.einsum("mhd,hde->hme", dz, b.layers[layer].W_O))
-                if layer == L - 1:  # only END reaches the metric
-                    x = x[:, w.end]
-                else:
-                    x = r.onward(x, layer + 1, base, w, fresh=at)
-                patched[layer, :, i, rows] = r.metric(x.flatten(0, 1), dev_rows).view(H, P).cpu()
+                after = w.gather(base["resid"][layer + 1])  # [n, d]
+                for hs in _groups(H, w.n):
+                    sent = torch.einsum("mhd,hde->hme", dz[:, hs], b.layers[layer].W_O[hs])
+                    x = r.post(layer, mid + sent)  # [g, m, d]
+                    if len(at) < w.n:
+                        changed, x = x, after.repeat(len(sent), 1, 1)
+                        x[:, at] = changed
+                    if layer == L - 1:  # only END reaches the metric
+                        x = x[:, w.end]
+                    else:
+                        x = r.onward(x, layer + 1, base, w, fresh=at)
+                    patched[layer, hs, i, rows] = r.metric(x.flatten(0, 1), dev_rows).view(len(sent), P).cpu()
                 steps.after()
     return patched, clean_m, corr_m
+
+
+def _groups(G: int, n: int):
+    """Slices of G patches (heads, senders) with about PASS rows in all, their n positions each: intermediate
+    tensors stay in cache (on a CPU, memory traffic of large fresh tensors costs as much as the arithmetic)."""
+    per = max(1, PASS // max(n, 1))
+    for start in range(0, G, per):
+        yield slice(start, min(G, start + per))
 
 
 def _activation_hooked(model, dataset, direction, roles, batch_size, steps):
@@ -540,26 +554,24 @@ def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until
             # Attention frozen, each position's residual depends on itself only: (b) runs only where (c) reads it
             where = w.end if to_logits else at
             dz = w.gather(corr["z"][layer] - clean["z"][layer])[where]  # [m, H, d]
-            x = w.gather(clean["resid"][layer] + clean["attn_out"][layer])[where]
-            x = x + torch.einsum("mhd,hde->hme", dz, b.layers[layer].W_O)  # [H, m, d]
-            if to_logits:
-                for j in range(layer, L):
-                    x = r.post(j, x, add=w.gather(clean["attn_out"][j])[where] if j > layer else None)
-                patched[layer, :, rows] = r.metric(x.flatten(0, 1), dev_rows).view(H, P).cpu()
-                steps.after()
-                continue
-            later = [h for h in receivers if h[0] > layer]  # the receivers that hear this sender
-            last = max(l for l, _ in later)
-            seen = {}  # the residual entering each receiver layer in (b), where (c) reads it
-            for j in range(layer, last):
-                x = r.post(j, x, add=w.gather(clean["attn_out"][j])[at] if j > layer else None)
-                seen[j + 1] = x
-            # (c): the clean run from the earliest receiver's layer on, the receivers' chosen inputs from (b)
-            first = min(l for l, _ in later)
-            y = w.gather(clean["resid"][first]).repeat(H, 1, 1)  # [H, n, d]
-            none = torch.zeros(0, dtype=torch.long, device=r.device)  # entering `first`, (c) is the clean run
-            y = r.onward(y, first, clean, w, none, _mixer(b, seen, later, receiver_input, at, w.n))
-            patched[layer, :, rows] = r.metric(y.flatten(0, 1), dev_rows).view(H, P).cpu()
+            mid = w.gather(clean["resid"][layer] + clean["attn_out"][layer])[where]
+            later = [h for h in receivers if h[0] > layer] if not to_logits else []  # those that hear it
+            for hs in _groups(H, w.n):
+                x = mid + torch.einsum("mhd,hde->hme", dz[:, hs], b.layers[layer].W_O[hs])  # [g, m, d]
+                if to_logits:
+                    for j in range(layer, L):
+                        x = r.post(j, x, add=w.gather(clean["attn_out"][j])[where] if j > layer else None)
+                else:
+                    seen = {}  # the residual entering each receiver layer in (b), where (c) reads it
+                    for j in range(layer, max(l for l, _ in later)):
+                        x = r.post(j, x, add=w.gather(clean["attn_out"][j])[at] if j > layer else None)
+                        seen[j + 1] = x
+                    # (c): the clean run from the earliest receiver's layer on, the receivers' inputs from (b)
+                    first = min(l for l, _ in later)
+                    x = w.gather(clean["resid"][first]).repeat(len(x), 1, 1)  # [g, n, d]
+                    none = torch.zeros(0, dtype=torch.long, device=r.device)  # entering `first`: the clean run
+                    x = r.onward(x, first, clean, w, none, _mixer(b, seen, later, receiver_input, at, w.n))
+                patched[layer, hs, rows] = r.metric(x.flatten(0, 1), dev_rows).view(len(x), P).cpu()
             steps.after()
     return patched, clean_m, corr_m
 
