@@ -42,8 +42,12 @@ from .intervals import Interval
 
 DIRECTIONS = ("denoise", "noise")
 INPUTS = ("q", "k", "v", "qkv")
-PASS = 1024  # rows (positions × patches) per pass of the fast path through the later layers
-ROWS = 512  # rows per block of the fast path's position-wise pieces (its MLP hidden: ROWS × 4 d_model floats)
+# Rows (positions × patches) per pass of the fast path through the later layers, and per block of its
+# position-wise pieces (the MLP hidden: ROWS × 4 d_model floats). Large: on a 2-core CPU shared with other
+# work, each operation's thread synchronisation costs more than the cache misses of large tensors (GPT-2 small
+# shape, 20 pairs, loaded machine: passes of 1024 rows in blocks of 512 took 30% longer than one pass).
+PASS = 8192
+ROWS = 4096
 LOGITS_BUDGET = 1 << 26  # hooked passes return full logits: at most this many floats (256 MB) per batch
 
 
@@ -228,7 +232,7 @@ class _Runner:
         return x[torch.arange(len(x), device=x.device), self.end[rows]]
 
     # The blocks' position-wise pieces over blocks of ROWS rows, biases fused into the matrix products: the
-    # same sums as blocks.py's (the tests hold the two to each other), with a block's MLP hidden in cache.
+    # same sums as blocks.py's (the tests hold the two to each other), memory bounded however many rows.
     def qkv(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """Queries, keys and values of every head [..., 3, H, d] of the residual x [..., d_model]."""
         lw, d = self.b.layers[layer], x.shape[-1]
@@ -442,8 +446,7 @@ def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
 
 
 def _groups(G: int, n: int):
-    """Slices of G patches (heads, senders) with about PASS rows in all, their n positions each: intermediate
-    tensors stay in cache (on a CPU, memory traffic of large fresh tensors costs as much as the arithmetic)."""
+    """Slices of G patches (heads, senders) with at most about PASS rows in all, their n positions each."""
     per = max(1, PASS // max(n, 1))
     for start in range(0, G, per):
         yield slice(start, min(G, start + per))
