@@ -21,10 +21,18 @@ logit difference at END; F_clean and F_corrupted are its means on the two prompt
   Senders in or after the last receiver's layer have no such path: NaN.
 
 Every cell has a 95% interval from a bootstrap over prompt pairs (the pair is the unit: numerator and
-denominator resampled together). The fast path runs the model's blocks (blocks.py) from the residual
-entering the patched layer, with all heads of a layer stacked in one batch, and only from the first
-patched position on (causal attention: earlier positions keep the unpatched run's keys and values).
-Models without blocks take hooked bridge passes, which give the same numbers more slowly.
+denominator resampled together). The fast path runs the model's blocks (blocks.py) and reuses the clean
+and corrupted runs: a head patched at position p changes nothing before p (causal attention) nor before
+its layer, and nothing after END reaches the metric. So its own layer is the unpatched run's plus
+W_O[h]·(z_new − z_old) at p (no attention recomputed there, the MLP only at p); each prompt runs only
+its positions p..END through the later layers (packed: no padding in the matrix products), with the
+unpatched run's keys and values before p and its queries, keys and values where the residual has not
+yet changed; the last layer's query and MLP at END only; no unembedding (a dot product with
+W_U[:, correct] − W_U[:, wrong]). "*" starts where the twins first differ (before it both runs' z are
+the same). Path patching's (b) runs only where (c) reads it (the receivers' position, or from where the
+twins differ), and (c) only from the earliest receiver's layer and that position on. The heads of a
+layer (senders) are stacked in one batch. Models without blocks take hooked bridge passes, which give
+the same numbers more slowly.
 """
 from __future__ import annotations
 
