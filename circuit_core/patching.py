@@ -21,10 +21,18 @@ logit difference at END; F_clean and F_corrupted are its means on the two prompt
   Senders in or after the last receiver's layer have no such path: NaN.
 
 Every cell has a 95% interval from a bootstrap over prompt pairs (the pair is the unit: numerator and
-denominator resampled together). The fast path runs the model's blocks (blocks.py) from the residual
-entering the patched layer, with all heads of a layer stacked in one batch, and only from the first
-patched position on (causal attention: earlier positions keep the unpatched run's keys and values).
-Models without blocks take hooked bridge passes, which give the same numbers more slowly.
+denominator resampled together). The fast path runs the model's blocks (blocks.py) and reuses the clean
+and corrupted runs: a head patched at position p changes nothing before p (causal attention) nor before
+its layer, and nothing after END reaches the metric. So its own layer is the unpatched run's plus
+W_O[h]·(z_new − z_old) at p (no attention recomputed there, the MLP only at p); each prompt runs only
+its positions p..END through the later layers (packed: no padding in the matrix products), with the
+unpatched run's keys and values before p and its queries, keys and values where the residual has not
+yet changed; the last layer's query and MLP at END only; no unembedding (a dot product with
+W_U[:, correct] − W_U[:, wrong]). "*" starts where the twins first differ (before it both runs' z are
+the same). Path patching's (b) runs only where (c) reads it (the receivers' position, or from where the
+twins differ), and (c) only from the earliest receiver's layer and that position on. The heads of a
+layer (senders) are stacked in one batch. Models without blocks take hooked bridge passes, which give
+the same numbers more slowly.
 """
 from __future__ import annotations
 
@@ -42,6 +50,12 @@ from .intervals import Interval
 
 DIRECTIONS = ("denoise", "noise")
 INPUTS = ("q", "k", "v", "qkv")
+# Rows (positions × patches) per pass of the fast path through the later layers, and per block of its
+# position-wise pieces (the MLP hidden: ROWS × 4 d_model floats). Large: on a 2-core CPU shared with other
+# work, each operation's thread synchronisation costs more than the cache misses of large tensors (GPT-2 small
+# shape, 20 pairs, loaded machine: passes of 1024 rows in blocks of 512 took 30% longer than one pass).
+PASS = 8192
+ROWS = 4096
 LOGITS_BUDGET = 1 << 26  # hooked passes return full logits: at most this many floats (256 MB) per batch
 
 
@@ -182,20 +196,13 @@ def _positions_mask(dataset, role: str, rows, seq: int, device) -> torch.Tensor:
 
 
 # --- the model's blocks, run from any layer and position ------------------------------------------------
-def _attend(b, layer: int, x: torch.Tensor, s0: int = 0, prefix: torch.Tensor | None = None):
-    """z of every head [B, S', H, d] for the residual x [B, S', d] at positions s0..; the positions before s0
-    are unchanged, so their keys and values come from `prefix` [B, s0, 2, H, d]. Also returns k, v [B, S, H, d]."""
-    q, k, v = b.qkv(layer, x, None).unbind(2)  # each [B, S', H, d]
-    if s0:
-        k, v = torch.cat([prefix[:, :, 0], k], 1), torch.cat([prefix[:, :, 1], v], 1)
-        S = k.shape[1]
-        causal = torch.arange(S, device=x.device)[None, :] <= torch.arange(s0, S, device=x.device)[:, None]
-        z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           attn_mask=causal, scale=b.scale)
-    else:
-        z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True, scale=b.scale)
-    return z.transpose(1, 2), k, v
+def _attend(b, layer: int, x: torch.Tensor):
+    """Every head's z [B, S, H, d] for the residual x [B, S, d] (causal), and the queries, keys and values
+    it came from [B, S, 3, H, d]."""
+    qkv = b.qkv(layer, x, None)
+    q, k, v = qkv.transpose(1, 3).unbind(2)  # each [B, H, S, d]
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=b.scale)
+    return z.transpose(1, 2), qkv
 
 
 class _Runner:
@@ -207,18 +214,21 @@ class _Runner:
         self.end = dataset.positions["END"].to(self.device)
         answers = dataset.answer_tokens.to(self.device)
         self.direction, self.bias = (t.to(self.device) for t in self.b.answer_direction(answers))
+        # where each twin first differs from its clean prompt: before it both runs are the same (causal)
+        self.first = dataset.tokens.ne(dataset.reference_tokens).int().argmax(1).to(self.device)
 
     def run(self, tokens: torch.Tensor) -> dict:
-        """Residual entering each layer, every head's z, keys and values, attention output; the final residual."""
+        """Per layer: the residual entering it, every head's z, queries, keys and values, the attention output
+        (each [P, S, ...]); "resid" has the final residual last (L + 1 entries)."""
         b, x = self.b, self.b.embed(tokens)
-        out = {"resid": [], "z": [], "kv": [], "attn_out": []}
+        out = {"resid": [], "z": [], "qkv": [], "attn_out": []}
         for layer in range(self.L):
-            z, k, v = _attend(b, layer, x)
+            z, qkv = _attend(b, layer, x)
             o = b.attn_out(layer, z)
-            for key, val in zip(out, (x, z, torch.stack([k, v], 2), o)):
+            for key, val in zip(out, (x, z, qkv, o)):
                 out[key].append(val)
             x = b.mlp(layer, x + o)
-        out["final"] = x
+        out["resid"].append(x)
         return out
 
     def metric(self, x_end: torch.Tensor, rows) -> torch.Tensor:
@@ -229,18 +239,113 @@ class _Runner:
     def at_end(self, x: torch.Tensor, rows) -> torch.Tensor:
         return x[torch.arange(len(x), device=x.device), self.end[rows]]
 
-    def onward(self, x: torch.Tensor, start: int, s0: int, kv: list, end: torch.Tensor) -> torch.Tensor:
-        """Layers start.. on the residual x [B, S', d] at positions s0.. (B: the chunk's prompts repeated in
-        blocks; kv: the unpatched run's keys and values per layer, [P, S, 2, H, d]; end: END - s0 per row).
-        The last layer runs at END only: nothing else reaches the metric. Returns the final residual at END."""
-        rows = torch.arange(len(x), device=x.device)
-        reps = len(x) // len(kv[0])
+    # The blocks' position-wise pieces over blocks of ROWS rows, biases fused into the matrix products: the
+    # same sums as blocks.py's (the tests hold the two to each other), memory bounded however many rows.
+    def qkv(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """Queries, keys and values of every head [..., 3, H, d] of the residual x [..., d_model]."""
+        lw, d = self.b.layers[layer], x.shape[-1]
+        W, bias = lw.W_qkv.view(d, -1), lw.b_qkv.flatten()
+        x2 = x.reshape(-1, d)
+        out = x2.new_empty(len(x2), W.shape[1])
+        for i in range(0, len(x2), ROWS):
+            torch.addmm(bias, self.b.norm(x2[i:i + ROWS], lw.ln1), W, out=out[i:i + ROWS])
+        return out.view(*x.shape[:-1], *lw.b_qkv.shape)
+
+    def post(self, layer: int, x: torch.Tensor, z: torch.Tensor | None = None,
+             add: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual after the layer's attention and MLP from the residual x [..., d_model] entering it
+        and every head's z [..., H, d] (None: x is already past attention); `add` is added first."""
+        b, lw, d = self.b, self.b.layers[layer], x.shape[-1]
+        x2 = (x if add is None else x + add).reshape(-1, d)
+        z2 = None if z is None else z.reshape(len(x2), -1)
+        W_O, out = lw.W_O.flatten(0, 1), torch.empty_like(x2)
+        for i in range(0, len(x2), ROWS):
+            y = x2[i:i + ROWS]
+            if z2 is not None:
+                y = torch.addmm(y + lw.b_O, z2[i:i + ROWS], W_O)
+            hidden = b.act(torch.addmm(lw.b_in, b.norm(y, lw.ln2), lw.W_in))
+            torch.addmm(y + lw.b_out, hidden, lw.W_out, out=out[i:i + ROWS])
+        return out.view(x.shape)
+
+    def onward(self, x: torch.Tensor, start: int, base: dict, w: "_Window", fresh: torch.Tensor | None = None,
+               mix=None) -> torch.Tensor:
+        """Layers start.. on the residual x [G, w.n, d] at the window's positions (G patches, each over every
+        prompt), reading the unpatched run `base` (see run) for the positions before each window. fresh: the
+        packed positions where x differs from base's residual entering `start` (None: maybe everywhere);
+        elsewhere that layer's queries, keys and values are base's. mix(layer, qkv [G, w.n, 3, H, d]) may
+        change queries, keys and values before attention. The last layer runs its attention query and MLP at
+        END only: nothing else reaches the metric. Returns the final residual at END [G, P, d]."""
+        b = self.b
         for layer in range(start, self.L):
-            z = _attend(self.b, layer, x, s0, kv[layer][:, :s0].repeat(reps, 1, 1, 1, 1))[0]
+            if layer == start and fresh is not None and len(fresh) < w.n:
+                qkv = w.gather(base["qkv"][layer]).repeat(len(x), 1, 1, 1, 1)
+                if len(fresh):
+                    qkv[:, fresh] = self.qkv(layer, x[:, fresh])
+            else:
+                qkv = self.qkv(layer, x)
+            if mix is not None:
+                qkv = mix(layer, qkv)
+            q, k, v = w.pad(qkv).unbind(3)  # each [G, P, T, H, d]
+            prefix = base["qkv"][layer][:, :, 1:]
             if layer == self.L - 1:
-                x, z = x[rows, end], z[rows, end]
-            x = self.b.mlp(layer, x + self.b.attn_out(layer, z))
-        return x if start < self.L else x[rows, end]
+                x = x[:, w.end]
+                q, query = q[:, w.rows, w.length - 1, None], (w.length - 1)[:, None]
+                z = w.attention(q, k, v, prefix, b.scale, query)[:, :, 0]  # [G, P, H, d]
+            else:
+                z = w.pack(w.attention(q, k, v, prefix, b.scale))
+            x = self.post(layer, x, z)
+        return x
+
+
+class _Window:
+    """Per prompt, the positions start..END (start <= END): the only ones a patch from `start` on changes
+    and that reach the metric. Dense pieces (norms, projections, MLPs) run on the window's positions packed
+    [G, n, ...] (n: their total over the prompts, no padding); attention runs on them padded to [G, P, T, ...],
+    with the unpatched run's keys and values for the positions before each window."""
+
+    def __init__(self, start: torch.Tensor, end: torch.Tensor, S: int):
+        device = start.device
+        self.start, self.P, self.S = start, len(start), S
+        self.length = end - start + 1  # [P]
+        self.T = int(self.length.max())
+        t = torch.arange(self.T, device=device)
+        valid = t[None, :] < self.length[:, None]  # [P, T]
+        self.flat = valid.flatten().nonzero()[:, 0]  # packed position -> index into P * T
+        self.n = len(self.flat)
+        self.rows = torch.arange(self.P, device=device)
+        self.row_of = self.flat // self.T  # packed position -> its prompt
+        self.pos = start[self.row_of] + self.flat % self.T  # packed position -> position in the prompt
+        self.first = torch.cumsum(self.length, 0) - self.length  # packed index of each window's start
+        self.end = self.first + self.length - 1  # ... and of its END
+        self.before = torch.arange(S, device=device)[None, :] < start[:, None]  # [P, S]: the unchanged prefix
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """x [P, S, ...] at the window's positions, packed: [n, ...]."""
+        return x[self.row_of, self.pos]
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[G, n, ...] -> [G, P, T, ...] (zeros after each window's END)."""
+        out = x.new_zeros(x.shape[0], self.P * self.T, *x.shape[2:])
+        out[:, self.flat] = x
+        return out.view(x.shape[0], self.P, self.T, *x.shape[2:])
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1, 2)[:, self.flat]
+
+    def attention(self, q, k, v, kv_prefix, scale: float, query: torch.Tensor | None = None) -> torch.Tensor:
+        """z [G, P, Tq, H, d] of queries q [G, P, Tq, H, d] at window indices `query` [P, Tq] (None: every
+        index) over the prompt's unchanged prefix (kv_prefix [P, S, 2, H, d]: its keys and values before the
+        window's start) and
+        the window's own keys and values k, v [G, P, T, H, d] up to the query (causal)."""
+        Kp, Vp = kv_prefix.unbind(2)
+        t = torch.arange(self.T, device=q.device)
+        query = t[None, :].expand(self.P, -1) if query is None else query
+        own = t[None, None, :] <= query[:, :, None]  # [P, Tq, T]
+        mask = torch.cat([self.before[:, None, :].expand(-1, query.shape[1], -1), own], -1)  # [P, Tq, S + T]
+        s = torch.cat([torch.einsum("gpthd,pshd->gpths", q, Kp), torch.einsum("gpthd,gpuhd->gpthu", q, k)], -1)
+        s = (s * scale).masked_fill(~mask[None, :, :, None, :], float("-inf")).softmax(-1)
+        return (torch.einsum("gpths,pshd->gpthd", s[..., :self.S], Vp)
+                + torch.einsum("gpthu,gpuhd->gpthd", s[..., self.S:], v))
 
 
 # --- hooked bridge passes (architectures blocks.py does not describe) ------------------------------------
@@ -312,25 +417,47 @@ def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
         end = r.end[dev_rows]
         S = int(end.max()) + 1  # positions after every END cannot reach the metric
         clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
-        clean_m[rows] = r.metric(r.at_end(clean["final"], dev_rows), dev_rows).cpu()
-        corr_m[rows] = r.metric(r.at_end(corr["final"], dev_rows), dev_rows).cpu()
+        clean_m[rows] = r.metric(r.at_end(clean["resid"][-1], dev_rows), dev_rows).cpu()
+        corr_m[rows] = r.metric(r.at_end(corr["resid"][-1], dev_rows), dev_rows).cpu()
         base, source = (corr, clean) if direction == "denoise" else (clean, corr)
         for i, role in enumerate(roles):
-            where = _positions_mask(dataset, role, rows, S, r.device)
-            # causal attention: nothing before the first patched position (or END) changes, so start there
-            s0 = 0 if role == ALL_POSITIONS else min(int(dataset.positions[role][rows].min()), int(end.min()))
-            mask, e = _one_head_each(H, where[:, s0:]), (end - s0).repeat(H)
+            # A head patched at p changes nothing before p (causal), and nothing after END reaches the metric:
+            # each prompt's window runs from p (or, for "*", where the twins first differ: before it the clean
+            # and corrupted z are the same) to END.
+            if role == ALL_POSITIONS:
+                w = _Window(torch.minimum(r.first[dev_rows], end), end, S)
+                at = torch.arange(w.n, device=r.device)  # patched at every position of the window
+            else:
+                pos = dataset.positions[role][rows].to(r.device)
+                w = _Window(torch.minimum(pos, end), end, S)
+                at = w.first[pos <= end]  # a head after END changes nothing
             for layer in range(L):
                 steps.before()
-                z = torch.where(mask, source["z"][layer][None, :, s0:], base["z"][layer][None, :, s0:]).flatten(0, 1)
-                x = base["resid"][layer][:, s0:].repeat(H, 1, 1) + b.attn_out(layer, z)  # [H*P, S', d]
-                if layer == L - 1:  # only END reaches the metric
-                    x = b.mlp(layer, x[torch.arange(len(x), device=x.device), e])
-                else:
-                    x = r.onward(b.mlp(layer, x), layer + 1, s0, base["kv"], e)
-                patched[layer, :, i, rows] = r.metric(x, dev_rows).view(H, P).cpu()
+                # The patched layer: its attention output is the unpatched one plus W_O[h] (z_new - z_old) at the
+                # patched positions `at`; elsewhere the layer's output is the unpatched run's.
+                dz = w.gather(source["z"][layer] - base["z"][layer])[at]  # [m, H, d]
+                mid = w.gather(base["resid"][layer] + base["attn_out"][layer])[at]
+                after = w.gather(base["resid"][layer + 1])  # [n, d]
+                for hs in _groups(H, w.n):
+                    sent = torch.einsum("mhd,hde->hme", dz[:, hs], b.layers[layer].W_O[hs])
+                    x = r.post(layer, mid + sent)  # [g, m, d]
+                    if len(at) < w.n:
+                        changed, x = x, after.repeat(len(sent), 1, 1)
+                        x[:, at] = changed
+                    if layer == L - 1:  # only END reaches the metric
+                        x = x[:, w.end]
+                    else:
+                        x = r.onward(x, layer + 1, base, w, fresh=at)
+                    patched[layer, hs, i, rows] = r.metric(x.flatten(0, 1), dev_rows).view(len(sent), P).cpu()
                 steps.after()
     return patched, clean_m, corr_m
+
+
+def _groups(G: int, n: int):
+    """Slices of G patches (heads, senders) with at most about PASS rows in all, their n positions each."""
+    per = max(1, PASS // max(n, 1))
+    for start in range(0, G, per):
+        yield slice(start, min(G, start + per))
 
 
 def _activation_hooked(model, dataset, direction, roles, batch_size, steps):
@@ -412,66 +539,73 @@ def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until
     L, H, n = model.n_layers, model.n_heads, dataset.n
     b, r = model.blocks, _Runner(model, dataset)
     to_logits = receivers == "logits"
-    last = L - 1 if to_logits else max(l for l, _ in receivers)
     per = max(1, batch_size // H)  # senders of a layer stacked: H × prompts per batch
     steps.total = until * len(range(0, n, per))
     patched = torch.full((L, H, n), float("nan"), dtype=torch.float64)
     clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     for rows in _chunks(n, per):
         dev_rows, P = rows.to(r.device), len(rows)
-        S = int(r.end[dev_rows].max()) + 1  # positions after every END cannot reach the metric
+        end = r.end[dev_rows]
+        S = int(end.max()) + 1  # positions after every END cannot reach the metric
         clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
-        clean_m[rows] = r.metric(r.at_end(clean["final"], dev_rows), dev_rows).cpu()
-        corr_m[rows] = r.metric(r.at_end(corr["final"], dev_rows), dev_rows).cpu()
+        clean_m[rows] = r.metric(r.at_end(clean["resid"][-1], dev_rows), dev_rows).cpu()
+        corr_m[rows] = r.metric(r.at_end(corr["resid"][-1], dev_rows), dev_rows).cpu()
+        if to_logits:  # attention frozen: a position's residual depends on itself only, so END suffices
+            w, at = _Window(end, end, S), None
+        elif receiver_role is None:  # the receivers' inputs change only where the twins differ, and after
+            w = _Window(torch.minimum(r.first[dev_rows], end), end, S)
+            at = torch.arange(w.n, device=r.device)
+        else:  # (c) changes nothing before the receivers' position; one after END reaches nothing
+            pos = dataset.positions[receiver_role][rows].to(r.device)
+            w = _Window(torch.minimum(pos, end), end, S)
+            at = w.first[pos <= end]
         for layer in range(until):
             steps.before()
-            # (b) batch block k: sender (layer, k) corrupted, every other head frozen to its clean output
-            dz = corr["z"][layer] - clean["z"][layer]  # [P, S, H, d]
-            x = clean["resid"][layer] + clean["attn_out"][layer]
-            if to_logits:  # attention frozen: a position's residual depends on itself only, so END suffices
-                dz, x = r.at_end(dz, dev_rows), r.at_end(x, dev_rows)
-            sent = torch.einsum("p...hd,hdm->hp...m", dz, b.layers[layer].W_O).flatten(0, 1)  # [H*P, (S,) d_model]
-            x = x.repeat(H, *[1] * (x.dim() - 1)) + sent
-            if to_logits:
-                for j in range(layer, L):
-                    x = b.mlp(j, x + (r.at_end(clean["attn_out"][j], dev_rows).repeat(H, 1) if j > layer else 0))
-                patched[layer, :, rows] = r.metric(x, dev_rows).view(H, P).cpu()
-            else:
-                seen = {}  # the residual entering each receiver layer in (b), as the receivers there read it
-                for j in range(layer, last):
-                    x = b.mlp(j, x + (clean["attn_out"][j].repeat(H, 1, 1) if j > layer else 0))
-                    seen[j + 1] = x
-                y = _receive(r, clean, seen, [h for h in receivers if h[0] > layer], receiver_input, receiver_role,
-                             dataset, rows)
-                patched[layer, :, rows] = r.metric(y, dev_rows).view(H, P).cpu()
+            # (b) batch block k: sender (layer, k) corrupted, every other head frozen to its clean output.
+            # Attention frozen, each position's residual depends on itself only: (b) runs only where (c) reads it
+            where = w.end if to_logits else at
+            dz = w.gather(corr["z"][layer] - clean["z"][layer])[where]  # [m, H, d]
+            mid = w.gather(clean["resid"][layer] + clean["attn_out"][layer])[where]
+            later = [h for h in receivers if h[0] > layer] if not to_logits else []  # those that hear it
+            for hs in _groups(H, w.n):
+                x = mid + torch.einsum("mhd,hde->hme", dz[:, hs], b.layers[layer].W_O[hs])  # [g, m, d]
+                if to_logits:
+                    for j in range(layer, L):
+                        x = r.post(j, x, add=w.gather(clean["attn_out"][j])[where] if j > layer else None)
+                else:
+                    seen = {}  # the residual entering each receiver layer in (b), where (c) reads it
+                    for j in range(layer, max(l for l, _ in later)):
+                        x = r.post(j, x, add=w.gather(clean["attn_out"][j])[at] if j > layer else None)
+                        seen[j + 1] = x
+                    # (c): the clean run from the earliest receiver's layer on, the receivers' inputs from (b)
+                    first = min(l for l, _ in later)
+                    x = w.gather(clean["resid"][first]).repeat(len(x), 1, 1)  # [g, n, d]
+                    none = torch.zeros(0, dtype=torch.long, device=r.device)  # entering `first`: the clean run
+                    x = r.onward(x, first, clean, w, none, _mixer(b, seen, later, receiver_input, at, w.n))
+                patched[layer, hs, rows] = r.metric(x.flatten(0, 1), dev_rows).view(len(x), P).cpu()
             steps.after()
     return patched, clean_m, corr_m
 
 
-def _receive(r: _Runner, clean: dict, seen: dict, receivers, receiver_input, receiver_role, dataset,
-             rows) -> torch.Tensor:
-    """(c): the clean run from the earliest receiver's layer on, the receivers' chosen inputs (at their role,
-    or everywhere) computed from the residuals `seen` in (b); `receivers` are those after the sender's layer
-    (the others hear nothing from it). Returns the final residual at END."""
-    b = r.b
-    first = min(l for l, _ in receivers)  # below it (c) is the clean run
-    reps = len(seen[first]) // len(rows)
-    y = clean["resid"][first].repeat(reps, 1, 1)
-    take = torch.tensor([c in receiver_input for c in "qkv"], device=y.device)[None, None, :, None, None]
-    if receiver_role is not None:
-        where = _positions_mask(dataset, receiver_role, rows, y.shape[1], y.device).repeat(reps, 1)
-        take = take & where[:, :, None, None, None]
-    for j in range(first, r.L):
-        z = _attend(b, j, y)[0]
-        heads = [h for l, h in receivers if l == j]
-        if heads:
-            idx = torch.tensor(heads, device=y.device)
-            mixed = torch.where(take, b.qkv(j, seen[j], idx), b.qkv(j, y, idx))  # [B, S, 3, h, d]
-            q, k, v = mixed.permute(2, 0, 3, 1, 4)
-            z = z.clone()
-            z[:, :, idx] = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=b.scale).transpose(1, 2)
-        y = b.mlp(j, y + b.attn_out(j, z))
-    return r.at_end(y, rows.to(y.device).repeat(reps))
+def _mixer(b, seen: dict, receivers, receiver_input: str, at: torch.Tensor, n: int):
+    """mix(layer, qkv) for _Runner.onward: the receivers' chosen inputs (q, k and/or v) at the packed window
+    positions `at` taken from (b), whose residual entering each receiver layer is seen[layer] [H, len(at), d]."""
+    take = torch.tensor([c in receiver_input for c in "qkv"], device=at.device)[None, None, :, None, None]
+
+    def mix(layer: int, qkv: torch.Tensor) -> torch.Tensor:
+        heads = [h for l, h in receivers if l == layer]
+        if not heads:
+            return qkv
+        idx = torch.tensor(heads, device=qkv.device)
+        sent = b.qkv(layer, seen[layer], idx)  # [H, m, 3, h, d]
+        every = len(at) == n  # the whole window (then `at` is every packed position in order)
+        part = qkv if every else qkv[:, at]
+        part[:, :, :, idx] = torch.where(take, sent, part[:, :, :, idx])
+        if not every:
+            qkv[:, at] = part
+        return qkv
+
+    return mix
 
 
 def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, until, batch_size, steps):

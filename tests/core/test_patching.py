@@ -151,6 +151,50 @@ def test_receivers_in_two_layers_each_hear_the_senders_before_them(tiny_model, t
     assert torch.allclose(fast.effects.nan_to_num(), slow.effects.nan_to_num(), rtol=2e-4, atol=1e-4)
 
 
+def test_a_window_from_any_position_gives_what_the_whole_model_gives(tiny_model, tiny_hf, pairs):
+    # The fast path runs each prompt only from its patched position to END, reusing the unpatched run's keys and
+    # values before it (and the last layer at END only, without the unembedding). A change to the residual
+    # entering a layer at one position per prompt, run that way, must give the plain HF model's logit difference
+    # with the same change (every position, every layer, full logits).
+    N, end = pairs.n, pairs.positions["END"]
+    r = pt._Runner(tiny_model, pairs)
+    base = r.run(pairs.tokens[:, : int(end.max()) + 1])
+    gen = torch.Generator().manual_seed(0)
+    start = (torch.rand(N, generator=gen) * (end + 1)).long()  # anywhere from 0 to END
+    start[0], start[1] = 0, end[1]
+    w = pt._Window(start, end, int(end.max()) + 1)
+    for layer in range(tiny_model.n_layers):
+        push = torch.randn(2, N, 32, generator=gen)  # two changes per prompt, side by side
+        x = w.gather(base["resid"][layer]).repeat(2, 1, 1)
+        x[:, w.first] += push
+        got = r.metric(r.onward(x, layer, base, w, fresh=w.first).flatten(0, 1), torch.arange(N)).view(2, N)
+        for g in range(2):
+            add = torch.zeros(*pairs.tokens.shape, 32)
+            add[torch.arange(N), start] = push[g]
+
+            def pre(mod, args, kwargs, add=add):
+                if args:
+                    return (args[0] + add, *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + add}
+
+            hook = tiny_hf.transformer.h[layer].register_forward_pre_hook(pre, with_kwargs=True)
+            try:
+                want = hf_metric(tiny_hf, pairs, pairs.tokens)
+            finally:
+                hook.remove()
+            assert torch.allclose(got[g], want, atol=2e-4), (layer, g)
+    assert not torch.allclose(got[0], hf_metric(tiny_hf, pairs, pairs.tokens), atol=1e-2)  # the change mattered
+
+
+def test_a_head_patched_after_end_changes_nothing(tiny_model, pairs):
+    # A role after END reaches nothing: the fast path runs no window for it, and must still give effect 0.
+    extra = lambda t: torch.cat([t, pairs.tokens[:, :1]], 1)
+    later = dataclasses.replace(pairs, tokens=extra(pairs.tokens), reference_tokens=extra(pairs.reference_tokens),
+                                positions={**pairs.positions, "LATE": pairs.positions["END"] + 1})
+    res = pt.activation_patching(tiny_model, later, "noise", roles=["LATE", "END"], bootstrap=10)
+    assert res.effects[..., 0].abs().max() < 1e-5 and res.effects[..., 1].abs().max() > 1e-2
+
+
 # --- the fallback ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("direction", pt.DIRECTIONS)
 def test_hooked_bridge_fallback_gives_the_same_activation_patching(tiny_model, pairs, direction, denoise, noise,
