@@ -349,6 +349,14 @@ class _Window:
 
 
 # --- hooked bridge passes (architectures blocks.py does not describe) ------------------------------------
+def _fast(model) -> bool:
+    """The fast path is written against GPT-2's blocks (`GPT2Blocks`: its q/k/v, MLP and W_O pieces);
+    the other families' blocks take the hooked passes, which give the same numbers more slowly."""
+    from .blocks import GPT2Blocks
+
+    return isinstance(model.blocks, GPT2Blocks)
+
+
 def _hook_names(model, names: list[str]) -> list[str]:
     missing = [x for x in names if x not in model.bridge.hook_dict]
     if missing:  # the bridge would skip them silently
@@ -397,7 +405,7 @@ def activation_patching(model, dataset, direction: str = "denoise", roles: list[
     if unknown:
         raise PatchingError(f"unknown position(s) {unknown}; this task has {', '.join(dataset.roles)}")
     steps = _Steps(progress, should_stop)
-    fast = model.blocks is not None
+    fast = _fast(model)
     with torch.no_grad():
         patched, clean, corrupted = (_activation_blocks if fast else _activation_hooked)(
             model, dataset, direction, roles, batch_size, steps)
@@ -523,7 +531,7 @@ def path_patching(model, dataset, receivers, receiver_input: str = "qkv", receiv
             raise PatchingError(f"unknown receiver position {receiver_role!r}; this task has {', '.join(dataset.roles)}")
     until = L if to_logits else max(l for l, _ in receivers)  # senders from here on have no path
     steps = _Steps(progress, should_stop)
-    fast = model.blocks is not None
+    fast = _fast(model)
     with torch.no_grad():
         patched, clean, corrupted = (_path_blocks if fast else _path_hooked)(
             model, dataset, receivers, receiver_input, None if to_logits else receiver_role, until, batch_size, steps)

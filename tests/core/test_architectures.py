@@ -230,3 +230,16 @@ def test_attribution_runs_on_the_blocks_and_reads_the_same_forward(arch):
     att = attribution(ev, s)
     assert (att.per_prompt - ev.logit_diffs([s])[0]).abs().max() < 1e-4, name
     assert torch.isfinite(att.scores).all() and att.scores.abs().sum() > 0
+
+
+def test_patching_runs_on_every_family(arch):
+    """Patching's fast path is written for GPT-2's blocks; the other families take the hooked passes
+    (the same numbers, more slowly) instead of failing."""
+    from circuit_core.patching import activation_patching, paired_dataset, path_patching
+
+    name, model, _ = arch
+    ds = paired_dataset(model, Methodology(n=8, seed=3))
+    act = activation_patching(model, ds, "noise", roles=["END"])
+    assert act.effects.shape == (model.n_layers, model.n_heads, len(act.roles)) and torch.isfinite(act.effects).all(), name
+    path = path_patching(model, ds, "logits")
+    assert path.effects.shape == (model.n_layers, model.n_heads), name
