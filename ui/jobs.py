@@ -27,6 +27,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from circuit_core.evaluate import Cancelled
+from ui.format import progress_text
 
 MAX_JOBS = 64  # finished jobs kept per session (their results); the oldest go first
 _RUNNING: "weakref.WeakSet[Job]" = weakref.WeakSet()  # every session's running jobs
@@ -192,18 +193,6 @@ def show(job: Job, wait: float = 1.0, partial: Callable[[Job], None] | None = No
         return job.result
     _watch(job, partial)
     return None
-
-
-def progress_text(label: str, done: int, total: int, elapsed: float) -> tuple[float, str]:
-    """The bar's fill and words for a running job: done/total, seconds so far and, once something is
-    done, an estimate of the time left (at the rate so far). A running job's bar is never full: the
-    last unit's result is still being put together."""
-    frac = min(done / total, 0.99) if total else 0.0
-    text = f"{label}: {done}/{total or '?'} · {elapsed:.0f} s"
-    if total and 0 < done < total:
-        left = elapsed * (total - done) / done
-        text += f" · about {left:.0f} s left" if left < 90 else f" · about {left / 60:.0f} min left"
-    return frac, text + " (the page stays usable)"
 
 
 @st.fragment(run_every=0.7)

@@ -73,7 +73,7 @@ def get_evaluator(model_key: str, methodology: Methodology):
     if methodology in model.evaluators:
         return model.evaluators.get(methodology)
     from circuit_core.progress import reporting
-    from ui.jobs import progress_text
+    from ui.format import progress_text
 
     bar, started = st.progress(0.0, text="Building prompts and reference means…"), time.time()
 

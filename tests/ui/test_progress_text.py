@@ -1,5 +1,5 @@
 """The words and fill of a running job's bar (ui/jobs.py)."""
-from ui.jobs import progress_text
+from ui.format import progress_text
 
 
 def test_a_running_bar_is_never_full_and_says_the_time_left():
