@@ -439,7 +439,7 @@ class DecoderBlocks(Blocks):
         act_name = (getattr(hcfg, "hidden_activation", None) or getattr(hcfg, "hidden_act", None)
                     or getattr(hcfg, "activation_function", None) or cfg.act_fn)
         n_pos = int(getattr(hcfg, "max_position_embeddings", 0) or getattr(hcfg, "n_positions", 0) or 2048)
-        rotary = _rotary(bridge, attn0, n_pos, W_Q.dtype, W_Q.device) if W_pos is None else None
+        rotary = _rotary(bridge, attn0, n_pos, W_Q[0].dtype, W_Q[0].device) if W_pos is None else None
         if W_pos is None and rotary is None:
             return None
         return cls(embed.weight.detach(), embed_scale, W_pos, layers, _norm(bridge.ln_final),

@@ -2,6 +2,7 @@
 import gc
 import weakref
 
+import pytest
 import torch
 
 from circuit_core.ablation import Methodology, NodeSet, TableCache, ablation_tables, storage_bytes
