@@ -173,33 +173,31 @@ class _Shared(torch.Tensor):
 
 @contextmanager
 def _lean_weight_processing():
-    """While loading: TransformerLens' ProcessWeights.process_weights without its defensive copies of the
-    whole state dict (see _Shared). Only for the steps load_model asks for (fold_ln and centring; value
-    biases are not folded, the one step that writes into a copy); tests/core/test_memory.py holds the
-    processed weights to the stock processing's, bit for bit, on every architecture."""
+    """While loading: TransformerLens' weight processing without its defensive copies of the whole state
+    dict (see _Shared): each step that makes one gets the dict's tensors as _Shared. Only the steps
+    load_model asks for (fold_ln and centring; value biases, the one step that writes into its copy, are
+    not folded); tests/core/test_memory.py holds the processed weights to the stock processing's, bit for
+    bit, on every architecture."""
     from transformer_lens.weight_processing import ProcessWeights
 
-    stock = ProcessWeights.__dict__["process_weights"]
+    steps = ("fold_layer_norm", "center_writing_weights", "center_unembed")
+    stock = {name: ProcessWeights.__dict__[name] for name in steps if name in ProcessWeights.__dict__}
 
-    def lean(state_dict, cfg, *args, **kwargs):
-        if args or kwargs.get("fold_value_biases") or kwargs.get("refactor_factored_attn_matrices"):
-            return stock.__func__(state_dict, cfg, *args, **kwargs)
-        for k, v in list(state_dict.items()):
-            if type(v) is torch.Tensor:
-                state_dict[k] = v.as_subclass(_Shared)
-        out = stock.__func__(state_dict, cfg, *args, **kwargs)
-        for d in (out, state_dict):
-            for k, v in list(d.items()):
-                if isinstance(v, _Shared):
-                    d[k] = v.as_subclass(torch.Tensor)
-        return out
+    def lean(step):
+        def run(state_dict, *args, **kwargs):
+            shared = {k: v.as_subclass(_Shared) if type(v) is torch.Tensor else v for k, v in state_dict.items()}
+            out = step(shared, *args, **kwargs)
+            return {k: v.as_subclass(torch.Tensor) if isinstance(v, _Shared) else v for k, v in out.items()}
+        return run
 
     with _PROCESSING_LOCK:
-        ProcessWeights.process_weights = staticmethod(lean)
+        for name, method in stock.items():
+            setattr(ProcessWeights, name, staticmethod(lean(method.__func__)))
         try:
             yield
         finally:
-            ProcessWeights.process_weights = stock
+            for name, method in stock.items():
+                setattr(ProcessWeights, name, method)
 
 
 _PROCESSING_LOCK = threading.Lock()  # two threads loading at once: one patch at a time
