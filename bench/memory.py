@@ -51,7 +51,9 @@ print(json.dumps({{"peak_gb": peak_gb(), "after_load_gb": loaded, "after_build_g
 SHAPES = {
     "gpt2-small": ("gpt2", dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024)),
     "pythia-160m": ("gpt-neox", dict(n_layer=12, n_head=12, n_embd=768, n_positions=2048, intermediate_size=3072,
-                                     rotary_pct=0.25, use_parallel_residual=True, hidden_act="gelu")),
+                                     use_parallel_residual=True, hidden_act="gelu",
+                                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                      "partial_rotary_factor": 0.25})),
     "qwen2.5-0.5b": ("qwen2", dict(n_layer=24, n_head=14, n_embd=896, n_positions=32768, num_key_value_heads=2,
                                    intermediate_size=4864, tie_word_embeddings=True)),
     "gemma-2-2b": ("gemma2", dict(n_layer=26, n_head=8, n_embd=2304, n_positions=8192, num_key_value_heads=4,

@@ -161,7 +161,7 @@ def save_random_decoder(folder, arch: str, n_layer: int = 2, n_head: int = 4, n_
     gpt2_bpe None: GPT-2's tokenizer for Qwen2 (loading a Qwen2 folder builds Qwen2's own BPE tokenizer
     class from the saved files, and a word-level tokenizer comes back empty), the word-level one otherwise.
     fields: `transformers` config fields set over `decoder_config`'s, for a real model's shape, e.g.
-    num_key_value_heads=2, intermediate_size=4864, head_dim=256, rotary_pct=0.25, tie_word_embeddings=True
+    num_key_value_heads=2, intermediate_size=4864, head_dim=256, tie_word_embeddings=True
     (bench/memory.py's SHAPES). dtype: the weights' type as built and saved (e.g. torch.bfloat16 for a
     model too large for float32 here)."""
     from transformers import AutoModelForCausalLM
