@@ -197,8 +197,9 @@ def ablation_tables(model, dataset, methodology: Methodology, replicates: int = 
 def _compute(model, dataset, kind: Ablation, seed: int, draws: list[int]) -> list[Table]:
     """The tables of `draws` (0: the reference set itself; b ≥ 1: bootstrap replicate b)."""
     n, seq = dataset.tokens.shape
+    dtype = model_dtype(model)  # tables in the model's own floating-point type (means summed in float32)
     if kind is Ablation.ZERO:  # one stored zero, broadcast: nothing per group or per prompt
-        zero = torch.zeros(()).expand(1, seq, model.n_layers, model.n_heads, model.d_head)
+        zero = torch.zeros((), dtype=dtype).expand(1, seq, model.n_layers, model.n_heads, model.d_head)
         return [Table(zero, torch.zeros(n, dtype=torch.long)) for _ in draws]
     if kind is Ablation.RESAMPLE:
         return _resample_tables(model, dataset, seed, draws)
@@ -213,7 +214,14 @@ def _compute(model, dataset, kind: Ablation, seed: int, draws: list[int]) -> lis
     index = torch.zeros(n, dtype=torch.long) if pooled else _row_of(dataset.groups, groups)
     # a group's mean at a position is over its reference prompts long enough to have it (none: zero)
     shape = (len(groups), seq, model.n_layers, model.n_heads, model.d_head)
-    return [Table((s / c.clamp(min=1e-9)[..., None]).view(shape), index) for s, c in zip(sums, counts)]
+    return [Table((s / c.clamp(min=1e-9)[..., None]).view(shape).to(dtype), index) for s, c in zip(sums, counts)]
+
+
+def model_dtype(model) -> torch.dtype:
+    """The floating-point type a loaded model computes in (models.DTYPES; float32 for anything else)."""
+    from .models import DTYPES
+
+    return DTYPES.get(getattr(model, "dtype", None), torch.float32)
 
 
 MEANS_BATCH_TOKENS = 2048  # reference tokens per pass: large enough for efficient matmuls, small in memory
@@ -236,7 +244,7 @@ def _weighted_means(model, tokens, lengths, group, n_groups: int, weights: torch
     progress, done = ambient(), 0  # the dashboard's bar while an evaluator is built (progress.reporting)
     for rows in order.split(per):
         S = int(lengths[rows].max())
-        z = head_z(model, tokens[rows, :S].to(dev)).reshape(len(rows), S, width)
+        z = head_z(model, tokens[rows, :S].to(dev)).reshape(len(rows), S, width).float()
         present, local = torch.unique(group[rows], return_inverse=True)
         member = torch.zeros(len(present), len(rows))
         member[local, torch.arange(len(rows))] = 1.0

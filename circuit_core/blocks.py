@@ -124,8 +124,9 @@ class Blocks:
                 x = self.after_attn(layer, x, self.attn_out(layer, z))
         return torch.stack(out, 2)
 
-    def agrees_with(self, bridge, tokens: torch.Tensor) -> bool:
-        """Whether these blocks give the bridge's own logits on `tokens` (up to float error)."""
+    def agrees_with(self, bridge, tokens: torch.Tensor, tol: float = 1e-3) -> bool:
+        """Whether these blocks give the bridge's own logits on `tokens` (up to float error: `tol` of the
+        largest logit; a wrong description is off by far more)."""
         logits = bridge(tokens).float()
         x = self.embed(tokens)
         for layer in range(self.n_layers):
@@ -133,7 +134,25 @@ class Blocks:
         ours = self.final_logits(x).float()
         # logits may be centred by the bridge: compare differences from the mean over the vocabulary
         d = (ours - ours.mean(-1, keepdim=True)) - (logits - logits.mean(-1, keepdim=True))
-        return bool(d.abs().max() < 1e-3 * max(1.0, float(logits.abs().max())))
+        return bool(d.abs().max() < tol * max(1.0, float(logits.abs().max())))
+
+    # --- one copy of the weights ---------------------------------------------------------------------
+    def weight_pairs(self, bridge) -> list[tuple]:
+        """(module, parameter name, this object's tensor in [in, out] layout, force) for every bridge
+        parameter these blocks hold the values of; force: the parameter is a stale copy nothing reads
+        (GPT-2's fused c_attn, which the bridge split into q / k / v at load and processed apart)."""
+        return []
+
+    def share_weights(self, bridge) -> int:
+        """Make the bridge's parameters views of these blocks' tensors wherever both hold the same values
+        (in either layout), so the weights are held once; the hooked path then computes with the same
+        numbers, read through a view. Nothing writes into either (blocks.py and the bridge's forward
+        pass only read). Returns the number of parameters rebound."""
+        n = 0
+        with torch.no_grad():
+            for module, name, tensor, force in self.weight_pairs(bridge):
+                n += _rebind(module, name, tensor, force)
+        return n
 
 
 @dataclass
@@ -178,19 +197,21 @@ class GPT2Blocks(Blocks):
             return None
         try:
             with torch.no_grad():
-                W_Q, W_K, W_V = (getattr(bridge, n).detach() for n in ("W_Q", "W_K", "W_V"))
-                b_Q, b_K, b_V = (getattr(bridge, n).detach() for n in ("b_Q", "b_K", "b_V"))
-                W_O, b_O = bridge.W_O.detach(), bridge.b_O.detach()
-                W_in, b_in, W_out, b_out = (getattr(bridge, n).detach() for n in ("W_in", "b_in", "W_out", "b_out"))
+                # Layer by layer from the bridge's own modules (not the stacked bridge.W_Q, ...: each of
+                # those is a fresh copy of every layer): W_O and the MLP's weights are then views of the
+                # bridge's parameters where their layout is already this one; W_qkv is the one new tensor,
+                # and `share_weights` makes the bridge's q / k / v views of it.
+                names = ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O", "b_O", "W_in", "b_in", "W_out", "b_out")
+                W = {n: _per_layer(bridge, n) for n in names}
                 layers = []
                 for l, block in enumerate(bridge.blocks):
                     layers.append(Layer(
                         ln1=_norm_params(block.ln1), ln2=_norm_params(block.ln2),
-                        W_qkv=torch.stack([W_Q[l], W_K[l], W_V[l]], 1).permute(2, 1, 0, 3).contiguous(),
-                        b_qkv=torch.stack([b_Q[l], b_K[l], b_V[l]]).contiguous(),
-                        W_O=W_O[l].contiguous(), b_O=b_O[l].contiguous(),
-                        W_in=W_in[l].contiguous(), b_in=b_in[l].contiguous(),
-                        W_out=W_out[l].contiguous(), b_out=b_out[l].contiguous()))
+                        W_qkv=torch.stack([W["W_Q"][l], W["W_K"][l], W["W_V"][l]], 1).permute(2, 1, 0, 3).contiguous(),
+                        b_qkv=torch.stack([W["b_Q"][l], W["b_K"][l], W["b_V"][l]]).contiguous(),
+                        W_O=W["W_O"][l].contiguous(), b_O=W["b_O"][l].contiguous(),
+                        W_in=W["W_in"][l].contiguous(), b_in=W["b_in"][l].contiguous(),
+                        W_out=W["W_out"][l].contiguous(), b_out=W["b_out"][l].contiguous()))
                 b_U = getattr(bridge, "b_U", None)
                 return cls(bridge.W_E.detach(), bridge.W_pos.detach(), layers, _norm_params(bridge.ln_final),
                            bridge.W_U.detach(), None if b_U is None else b_U.detach(), float(cfg.eps),
@@ -272,6 +293,21 @@ class GPT2Blocks(Blocks):
 
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_norm(x) @ self.W_U + (self.b_U if self.b_U is not None else 0)
+
+    def weight_pairs(self, bridge) -> list[tuple]:
+        out = []
+        for lw, block in zip(self.layers, bridge.blocks):
+            d = lw.W_qkv.shape[0]
+            attn, mlp = block.attn, block.mlp
+            for i, part in enumerate(("q", "k", "v")):
+                out += _linear_pairs(getattr(attn, part, None), lw.W_qkv[:, i].reshape(d, -1), lw.b_qkv[i].reshape(-1))
+            out += _linear_pairs(getattr(attn, "o", None), lw.W_O.reshape(-1, lw.W_O.shape[-1]), lw.b_O)
+            out += _linear_pairs(getattr(mlp, "in", None), lw.W_in, lw.b_in)
+            out += _linear_pairs(getattr(mlp, "out", None), lw.W_out, lw.b_out)
+            fused = getattr(_original(attn), "c_attn", None)  # split at load: stale, read by nothing
+            if fused is not None:
+                out += [(fused, "weight", lw.W_qkv.reshape(d, -1), True), (fused, "bias", lw.b_qkv.reshape(-1), True)]
+        return out
 
     def to(self, device) -> "GPT2Blocks":
         move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t
@@ -356,13 +392,16 @@ class DecoderBlocks(Blocks):
         cfg, hcfg = bridge.cfg, getattr(hf.config, "text_config", None) or hf.config
         if getattr(hcfg, "is_encoder_decoder", False) or getattr(cfg, "use_qk_norm", False):
             return None
-        W = lambda name: _stacked(bridge, name)
+        # Per layer, views of the bridge's parameters (not the stacked bridge.W_Q, ...: fresh copies of
+        # every layer); `.contiguous()` below copies only where the layout differs, and `share_weights`
+        # then makes the bridge's parameters views of those copies.
+        W = lambda name: _per_layer(bridge, name)
         W_Q, W_K, W_V, W_O = W("W_Q"), W("W_K"), W("W_V"), W("W_O")
         if any(t is None for t in (W_Q, W_K, W_V, W_O)):
             return None
-        L, H, d, dh = W_Q.shape
-        zeros = lambda *shape: torch.zeros(*shape, dtype=W_Q.dtype, device=W_Q.device)
-        b_Q, b_K, b_V = (W(n) if W(n) is not None else zeros(t.shape[0], t.shape[1], dh)
+        H, d, dh = W_Q[0].shape
+        zeros = lambda *shape: torch.zeros(*shape, dtype=W_Q[0].dtype, device=W_Q[0].device)
+        b_Q, b_K, b_V = (W(n) if W(n) is not None else list(zeros(len(t), t[0].shape[0], dh))
                          for n, t in (("b_Q", W_Q), ("b_K", W_K), ("b_V", W_V)))
         b_O, W_in, b_in, W_gate, W_out, b_out = (W(n) for n in ("b_O", "W_in", "b_in", "W_gate", "W_out", "b_out"))
         if W_in is None or W_out is None:
@@ -400,7 +439,7 @@ class DecoderBlocks(Blocks):
         act_name = (getattr(hcfg, "hidden_activation", None) or getattr(hcfg, "hidden_act", None)
                     or getattr(hcfg, "activation_function", None) or cfg.act_fn)
         n_pos = int(getattr(hcfg, "max_position_embeddings", 0) or getattr(hcfg, "n_positions", 0) or 2048)
-        rotary = _rotary(bridge, attn0, n_pos, W_Q.dtype, W_Q.device) if W_pos is None else None
+        rotary = _rotary(bridge, attn0, n_pos, W_Q[0].dtype, W_Q[0].device) if W_pos is None else None
         if W_pos is None and rotary is None:
             return None
         return cls(embed.weight.detach(), embed_scale, W_pos, layers, _norm(bridge.ln_final),
@@ -544,6 +583,20 @@ class DecoderBlocks(Blocks):
             return self.W_U[:, answers].permute(1, 2, 0).contiguous(), b_U[answers]
         return (self.W_U[:, correct] - self.W_U[:, wrong]).T.contiguous(), b_U[correct] - b_U[wrong]
 
+    def weight_pairs(self, bridge) -> list[tuple]:
+        out = []
+        for lw, block in zip(self.layers, bridge.blocks):
+            d = lw.W_Q.shape[0]
+            attn, mlp = block.attn, block.mlp
+            out += _linear_pairs(getattr(attn, "q", None), lw.W_Q.reshape(d, -1), lw.b_Q.reshape(-1))
+            for i, part in enumerate(("k", "v")):
+                out += _linear_pairs(getattr(attn, part, None), lw.W_KV[:, i].reshape(d, -1), lw.b_KV[i].reshape(-1))
+            out += _linear_pairs(getattr(attn, "o", None), lw.W_O.reshape(-1, lw.W_O.shape[-1]), lw.b_O)
+            out += _linear_pairs(getattr(mlp, "in", None), lw.W_in, lw.b_in)
+            out += _linear_pairs(getattr(mlp, "gate", None), lw.W_gate, None)
+            out += _linear_pairs(getattr(mlp, "out", None), lw.W_out, lw.b_out)
+        return out
+
     def to(self, device) -> "DecoderBlocks":
         move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t
 
@@ -571,6 +624,33 @@ class DecoderBlocks(Blocks):
     qkv = mlp = _older_seam
 
 
+def _linear_pairs(component, weight: torch.Tensor | None, bias: torch.Tensor | None) -> list[tuple]:
+    """weight_pairs entries for a bridge component wrapping a linear map (nn.Linear or Conv1D)."""
+    module = _original(component) if component is not None else None
+    if module is None or weight is None:
+        return []
+    return [(module, "weight", weight, False)] + ([(module, "bias", bias, False)] if bias is not None else [])
+
+
+def _rebind(module, name: str, tensor: torch.Tensor, force: bool) -> int:
+    """Point module.<name> at `tensor` ([in, out]) or its transpose, whichever has the parameter's shape
+    and (unless force) its values: 1 when rebound, 0 when nothing fits or it is already that storage."""
+    current = getattr(module, name, None)
+    if not isinstance(current, torch.nn.Parameter) or current.dtype != tensor.dtype or current.device != tensor.device:
+        return 0
+    for candidate in ((tensor, tensor.T) if tensor.dim() == 2 else (tensor,)):
+        if candidate.shape != current.shape:
+            continue
+        if candidate.data_ptr() == current.data_ptr() and candidate.stride() == current.stride():
+            return 0
+        if force or torch.equal(candidate, current):
+            setattr(module, name, torch.nn.Parameter(candidate, requires_grad=current.requires_grad))
+            return 1
+        if force:
+            break
+    return 0
+
+
 def _original(component):
     """The Hugging Face module a bridge component wraps (itself when it wraps none)."""
     return getattr(component, "_original_component", component)
@@ -583,6 +663,31 @@ def _stacked(bridge, name: str) -> torch.Tensor | None:
     except AttributeError:
         return None
     return None if value is None else value.detach()
+
+
+_WHERE = {"W_Q": "attn", "W_K": "attn", "W_V": "attn", "W_O": "attn", "b_Q": "attn", "b_K": "attn", "b_V": "attn",
+          "b_O": "attn", "W_in": "mlp", "b_in": "mlp", "W_gate": "mlp", "W_out": "mlp", "b_out": "mlp"}
+
+
+def _per_layer(bridge, name: str) -> list[torch.Tensor] | None:
+    """A TransformerLens weight (W_Q, b_K, W_gate, ...) layer by layer, each what `bridge.<name>[l]` holds
+    but read from the layer's own module: a view of the bridge's parameter, not a stacked copy; None when
+    some layer lacks it (the stacked accessor raises or gives None then too)."""
+    if name == "W_gate" and not getattr(bridge.cfg, "gated_mlp", False):
+        return None
+    reshape = {"W_Q": "_reshape_qkv", "W_K": "_reshape_qkv", "W_V": "_reshape_qkv", "W_O": "_reshape_o"}.get(name)
+    reshape = getattr(bridge, reshape, None) if reshape else None
+    out = []
+    for block in bridge.blocks:
+        try:
+            value = getattr(getattr(block, _WHERE[name]), name)
+        except AttributeError:
+            return None
+        if value is None:
+            return None
+        value = value.detach()
+        out.append(reshape(value) if reshape is not None else value)
+    return out
 
 
 def _norm(bridge_norm) -> Norm:

@@ -5,10 +5,12 @@ models built by the tests — goes through `load_model`, so the tests exercise t
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,31 @@ DEMO_MODEL_DIR = DATA_DIR / "models" / "ioi-demo"
 DEMO_ALIASES = {"demo", "ioi-demo"}
 DEFAULT_MODEL = "gpt2"
 HUB_HOST = "huggingface.co"
+# The weights' and the computation's floating-point type (`load_model(dtype=)`, `--dtype`). float32 is the
+# default everywhere; bfloat16 / float16 halve the memory and, on a GPU, the time, and keep every figure
+# within the tolerance the README states (tests/core/test_dtype.py).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_DTYPE = "float32"
+# How far the engine's logits may be from the bridge's own in its check (a share of the largest logit):
+# two orders of summation in 8 (bfloat16) or 11 (float16) significant bits differ by about this much.
+AGREEMENT = {"float32": 1e-3, "float16": 1e-2, "bfloat16": 5e-2}
+
+
+def dtype_name(dtype) -> str:
+    """"float32", "bfloat16" or "float16" from a name ("fp32", "bf16", "half" too) or a torch.dtype; None:
+    the default. Raises ValueError for anything else."""
+    if dtype is None:
+        return DEFAULT_DTYPE
+    if isinstance(dtype, torch.dtype):
+        for name, value in DTYPES.items():
+            if value == dtype:
+                return name
+        raise ValueError(f"unsupported dtype {dtype}; one of {', '.join(DTYPES)}")
+    text = str(dtype).strip().lower().removeprefix("torch.")
+    text = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(text, text)
+    if text not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; one of {', '.join(DTYPES)}")
+    return text
 
 
 class ModelLoadError(RuntimeError):
@@ -42,6 +69,7 @@ class LoadedModel:
     name: str  # what the user asked for ("gpt2", a folder, "demo")
     source: str  # "hub", "folder" or "demo"
     device: str
+    dtype: str = DEFAULT_DTYPE  # the weights' floating-point type: a DTYPES name
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     # Shared by every evaluator of this model, so memory stays bounded however many there are.
     residual_cache_bytes: int = 512 << 20
@@ -55,7 +83,9 @@ class LoadedModel:
     @property
     def blocks(self):
         """The model's weights as plain-tensor blocks (blocks.py: GPT-2 style or any decoder it
-        describes), or None; built and checked against the bridge's own forward pass once per model."""
+        describes), or None; built and checked against the bridge's own forward pass once per model
+        (by `load_model`, so that the weights are shared from the start: the bridge's parameters become
+        views of the blocks' tensors wherever the two hold the same values)."""
         with self.lock:
             if self._blocks is None:
                 from .blocks import Blocks
@@ -66,8 +96,10 @@ class LoadedModel:
                     probe = torch.randint(0, int(self.bridge.cfg.d_vocab), (2, min(12, n_ctx)),
                                           generator=torch.Generator().manual_seed(0)).to(self.device)
                     with torch.no_grad():
-                        ok = blocks.agrees_with(self.bridge, probe)
+                        ok = blocks.agrees_with(self.bridge, probe, AGREEMENT[self.dtype])
                     blocks = blocks if ok else None
+                    if blocks is not None:  # one copy of the weights: the bridge's become views of these
+                        blocks.share_weights(self.bridge)
                 self._blocks = blocks or False
             return self._blocks or None
 
@@ -122,7 +154,53 @@ class LoadedModel:
             "d_head": self.d_head,
             "d_vocab": int(cfg.d_vocab),
             "device": self.device,
+            "dtype": self.dtype,
         }
+
+
+class _Shared(torch.Tensor):
+    """A tensor whose clone() is itself: TransformerLens' weight processing starts each step (fold_ln,
+    centring) with a copy of the whole state dict "to avoid modifying the original", then only ever
+    replaces entries, never writes into them; passed these, its steps share the tensors they leave alone
+    instead of holding two or three copies of the model at once while loading. Operations on one give a
+    plain tensor (no __torch_function__)."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    def clone(self, *args, **kwargs):
+        return self
+
+
+@contextmanager
+def _lean_weight_processing():
+    """While loading: TransformerLens' weight processing without its defensive copies of the whole state
+    dict (see _Shared): each step that makes one gets the dict's tensors as _Shared. Only the steps
+    load_model asks for (fold_ln and centring; value biases, the one step that writes into its copy, are
+    not folded); tests/core/test_memory.py holds the processed weights to the stock processing's, bit for
+    bit, on every architecture."""
+    from transformer_lens.weight_processing import ProcessWeights
+
+    steps = ("fold_layer_norm", "center_writing_weights", "center_unembed")
+    stock = {name: ProcessWeights.__dict__[name] for name in steps if name in ProcessWeights.__dict__}
+
+    def lean(step):
+        def run(state_dict, *args, **kwargs):
+            shared = {k: v.as_subclass(_Shared) if type(v) is torch.Tensor else v for k, v in state_dict.items()}
+            out = step(shared, *args, **kwargs)
+            return {k: v.as_subclass(torch.Tensor) if isinstance(v, _Shared) else v for k, v in out.items()}
+        return run
+
+    with _PROCESSING_LOCK:
+        for name, method in stock.items():
+            setattr(ProcessWeights, name, staticmethod(lean(method.__func__)))
+        try:
+            yield
+        finally:
+            for name, method in stock.items():
+                setattr(ProcessWeights, name, method)
+
+
+_PROCESSING_LOCK = threading.Lock()  # two threads loading at once: one patch at a time
 
 
 def default_device() -> str:
@@ -165,13 +243,15 @@ def resolve(name_or_path: str) -> tuple[str, str]:
     return "hub", name_or_path
 
 
-def load_model(name_or_path: str, device: str | None = None) -> LoadedModel:
-    """Load `name_or_path` (hub name, local folder, or "demo") with compatibility mode on.
+def load_model(name_or_path: str, device: str | None = None, dtype=None) -> LoadedModel:
+    """Load `name_or_path` (hub name, local folder, or "demo") with compatibility mode on, its weights in
+    `dtype` (DTYPES: "float32", the default, "bfloat16" or "float16"; a torch.dtype too).
 
-    Raises ModelLoadError when the model cannot be had.
+    Raises ModelLoadError when the model cannot be had, ValueError for an unknown dtype.
     """
     source, location = resolve(name_or_path)
     device = device or default_device()
+    dtype = dtype_name(dtype)
     if source in ("folder", "demo"):
         if not (Path(location) / "config.json").exists():
             hint = (
@@ -193,11 +273,12 @@ def load_model(name_or_path: str, device: str | None = None) -> LoadedModel:
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in tables and logs
     try:
-        bridge = TransformerBridge.boot_transformers(location, device=device)
+        bridge = TransformerBridge.boot_transformers(location, device=device, dtype=DTYPES[dtype])
         # Value biases stay inside hook_z, so a head's z is exactly its output in the model's own
         # parametrisation: zero ablation then removes the head's whole contribution (but b_O),
         # as it would in plain Hugging Face code. Mean and resample ablation do not depend on this.
-        bridge.enable_compatibility_mode(disable_warnings=True, fold_value_biases=False)
+        with _lean_weight_processing():
+            bridge.enable_compatibility_mode(disable_warnings=True, fold_value_biases=False)
     except Exception as exc:  # the hub client, transformers and TL raise many kinds
         raise ModelLoadError(
             f"Could not load model '{name_or_path}' (tried {source} '{location}'): "
@@ -209,23 +290,26 @@ def load_model(name_or_path: str, device: str | None = None) -> LoadedModel:
                     else f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"),
         ) from exc
     bridge.eval()
-    return LoadedModel(bridge=bridge, name=name_or_path, source=source, device=device)
+    model = LoadedModel(bridge=bridge, name=name_or_path, source=source, device=device, dtype=dtype)
+    model.blocks  # built now, so the bridge shares their tensors before anything reads its weights
+    gc.collect()  # what the bridge no longer holds goes before the first evaluator asks for memory
+    return model
 
 
-def load_model_or_demo(name_or_path: str, device: str | None = None) -> tuple[LoadedModel, str | None]:
+def load_model_or_demo(name_or_path: str, device: str | None = None, dtype=None) -> tuple[LoadedModel, str | None]:
     """Load the requested model; if it cannot be had, fall back to the bundled demo.
 
     Returns (model, notice) where notice is a one-line explanation when the fallback happened.
     """
     try:
-        return load_model(name_or_path, device), None
+        return load_model(name_or_path, device, dtype), None
     except ModelLoadError as exc:
         if resolve_quietly(name_or_path) == "demo":
             raise
         logging.getLogger(__name__).info("falling back to demo: %s", exc)
         notice = f"Model '{name_or_path}' could not be loaded ({exc.reason}); using the bundled demo model."
         try:
-            return load_model("demo", device), notice
+            return load_model("demo", device, dtype), notice
         except ModelLoadError as demo_exc:
             raise ModelLoadError(f"{exc} The bundled demo could not be loaded either: {demo_exc}") from exc
 

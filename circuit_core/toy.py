@@ -154,12 +154,16 @@ def decoder_config(arch: str, vocab_size: int, n_layer: int = 2, n_head: int = 4
 
 def save_random_decoder(folder, arch: str, n_layer: int = 2, n_head: int = 4, n_embd: int = 32, seed: int = 0,
                         words: list[str] | None = None, n_positions: int = 64, init_std: float = 0.1,
-                        gpt2_bpe: bool | None = None):
+                        gpt2_bpe: bool | None = None, dtype=None, **fields):
     """Write a randomly initialised tiny model of `arch` (see `decoder_config`) with the word-level tokenizer
     (or GPT-2's, gpt2_bpe) to `folder`; returns the HF model. Biases and norm weights are random too
     (Hugging Face starts them at 0 and 1, which would hide bias and norm bugs).
     gpt2_bpe None: GPT-2's tokenizer for Qwen2 (loading a Qwen2 folder builds Qwen2's own BPE tokenizer
-    class from the saved files, and a word-level tokenizer comes back empty), the word-level one otherwise."""
+    class from the saved files, and a word-level tokenizer comes back empty), the word-level one otherwise.
+    fields: `transformers` config fields set over `decoder_config`'s, for a real model's shape, e.g.
+    num_key_value_heads=2, intermediate_size=4864, head_dim=256, tie_word_embeddings=True
+    (bench/memory.py's SHAPES). dtype: the weights' type as built and saved (e.g. torch.bfloat16 for a
+    model too large for float32 here)."""
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
@@ -168,7 +172,11 @@ def save_random_decoder(folder, arch: str, n_layer: int = 2, n_head: int = 4, n_
     torch.manual_seed(seed)
     config = decoder_config(arch, len(tokenizer), n_layer, n_head, n_embd, n_positions, init_std,
                             tokenizer.bos_token_id)
-    model = AutoModelForCausalLM.from_config(config)
+    for name, value in fields.items():
+        if not hasattr(config, name):
+            raise ValueError(f"{type(config).__name__} has no field {name!r}")
+        setattr(config, name, value)
+    model = AutoModelForCausalLM.from_config(config, **({"torch_dtype": dtype} if dtype is not None else {}))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(".bias"):

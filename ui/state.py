@@ -6,6 +6,7 @@ stays in circuit_core; this module only caches it for Streamlit.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -59,10 +60,13 @@ class Context:
 # "Memory"); a third model asked for drops the least recently used.
 @st.cache_resource(show_spinner="Loading model…", max_entries=2)
 def get_model(name: str):
-    """(model, notice); gpt2 and gpt2-medium fall back to the bundled demo when they cannot be had."""
+    """(model, notice); gpt2 and gpt2-medium fall back to the bundled demo when they cannot be had.
+    The weights' floating-point type is $CIRCUIT_DTYPE (float32 by default; bfloat16 or float16 halve the
+    memory: the README's "Memory")."""
+    dtype = os.environ.get("CIRCUIT_DTYPE") or None
     if name in ("gpt2", "gpt2-medium"):
-        return load_model_or_demo(name)
-    return load_model(name), None
+        return load_model_or_demo(name, dtype=dtype)
+    return load_model(name, dtype=dtype), None
 
 
 def get_evaluator(model_key: str, methodology: Methodology):

@@ -2,6 +2,7 @@
 import gc
 import weakref
 
+import pytest
 import torch
 
 from circuit_core.ablation import Methodology, NodeSet, TableCache, ablation_tables, storage_bytes
@@ -146,3 +147,112 @@ def test_memo_is_bounded_in_entries_and_bytes():
 def test_evaluator_memo_bounds(tiny_evaluator):
     memo = tiny_evaluator._memo
     assert memo.max_entries is not None and memo.max_bytes <= 256 << 20 and memo.overhead > 0
+
+
+# --- one copy of the weights (models.py, blocks.py: share_weights) -------------------------------------------
+ARCHS = ["gpt2", "gpt-neox", "llama", "qwen2", "gemma2", "gptj"]
+
+
+def _stock_bridge(folder):
+    """The bridge as TransformerLens makes it, with none of load_model's memory savings."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers(str(folder), device="cpu")
+    bridge.enable_compatibility_mode(disable_warnings=True, fold_value_biases=False)
+    return bridge.eval()
+
+
+def _storages(tensors) -> dict[int, int]:
+    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+
+
+def _block_tensors(blocks) -> list[torch.Tensor]:
+    out = []
+
+    def walk(obj, depth=0):
+        if isinstance(obj, torch.Tensor):
+            out.append(obj)
+        elif isinstance(obj, (list, tuple)):
+            for x in obj:
+                walk(x, depth)
+        elif hasattr(obj, "__dict__") and depth < 3:
+            for x in vars(obj).values():
+                walk(x, depth + 1)
+
+    walk(blocks)
+    return out
+
+
+def _bridge_tensors(bridge) -> list[torch.Tensor]:
+    return [t for m in bridge.modules() for t in m._parameters.values() if isinstance(t, torch.Tensor)]
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def arch_folder(request, tmp_path_factory):
+    from circuit_core.toy import save_random_decoder
+
+    folder = tmp_path_factory.mktemp(f"mem-{request.param}")
+    save_random_decoder(folder, request.param, n_layer=3, n_head=4, n_embd=32, init_std=0.3, seed=0)
+    return request.param, folder
+
+
+def test_lean_loading_gives_the_stock_weights_bit_for_bit(arch_folder):
+    """load_model skips TransformerLens' defensive copies while processing the weights and makes the
+    bridge's parameters views of the engine's tensors: every weight the bridge exposes, and its logits,
+    are still exactly what TransformerLens' own loading gives."""
+    from circuit_core.models import load_model
+
+    name, folder = arch_folder
+    stock, ours = _stock_bridge(folder), load_model(str(folder), device="cpu")
+    assert ours.blocks is not None
+    names = ["W_E", "W_U", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "b_Q", "b_K", "b_V", "b_O", "b_in", "b_out",
+             "W_gate", "W_pos"]
+    compared = 0
+    for n in names:
+        try:
+            a = getattr(stock, n)
+        except (AttributeError, RuntimeError):
+            continue
+        if a is None:
+            continue
+        assert torch.equal(a, getattr(ours.bridge, n)), n
+        compared += 1
+    assert compared >= 8
+    tokens = torch.randint(0, int(stock.cfg.d_vocab), (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (stock(tokens) - ours.bridge(tokens)).abs().max() < 1e-5
+
+
+def test_the_weights_are_held_once(arch_folder):
+    """The engine's blocks add no copy of the bridge's weights (a few small tensors at most: rotary tables,
+    norms made explicit), and the bridge holds nothing the blocks hold again."""
+    from circuit_core.models import load_model
+
+    name, folder = arch_folder
+    model = load_model(str(folder), device="cpu")
+    hf = _storages(model.bridge.original_model.parameters())
+    bridge = _storages(_bridge_tensors(model.bridge))
+    blocks = _storages(_block_tensors(model.blocks))
+    everything = {**hf, **bridge, **blocks}
+    weights = sum(p.numel() * p.element_size() for p in _stock_bridge(folder).original_model.parameters())
+    extra_blocks = sum(v for k, v in blocks.items() if k not in {**hf, **bridge})
+    assert extra_blocks < 0.1 * weights, (name, extra_blocks, weights)
+    # one copy of the weights, plus at most what TransformerLens itself adds (an untied unembedding)
+    assert sum(everything.values()) < 1.35 * weights, (name, sum(everything.values()), weights)
+
+
+def test_nothing_writes_into_the_shared_weights(tiny_model, tiny_dataset):
+    """The bridge's parameters are views of the blocks' tensors: evaluating (blocks and hooks), the means,
+    gradients for the reference noise and patching leave every one of them as it was."""
+    from circuit_core.ablation import NodeSet
+    from circuit_core.patching import activation_patching
+
+    before = [t.clone() for t in _bridge_tensors(tiny_model.bridge)]
+    ev = Evaluator(tiny_model, tiny_dataset, METH.replace(ref_replicates=2))
+    sets = [NodeSet.model(), NodeSet.empty(), NodeSet(frozenset({(1, 2, "END"), (0, 1, "S2")}))]
+    ev.logit_diffs(sets)
+    ev.replicate_diffs(sets[1:])
+    Evaluator(tiny_model, tiny_dataset, METH.replace(ref_replicates=0), use_blocks=False).logit_diffs(sets)
+    activation_patching(tiny_model, build_dataset("ioi", tiny_model.tokenizer, n=8, seed=1), bootstrap=20)
+    after = _bridge_tensors(tiny_model.bridge)
+    assert len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after))
