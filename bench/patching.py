@@ -1,6 +1,6 @@
 """Patching cost on a random model of GPT-2 small's shape (GPT-2's tokenizer), IOI prompt pairs:
 
-    python -m bench.patching [--model-dir /tmp/gpt2-shape] [--n 20] [--threads 2]
+    python -m bench.patching [--model-dir DIR] [--n 20] [--threads 2]
 
 Times, in one run after loading the model: a plain forward pass (the bridge called on the N clean
 prompts, logits included, as the model is normally called) and one of 100 prompts; activation
