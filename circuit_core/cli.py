@@ -762,6 +762,106 @@ def add_test_options(p: argparse.ArgumentParser) -> None:
 COMMANDS["test"] = cmd_test
 
 
+CURVE_HELP = """Faithfulness as the circuit grows along a ranking of heads (circuit_core/curves.py), at MIB's fractions
+(0.1% .. 100% of the heads, k = int(fraction x heads)), with MIB's CPR (area under f) and CMD (area between
+f and 1), f = (F(top k) - F(∅)) / (F(M) - F(∅)); every point, CPR and CMD with a 95% interval (joint
+bootstrap over prompts and reference replicates), beside the curve of random rankings. The ranking is made
+on selection prompts (--selection-n, --selection-seed) and the curve measured on the report prompts
+(--n, --seed). Heads are kept where --positions says: with 'circuit', the circuit's heads at their class's
+position and every other head at every position."""
+
+
+def _ranking(args, ev, circuit):
+    """The ranking the curve follows, chosen on selection prompts apart from the report prompts."""
+    from .curves import DEFAULT_SOURCE, rank_heads
+    from .selection import selection_evaluator
+
+    source = args.ranking or DEFAULT_SOURCE
+    print(f"Ranking heads by {source}" + (" (the default: one forward and one backward pass)" if not args.ranking else ""))
+    graph_scores = None
+    if source == "graph":
+        imported = load_any(args.graph or args.circuit)
+        imported.check_fits(ev.n_layers, ev.n_heads)
+        graph_scores = imported.head_scores
+        if not graph_scores:
+            raise UsageError(f"{snippet(args.graph or args.circuit)} holds no per-head scores (node or edge scores "
+                             "of an EAP-IG graph) to rank by; give one with --graph")
+    sel = selection_evaluator(ev.model, ev.methodology, _selection(args))
+    try:
+        return rank_heads(ev, source, circuit, sel, absolute=args.absolute, graph_scores=graph_scores)
+    except (ValueError, NotImplementedError) as exc:
+        raise UsageError(f"--ranking {source}: {exc}") from None
+
+
+def print_curve(c, out=None) -> None:
+    out = out or sys.stdout
+    print(f"  {'fraction':>9}{'k':>6}{'f':>9}   95% interval" + ("      random orders (mean)" if c.baseline else ""),
+          file=out)
+    for i, p in enumerate(c.points):
+        b = c.baseline.points[i] if c.baseline else None
+        print(f"  {p.fraction:>9.1%}{p.k:>6}{p.f:>9.3f}   {fmt_ci(p.interval)}"
+              + (f"   {b.f:>7.3f} {fmt_ci(b.interval)}" if b else ""), file=out)
+    print(f"  CPR (area under f; higher is better)   {c.cpr.value:.3f} {fmt_ci(c.cpr.interval)}"
+          + (f"   random: {c.baseline.cpr.value:.3f} {fmt_ci(c.baseline.cpr.interval)}" if c.baseline else ""), file=out)
+    print(f"  CMD (area between f and 1; lower)      {c.cmd.value:.3f} {fmt_ci(c.cmd.interval)}"
+          + (f"   random: {c.baseline.cmd.value:.3f} {fmt_ci(c.baseline.cmd.interval)}" if c.baseline else ""), file=out)
+    if c.cpr_minus_baseline:
+        print(f"  CPR - random CPR                       {c.cpr_minus_baseline.value:+.3f} "
+              f"{fmt_ci(c.cpr_minus_baseline.interval)} (paired)", file=out)
+    if c.undefined:
+        print(f"  note: f is not a number: {c.undefined}", file=out)
+    print(f"  heads kept: {c.positions}; intervals: {c.interval_method}", file=out)
+
+
+def cmd_curve(args) -> int:
+    import time
+
+    from .curves import head_curve
+    from .evaluate import build_evaluator
+
+    methodology, circuit = prepare(args)
+    if args.graph and args.ranking != "graph":
+        raise UsageError("--graph is for --ranking graph")
+    if args.ranking == "graph" and not (args.graph or args.circuit):
+        raise UsageError("--ranking graph needs an EAP-IG graph: --graph FILE (or --circuit FILE when it is one)")
+    _selection(args)  # refused before the model loads
+    model = open_model(args)
+    circuit = open_circuit(args, model, circuit) if args.circuit else None
+    ev = build_evaluator(model, methodology)
+    start = time.perf_counter()
+    ranking = _ranking(args, ev, circuit)
+    print(f"  {ranking.note}; top 10: {', '.join(ranking.names()[:10])}")
+    c = head_curve(ev, ranking, circuit, args.random_orders, progress=progress_bar("curve"))
+    took = time.perf_counter() - start
+    print(f"Faithfulness curve along the {c.ranking} ranking of {c.n_items} heads on {model.name}"
+          + (f" (circuit '{circuit.name}')" if circuit else ""))
+    print(f"  {methodology_line(ev)}")
+    print_curve(c)
+    print(f"  {took:.1f} s (ranking and curve)")
+    _save(args, ev, circuit, {"curve": {**c.to_dict(), "seconds": round(took, 2)}})
+    return 0
+
+
+def add_curve_options(p: argparse.ArgumentParser) -> None:
+    from .curves import DEFAULT_SOURCE, RANDOM_ORDERS, SOURCES
+
+    p.add_argument("--ranking", choices=SOURCES, default=None,
+                   help=f"what orders the heads (default {DEFAULT_SOURCE}): attribution (EAP's gradient x activation "
+                        "difference at the full model), activation (activation patching, noise; needs the task's "
+                        "corrupted twins), discovery (circuit discovery's pruning order; costly), graph (the scores "
+                        "stored in an EAP-IG graph: --graph, or --circuit when it is one)")
+    p.add_argument("--graph", default=None, help="EAP-IG / MIB graph JSON whose per-head scores rank the heads")
+    p.add_argument("--absolute", action="store_true",
+                   help="rank by |score| (MIB's abs=True, what its CMD table reads) instead of the signed score")
+    p.add_argument("--random-orders", type=whole(0, 100), default=RANDOM_ORDERS,
+                   help=f"random rankings averaged for the baseline curve (default {RANDOM_ORDERS}; 0: none)")
+    add_selection_options(p, "the ranking is made on")
+    p.description = CURVE_HELP
+
+
+COMMANDS["curve"] = cmd_curve
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m circuit_core",
                     description="Validate a transformer circuit by mean ablation (Wang et al. 2022).")
@@ -828,6 +928,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=whole(1, 100_000), default=768, help="d_model in the graph's cfg (default 768)")
     p.add_argument("--position", default="END", help="the position imported heads are kept at (default END)")
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p = sub.add_parser("curve", help="faithfulness as the circuit grows along a ranking of heads; MIB's CPR and CMD",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(p, circuit_required=False)
+    add_curve_options(p)
     p = sub.add_parser("test", help="formal hypothesis tests (Shi et al. 2024): equivalence, independence, "
                                     "minimality, beats random circuits; null, statistic, p-value, verdict")
     add_common(p)

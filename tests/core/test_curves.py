@@ -1,0 +1,194 @@
+"""Faithfulness curves (circuit_core/curves.py): MIB's fractions and area rule, the curve's points, intervals
+that cover a much larger run, the CLI's record and a reproducible random baseline."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from circuit_core import curves
+from circuit_core.ablation import Methodology, NodeSet
+from circuit_core.circuit import load_circuit
+from circuit_core.cli import main
+from circuit_core.evaluate import build_evaluator
+from circuit_core.models import load_model
+
+
+def mib_areas(percentages, faithfulnesses, log_scale=False):
+    """MIB's loop as its evaluation.py writes it (hannamw/MIB-circuit-track, evaluate_area_under_curve), kept
+    literal here as the reference the vectorised rule must match."""
+    area_under, area_from_1 = 0.0, 0.0
+    for i in range(len(faithfulnesses) - 1):
+        x_1, x_2 = percentages[i], percentages[i + 1]
+        if log_scale:
+            x_1, x_2 = math.log(x_1), math.log(x_2)
+        area_from_1 += (x_2 - x_1) * ((abs(1.0 - faithfulnesses[i]) + abs(1.0 - faithfulnesses[i + 1])) / 2)
+        area_under += (x_2 - x_1) * ((faithfulnesses[i] + faithfulnesses[i + 1]) / 2)
+    return area_under, area_from_1
+
+
+# --- MIB's rules ----------------------------------------------------------------------------------------
+def test_fractions_and_k_are_mibs():
+    assert curves.FRACTIONS == (.001, .002, .005, .01, .02, .05, .1, .2, .5, 1)
+    # int(pct * n): GPT-2 small's 144 heads keep none below 1%, and its 32,491 edges 32 at 0.1%
+    assert [curves.mib_k(p, 144) for p in curves.FRACTIONS] == [0, 0, 0, 1, 2, 7, 14, 28, 72, 144]
+    assert [curves.mib_k(p, 32491) for p in curves.FRACTIONS][:3] == [32, 64, 162]
+    assert [curves.mib_k(p, 16) for p in curves.FRACTIONS] == [0] * 6 + [1, 3, 8, 16]
+
+
+def test_areas_on_hand_made_curves():
+    x = np.array(curves.FRACTIONS)
+    span = 1 - 0.001
+    # f = 1 everywhere: the whole (unnormalised) x range under it, nothing between it and 1
+    assert curves.cpr(np.ones(10)) == pytest.approx(span)
+    assert curves.cmd(np.ones(10)) == pytest.approx(0)
+    # f = 0: nothing under it; f = x: the trapezoid rule is exact for a line
+    assert curves.cpr(np.zeros(10)) == 0 and curves.cmd(np.zeros(10)) == pytest.approx(span)
+    assert curves.cpr(x) == pytest.approx((1 - 0.001 ** 2) / 2)
+    assert curves.cmd(x) == pytest.approx(span - (1 - 0.001 ** 2) / 2)
+    # overshoot counts in CMD on both sides of 1 (|1 - f|), and CPR can exceed the span
+    f = np.full(10, 1.5)
+    assert curves.cpr(f) == pytest.approx(1.5 * span) and curves.cmd(f) == pytest.approx(0.5 * span)
+    # a step at the last interval: only (1 - 0.5) × (0 + 1)/2 under it
+    step = np.r_[np.zeros(9), 1.0]
+    assert curves.cpr(step) == pytest.approx(0.25) and curves.cmd(step) == pytest.approx(span - 0.25)
+
+
+def test_areas_match_mibs_loop_on_random_curves_and_on_draws_at_once():
+    rng = np.random.default_rng(0)
+    fs = rng.normal(0.6, 0.5, (50, 10))
+    ref = np.array([mib_areas(curves.FRACTIONS, f) for f in fs])
+    np.testing.assert_allclose(curves.cpr(fs), ref[:, 0], rtol=1e-12)  # [draws, points] at once
+    np.testing.assert_allclose(curves.cmd(fs), ref[:, 1], rtol=1e-12)
+    # the rule is the linear one: MIB's log_scale=True (not its default) gives another number
+    assert not np.isclose(mib_areas(curves.FRACTIONS, fs[0], log_scale=True)[0], curves.cpr(fs[0]))
+
+
+def test_order_by_ranks_signed_or_absolute_with_unscored_last():
+    r = curves.order_by({"a": 0.1, "b": -0.9, "c": None, "d": 0.5}, "x")
+    assert r.items == ("d", "a", "b", "c")
+    assert curves.order_by({"a": 0.1, "b": -0.9, "c": None, "d": 0.5}, "x", absolute=True).items == ("b", "d", "a", "c")
+
+
+# --- the curve on a model -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_ev(tiny_model):
+    return build_evaluator(tiny_model, Methodology(n=30, seed=2, bootstrap=200, ref_replicates=4))
+
+
+def test_points_equal_f_computed_directly_for_the_same_sets(tiny_ev):
+    L, H = tiny_ev.n_layers, tiny_ev.n_heads
+    where = curves.head_positions(L, H, None, "all")
+    rng = np.random.default_rng(1)
+    heads = list(where)
+    ranking = curves.Ranking("hand", tuple(heads[i] for i in rng.permutation(len(heads))))
+    keep = curves.head_keep(where)
+    c = curves.faithfulness_curve(tiny_ev, ranking, keep, len(heads), random_orders=0, reference_noise=False)
+    fm, fe = tiny_ev.F([NodeSet.model(), NodeSet.empty()])
+    for p in c.points:
+        kept = NodeSet(frozenset((l, h, "*") for l, h in ranking.items[:p.k]))
+        (fc,) = tiny_ev.F([kept])
+        assert p.f == pytest.approx((fc - fe) / (fm - fe), rel=1e-9, abs=1e-12)
+        assert p.interval.contains(p.f)
+    assert c.points[-1].f == pytest.approx(1.0)  # every head everywhere: M
+    assert c.cpr.value == pytest.approx(float(curves.cpr([p.f for p in c.points])))
+    assert c.cmd.value == pytest.approx(float(curves.cmd([p.f for p in c.points])))
+    assert c.cpr.interval.contains(c.cpr.value) and c.cmd.interval.contains(c.cmd.value)
+
+
+def test_reference_replicates_widen_the_intervals_and_the_record_round_trips(tiny_ev):
+    ranking = curves.rank_heads(tiny_ev, "attribution")
+    with_refs = curves.head_curve(tiny_ev, ranking, random_orders=2)
+    without = curves.faithfulness_curve(
+        tiny_ev, ranking, curves.head_keep(curves.head_positions(3, 4, None, "all")), 12, random_orders=2,
+        reference_noise=False)
+    assert with_refs.cpr.value == pytest.approx(without.cpr.value)
+    assert "replicates of the reference set" in with_refs.interval_method
+    assert "not yet included" in without.interval_method
+    back = curves.Curve.from_dict(json.loads(json.dumps(with_refs.to_dict())))
+    assert back.to_dict() == with_refs.to_dict()
+
+
+def test_random_baseline_is_reproducible_with_a_seed(tiny_ev):
+    items = list(range(12))
+    a, b = curves.random_rankings(items, 5, 7), curves.random_rankings(items, 5, 7)
+    assert [r.items for r in a] == [r.items for r in b]
+    assert [r.items for r in a] != [r.items for r in curves.random_rankings(items, 5, 8)]
+    assert len({r.items for r in a}) == 5
+    ranking = curves.rank_heads(tiny_ev, "attribution")
+    one, two = (curves.head_curve(tiny_ev, ranking, random_orders=3) for _ in range(2))
+    assert one.baseline.to_dict() == two.baseline.to_dict()
+    assert one.baseline.orders == 3 and len(one.baseline.cpr_per_order) == 3
+    # the baseline is the mean of the orders' curves
+    assert one.baseline.cpr.value == pytest.approx(np.mean(one.baseline.cpr_per_order))
+
+
+def test_discovery_order_puts_kept_heads_first_then_the_last_removed():
+    from types import SimpleNamespace
+
+    from circuit_core.circuit import Circuit, CircuitClass
+
+    d = SimpleNamespace(circuit=Circuit("c", [CircuitClass("x", "END", [(1, 0)])]),
+                        steps=[{"action": "start", "head": None}, {"action": "remove", "head": "0.0"},
+                               {"action": "remove", "head": "0.1"}])
+    r = curves.rank_by_discovery(d, [(0, 0), (0, 1), (1, 0), (1, 1)])
+    assert r.items == ((1, 0), (0, 1), (0, 0), (1, 1)) and r.scores[-1] is None
+
+
+def test_graph_ranking_needs_scores():
+    with pytest.raises(ValueError, match="no per-head scores"):
+        curves.rank_by_graph({}, [(0, 0)])
+    r = curves.rank_by_graph({(0, 1): 0.5, (0, 0): 0.9}, [(0, 0), (0, 1), (1, 0)])
+    assert r.items == ((0, 0), (0, 1), (1, 0))
+
+
+# --- intervals that hold --------------------------------------------------------------------------------
+def test_intervals_cover_a_much_larger_run():
+    """On the demo with ioi-demo.json, a fixed attribution ranking: the N = 100 intervals (defaults: 50
+    reference prompts per group, 8 reference replicates; 200 resamples) of CPR and CMD cover the large-run
+    value (N = 2000, 100 reference prompts per group, mean of two seeds) in at least 17 of seeds 0-19, and
+    the points with k > 0 in at least 90% of cases."""
+    model, circuit = load_model("demo", device="cpu"), load_circuit("data/circuits/ioi-demo.json")
+    ranking = curves.rank_heads(build_evaluator(model, Methodology(n=40, seed=999, ref_replicates=0)),
+                                "attribution", circuit)
+    big = [curves.head_curve(build_evaluator(model, Methodology(n=2000, seed=s, ref_per_group=100, ref_replicates=0,
+                                                                bootstrap=10)), ranking, circuit, random_orders=0)
+           for s in (1000, 1001)]
+    t_cpr, t_cmd = np.mean([c.cpr.value for c in big]), np.mean([c.cmd.value for c in big])
+    t_points = np.mean([[p.f for p in c.points] for c in big], 0)
+    hits = {"cpr": 0, "cmd": 0, "points": 0}
+    scored = [i for i, p in enumerate(big[0].points) if p.k > 0]
+    for seed in range(20):
+        c = curves.head_curve(build_evaluator(model, Methodology(n=100, seed=seed, bootstrap=200)), ranking, circuit,
+                              random_orders=0)
+        hits["cpr"] += c.cpr.interval.contains(t_cpr)
+        hits["cmd"] += c.cmd.interval.contains(t_cmd)
+        hits["points"] += sum(c.points[i].interval.contains(t_points[i]) for i in scored)
+    assert hits["cpr"] >= 17 and hits["cmd"] >= 17, hits
+    assert hits["points"] >= 0.9 * 20 * len(scored), hits
+
+
+# --- the CLI --------------------------------------------------------------------------------------------
+def test_cli_writes_results_curve(tmp_path, capsys):
+    out = tmp_path / "curve.json"
+    rc = main(["curve", "--model", "demo", "--circuit", "data/circuits/ioi-demo.json", "--n", "30",
+               "--bootstrap", "50", "--ref-replicates", "2", "--random-orders", "2", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Ranking heads by attribution (the default" in text and "CPR" in text and "CMD" in text
+    rec = json.loads(out.read_text())
+    cur = rec["results"]["curve"]
+    assert cur["ranking"] == "attribution" and len(cur["points"]) == len(curves.FRACTIONS)
+    assert set(cur["points"][0]) == {"fraction", "k", "f", "interval"}
+    assert set(cur["cpr"]) == {"value", "interval"} and set(cur["cmd"]) == {"value", "interval"}
+    assert cur["baseline"]["orders"] == 2 and len(cur["baseline"]["points"]) == len(curves.FRACTIONS)
+    lo, hi = cur["cpr"]["interval"]
+    assert lo <= cur["cpr"]["value"] <= hi
+    assert curves.Curve.from_dict(cur).cpr.value == cur["cpr"]["value"]
+
+
+def test_cli_refuses_graph_ranking_without_a_graph(capsys):
+    assert main(["curve", "--model", "demo", "--ranking", "graph"]) == 2
+    assert "needs an EAP-IG graph" in capsys.readouterr().err
+    assert main(["curve", "--model", "demo", "--circuit", "data/circuits/ioi-demo.json", "--ranking", "graph"]) == 2
+    assert "no per-head scores" in capsys.readouterr().err
