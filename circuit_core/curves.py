@@ -286,6 +286,18 @@ def _statistic(P: int, R: int, fractions):
     return stat
 
 
+def curve_figures(per_prompt: dict[str, np.ndarray], replicates: list[dict[str, np.ndarray]], random_orders: int,
+                  fractions: Sequence[float] = FRACTIONS, n_boot: int = 1000, seed: int = 0):
+    """Estimates and 95% percentile intervals of every point, CPR, CMD (and the baseline's) from per-prompt
+    values: keys model, empty, c{point} and r{order}_{point}; `replicates` the same under each reference
+    replicate (no model). One joint draw resamples the prompts of every set together and takes one
+    replicate, so CPR and CMD are computed on each draw of the whole curve."""
+    stat = _statistic(len(fractions), random_orders, fractions)
+    est = stat(**per_prompt)
+    draws = bootstrap_draws(per_prompt, stat, n_boot, seed, replicates, batched=stat)
+    return est, {k: Interval.of(percentile_interval(draws[k], float(est[k]))) for k in est}
+
+
 def faithfulness_curve(ev, ranking: Ranking, keep: Callable[[Sequence], NodeSet], n_items: int,
                        items: str = "heads", positions: str = "", random_orders: int = RANDOM_ORDERS,
                        fractions: Sequence[float] = FRACTIONS, all_items: Sequence | None = None,
@@ -306,10 +318,7 @@ def faithfulness_curve(ev, ranking: Ranking, keep: Callable[[Sequence], NodeSet]
     per_prompt = dict(zip(names, diffs))
     reps = [dict(zip(names[1:], d)) for d in
             (ev.replicate_diffs(every[1:], None, should_stop) if reference_noise else [])]
-    stat = _statistic(len(fractions), len(rsets), fractions)
-    est = stat(**per_prompt)
-    draws = bootstrap_draws(per_prompt, stat, meth.bootstrap, meth.seed, reps, batched=stat)
-    iv = {k: Interval.of(percentile_interval(draws[k], float(est[k]))) for k in est}
+    est, iv = curve_figures(per_prompt, reps, len(rsets), fractions, meth.bootstrap, meth.seed)
     area = lambda k: Area(float(est[k]), iv[k])
     undefined = ""
     if iv["F_model_minus_empty"].straddles_zero:
@@ -380,4 +389,4 @@ def head_curve(ev, ranking: Ranking, circuit: Circuit | None = None, random_orde
 __all__ = ["FRACTIONS", "SOURCES", "DEFAULT_SOURCE", "RANDOM_ORDERS", "mib_k", "trapezoid", "cpr", "cmd", "Ranking",
            "order_by", "head_positions", "head_keep", "rank_by_attribution", "rank_by_activation", "rank_by_discovery",
            "rank_by_graph", "random_rankings", "Area", "CurvePoint", "Baseline", "Curve", "curve_sets",
-           "faithfulness_curve", "rank_heads", "head_curve", "positions_text"]
+           "faithfulness_curve", "curve_figures", "rank_heads", "head_curve", "positions_text"]
