@@ -386,7 +386,18 @@ def head_curve(ev, ranking: Ranking, circuit: Circuit | None = None, random_orde
                               all_items=list(where), progress=progress, should_stop=should_stop)
 
 
-__all__ = ["FRACTIONS", "SOURCES", "DEFAULT_SOURCE", "RANDOM_ORDERS", "mib_k", "trapezoid", "cpr", "cmd", "Ranking",
+def ranked_curve(ev, source: str = DEFAULT_SOURCE, circuit: Circuit | None = None, selection=None,
+                 random_orders: int = RANDOM_ORDERS, progress=None, should_stop=None) -> Curve:
+    """Rank every head by `source` on selection prompts (selection.py: apart from `ev`'s report prompts) and
+    measure the curve on `ev`: what the dashboard runs as one job."""
+    from .selection import selection_evaluator
+
+    sel = selection_evaluator(ev.model, ev.methodology, selection)
+    ranking = rank_heads(ev, source, circuit, sel, should_stop=should_stop)
+    return head_curve(ev, ranking, circuit, random_orders, progress, should_stop)
+
+
+__all__ = ["ranked_curve", "FRACTIONS", "SOURCES", "DEFAULT_SOURCE", "RANDOM_ORDERS", "mib_k", "trapezoid", "cpr", "cmd", "Ranking",
            "order_by", "head_positions", "head_keep", "rank_by_attribution", "rank_by_activation", "rank_by_discovery",
            "rank_by_graph", "random_rankings", "Area", "CurvePoint", "Baseline", "Curve", "curve_sets",
            "faithfulness_curve", "curve_figures", "rank_heads", "head_curve", "positions_text"]

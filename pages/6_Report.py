@@ -127,3 +127,27 @@ def show_formal_tests() -> None:
 
 
 show_formal_tests()
+
+
+def show_curve() -> None:
+    """Faithfulness along a ranking of heads (MIB's fractions, CPR and CMD), in a job of its own."""
+    from circuit_core.curves import DEFAULT_SOURCE, ranked_curve
+    from ui.charts import curve_caption, faithfulness_curve_chart
+
+    st.subheader("Faithfulness curve (MIB's CPR and CMD)")
+    sources = ["attribution", "activation", "discovery"]  # graph: scores of an imported EAP-IG file (CLI)
+    source = st.selectbox("Rank heads by", sources, index=sources.index(DEFAULT_SOURCE), key="curve_source",
+                          help="attribution: one forward and one backward pass (the default); activation: activation "
+                               "patching (needs the task's corrupted twins); discovery: circuit discovery's pruning "
+                               "order (slow on large models). Ranked on selection prompts, measured on these.")
+    key = ("curve", source, ctx.model_key, ctx.methodology, circuit_json(circuit))
+    jobs.stop_others("curve", key)
+    job = jobs.start(key, f"Faithfulness curve along the {source} ranking",
+                     lambda job: ranked_curve(ev, source, circuit, progress=job.progress, should_stop=job.should_stop))
+    curve = jobs.show(job)
+    if curve is not None:
+        st.altair_chart(faithfulness_curve_chart(curve), width="stretch")
+        st.caption(curve_caption(curve))
+
+
+show_curve()

@@ -265,3 +265,44 @@ def roc_chart(curves: pd.DataFrame, points: pd.DataFrame) -> alt.Chart:
         layers += [pts.mark_point(filled=True, size=120, color="black"),
                    pts.mark_text(align="left", dx=8, dy=-8, fontSize=14).encode(text="circuit:N")]
     return alt.layer(*layers).properties(width=360, height=360, title="Agreement with the reference (ROC over heads)")
+
+
+def curve_frame(curve) -> pd.DataFrame:
+    """One row per point of the ranking's curve and of the random baseline: which, fraction, k, f, lo, hi."""
+    rows = []
+    for which, points in ((f"{curve.ranking} ranking", curve.points),
+                          (f"random ({curve.baseline.orders} orders)" if curve.baseline else "", curve.baseline.points if curve.baseline else ())):
+        rows += [{"which": which, "fraction": p.fraction, "percent": p.fraction * 100, "k": p.k, "f": p.f,
+                  "lo": p.interval.lo, "hi": p.interval.hi} for p in points]
+    return pd.DataFrame(rows)
+
+
+def faithfulness_curve_chart(curve) -> alt.Chart:
+    """f = (F(top k) − F(∅)) / (F(M) − F(∅)) against the share of heads kept (log x, MIB's fractions), each
+    point with its 95% band, the ranking's curve beside the random rankings' mean; f = 1 dashed."""
+    frame = curve_frame(curve)
+    x = alt.X("percent:Q", title=f"{curve.items} kept (% of {curve.n_items}, log scale)",
+              scale=alt.Scale(type="log", domain=[0.1, 100]), axis=alt.Axis(values=[0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]))
+    color = alt.Color("which:N", title=None, legend=alt.Legend(orient="bottom"),
+                      scale=alt.Scale(range=["#1f77b4", "#888888"]))
+    base = alt.Chart(frame).encode(x=x, color=color)
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title="f = (F(C) − F(∅)) / (F(M) − F(∅))"), y2="hi:Q")
+    line = base.mark_line(point=True, strokeWidth=2).encode(
+        y="f:Q", tooltip=["which", alt.Tooltip("percent:Q", title="% kept"), "k", alt.Tooltip("f:Q", format=".3f"),
+                          alt.Tooltip("lo:Q", format=".3f", title="95% lo"), alt.Tooltip("hi:Q", format=".3f", title="95% hi")])
+    one = alt.Chart(pd.DataFrame({"f": [1.0]})).mark_rule(color="#888", strokeDash=[6, 4]).encode(y="f:Q")
+    return alt.layer(band, line, one).properties(width=560, height=340, title="Faithfulness as the circuit grows")
+
+
+def curve_caption(curve) -> str:
+    """CPR and CMD with their 95% intervals, the baseline's, and how the curve was made (under the chart)."""
+    iv = lambda a: f"{a.value:.3f} [{a.interval.lo:.3f}, {a.interval.hi:.3f}]"
+    text = f"CPR (area under f, higher is better) {iv(curve.cpr)}; CMD (area between f and 1, lower is better) {iv(curve.cmd)}"
+    if curve.baseline:
+        text += (f". Random rankings (mean of {curve.baseline.orders}): CPR {iv(curve.baseline.cpr)}, "
+                 f"CMD {iv(curve.baseline.cmd)}; CPR − random CPR {iv(curve.cpr_minus_baseline)} (paired)")
+    text += (f". MIB's rule: k = int(fraction × {curve.n_items}), trapezoids over the linear fraction axis. "
+             f"Ranking: {curve.ranking_note}. Heads kept: {curve.positions}. 95% intervals: {curve.interval_method}.")
+    if curve.undefined:
+        text += f" f is not a number here: {curve.undefined}."
+    return text
