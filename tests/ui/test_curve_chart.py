@@ -25,3 +25,12 @@ def test_chart_has_both_curves_with_bands_and_the_caption_every_interval():
     text = curve_caption(c)
     for a in (c.cpr, c.cmd, c.baseline.cpr, c.baseline.cmd):
         assert f"{a.value:.3f} [{a.interval.lo:.3f}, {a.interval.hi:.3f}]" in text
+
+
+def test_report_page_draws_the_curve(dash):
+    at = dash.open("pages/6_Report.py", dash.view(n=30, bootstrap=50, ref_replicates=2))
+    at = dash.finish_jobs(dash.finish_jobs(at))  # the curve's job starts once the report is drawn
+    assert not at.exception
+    job = dash.job(at, "curve")
+    assert job.result is not None and job.result.ranking == "attribution"
+    assert any("CPR (area under f" in c.value for c in at.caption)
