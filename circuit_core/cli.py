@@ -771,24 +771,34 @@ on selection prompts (--selection-n, --selection-seed) and the curve measured on
 position and every other head at every position."""
 
 
-def _ranking(args, ev, circuit):
+def _graph(args):
+    """The EAP-IG graph whose head scores rank the heads (--ranking graph), read before the model loads."""
+    if args.ranking != "graph":
+        if args.graph:
+            raise UsageError("--graph is for --ranking graph")
+        return None
+    if not (args.graph or args.circuit):
+        raise UsageError("--ranking graph needs an EAP-IG graph: --graph FILE (or --circuit FILE when it is one)")
+    graph = load_any(args.graph or args.circuit)
+    if not graph.head_scores:
+        raise UsageError(f"{snippet(args.graph or args.circuit)} holds no per-head scores (node or edge scores of an "
+                         "EAP-IG graph) to rank by; give one with --graph")
+    return graph
+
+
+def _ranking(args, ev, circuit, graph=None):
     """The ranking the curve follows, chosen on selection prompts apart from the report prompts."""
     from .curves import DEFAULT_SOURCE, rank_heads
     from .selection import selection_evaluator
 
     source = args.ranking or DEFAULT_SOURCE
     print(f"Ranking heads by {source}" + (" (the default: one forward and one backward pass)" if not args.ranking else ""))
-    graph_scores = None
-    if source == "graph":
-        imported = load_any(args.graph or args.circuit)
-        imported.check_fits(ev.n_layers, ev.n_heads)
-        graph_scores = imported.head_scores
-        if not graph_scores:
-            raise UsageError(f"{snippet(args.graph or args.circuit)} holds no per-head scores (node or edge scores "
-                             "of an EAP-IG graph) to rank by; give one with --graph")
+    if graph is not None:
+        graph.check_fits(ev.n_layers, ev.n_heads)
     sel = selection_evaluator(ev.model, ev.methodology, _selection(args))
     try:
-        return rank_heads(ev, source, circuit, sel, absolute=args.absolute, graph_scores=graph_scores)
+        return rank_heads(ev, source, circuit, sel, absolute=args.absolute,
+                          graph_scores=graph.head_scores if graph is not None else None)
     except (ValueError, NotImplementedError) as exc:
         raise UsageError(f"--ranking {source}: {exc}") from None
 
@@ -820,16 +830,13 @@ def cmd_curve(args) -> int:
     from .evaluate import build_evaluator
 
     methodology, circuit = prepare(args)
-    if args.graph and args.ranking != "graph":
-        raise UsageError("--graph is for --ranking graph")
-    if args.ranking == "graph" and not (args.graph or args.circuit):
-        raise UsageError("--ranking graph needs an EAP-IG graph: --graph FILE (or --circuit FILE when it is one)")
+    graph = _graph(args)
     _selection(args)  # refused before the model loads
     model = open_model(args)
     circuit = open_circuit(args, model, circuit) if args.circuit else None
     ev = build_evaluator(model, methodology)
     start = time.perf_counter()
-    ranking = _ranking(args, ev, circuit)
+    ranking = _ranking(args, ev, circuit, graph)
     print(f"  {ranking.note}; top 10: {', '.join(ranking.names()[:10])}")
     c = head_curve(ev, ranking, circuit, args.random_orders, progress=progress_bar("curve"))
     took = time.perf_counter() - start

@@ -194,7 +194,7 @@ def test_intervals_cover_the_truth_with_reference_noise_and_miss_it_without():
 def test_cli_writes_results_curve(tmp_path, capsys):
     out = tmp_path / "curve.json"
     rc = main(["curve", "--model", "demo", "--circuit", "data/circuits/ioi-demo.json", "--n", "30",
-               "--bootstrap", "50", "--ref-replicates", "2", "--random-orders", "2", "--out", str(out)])
+               "--bootstrap", "50", "--ref-replicates", "0", "--random-orders", "2", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "Ranking heads by attribution (the default" in text and "CPR" in text and "CMD" in text
@@ -214,3 +214,19 @@ def test_cli_refuses_graph_ranking_without_a_graph(capsys):
     assert "needs an EAP-IG graph" in capsys.readouterr().err
     assert main(["curve", "--model", "demo", "--circuit", "data/circuits/ioi-demo.json", "--ranking", "graph"]) == 2
     assert "no per-head scores" in capsys.readouterr().err
+
+
+def test_cli_ranks_by_the_scores_of_an_eap_graph(tmp_path, capsys):
+    from circuit_core.interchange import to_eap_graph
+
+    circuit = load_circuit("data/circuits/ioi-demo.json")
+    scores = {(l, h): float(l * 4 + h) for l in range(4) for h in range(4)}  # 3.3 first, 0.0 last
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps(to_eap_graph(circuit, {"n_layers": 4, "n_heads": 4, "d_model": 64,
+                                                       "parallel_attn_mlp": False}, edges=False, head_scores=scores)))
+    out = tmp_path / "curve.json"
+    assert main(["curve", "--model", "demo", "--ranking", "graph", "--graph", str(graph), "--n", "20",
+                 "--bootstrap", "20", "--ref-replicates", "0", "--random-orders", "0", "--out", str(out)]) == 0
+    cur = json.loads(out.read_text())["results"]["curve"]
+    assert cur["ranking"] == "graph" and cur["order"][:3] == ["3.3", "3.2", "3.1"] and cur["baseline"] is None
+    assert "Ranking heads by graph" in capsys.readouterr().out
