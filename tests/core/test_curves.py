@@ -230,3 +230,15 @@ def test_cli_ranks_by_the_scores_of_an_eap_graph(tmp_path, capsys):
     cur = json.loads(out.read_text())["results"]["curve"]
     assert cur["ranking"] == "graph" and cur["order"][:3] == ["3.3", "3.2", "3.1"] and cur["baseline"] is None
     assert "Ranking heads by graph" in capsys.readouterr().out
+
+
+def test_activation_ranking_scores_each_head_at_its_kept_position(tiny_ev):
+    from circuit_core.circuit import Circuit, CircuitClass
+
+    circuit = Circuit("c", [CircuitClass("x", "END", [(2, 1)])])
+    r = curves.rank_heads(tiny_ev, "activation", circuit)
+    assert sorted(r.items) == sorted((l, h) for l in range(3) for h in range(4)) and r.source == "activation"
+    where = curves.head_positions(3, 4, circuit, "circuit")
+    assert where[(2, 1)] == "END" and where[(0, 0)] == "*"
+    finite = [s for s in r.scores if s is not None]
+    assert finite == sorted(finite, reverse=True)
