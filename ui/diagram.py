@@ -36,6 +36,17 @@ INPUT_OFFSET = {"q": 0.22, "k": 0.0, "v": -0.22, "out": 0.0}  # where an edge me
 LOGITS_NODE = "logits"
 
 
+# An edge's colour says what its interval says: wholly above 0, wholly below, or either way.
+SIGNS = {"helps the task": "#3b5b92", "works against it": "#c0392b", "interval includes 0": "#999999",
+         "not computed yet": "#cccccc"}
+
+
+def _sign(effect: float, lo: float, hi: float) -> str:
+    if effect != effect:
+        return "not computed yet"
+    return "helps the task" if lo > 0 else "works against it" if hi < 0 else "interval includes 0"
+
+
 def candidate_edges(circuit) -> list:
     """Every edge the editor offers: the class-level edges a node-level circuit keeps, then any other
     listed edge (head ends)."""
@@ -79,9 +90,10 @@ def edge_frame(circuit, effects=None) -> pd.DataFrame:
                      "y2": y1 + INPUT_OFFSET.get(e.input, 0.0), "kept": e in kept,
                      "state": "kept" if e in kept else "removed", "effect": eff, "lo": lo, "hi": hi,
                      "strength": 0.0 if eff != eff else abs(eff),
+                     "sign": _sign(eff, lo, hi),
                      "shown": "not computed yet" if eff != eff else f"{eff:.3f} [{lo:.3f}, {hi:.3f}]"})
     return pd.DataFrame(rows, columns=["id", "edge", "input", "x", "y", "x2", "y2", "kept", "state", "effect", "lo",
-                                       "hi", "strength", "shown"])
+                                       "hi", "strength", "sign", "shown"])
 
 
 def edge_diagram(circuit, effects=None, selection=None, n_layers: int | None = None) -> alt.Chart:
@@ -97,12 +109,14 @@ def edge_diagram(circuit, effects=None, selection=None, n_layers: int | None = N
                            "label": f"{c.name} ({c.position})"} for i, c in enumerate(order)]
                          + [{"name": LOGITS_NODE, "x": top, "y": (len(order) - 1) / 2, "label": "logits"}])
     scale_max = max(1e-9, float(edges.strength.max()) if len(edges) else 1.0)
-    X = alt.X("x:Q", title="layer", scale=alt.Scale(domain=[-0.5, (n_layers or top) + 0.5]),
-              axis=alt.Axis(format="d", tickMinStep=1))
+    X = alt.X("x:Q", title="layer", scale=alt.Scale(domain=[-0.5, top + 0.5]),
+              axis=alt.Axis(values=list(range(top + 1)), labelExpr=f"datum.value == {top} ? 'logits' : datum.label"))
     Y = alt.Y("y:Q", title=None, axis=None, scale=alt.Scale(domain=[-0.6, len(order) - 0.4]))
     lines = alt.Chart(edges).mark_rule().encode(
         x=X, y=Y, x2="x2:Q", y2="y2:Q",
-        color=alt.condition("datum.kept", alt.value("#444444"), alt.value("#bbbbbb")),
+        color=alt.condition("datum.kept", alt.Color("sign:N", title="kept edge", scale=alt.Scale(
+            domain=list(SIGNS), range=list(SIGNS.values()))),
+            alt.value("#bbbbbb")),
         strokeDash=alt.condition("datum.kept", alt.value([1, 0]), alt.value([5, 4])),
         strokeWidth=alt.StrokeWidth("strength:Q", scale=alt.Scale(domain=[0, scale_max], range=[1.5, 9]), legend=None),
         opacity=alt.condition("datum.kept", alt.Opacity("strength:Q", scale=alt.Scale(domain=[0, scale_max],
@@ -118,5 +132,5 @@ def edge_diagram(circuit, effects=None, selection=None, n_layers: int | None = N
     dots = alt.Chart(nodes).mark_circle(size=420, opacity=0.95).encode(x=X, y=Y, color=color,
                                                                         tooltip=[alt.Tooltip("label:N", title="class")])
     text = alt.Chart(nodes).mark_text(dy=-20, fontSize=12).encode(x=X, y=Y, text="label:N")
-    return alt.layer(lines, dots, text).properties(
+    return alt.layer(lines, dots, text).resolve_scale(color="independent").properties(
         height=max(180, 80 * len(order)), title="Edges: width = |share of F(clean) − F(corrupted) along the edge|")
