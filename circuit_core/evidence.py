@@ -267,9 +267,11 @@ def name_tokens(dataset) -> list[int]:
 
 def _values(blocks, layer: int, x: torch.Tensor, head: int) -> torch.Tensor:
     """The head's value vector (its input norm, W_V and b_V) of residuals x [n, d_model]: [n, d_head]."""
+    from .blocks import GPT2Blocks
+
     idx = torch.tensor([head], device=x.device)
-    if hasattr(blocks, "qkv") and hasattr(blocks, "layers") and hasattr(blocks.layers[layer], "W_qkv"):
-        return blocks.qkv(layer, x, idx)[:, 2, 0]
+    if isinstance(blocks, GPT2Blocks):
+        return blocks.qkv(layer, x, idx)[:, 2, 0]  # (q, k, v)
     return blocks._project(layer, blocks.layers[layer].ln1(x), idx)[:, 1, 0]  # DecoderBlocks: (k, v)
 
 
@@ -355,10 +357,6 @@ def edge_effects(model, dataset, circuit: Circuit, edges: list[Edge] | None = No
             for j, i in enumerate(members):
                 patched[i, rows] = m[j]
             steps.after()
-    has = [i for i, e in enumerate(edges) if _reaches(circuit, e)]
-    for i in range(len(edges)):
-        if i not in has:
-            patched[i] = float("nan")
     result = _result("path", "noise", [], patched, clean_m, corr_m, dataset, bootstrap, seed, settings={})
     out = tuple(EdgeEffect(e, float(result.effects[i]), Interval(float(result.lo[i]), float(result.hi[i])),
                            tuple(map(head_name, circuit.heads_of(e.sender))),
