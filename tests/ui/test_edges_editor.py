@@ -25,3 +25,26 @@ def test_the_edge_list_removes_an_edge_as_an_edit_and_undo_brings_it_back(dash):
     assert dash.job(at, "edges") is job  # keeping or removing edges reuses the effects
     next(b for b in at.button if b.label.startswith("↶")).click().run()
     assert history.current.edges is None
+
+
+def test_the_diagram_draws_removed_edges_apart_and_every_effect_with_its_interval():
+    from circuit_core.circuit import load_circuit
+    from circuit_core.editing import toggle_edge
+    from circuit_core.evidence import EdgeEffect, EdgeEffects
+    from circuit_core.intervals import Interval
+    from ui.diagram import edge_diagram, edge_frame
+
+    circuit = load_circuit("data/circuits/ioi-demo.json")
+    gone = circuit.all_edges()[0]
+    edited = toggle_edge(circuit, gone)
+    frame = edge_frame(edited)
+    assert len(frame) == len(circuit.all_edges()) and (frame.state == "removed").sum() == 1
+    assert set(frame.shown) == {"not computed yet"}
+    effects = EdgeEffects(tuple(EdgeEffect(e, 0.1 * i, Interval(0.1 * i - 0.05, 0.1 * i + 0.05), (), ())
+                                for i, e in enumerate(circuit.all_edges())), 3.0, 0.5, 20)
+    frame = edge_frame(edited, effects)
+    row = frame[frame.edge == gone.label()].iloc[0]
+    assert row.state == "removed" and row.shown == "0.000 [-0.050, 0.050]" and row.sign == "interval includes 0"
+    assert (frame[frame.kept].sign == "helps the task").all()
+    spec = edge_diagram(edited, effects).to_dict()
+    assert spec["layer"][0]["encoding"]["strokeDash"]["value"] == [5, 4]  # removed: dashed (kept: solid)
