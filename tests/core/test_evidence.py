@@ -134,10 +134,9 @@ def test_an_edge_from_a_one_head_class_equals_path_patching(tiny_model, paired):
     assert effects.F_clean == pytest.approx(ref.F_clean, abs=1e-5)
 
 
-def test_a_joint_patch_of_two_heads_at_one_layer_is_their_summed_output(tiny_model, paired):
-    """Two senders in one layer feeding the logits through no MLP nonlinearity between them would add
-    exactly; here MLPs sit between, so only the one-head case is exact: check the joint patch at least
-    lies near the sum and differs from each head alone."""
+def test_a_joint_patch_of_two_heads_is_near_the_sum_of_their_single_effects(tiny_model, paired):
+    """Two heads of one class patched together: near the sum of their single effects, not exactly it (the
+    MLPs between them and the logits are not linear), which is why an edge's effect is a joint patch."""
     circuit = Circuit("pair", [CircuitClass("A", "END", [(1, 0), (1, 2)])], edges=[Edge("A", LOGITS, "out")])
     joint = edge_effects(tiny_model, paired, circuit, bootstrap=100).edges[0].effect
     ref = path_patching(tiny_model, paired, "logits", bootstrap=100)
