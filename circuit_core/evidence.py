@@ -21,7 +21,8 @@ Per class (`ClassEvidence`):
 - Each incoming edge's path-patching effect (Wang et al.'s path patching, patching.py's normalisation):
   the share of F(clean) − F(corrupted) lost when the sender's heads' outputs, all at once (a joint patch,
   every other head frozen to its clean output, MLPs recomputed), reach only the receiver class's chosen
-  input (q, k or v at its position) or the logits. 95% bootstrap interval over prompt pairs. The joint
+  input or the logits: its queries at its position (where the class is kept), its keys or values at every
+  position (a head kept at END reads the keys and values of the positions it attends to, not END's). 95% bootstrap interval over prompt pairs. The joint
   patch runs through hooked passes (patching.py's fast path patches one sender head at a time); for a
   one-head sender it gives patching.path_patching's number (tests/core/test_evidence.py).
 """
@@ -413,14 +414,15 @@ def _sender_runs(model, dataset, circuit, senders, groups, rows, steps):
 
 
 def _receiver_run(model, dataset, circuit, receiver, x, edges, senders, seen, rows) -> torch.Tensor:
-    """(c): the clean run with only the receiver's input x (at its position) taken from (b), one block per
+    """(c): the clean run with only the receiver's input x (q: at its position) taken from (b), one block per
     edge (its sender's block of (b)); the metric [edges, P]."""
     from .hooks import hook_qkv
     from .patching import _hooked_run, _positions_mask, _put_heads
 
     H, P, G = model.n_heads, len(rows), len(edges)
     heads = circuit.heads_of(receiver)
-    role = _receiver_role(circuit, receiver)
+    # A query is read where the receiver is kept; its keys and values wherever it attends: every position
+    role = _receiver_role(circuit, receiver) if x == "q" else None
     tokens = dataset.tokens[rows]
     where = None if role is None else _positions_mask(dataset, role, rows, tokens.shape[1], model.device).repeat(G, 1)
     blocks = [senders.index(e.sender) for e in edges]

@@ -62,7 +62,7 @@ def edge_panel(ctx: Context, commit) -> None:
         else:
             st.caption(f"Width: the share of F(clean) − F(corrupted) lost when the sender class's heads, patched "
                        f"together from the corrupted twin (every other head frozen), reach only the receiver's "
-                       f"query, key or value at its position (or the logits): Wang et al.'s path patching. "
+                       f"queries at its position, its keys or values at every position, or the logits: Wang et al.'s path patching. "
                        f"F(clean) {effects.F_clean:.3f}, F(corrupted) {effects.F_corrupted:.3f} on {effects.n} "
                        "prompt pairs of the selection prompts; hover an edge for its 95% interval "
                        f"({effects.interval_method}). Dashed grey: removed. A click keeps or removes an edge.")

@@ -125,7 +125,8 @@ def test_an_edge_from_a_one_head_class_equals_path_patching(tiny_model, paired):
     circuit = _two_classes((0, 1), (2, 3))
     effects = edge_effects(tiny_model, paired, circuit, bootstrap=200)
     for x in ("q", "v"):
-        ref = path_patching(tiny_model, paired, [(2, 3)], x, "END", bootstrap=200)
+        # the query where the class is kept; the values wherever it attends
+        ref = path_patching(tiny_model, paired, [(2, 3)], x, "END" if x == "q" else None, bootstrap=200)
         got = effects.of(Edge("A", "B", x))
         assert got.effect == pytest.approx(float(ref.effects[0, 1]), rel=1e-3)  # hooked vs fast path: float32 sums
         assert got.interval.lo == pytest.approx(float(ref.lo[0, 1]), abs=1e-3)
