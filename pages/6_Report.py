@@ -5,6 +5,7 @@ from ui import format as fmt
 from ui import jobs
 from ui.report import _ratio, build_report, completeness_rows, figures, headline_rows, membership_rows, minimality_rows, \
     summary_lines, to_bundle, to_html
+from ui.edges import evidence_job
 from ui.report import edge_rows, evidence_figures, evidence_lines, with_evidence
 from ui.sidebar import sidebar
 from ui.state import circuit_json, methodology_caption, require_evaluator
@@ -28,25 +29,7 @@ if report is None:
     st.stop()
 
 EVIDENCE_PROMPTS = "evidence_prompts"
-
-
-def evidence_job():
-    """Each class's evidence (circuit_core.evidence) on prompt pairs of the report's seed, once the report is done."""
-    from circuit_core.evidence import EVIDENCE_PAIRS, circuit_evidence
-    from circuit_core.patching import paired_dataset
-
-    text = str(ctx.session.widget(EVIDENCE_PROMPTS, "0, 1, 2"))
-    prompts = tuple(dict.fromkeys(int(x) for x in text.replace(",", " ").split() if x.isdigit()))[:6] or (0,)
-    meth = ctx.methodology.replace(n=min(ctx.methodology.n, EVIDENCE_PAIRS))
-    key = ("evidence", ctx.model_key, meth, circuit_json(circuit), prompts)
-    jobs.stop_others("evidence", key)
-    model = ctx.model
-    return jobs.start(key, "Gathering the evidence for each class", lambda job: circuit_evidence(
-        model, paired_dataset(model, meth), circuit, prompts, seed=meth.seed, progress=job.progress,
-        should_stop=job.should_stop))
-
-
-ev_job = evidence_job()
+ev_job = evidence_job(ctx, circuit, ctx.session.widget(EVIDENCE_PROMPTS, "0, 1, 2"))
 if not ev_job.running and ev_job.result is not None:
     report = with_evidence(report, ev_job.result)  # the downloads and the record carry it from here on
 

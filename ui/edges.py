@@ -35,6 +35,23 @@ def edges_job(ctx: Context, n: int = EVIDENCE_PAIRS) -> jobs.Job:
         should_stop=job.should_stop))
 
 
+def evidence_job(ctx: Context, circuit, prompts_text: str = "0, 1, 2", n: int = EVIDENCE_PAIRS) -> jobs.Job:
+    """Each class's evidence (circuit_core.evidence) on n prompt pairs of the report's seed, the prompts in
+    `prompts_text` (indices, up to 6) shown one by one: the Report page's section."""
+    from circuit_core.evidence import circuit_evidence
+    from circuit_core import patching as pt
+    from ui.state import circuit_json
+
+    prompts = tuple(dict.fromkeys(int(x) for x in str(prompts_text).replace(",", " ").split() if x.isdigit()))[:6]
+    meth = ctx.methodology.replace(n=min(ctx.methodology.n, n))
+    key = ("evidence", ctx.model_key, meth, circuit_json(circuit), prompts or (0,))
+    jobs.stop_others("evidence", key)
+    model = ctx.model
+    return jobs.start(key, "Gathering the evidence for each class", lambda job: circuit_evidence(
+        model, pt.paired_dataset(model, meth), circuit, prompts or (0,), seed=meth.seed, progress=job.progress,
+        should_stop=job.should_stop))
+
+
 def edge_panel(ctx: Context, commit) -> None:
     """The diagram (click an edge to keep or remove it) and, beside it, the same as a list."""
     circuit, edits = ctx.circuit, ctx.edits
