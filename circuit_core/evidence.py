@@ -330,31 +330,38 @@ def role_scores(model, heads: list[Head], n_seqs: int = 20, seed: int = 0, boots
 
 # --- edges: joint path patching ------------------------------------------------------------------------------
 def edge_effects(model, dataset, circuit: Circuit, edges: list[Edge] | None = None, bootstrap: int = 1000,
-                 seed: int = 0, batch_size: int = 64, progress=None, should_stop=None) -> EdgeEffects:
+                 seed: int = 0, batch_size: int = 256, progress=None, should_stop=None,
+                 hooked: bool = False) -> EdgeEffects:
     """Every edge's effect (circuit.edges, or all_edges() when it has none), on the dataset's prompt pairs:
     see the module doc. Each sender's heads are patched together; edges with no sender head below a
-    receiver head carry nothing (NaN)."""
-    from .patching import _check_paired, _chunks, _result, _Steps
+    receiver head carry nothing (NaN). GPT-2-style models run through blocks.py (no hooks, no unembedding:
+    (b) only recomputes MLPs, every head being frozen; (c) runs from the first receiver's layer on); other
+    architectures, or hooked=True, take hooked bridge passes, which give the same numbers more slowly.
+    batch_size: rows (senders × prompts) per pass."""
+    from .patching import _check_paired, _chunks, _fast, _result, _Steps
 
     _check_paired(dataset)
     edges = list(edges if edges is not None else (circuit.edges if circuit.edges is not None else circuit.all_edges()))
     senders = sorted({e.sender for e in edges})
     groups = _edge_groups(circuit, edges)
+    fast = _fast(model) and not hooked
     S_len, V = dataset.tokens.shape[1], int(getattr(model.bridge.cfg, "d_vocab", 50257))
-    per = max(1, min(batch_size, (1 << 26) // (S_len * V)) // max(1, len(senders)))
+    rows_per_pass = batch_size if fast else min(batch_size, (1 << 26) // (S_len * V))  # hooked: full logits
+    per = max(1, rows_per_pass // max(1, len(senders)))
+    sender_runs, receiver_run = (_sender_runs_blocks, _receiver_run_blocks) if fast else (_sender_runs, _receiver_run)
     steps = _Steps(progress, should_stop)
     steps.total = len(range(0, dataset.n, per)) * (1 + len(groups))
     patched = torch.full((len(edges), dataset.n), float("nan"), dtype=torch.float64)
     clean_m = torch.zeros(dataset.n, dtype=torch.float64)
     corr_m = torch.zeros(dataset.n, dtype=torch.float64)
     for rows in _chunks(dataset.n, per):
-        clean_m[rows], corr_m[rows], from_b, seen = _sender_runs(model, dataset, circuit, senders, groups, rows, steps)
+        clean_m[rows], corr_m[rows], from_b, seen = sender_runs(model, dataset, circuit, senders, groups, rows, steps)
         for i, e in enumerate(edges):
             if e.receiver == LOGITS:
                 patched[i, rows] = from_b[senders.index(e.sender)]
         for (receiver, x), members in groups.items():
             steps.before()
-            m = _receiver_run(model, dataset, circuit, receiver, x, [edges[i] for i in members], senders, seen, rows)
+            m = receiver_run(model, dataset, circuit, receiver, x, [edges[i] for i in members], senders, seen, rows)
             for j, i in enumerate(members):
                 patched[i, rows] = m[j]
             steps.after()
@@ -363,7 +370,9 @@ def edge_effects(model, dataset, circuit: Circuit, edges: list[Edge] | None = No
                            tuple(map(head_name, circuit.heads_of(e.sender))),
                            () if e.receiver == LOGITS else tuple(map(head_name, circuit.heads_of(e.receiver))))
                 for i, e in enumerate(edges))
-    return EdgeEffects(out, result.F_clean, result.F_corrupted, dataset.n)
+    how = "blocks" if fast else "hooked passes"
+    return EdgeEffects(out, result.F_clean, result.F_corrupted, dataset.n,
+                       f"joint path patching (a sender's heads together), {how}")
 
 
 def _reaches(circuit: Circuit, e: Edge) -> bool:
@@ -433,6 +442,82 @@ def _receiver_run(model, dataset, circuit, receiver, x, edges, senders, seen, ro
         hooks.append((name, _put_heads(sent, [h for l2, h in heads if l2 == l], where, H)))
     m, _ = _hooked_run(model, dataset, tokens.repeat(G, 1), rows, hooks)
     return m.view(G, P)
+
+
+def _clean_runs(b, tokens: torch.Tensor) -> tuple[list, list]:
+    """The residual entering each layer (and the final one, L + 1 entries) and every head's z per layer."""
+    x, xs, zs = b.embed(tokens), [], []
+    for layer in range(b.n_layers):
+        z = b.attend(layer, x, None)
+        xs.append(x)
+        zs.append(z)
+        x = b.mlp(layer, x + b.attn_out(layer, z))
+    return xs + [x], zs
+
+
+class _Readout:
+    """The task's metric from final residuals [G * P, S, d] of prompts `rows` repeated G times."""
+
+    def __init__(self, b, dataset, rows, device):
+        self.b, self.end = b, dataset.positions["END"][rows].to(device)
+        self.direction, self.bias = (t.to(device) for t in b.answer_direction(dataset.answer_tokens[rows].to(device)))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        reps = len(x) // len(self.end)
+        at = x[torch.arange(len(x), device=x.device), self.end.repeat(reps)]
+        return self.b.readout(at, self.direction.repeat(reps, 1), self.bias.repeat(reps)).double().cpu()
+
+
+def _sender_runs_blocks(model, dataset, circuit, senders, groups, rows, steps):
+    """_sender_runs through GPT2Blocks: with every head frozen, (b) is the clean residual plus the senders'
+    output differences, each layer's MLP recomputed; no attention runs at all."""
+    b, dev, G, P = model.blocks, model.device, len(senders), len(rows)
+    steps.before()
+    with torch.no_grad():
+        clean_x, clean_z = _clean_runs(b, dataset.tokens[rows].to(dev))
+        corr_x, corr_z = _clean_runs(b, dataset.reference_tokens[rows].to(dev))
+        read = _Readout(b, dataset, rows, dev)
+        mask = torch.zeros(G, b.n_layers, b.n_heads, dtype=clean_x[0].dtype, device=dev)
+        for g, s in enumerate(senders):
+            for l, h in circuit.heads_of(s):
+                mask[g, l, h] = 1.0
+        x, seen = clean_x[0].repeat(G, 1, 1), []
+        for layer in range(b.n_layers):
+            seen.append(x)
+            z = clean_z[layer][None] + mask[:, layer, None, None, :, None] * (corr_z[layer] - clean_z[layer])[None]
+            x = b.mlp(layer, x + b.attn_out(layer, z.flatten(0, 1)))
+        out = read(clean_x[-1]), read(corr_x[-1]), read(x).view(G, P), {"b": seen, "clean": clean_x, "read": read}
+    steps.after()
+    return out
+
+
+def _receiver_run_blocks(model, dataset, circuit, receiver, x_in, edges, senders, seen, rows) -> torch.Tensor:
+    """_receiver_run through GPT2Blocks: the clean run from the receiver's first layer on, its input x_in
+    (q: at its position) taken from (b)'s residual entering its layer."""
+    import torch.nn.functional as F
+
+    b, dev, P, G = model.blocks, model.device, len(rows), len(edges)
+    heads = circuit.heads_of(receiver)
+    role = _receiver_role(circuit, receiver) if x_in == "q" else None
+    where = None if role is None else (torch.arange(dataset.tokens.shape[1], device=dev)[None, :]
+                                       == dataset.positions[role][rows].to(dev)[:, None]).repeat(G, 1)
+    pick, which = torch.tensor([senders.index(e.sender) for e in edges], device=dev), "qkv".index(x_in)
+    first = min(l for l, _ in heads)
+    with torch.no_grad():
+        x = seen["clean"][first].repeat(G, 1, 1)
+        for layer in range(first, b.n_layers):
+            qkv = b.qkv(layer, x, None)  # [G * P, S, 3, H, d]
+            hs = [h for l, h in heads if l == layer]
+            if hs:
+                idx = torch.tensor(hs, device=dev)
+                sent_x = seen["b"][layer].view(len(senders), P, *x.shape[1:])[pick].flatten(0, 1)
+                sent = b.qkv(layer, sent_x, idx)[:, :, which]  # [G * P, S, len(hs), d]
+                now = qkv[:, :, which][:, :, idx]
+                qkv[:, :, which, idx] = sent if where is None else torch.where(where[:, :, None, None], sent, now)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [G * P, H, S, d]
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=b.scale).transpose(1, 2)
+            x = b.mlp(layer, x + b.attn_out(layer, z))
+        return seen["read"](x).view(G, P)
 
 
 # --- everything for a circuit ----------------------------------------------------------------------------

@@ -154,3 +154,15 @@ def test_circuit_evidence_round_trips_through_json(tiny_model, paired):
     assert len(b.attention) == len(paired.roles) ** 2
     back = CircuitEvidence.from_dict(json.loads(json.dumps(ev.to_dict())))
     assert back == ev
+
+
+def test_the_blocks_path_gives_the_hooked_passes_numbers(tiny_model, paired):
+    circuit = Circuit("three", [CircuitClass("A", "S2", [(0, 1), (1, 3)]), CircuitClass("B", "END", [(1, 0), (2, 2)]),
+                                CircuitClass("C", "END", [(2, 3)])])
+    fast = edge_effects(tiny_model, paired, circuit, bootstrap=100)
+    slow = edge_effects(tiny_model, paired, circuit, bootstrap=100, hooked=True, batch_size=20)
+    assert "blocks" in fast.method and "hooked" in slow.method
+    assert len(fast.edges) == len(circuit.all_edges()) and fast.F_clean == pytest.approx(slow.F_clean, abs=1e-5)
+    for a, b in zip(fast.edges, slow.edges):
+        assert a.edge == b.edge
+        assert a.effect == pytest.approx(b.effect, rel=1e-3, abs=1e-5), a.edge.label()
