@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .ablation import Ablation, Methodology, PositionScope, RefNoise
+from .metrics import Metric
 from .circuit import MAX_NAME, Circuit, CircuitError, snippet
 from .interchange import load_any
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
@@ -161,6 +162,7 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
                    help="how a set's values under each replicate are found: linear (default; to first order, one "
                         "backward pass per set on a stratified sample of the prompts) or exact (every set "
                         "evaluated again under every replicate)")
+    add_metric_option(p)
     p.add_argument("--device", type=device, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--dtype", type=dtype_arg, default=None,
                    help="the weights' floating-point type: float32 (default), bfloat16 or float16 (half the "
@@ -171,12 +173,20 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
 DEFAULTS = Methodology()
 
 
+def add_metric_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", choices=[m.value for m in Metric], default=DEFAULTS.metric,
+                   help="what F reads at END: logit_diff (default; logit[correct] - logit[incorrect]), kl "
+                        "(KL(P_model || P_S) of the next token, in nats: 0 for the model, as ACDC and MIB) or "
+                        "prob_diff (prob[correct] - prob[incorrect])")
+
+
 def methodology_from(args) -> Methodology:
     try:
         return Methodology(task=args.task, n=args.n, seed=args.seed, mode=args.mode, prepend_bos=args.prepend_bos,
                            ablation=args.ablation, positions=args.positions, bootstrap=args.bootstrap,
                            ref_per_group=args.ref_per_group, ref_replicates=getattr(args, "ref_replicates", 0),
-                           ref_noise=getattr(args, "ref_noise", DEFAULTS.ref_noise))
+                           ref_noise=getattr(args, "ref_noise", DEFAULTS.ref_noise),
+                           metric=getattr(args, "metric", DEFAULTS.metric))
     except ValueError as exc:  # Methodology checks its own fields
         raise UsageError(f"methodology: {exc}") from None
 
@@ -671,10 +681,11 @@ def cmd_patch(args) -> int:
     dataset = paired_dataset(model, methodology)
     if receivers is None:
         r = activation_patching(model, dataset, args.direction or "noise", bootstrap=args.bootstrap, seed=args.seed,
-                                progress=progress_bar("activation patching"))
+                                progress=progress_bar("activation patching"), metric=methodology.metric)
     else:
         r = path_patching(model, dataset, receivers, args.receiver_input or "qkv", args.receiver_position,
-                          bootstrap=args.bootstrap, seed=args.seed, progress=progress_bar("path patching"))
+                          bootstrap=args.bootstrap, seed=args.seed, progress=progress_bar("path patching"),
+                          metric=methodology.metric)
     print(f"{'Path patching to ' + r.receivers if r.kind == 'path' else 'Activation patching (' + r.direction + ')'} "
           f"on {model.name}, task {r.task}, N={r.n}: F(clean) {r.F_clean:.3f}, F(corrupted) {r.F_corrupted:.3f}")
     frame = r.frame().dropna(subset=["effect"]).sort_values("effect", ascending=False).head(10)
@@ -810,6 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--receiver-position", default=None,
                    help="path patching into heads: patch their input at this position only (default: every position)")
     p.add_argument("--bootstrap", type=whole(1, 100_000), default=1000, help="bootstrap resamples (default 1000)")
+    add_metric_option(p)
     p.add_argument("--device", type=device, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--dtype", type=dtype_arg, default=None,
                    help="the weights' floating-point type: float32 (default), bfloat16 or float16 (half the "
