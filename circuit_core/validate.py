@@ -147,7 +147,7 @@ def validate(evaluator, circuit: Circuit, spec: ValidationSpec = ValidationSpec(
                          n_permutations=spec.permutations, progress=own("formal tests"),
                          should_stop=should_stop) if spec.formal_tests else None
     tick(len(names))
-    verdicts = verdict_summary(f, c, m, spec.faithfulness_tolerance_pct)
+    verdicts = verdict_summary(f, c, m, spec.faithfulness_tolerance_pct, evaluator.methodology.metric)
     return Validation(evaluator, circuit, spec, f, c, m, b, tests, verdicts)
 
 
