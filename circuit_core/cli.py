@@ -308,6 +308,15 @@ def _k_text(K) -> str:
     return "{" + ", ".join(K) + "}" if len(K) else "∅"
 
 
+def _scale(result) -> str:
+    """What a result's % figures are a share of: F(M), or under KL F(∅) − F(M)."""
+    return result.scale_name.strip("|")
+
+
+def _scale_value(result) -> str:
+    return "" if result.scale_name == "|F(M)|" else f", {result.scale_name} = {result.scale:.3f}"
+
+
 def print_completeness(c, out=None, top_greedy: int = 10) -> None:
     """Every fixed K, then the top greedy sets; the run record holds them all."""
     from .completeness import Cols as CC
@@ -317,8 +326,8 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
     greedy = t[t[CC.FAMILY] == "greedy"]
     shown = [t[t[CC.FAMILY] != "greedy"], greedy.nlargest(top_greedy, CC.INCOMPLETENESS)]
     tol = c.settings.get("tolerance_pct", 10.0)
-    print(f"  F(M) = {c.F_model:.3f}; a K passes when the 95% interval of F(C\\K) - F(M\\K) stays within "
-          f"±{tol:g}% of |F(M)|, fails when it lies wholly outside, else undecided", file=out)
+    print(f"  F(M) = {c.F_model:.3f}{_scale_value(c)}; a K passes when the 95% interval of F(C\\K) - F(M\\K) stays within "
+          f"±{tol:g}% of {c.scale_name}, fails when it lies wholly outside, else undecided", file=out)
     asked, drawn = c.settings.get("n_random", 0), c.settings.get("n_random_drawn", 0)
     if drawn < asked:
         print(f"  ({drawn} random K sets, not {asked}: the circuit has only {drawn} distinct non-empty subsets)",
@@ -342,7 +351,7 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
               f"chose it (selection, biased upward): {g[CC.SELECTION_INCOMPLETENESS]:.3f}", file=out)
     if len(t):
         b = c.best()
-        print(f"  Largest incompleteness: {b[CC.INCOMPLETENESS]:.3f} ({b[CC.INCOMPLETENESS_PCT]:.1f}% of F(M)) for "
+        print(f"  Largest incompleteness: {b[CC.INCOMPLETENESS]:.3f} ({b[CC.INCOMPLETENESS_PCT]:.1f}% of {_scale(c)}) for "
               f"K = {_k_text(b[CC.K])} ({b[CC.FAMILY]})", file=out)
         print(f"  Completeness {c.verdict.value}" + (f": {c.settings['no_verdict']}" if c.settings.get("no_verdict")
                                                       else ""), file=out)
@@ -354,8 +363,8 @@ def print_minimality(m, out=None) -> None:
     from .minimality import Cols as MC
 
     out = out or sys.stdout
-    print(f"  F(M) = {m.F_model:.3f}; a head passes when the 95% interval of F(C\\(K∪v)) - F(C\\K) lies beyond "
-          f"±{m.threshold_pct:g}% of |F(M)|, fails when it lies within, else undecided", file=out)
+    print(f"  F(M) = {m.F_model:.3f}{_scale_value(m)}; a head passes when the 95% interval of F(C\\(K∪v)) - F(C\\K) lies beyond "
+          f"±{m.threshold_pct:g}% of {m.scale_name}, fails when it lies within, else undecided", file=out)
     print("  " + "head".ljust(7) + "class".ljust(20) + "K from".ljust(8) + "F(C\\K)".rjust(9) + "F(C\\K∪v)".rjust(10)
           + "diff".rjust(9) + "% F(M)".rjust(9) + "   95% interval of diff  verdict    K", file=out)
     for r in m.table.to_dict("records"):

@@ -84,12 +84,13 @@ def spread(per_prompt: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
             for k, v in per_prompt.items()}
 
 
-def worst_prompts(dataset, per_prompt: dict[str, np.ndarray], k: int = 10):
-    """The k prompts where the circuit falls furthest below the model (f_M − f_C largest)."""
+def worst_prompts(dataset, per_prompt: dict[str, np.ndarray], k: int = 10, metric: str = "logit_diff"):
+    """The k prompts where the circuit falls furthest below the model (f_M − f_C largest; under KL, where
+    larger is worse, f_C − f_M largest)."""
     import pandas as pd
 
     gap = per_prompt["model"] - per_prompt["circuit"]
-    order = np.argsort(-gap)[:k]
+    order = np.argsort(gap if metric == "kl" else -gap)[:k]
     return pd.DataFrame({"prompt": [dataset.prompts[i] for i in order],
                          "group": [dataset.group_names[int(dataset.groups[i])] for i in order],
                          "f_M": per_prompt["model"][order], "f_C": per_prompt["circuit"][order],

@@ -32,6 +32,25 @@ class Metric(str, Enum):
                 "prob_diff": "prob[correct] − prob[incorrect] at END, after the softmax"}[self.value]
 
     @property
+    def short(self) -> str:
+        """Chart titles: "Per-prompt <short>"; axis: "mean <abbr> (<unit>)"."""
+        return {"logit_diff": "logit difference", "kl": "KL divergence", "prob_diff": "probability difference"}[self.value]
+
+    @property
+    def abbr(self) -> str:
+        return {"logit_diff": "logit diff", "kl": "KL", "prob_diff": "prob diff"}[self.value]
+
+    @property
+    def unit(self) -> str:
+        return "probability" if self is Metric.PROB_DIFF else "nats"
+
+    def what(self, task_metric: str) -> str:
+        """What F averages, in words: the task's own words for its logit difference, else the metric's."""
+        if self is Metric.LOGIT_DIFF:
+            return task_metric
+        return "KL(P_model ‖ P_S) at END" if self is Metric.KL else "prob[correct] − prob[incorrect] at END"
+
+    @property
     def full_vocab(self) -> bool:
         """Whether the metric reads every logit (not just the two answers')."""
         return self is not Metric.LOGIT_DIFF
