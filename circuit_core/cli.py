@@ -333,7 +333,7 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
         print(f"  ({drawn} random K sets, not {asked}: the circuit has only {drawn} distinct non-empty subsets)",
               file=out)
     print("  " + "family".ljust(8) + "K".ljust(24) + "|K|".rjust(4) + "F(C\\K)".rjust(9) + "F(M\\K)".rjust(9)
-          + "diff".rjust(9) + "% F(M)".rjust(9) + "   95% interval of diff  verdict    members", file=out)
+          + "diff".rjust(9) + f"% {_scale(c)}".rjust(9) + "   95% interval of diff  verdict    members", file=out)
     for part in shown:
         for r in part.to_dict("records"):
             print(f"  {r[CC.FAMILY]:<8}{r[CC.NAME][:23]:<24}{r[CC.SIZE]:>4}{r[CC.F_C_MINUS_K]:>9.3f}"
@@ -366,7 +366,7 @@ def print_minimality(m, out=None) -> None:
     print(f"  F(M) = {m.F_model:.3f}{_scale_value(m)}; a head passes when the 95% interval of F(C\\(K∪v)) - F(C\\K) lies beyond "
           f"±{m.threshold_pct:g}% of {m.scale_name}, fails when it lies within, else undecided", file=out)
     print("  " + "head".ljust(7) + "class".ljust(20) + "K from".ljust(8) + "F(C\\K)".rjust(9) + "F(C\\K∪v)".rjust(10)
-          + "diff".rjust(9) + "% F(M)".rjust(9) + "   95% interval of diff  verdict    K", file=out)
+          + "diff".rjust(9) + f"% {_scale(m)}".rjust(9) + "   95% interval of diff  verdict    K", file=out)
     for r in m.table.to_dict("records"):
         print(f"  {r[MC.HEAD]:<7}{r[MC.CLASS][:19]:<20}{r[MC.K_SOURCE]:<8}{r[MC.F_C_MINUS_K]:>9.3f}"
               f"{r[MC.F_C_MINUS_K_AND_V]:>10.3f}{r[MC.D]:>9.3f}{r[MC.PCT_OF_F_M]:>8.1f}%   "
