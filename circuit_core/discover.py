@@ -225,6 +225,10 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1] (got {threshold}).")
     model, dataset, meth = evaluator.model, evaluator.dataset, evaluator.methodology
+    if getattr(meth, "metric", "logit_diff") == "kl":  # the search assumes a larger F is better and F(M) > 0
+        raise ValueError("Circuit discovery prunes towards F(M) with a logit or probability difference; under KL "
+                         "(F(M) = 0, larger is worse) choose the metric logit_diff or prob_diff to discover, then "
+                         "validate the proposal under KL.")
     all_heads = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
     roles = dataset.roles
     H = len(all_heads)
