@@ -521,7 +521,7 @@ def _baseline(args, ev, circuit) -> dict:
 def print_baseline(b) -> None:
     q = np.percentile(b.F_random / b.F_model, [5, 50, 95]) if b.F_model else [float("nan")] * 3
     print(f"Random circuits of the same shape (n={len(b.F_random)}): F/F(M) median {q[1]:.3f} "
-          f"(90% of them in {q[0]:.3f} – {q[2]:.3f}); C: {b.F_circuit / b.F_model:.3f}; "
+          f"(90% of them in {q[0]:.3f} – {q[2]:.3f}); C: {b.F_circuit / b.F_model if b.F_model else float('nan'):.3f}; "
           f"share at least as good as C: {b.share_at_least_as_good:.0%}")
 
 
