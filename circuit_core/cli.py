@@ -270,12 +270,14 @@ def print_faithfulness(f, out=None, task: str | None = None) -> None:
         why = f.undefined.get(key)  # e.g. a denominator indistinguishable from 0: no number, the reason
         print(f"  {label:<28}" + (f"{'undefined':>9}   {why}" if why else
                                    f"{f.stats[key]:>9.3f}   {fmt_ci(f.intervals[key])}"), file=out)
-    print(f"  (median over prompts with f_M > τ = {f.stats['median_of_ratios_tau']:.3f}, {TAU_SHARE:.0%} of the median |f_M|: "
-          f"{f.stats['median_of_ratios_excluded']} of {len(f.per_prompt['model'])} prompts excluded)", file=out)
-    label = get_task(task).accuracy_label if task else Task.accuracy_label  # the generic words without a task
-    print(f"  accuracy (share of prompts with {label}):", file=out)
-    print(f"  {'  model':<28}{f.stats['accuracy_model']:>9.1%}", file=out)
-    print(f"  {'  circuit':<28}{f.stats['accuracy_circuit']:>9.1%}", file=out)
+    kl = "under KL" in f.undefined.get("ratio", "")  # F(M) = 0: no τ, no accuracy (a divergence has no sign)
+    if not kl:
+        print(f"  (median over prompts with f_M > τ = {f.stats['median_of_ratios_tau']:.3f}, {TAU_SHARE:.0%} of the median "
+              f"|f_M|: {f.stats['median_of_ratios_excluded']} of {len(f.per_prompt['model'])} prompts excluded)", file=out)
+        label = get_task(task).accuracy_label if task else Task.accuracy_label  # the generic words without a task
+        print(f"  accuracy (share of prompts with {label}):", file=out)
+        print(f"  {'  model':<28}{f.stats['accuracy_model']:>9.1%}", file=out)
+        print(f"  {'  circuit':<28}{f.stats['accuracy_circuit']:>9.1%}", file=out)
     if f.interval_method:
         print(f"  intervals: {f.interval_method}", file=out)
     for order, s in f.by_order.items():
