@@ -68,14 +68,21 @@ def _said(key: str, what: str) -> str:
 
 
 n_prompts = f.n
-st.markdown(f"{_said('ratio', 'The ratio of means F(C)/F(M)')}. Per prompt, {_said('median_of_ratios', 'the median of f_C / f_M')}, "
-            f"over the prompts where the model's own logit difference clears τ = {f.median_of_ratios_tau:.3f} "
-            f"({TAU_SHARE:.0%} of the median |f_M|): **{f.median_of_ratios_excluded} of {n_prompts} prompts excluded** "
-            f"(f_M ≤ τ: near zero or wrong, where a ratio is noise). "
-            f"Gap F(M) − F(C) = {f.gap:.3f} (95% CI {f.interval('gap').lo:.3f} – {f.interval('gap').hi:.3f}). "
-            f"With every head ablated F(∅) = {f.F_empty:.3f}.")
-
 metric = Metric(ctx.methodology.metric)
+if metric is Metric.KL:  # F(M) = 0: the normalised score is the faithfulness figure
+    st.markdown(f"{_said('normalized', 'The normalised score (F(C) − F(∅))/(F(M) − F(∅)) = 1 − F(C)/F(∅)')}; "
+                f"{_said('ratio', 'the ratio F(C)/F(M)')}. The circuit's KL from the model is F(C) = {f.F_circuit:.3f} "
+                f"nats (95% CI {f.interval('F_circuit').lo:.3f} – {f.interval('F_circuit').hi:.3f}); with every head "
+                f"ablated F(∅) = {f.F_empty:.3f} nats.")
+else:
+    st.markdown(f"{_said('ratio', 'The ratio of means F(C)/F(M)')}. Per prompt, "
+                f"{_said('median_of_ratios', 'the median of f_C / f_M')}, "
+                f"over the prompts where the model's own {metric.short} clears τ = {f.median_of_ratios_tau:.3f} "
+                f"({TAU_SHARE:.0%} of the median |f_M|): **{f.median_of_ratios_excluded} of {n_prompts} prompts excluded** "
+                f"(f_M ≤ τ: near zero or wrong, where a ratio is noise). "
+                f"Gap F(M) − F(C) = {f.gap:.3f} (95% CI {f.interval('gap').lo:.3f} – {f.interval('gap').hi:.3f}). "
+                f"With every head ablated F(∅) = {f.F_empty:.3f}.")
+
 st.altair_chart(style(distribution(f.per_prompt, metric.what(get_task(ctx.methodology.task).metric), metric.unit,
                                    metric.short)), width="stretch")
 st.caption(f"Each prompt's {metric.short}: the model, the circuit alone, and every head ablated. "
