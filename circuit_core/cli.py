@@ -281,7 +281,8 @@ def print_faithfulness(f, out=None, task: str | None = None) -> None:
     if f.interval_method:
         print(f"  intervals: {f.interval_method}", file=out)
     for order, s in f.by_order.items():
-        shown = {k: f"undefined ({why})" if (why := s.undefined.get(k)) else f"{getattr(s, k):.3f}"
+        shown = {k: ("undefined (F(M) = 0 under KL)" if kl else f"undefined ({why})") if (why := s.undefined.get(k))
+                 else f"{getattr(s, k):.3f}"
                  for k in ("ratio", "normalized")}
         print(f"  {order} (n={s.n}): F(M) {s.F_model:.3f}  F(C) {s.F_circuit:.3f}  "
               f"F(C)/F(M) {shown['ratio']}  (F(C)-F(∅))/(F(M)-F(∅)) {shown['normalized']}", file=out)
