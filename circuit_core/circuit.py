@@ -3,7 +3,16 @@
 JSON format (hand-writable):
     {"name": "...", "model": "gpt2", "task": "ioi",
      "classes": [{"name": "name mover", "position": "END", "heads": ["9.9", "10.0"], "color": "#1f77b4"}],
-     "minimality_k": {"10.0": ["9.9"]}, "notes": "..."}
+     "minimality_k": {"10.0": ["9.9"]}, "notes": "...",
+     "edges": [{"from": "s-inhibition", "to": "name mover", "input": "q"},
+               {"from": "name mover", "to": "logits"}]}
+
+`edges` is optional. Without it a circuit is its nodes with every edge among them (what a node-level
+claim means). With it, the listed edges are the only head -> head and head -> logits edges kept: an edge
+between two kept heads that is not listed carries its sender's ablation value into its receiver. An
+end is a class (all its heads) or a head ("9.6"); the receiver may be "logits" (the residual stream
+into the unembedding). `input` is the receiver's q, k or v ("out" for logits, which may be omitted).
+Embeddings and MLPs are not circuit nodes: their edges are always kept.
 """
 from __future__ import annotations
 
@@ -32,8 +41,13 @@ MAX_FILE_BYTES = 1 << 20  # 1 MB, the size of the largest circuit file read or u
 MAX_DEPTH = 16  # a circuit nests 5 deep: object > classes > class > heads > [layer, head]
 MAX_INDEX = 100_000  # layer and head numbers are below this; the model then checks its own range
 MAX_NAME = 200  # characters in a circuit, class or position name
-CIRCUIT_FIELDS = ("name", "model", "task", "classes", "minimality_k", "notes")
+CIRCUIT_FIELDS = ("name", "model", "task", "classes", "minimality_k", "notes", "edges")
 CLASS_FIELDS = ("name", "position", "heads", "color")
+EDGE_FIELDS = ("from", "to", "input")
+LOGITS = "logits"  # the receiver that is the residual stream into the unembedding
+HEAD_INPUTS = ("q", "k", "v")  # a head receiver's inputs
+OUT = "out"  # the logits' only input
+MAX_EDGES = 10_000
 
 
 def snippet(value, limit: int = 40) -> str:
@@ -92,6 +106,27 @@ class CircuitClass:
     color: str | None = None
 
 
+@dataclass(frozen=True)
+class Edge:
+    """sender -> receiver at the receiver's input. Ends are class names or head names ("9.6");
+    the receiver may be LOGITS (input OUT)."""
+    sender: str
+    receiver: str
+    input: str
+
+    def to_dict(self) -> dict:
+        d = {"from": self.sender, "to": self.receiver}
+        if self.receiver != LOGITS:
+            d["input"] = self.input
+        return d
+
+    def label(self) -> str:
+        return f"{self.sender} → {self.receiver}" + ("" if self.receiver == LOGITS else f" ({self.input})")
+
+
+HeadEdge = tuple[Head, "Head | str", str]  # (sender head, receiver head or LOGITS, input)
+
+
 @dataclass
 class Circuit:
     name: str
@@ -100,6 +135,7 @@ class Circuit:
     task: str = "ioi"
     minimality_k: dict[Head, list[Head]] = field(default_factory=dict)
     notes: str = ""
+    edges: list[Edge] | None = None  # None: every edge among the circuit's nodes
 
     # --- views -------------------------------------------------------------------------------
     @property
@@ -116,6 +152,42 @@ class Circuit:
             for c in self.classes
             for (l, h) in c.heads
         )
+
+    def heads_of(self, end: str) -> list[Head]:
+        """The heads an edge end names: a class's heads, or one head of the circuit ([] if neither)."""
+        cls = next((c for c in self.classes if c.name == end), None)
+        if cls is not None:
+            return list(cls.heads)
+        try:
+            head = parse_head(end)
+        except CircuitError:
+            return []
+        return [head] if head in self.heads else []
+
+    def head_edges(self) -> frozenset | None:
+        """The kept edges as (sender head, receiver head or LOGITS, input); None when the circuit has
+        no `edges` (all edges among its nodes are kept). A class -> class edge stands for every pair of
+        their heads in which the sender's layer is below the receiver's (no other pair is an edge)."""
+        if self.edges is None:
+            return None
+        out = set()
+        for e in self.edges:
+            senders = self.heads_of(e.sender)
+            if e.receiver == LOGITS:
+                out.update((s, LOGITS, OUT) for s in senders)
+            else:
+                out.update((s, r, e.input) for s in senders for r in self.heads_of(e.receiver) if s[0] < r[0])
+        return frozenset(out)
+
+    def all_edges(self) -> list[Edge]:
+        """Every class -> class edge (q, k, v) and class -> logits edge a node-level circuit keeps:
+        the edges an edge list starts from. Classes with no sender below a receiver are left out."""
+        out = []
+        for a in self.classes:
+            for b in self.classes:
+                if a.heads and b.heads and min(l for l, _ in a.heads) < max(l for l, _ in b.heads):
+                    out += [Edge(a.name, b.name, x) for x in HEAD_INPUTS]
+        return out + [Edge(a.name, LOGITS, OUT) for a in self.classes if a.heads]
 
     def color_of(self, cls: CircuitClass) -> str:
         return cls.color or PALETTE[self.classes.index(cls) % len(PALETTE)]
@@ -134,6 +206,8 @@ class Circuit:
             "minimality_k": {head_name(v): [head_name(k) for k in ks] for v, ks in self.minimality_k.items()},
             "notes": self.notes,
         }
+        if self.edges is not None:
+            d["edges"] = [e.to_dict() for e in self.edges]
         return d
 
     @classmethod
@@ -157,6 +231,7 @@ class Circuit:
             task=_parse_task(d.get("task")),
             minimality_k=_parse_minimality_k(d.get("minimality_k")),
             notes=_text(d, "notes", "The circuit", limit=None, one_line=False) or "",
+            edges=_parse_edges(d.get("edges"), "edges" in d),
         )
         circuit.check_structure()
         return circuit
@@ -182,6 +257,19 @@ class Circuit:
                     raise CircuitError(f"minimality_k for {head_name(v)} names head {head_name(k)}, which is not in the circuit.")
                 if k == v:
                     raise CircuitError(f"minimality_k for {head_name(v)} contains the head itself.")
+        for i, e in enumerate(self.edges or []):
+            where = f"edge #{i + 1} ({e.label()})"
+            if not self.heads_of(e.sender):
+                raise CircuitError(f"{where}: {snippet(e.sender)} is neither a class of the circuit nor one of its heads.")
+            if e.receiver != LOGITS and not self.heads_of(e.receiver):
+                raise CircuitError(f"{where}: {snippet(e.receiver)} is neither a class of the circuit, one of its "
+                                   f"heads, nor '{LOGITS}'.")
+            if e.receiver != LOGITS and not any(s[0] < r[0] for s in self.heads_of(e.sender)
+                                                for r in self.heads_of(e.receiver)):
+                raise CircuitError(f"{where}: no head of {snippet(e.sender)} is in a layer below a head of "
+                                   f"{snippet(e.receiver)}, so no such edge exists.")
+        if self.edges is not None and len(set(self.edges)) < len(self.edges):
+            raise CircuitError("An edge is listed twice in 'edges'.")
 
     def check_task(self, task: str) -> None:
         """CircuitError unless the circuit is for `task`: its positions and K sets mean nothing on another."""
@@ -300,6 +388,39 @@ def _parse_minimality_k(mk) -> dict[Head, list[Head]]:
                 raise CircuitError(f"the K of {snippet(v)} lists a head twice.")
     except CircuitError as e:
         raise CircuitError(f"minimality_k: {e}") from None
+    return out
+
+
+def _parse_edges(value, present: bool) -> list[Edge] | None:
+    if not present:
+        return None
+    if not isinstance(value, list):
+        raise CircuitError(f"Field 'edges' must be a list like [{{\"from\": \"s-inhibition\", \"to\": \"name mover\", "
+                           f"\"input\": \"q\"}}], not {snippet(value)}.")
+    if len(value) > MAX_EDGES:
+        raise CircuitError(f"Field 'edges' lists {len(value):,} edges; at most {MAX_EDGES:,} are allowed.")
+    out = []
+    for i, e in enumerate(value):
+        where = f"edge #{i + 1}"
+        if not isinstance(e, dict):
+            raise CircuitError(f"{where} must be an object with 'from', 'to' and 'input', not {snippet(e)}.")
+        bad = [k for k in e if k not in EDGE_FIELDS]
+        if bad:
+            raise CircuitError(f"{where} has unknown field(s): {', '.join(sorted(map(snippet, bad)))} "
+                               f"(known: {', '.join(EDGE_FIELDS)}).")
+        sender = _text(e, "from", where, required=True)
+        receiver = _text(e, "to", where, required=True)
+        if sender is None or receiver is None:
+            raise CircuitError(f"{where} needs 'from' and 'to'.")
+        if sender == LOGITS:
+            raise CircuitError(f"{where}: '{LOGITS}' can only receive an edge.")
+        default = OUT if receiver == LOGITS else None
+        x = e.get("input", default)
+        allowed = (OUT,) if receiver == LOGITS else HEAD_INPUTS
+        if x not in allowed:
+            raise CircuitError(f"{where}: input {snippet(x)} must be one of {', '.join(allowed)}"
+                               f"{'' if receiver == LOGITS else ' (the receiving head’s query, key or value)'}.")
+        out.append(Edge(sender, receiver, x))
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from .circuit import PALETTE, Circuit, CircuitClass, CircuitError, Head, head_name
+from .circuit import LOGITS, PALETTE, Circuit, CircuitClass, CircuitError, Edge, Head, head_name
 
 
 def _copy(c: Circuit) -> Circuit:
@@ -30,9 +30,9 @@ def toggle_head(c: Circuit, head: Head, class_name: str) -> Circuit:
         current.heads.remove(head)
         new.minimality_k = _without_head(new.minimality_k, head)
         if current is target:
-            return new
+            return _tidy_edges(new)
     target.heads.append(head)
-    return new
+    return _tidy_edges(new)
 
 
 def remove_head(c: Circuit, head: Head) -> Circuit:
@@ -41,6 +41,28 @@ def remove_head(c: Circuit, head: Head) -> Circuit:
     if cl is not None:
         cl.heads.remove(head)
         new.minimality_k = _without_head(new.minimality_k, head)
+    return _tidy_edges(new)
+
+
+def _tidy_edges(c: Circuit) -> Circuit:
+    """Drop edges an edit left without an end or without any sender below a receiver (c is a fresh copy)."""
+    if c.edges is not None:
+        c.edges = [e for e in c.edges if c.heads_of(e.sender) and (e.receiver == LOGITS or any(
+            s[0] < r[0] for s in c.heads_of(e.sender) for r in c.heads_of(e.receiver)))]
+    return c
+
+
+def toggle_edge(c: Circuit, edge: Edge) -> Circuit:
+    """A click on an edge: kept -> removed, removed -> kept. A circuit without an edge list first gets
+    every edge among its classes (`Circuit.all_edges`), which is what it meant before the click."""
+    new = _copy(c)
+    edges = list(new.edges) if new.edges is not None else new.all_edges()
+    if edge in edges:
+        edges.remove(edge)
+    else:
+        edges.append(edge)
+    new.edges = edges
+    new.check_structure()
     return new
 
 
@@ -73,6 +95,10 @@ def update_class(c: Circuit, name: str, *, new_name: str | None = None, position
         if any(o.name == new_name.strip() for o in new.classes):
             raise CircuitError(f"There is already a class named '{new_name.strip()}'.")
         cl.name = new_name.strip()
+        if new.edges is not None:  # the class's edges follow it
+            rename = {name: cl.name}
+            new.edges = [Edge(rename.get(e.sender, e.sender), rename.get(e.receiver, e.receiver), e.input)
+                         for e in new.edges]
     if position is not None:
         cl.position = position
     if color is not None:
@@ -86,7 +112,7 @@ def remove_class(c: Circuit, name: str) -> Circuit:
     for h in list(cl.heads):
         new.minimality_k = _without_head(new.minimality_k, h)
     new.classes.remove(cl)
-    return new
+    return _tidy_edges(new)
 
 
 def rows(c: Circuit) -> list[dict]:
@@ -130,7 +156,7 @@ def from_rows(c: Circuit, table: list[dict]) -> Circuit:
         cl.heads.append(h)
     kept = {h for cl in new.classes for h in cl.heads}
     new.minimality_k = {v: [k for k in ks if k in kept] for v, ks in new.minimality_k.items() if v in kept}
-    return new
+    return _tidy_edges(new)
 
 
 def diff(before: Circuit, after: Circuit) -> dict[str, list[str]]:

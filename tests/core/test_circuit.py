@@ -76,3 +76,59 @@ def test_validation_against_model_and_task():
     bad_pos = Circuit.from_dict({"name": "x", "classes": [{"name": "a", "position": "S3", "heads": ["0.1"]}]})
     with pytest.raises(CircuitError, match="position 'S3' is not known"):
         bad_pos.validate(2, 4, ROLES)
+
+
+# --- edges ---------------------------------------------------------------------------------------
+def _demo_with_edges(edges):
+    from circuit_core.circuit import Circuit, load_circuit
+
+    d = load_circuit("data/circuits/ioi-demo.json").to_dict()
+    d["edges"] = edges
+    return Circuit.from_dict(d)
+
+
+def test_edges_expand_to_head_edges_and_round_trip():
+    from circuit_core.circuit import Circuit
+
+    c = _demo_with_edges([{"from": "duplicate token", "to": "s-inhibition", "input": "v"},
+                          {"from": "name mover", "to": "logits"}, {"from": "0.0", "to": "2.2", "input": "q"}])
+    assert c.head_edges() == {((0, 0), (1, 1), "v"), ((0, 0), (1, 2), "v"), ((0, 0), (1, 3), "v"),
+                              ((0, 0), (2, 2), "q"), ((2, 2), "logits", "out")}
+    assert Circuit.from_dict(c.to_dict()) == c
+    plain = _demo_with_edges([])
+    assert plain.head_edges() == frozenset()  # an empty list keeps no edge: not the same as no list
+    d = plain.to_dict()
+    del d["edges"]
+    assert Circuit.from_dict(d).head_edges() is None
+
+
+@pytest.mark.parametrize("edge, message", [
+    ({"from": "x", "to": "logits"}, "neither a class"),
+    ({"from": "name mover", "to": "duplicate token", "input": "q"}, "no such edge exists"),
+    ({"from": "0.0", "to": "1.1"}, "must be one of q, k, v"),
+    ({"from": "0.0", "to": "1.1", "input": "out"}, "must be one of q, k, v"),
+    ({"from": "logits", "to": "1.1", "input": "q"}, "can only receive"),
+    ({"from": "0.0", "to": "1.1", "input": "q", "weight": 1}, "unknown field"),
+    ("0.0->1.1", "must be an object"),
+])
+def test_bad_edges_are_named(edge, message):
+    from circuit_core.circuit import CircuitError
+
+    with pytest.raises(CircuitError, match=message):
+        _demo_with_edges([edge])
+
+
+def test_edits_keep_edges_consistent():
+    from circuit_core import editing
+    from circuit_core.circuit import Edge
+
+    c = _demo_with_edges([{"from": "duplicate token", "to": "s-inhibition", "input": "v"},
+                          {"from": "0.0", "to": "2.2", "input": "q"}])
+    renamed = editing.update_class(c, "duplicate token", new_name="dup")
+    assert Edge("dup", "s-inhibition", "v") in renamed.edges
+    assert editing.remove_head(c, (0, 0)).edges == []  # both edges lost their only sender
+    assert editing.remove_class(c, "s-inhibition").edges == [Edge("0.0", "2.2", "q")]
+    full = editing.toggle_edge(_demo_with_edges([]).__class__.from_dict(
+        {k: v for k, v in c.to_dict().items() if k != "edges"}), Edge("duplicate token", "s-inhibition", "v"))
+    assert Edge("duplicate token", "s-inhibition", "v") not in full.edges and len(full.edges) == len(c.all_edges()) - 1
+    assert Edge("duplicate token", "s-inhibition", "v") in editing.toggle_edge(full, Edge("duplicate token", "s-inhibition", "v")).edges
