@@ -15,6 +15,7 @@ import torch
 from .cache import BoundedCache
 from .circuit import ALL_POSITIONS
 from .hooks import every_layer
+from .metrics import Metric
 from .progress import ambient
 from .resampling import group_counts, resample_sources
 
@@ -58,6 +59,8 @@ class Methodology:
     # How a set's values under a replicate are found (evaluate.py, "Reference noise"): "linear" (one backward
     # pass per set, on about 32 prompts) or "exact" (one more evaluation per set and replicate).
     ref_noise: str = RefNoise.LINEAR.value
+    # What F reads at END (metrics.py): "logit_diff", "kl" or "prob_diff". A record without it: logit_diff.
+    metric: str = Metric.LOGIT_DIFF.value
 
     def __post_init__(self):
         # Validate early so a typo never silently falls back to a default.
@@ -69,6 +72,7 @@ class Methodology:
         Ablation(self.ablation)
         PositionScope(self.positions)
         RefNoise(self.ref_noise)
+        Metric(self.metric)
         for name, low in (("n", 1), ("seed", 0), ("bootstrap", 1), ("ref_per_group", 0), ("ref_replicates", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -270,7 +274,8 @@ def _resample_tables(model, dataset, seed: int, draws: list[int]) -> list[Table]
 
 # --- sharing ---------------------------------------------------------------------------------------
 # Methodology fields that change how values are read, not the values: evaluators that differ only in
-# them share their tables (and, through EvaluatorCache, the evaluator itself).
+# them share their tables (and, through EvaluatorCache, the evaluator itself). Not `metric`: a variant
+# shares its sibling's memoised results, which hold the metric's values.
 READOUT_FIELDS = frozenset({"positions", "bootstrap", "ref_noise"})
 
 

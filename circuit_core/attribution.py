@@ -70,7 +70,7 @@ def attribution(ev: Evaluator, node_set: NodeSet, progress: Progress | None = No
 
 
 def _forward_with_grads(ev: Evaluator, chunk: _Chunk, key: tuple):
-    """Logit differences of one node set, with dF/dz (z after ablation) and z − value per layer."""
+    """The metric of one node set per prompt, with dF/dz (z after ablation) and z − value per layer."""
     blocks = ev.blocks
     all_heads = torch.arange(ev.n_heads, device=ev.device)
     used, deltas = [], []
@@ -84,7 +84,7 @@ def _forward_with_grads(ev: Evaluator, chunk: _Chunk, key: tuple):
             used.append(z_used)
             deltas.append((z - values).detach())
             x = blocks.after_attn(layer, x, blocks.attn_out(layer, z_used))
-        diffs = blocks.readout(x[chunk.rows, chunk.end], chunk.direction, chunk.bias)
+        diffs = ev._readout(chunk, x[chunk.rows, chunk.end])  # the methodology's metric (KL, ...) too
         diffs.sum().backward()
     return diffs, [u.grad.detach() for u in used], deltas
 

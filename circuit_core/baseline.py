@@ -21,10 +21,14 @@ class Baseline:
     F_random: np.ndarray  # F of each random circuit
     F_circuit: float
     F_model: float
+    lower_is_better: bool = False  # KL: a random circuit is as good as C when its F is at most F(C)
 
     @property
     def share_at_least_as_good(self) -> float:
-        """Fraction of random circuits with F ≥ F(C) (an empirical p-value; small is good for C)."""
+        """Fraction of random circuits with F ≥ F(C) (F ≤ F(C) under KL): an empirical p-value; small is
+        good for C."""
+        if self.lower_is_better:
+            return float(np.mean(self.F_random <= self.F_circuit))
         return float(np.mean(self.F_random >= self.F_circuit))
 
     def to_dict(self) -> dict:
@@ -56,4 +60,4 @@ def random_circuit_baseline(ev, circuit: Circuit, count: int = 50, seed: int | N
     sets = random_circuits(circuit, ev.n_layers, ev.n_heads, count, seed, meth.positions)
     F = ev.logit_diffs([NodeSet.model(), circuit_node_set(circuit, meth.positions)] + sets, progress,
                        should_stop).mean(1).numpy()
-    return Baseline(F[2:], float(F[1]), float(F[0]))
+    return Baseline(F[2:], float(F[1]), float(F[0]), getattr(meth, "metric", "logit_diff") == "kl")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .ablation import Ablation, Methodology, PositionScope, RefNoise
+from .metrics import Metric
 from .circuit import MAX_NAME, Circuit, CircuitError, snippet
 from .interchange import load_any
 from .models import DEFAULT_MODEL, ModelLoadError, load_model, load_model_or_demo
@@ -161,6 +162,7 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
                    help="how a set's values under each replicate are found: linear (default; to first order, one "
                         "backward pass per set on a stratified sample of the prompts) or exact (every set "
                         "evaluated again under every replicate)")
+    add_metric_option(p)
     p.add_argument("--device", type=device, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--dtype", type=dtype_arg, default=None,
                    help="the weights' floating-point type: float32 (default), bfloat16 or float16 (half the "
@@ -171,12 +173,20 @@ def add_common(p: argparse.ArgumentParser, circuit_required: bool = True) -> Non
 DEFAULTS = Methodology()
 
 
+def add_metric_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", choices=[m.value for m in Metric], default=DEFAULTS.metric,
+                   help="what F reads at END: logit_diff (default; logit[correct] - logit[incorrect]), kl "
+                        "(KL(P_model || P_S) of the next token, in nats: 0 for the model, as ACDC and MIB) or "
+                        "prob_diff (prob[correct] - prob[incorrect])")
+
+
 def methodology_from(args) -> Methodology:
     try:
         return Methodology(task=args.task, n=args.n, seed=args.seed, mode=args.mode, prepend_bos=args.prepend_bos,
                            ablation=args.ablation, positions=args.positions, bootstrap=args.bootstrap,
                            ref_per_group=args.ref_per_group, ref_replicates=getattr(args, "ref_replicates", 0),
-                           ref_noise=getattr(args, "ref_noise", DEFAULTS.ref_noise))
+                           ref_noise=getattr(args, "ref_noise", DEFAULTS.ref_noise),
+                           metric=getattr(args, "metric", DEFAULTS.metric))
     except ValueError as exc:  # Methodology checks its own fields
         raise UsageError(f"methodology: {exc}") from None
 
@@ -260,16 +270,19 @@ def print_faithfulness(f, out=None, task: str | None = None) -> None:
         why = f.undefined.get(key)  # e.g. a denominator indistinguishable from 0: no number, the reason
         print(f"  {label:<28}" + (f"{'undefined':>9}   {why}" if why else
                                    f"{f.stats[key]:>9.3f}   {fmt_ci(f.intervals[key])}"), file=out)
-    print(f"  (median over prompts with f_M > τ = {f.stats['median_of_ratios_tau']:.3f}, {TAU_SHARE:.0%} of the median |f_M|: "
-          f"{f.stats['median_of_ratios_excluded']} of {len(f.per_prompt['model'])} prompts excluded)", file=out)
-    label = get_task(task).accuracy_label if task else Task.accuracy_label  # the generic words without a task
-    print(f"  accuracy (share of prompts with {label}):", file=out)
-    print(f"  {'  model':<28}{f.stats['accuracy_model']:>9.1%}", file=out)
-    print(f"  {'  circuit':<28}{f.stats['accuracy_circuit']:>9.1%}", file=out)
+    kl = "under KL" in f.undefined.get("ratio", "")  # F(M) = 0: no τ, no accuracy (a divergence has no sign)
+    if not kl:
+        print(f"  (median over prompts with f_M > τ = {f.stats['median_of_ratios_tau']:.3f}, {TAU_SHARE:.0%} of the median "
+              f"|f_M|: {f.stats['median_of_ratios_excluded']} of {len(f.per_prompt['model'])} prompts excluded)", file=out)
+        label = get_task(task).accuracy_label if task else Task.accuracy_label  # the generic words without a task
+        print(f"  accuracy (share of prompts with {label}):", file=out)
+        print(f"  {'  model':<28}{f.stats['accuracy_model']:>9.1%}", file=out)
+        print(f"  {'  circuit':<28}{f.stats['accuracy_circuit']:>9.1%}", file=out)
     if f.interval_method:
         print(f"  intervals: {f.interval_method}", file=out)
     for order, s in f.by_order.items():
-        shown = {k: f"undefined ({why})" if (why := s.undefined.get(k)) else f"{getattr(s, k):.3f}"
+        shown = {k: ("undefined (F(M) = 0 under KL)" if kl else f"undefined ({why})") if (why := s.undefined.get(k))
+                 else f"{getattr(s, k):.3f}"
                  for k in ("ratio", "normalized")}
         print(f"  {order} (n={s.n}): F(M) {s.F_model:.3f}  F(C) {s.F_circuit:.3f}  "
               f"F(C)/F(M) {shown['ratio']}  (F(C)-F(∅))/(F(M)-F(∅)) {shown['normalized']}", file=out)
@@ -298,6 +311,15 @@ def _k_text(K) -> str:
     return "{" + ", ".join(K) + "}" if len(K) else "∅"
 
 
+def _scale(result) -> str:
+    """What a result's % figures are a share of: F(M), or under KL F(∅) − F(M)."""
+    return result.scale_name.strip("|")
+
+
+def _scale_value(result) -> str:
+    return "" if result.scale_name == "|F(M)|" else f", {result.scale_name} = {result.scale:.3f}"
+
+
 def print_completeness(c, out=None, top_greedy: int = 10) -> None:
     """Every fixed K, then the top greedy sets; the run record holds them all."""
     from .completeness import Cols as CC
@@ -307,14 +329,14 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
     greedy = t[t[CC.FAMILY] == "greedy"]
     shown = [t[t[CC.FAMILY] != "greedy"], greedy.nlargest(top_greedy, CC.INCOMPLETENESS)]
     tol = c.settings.get("tolerance_pct", 10.0)
-    print(f"  F(M) = {c.F_model:.3f}; a K passes when the 95% interval of F(C\\K) - F(M\\K) stays within "
-          f"±{tol:g}% of |F(M)|, fails when it lies wholly outside, else undecided", file=out)
+    print(f"  F(M) = {c.F_model:.3f}{_scale_value(c)}; a K passes when the 95% interval of F(C\\K) - F(M\\K) stays within "
+          f"±{tol:g}% of {c.scale_name}, fails when it lies wholly outside, else undecided", file=out)
     asked, drawn = c.settings.get("n_random", 0), c.settings.get("n_random_drawn", 0)
     if drawn < asked:
         print(f"  ({drawn} random K sets, not {asked}: the circuit has only {drawn} distinct non-empty subsets)",
               file=out)
     print("  " + "family".ljust(8) + "K".ljust(24) + "|K|".rjust(4) + "F(C\\K)".rjust(9) + "F(M\\K)".rjust(9)
-          + "diff".rjust(9) + "% F(M)".rjust(9) + "   95% interval of diff  verdict    members", file=out)
+          + "diff".rjust(9) + f"% {_scale(c)}".rjust(9) + "   95% interval of diff  verdict    members", file=out)
     for part in shown:
         for r in part.to_dict("records"):
             print(f"  {r[CC.FAMILY]:<8}{r[CC.NAME][:23]:<24}{r[CC.SIZE]:>4}{r[CC.F_C_MINUS_K]:>9.3f}"
@@ -332,7 +354,7 @@ def print_completeness(c, out=None, top_greedy: int = 10) -> None:
               f"chose it (selection, biased upward): {g[CC.SELECTION_INCOMPLETENESS]:.3f}", file=out)
     if len(t):
         b = c.best()
-        print(f"  Largest incompleteness: {b[CC.INCOMPLETENESS]:.3f} ({b[CC.INCOMPLETENESS_PCT]:.1f}% of F(M)) for "
+        print(f"  Largest incompleteness: {b[CC.INCOMPLETENESS]:.3f} ({b[CC.INCOMPLETENESS_PCT]:.1f}% of {_scale(c)}) for "
               f"K = {_k_text(b[CC.K])} ({b[CC.FAMILY]})", file=out)
         print(f"  Completeness {c.verdict.value}" + (f": {c.settings['no_verdict']}" if c.settings.get("no_verdict")
                                                       else ""), file=out)
@@ -344,10 +366,10 @@ def print_minimality(m, out=None) -> None:
     from .minimality import Cols as MC
 
     out = out or sys.stdout
-    print(f"  F(M) = {m.F_model:.3f}; a head passes when the 95% interval of F(C\\(K∪v)) - F(C\\K) lies beyond "
-          f"±{m.threshold_pct:g}% of |F(M)|, fails when it lies within, else undecided", file=out)
+    print(f"  F(M) = {m.F_model:.3f}{_scale_value(m)}; a head passes when the 95% interval of F(C\\(K∪v)) - F(C\\K) lies beyond "
+          f"±{m.threshold_pct:g}% of {m.scale_name}, fails when it lies within, else undecided", file=out)
     print("  " + "head".ljust(7) + "class".ljust(20) + "K from".ljust(8) + "F(C\\K)".rjust(9) + "F(C\\K∪v)".rjust(10)
-          + "diff".rjust(9) + "% F(M)".rjust(9) + "   95% interval of diff  verdict    K", file=out)
+          + "diff".rjust(9) + f"% {_scale(m)}".rjust(9) + "   95% interval of diff  verdict    K", file=out)
     for r in m.table.to_dict("records"):
         print(f"  {r[MC.HEAD]:<7}{r[MC.CLASS][:19]:<20}{r[MC.K_SOURCE]:<8}{r[MC.F_C_MINUS_K]:>9.3f}"
               f"{r[MC.F_C_MINUS_K_AND_V]:>10.3f}{r[MC.D]:>9.3f}{r[MC.PCT_OF_F_M]:>8.1f}%   "
@@ -502,7 +524,7 @@ def _baseline(args, ev, circuit) -> dict:
 def print_baseline(b) -> None:
     q = np.percentile(b.F_random / b.F_model, [5, 50, 95]) if b.F_model else [float("nan")] * 3
     print(f"Random circuits of the same shape (n={len(b.F_random)}): F/F(M) median {q[1]:.3f} "
-          f"(90% of them in {q[0]:.3f} – {q[2]:.3f}); C: {b.F_circuit / b.F_model:.3f}; "
+          f"(90% of them in {q[0]:.3f} – {q[2]:.3f}); C: {b.F_circuit / b.F_model if b.F_model else float('nan'):.3f}; "
           f"share at least as good as C: {b.share_at_least_as_good:.0%}")
 
 
@@ -671,10 +693,11 @@ def cmd_patch(args) -> int:
     dataset = paired_dataset(model, methodology)
     if receivers is None:
         r = activation_patching(model, dataset, args.direction or "noise", bootstrap=args.bootstrap, seed=args.seed,
-                                progress=progress_bar("activation patching"))
+                                progress=progress_bar("activation patching"), metric=methodology.metric)
     else:
         r = path_patching(model, dataset, receivers, args.receiver_input or "qkv", args.receiver_position,
-                          bootstrap=args.bootstrap, seed=args.seed, progress=progress_bar("path patching"))
+                          bootstrap=args.bootstrap, seed=args.seed, progress=progress_bar("path patching"),
+                          metric=methodology.metric)
     print(f"{'Path patching to ' + r.receivers if r.kind == 'path' else 'Activation patching (' + r.direction + ')'} "
           f"on {model.name}, task {r.task}, N={r.n}: F(clean) {r.F_clean:.3f}, F(corrupted) {r.F_corrupted:.3f}")
     frame = r.frame().dropna(subset=["effect"]).sort_values("effect", ascending=False).head(10)
@@ -951,6 +974,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--receiver-position", default=None,
                    help="path patching into heads: patch their input at this position only (default: every position)")
     p.add_argument("--bootstrap", type=whole(1, 100_000), default=1000, help="bootstrap resamples (default 1000)")
+    add_metric_option(p)
     p.add_argument("--device", type=device, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--dtype", type=dtype_arg, default=None,
                    help="the weights' floating-point type: float32 (default), bfloat16 or float16 (half the "

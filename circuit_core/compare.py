@@ -315,7 +315,7 @@ def summarize(faithfulness, completeness=None, minimality=None) -> CriteriaSumma
     if completeness is not None:
         t = completeness.table
         worst = t.loc[t[CC.INCOMPLETENESS].idxmax()]
-        scale = 100 / abs(completeness.F_model) if completeness.F_model else float("nan")  # as pct_of does
+        scale = 100 / completeness.scale if completeness.scale else float("nan")  # as pct_of does
         out.update(incompleteness_pct=float(worst[CC.INCOMPLETENESS_PCT]),
                    incompleteness_ci=(float(worst[CC.CI_LOW] * scale), float(worst[CC.CI_HIGH] * scale)),
                    worst_k=f"{worst[CC.NAME]}" + (f" ({', '.join(worst[CC.K])})" if worst[CC.FAMILY] == "class" else ""))

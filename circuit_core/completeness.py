@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .ablation import NodeSet
+from .metrics import Metric, scale_values
 from .circuit import Circuit, CircuitError, Head, head_name, parse_head, snippet
 from .criteria import interval_method
 from .resampling import STUDENTISED, diff_intervals, mean_intervals
@@ -123,14 +124,15 @@ def abs_columns(d_lo: np.ndarray, d_hi: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=float)
 
 
-def relative_threshold(pct: float, model: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, str]:
+def relative_threshold(pct: float, model: np.ndarray, n_boot: int, seed: int,
+                       name: str = "F(M)") -> tuple[float, float, str]:
     """pct % of |F(M)| as an absolute threshold (t, t, ""). When F(M)'s 95% interval includes 0, |F(M)| is
     known only to lie in [0, max(|lo|, |hi|)], so the threshold lies in [0, t_hi]: (0, t_hi, why), and a
     verdict stands only if it holds for every threshold in that range (`verdicts.at_least` / `at_most`)."""
     lo, hi = mean_intervals(model[None, :], n_boot, seed)
     if lo[0] <= 0 <= hi[0]:
         return 0.0, pct / 100 * max(-lo[0], hi[0]), (
-            f"F(M) is indistinguishable from 0 (95% interval [{lo[0]:.3f}, {hi[0]:.3f}]), so a threshold in % of F(M) "
+            f"{name} is indistinguishable from 0 (95% interval [{lo[0]:.3f}, {hi[0]:.3f}]), so a threshold in % of {name} "
             "is known only up to a range: verdicts hold for every threshold in it")
     t = pct / 100 * abs(float(model.mean()))
     return t, t, ""
@@ -144,8 +146,17 @@ def replicate_values(evaluator, node_sets: Sequence[NodeSet], progress: Progress
 
 
 def pct_of(value, f_model: float):
-    """value as % of |F(M)| (|·| so a sign flip of F(M) does not flip the scale)."""
+    """value as % of |F(M)| (|·| so a sign flip of F(M) does not flip the scale); or of any scale given."""
     return 100 * np.asarray(value) / abs(f_model) if f_model != 0 else np.full(np.shape(value), np.nan)
+
+
+def metric_scale(evaluator, cache: "FCache", model: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Per-prompt values whose mean's magnitude thresholds in % refer to (f_M; under KL, where F(M) = 0,
+    f_∅ − f_M), and the settings that say so (`scale`: its name, `scale_value`: |mean|)."""
+    metric = getattr(evaluator.methodology, "metric", Metric.LOGIT_DIFF.value)
+    empty = cache.get([NodeSet.empty()])[0] if Metric(metric) is Metric.KL else None
+    values = scale_values(metric, model, empty)
+    return values, {"metric": metric, "scale": Metric(metric).scale_name, "scale_value": abs(float(values.mean()))}
 
 
 # --- greedy search: search.py; the trace as a table -------------------------------------------
@@ -211,6 +222,19 @@ class SettingsFigures:
     @property
     def interval_method(self) -> str:
         return self.settings.get("interval_method", "")
+
+    @property
+    def metric(self) -> str:
+        return self.settings.get("metric", Metric.LOGIT_DIFF.value)
+
+    @property
+    def scale(self) -> float:
+        """What % figures are a share of: |F(M)|, or under KL F(∅) − F(M) (a record without it: |F(M)|)."""
+        return float(self.settings.get("scale_value", abs(self.F_model)))
+
+    @property
+    def scale_name(self) -> str:
+        return self.settings.get("scale", "|F(M)|")
 
     @property
     def no_verdict(self) -> str:
@@ -349,6 +373,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
 
     model = cache.get([NodeSet.model()])[0]
     f_model = float(model.mean())
+    scale, scale_settings = metric_scale(evaluator, cache, model)
     c = cache.get([c_minus(circuit, K, pos) for _, _, K, *_ in ks])
     m = cache.get([m_minus(circuit, K, pos) for _, _, K, *_ in ks])
     d = c.mean(1) - m.mean(1)
@@ -361,7 +386,8 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
     lo, hi = abs_columns(d_lo, d_hi)
     c_lo, c_hi = mean_intervals(c, meth.bootstrap, meth.seed, replicates=[a for a, _ in reps])
     m_lo, m_hi = mean_intervals(m, meth.bootstrap, meth.seed, replicates=[b for _, b in reps])
-    tol, tol_hi, why = relative_threshold(tolerance_pct, model, meth.bootstrap, meth.seed)
+    tol, tol_hi, why = relative_threshold(tolerance_pct, scale, meth.bootstrap, meth.seed,
+                                          scale_settings["scale"].strip("|"))
     table = pd.DataFrame({
         Cols.FAMILY: [f for f, *_ in ks],
         Cols.NAME: [name for _, name, *_ in ks],
@@ -373,7 +399,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
         Cols.F_M_LO: m_lo, Cols.F_M_HI: m_hi,
         Cols.D: d, Cols.D_LO: d_lo, Cols.D_HI: d_hi,
         Cols.INCOMPLETENESS: np.abs(d),
-        Cols.INCOMPLETENESS_PCT: pct_of(np.abs(d), f_model),
+        Cols.INCOMPLETENESS_PCT: pct_of(np.abs(d), scale_settings["scale_value"]),
         Cols.CI_LOW: lo,
         Cols.CI_HIGH: hi,
         Cols.VERDICT: [at_most(a, b, tol, tol_hi).value for a, b in zip(d_lo, d_hi)],
@@ -389,7 +415,7 @@ def completeness(evaluator, circuit: Circuit, *, classes: bool = True, n_random:
                 "user_k": [heads_label(parse_heads(K), circuit) for K in user_k],
                 "greedy_k": greedy_k, "greedy_steps": greedy_steps, "greedy_runs": greedy_runs, "seed": seed,
                 "selection": sel_info, "tolerance_pct": tolerance_pct, "no_verdict": why,
-                "tolerance_abs": [tol, tol_hi],
+                "tolerance_abs": [tol, tol_hi], **scale_settings,
                 "bootstrap": meth.bootstrap, "interval_method": interval_method(meth, bool(reps)) + STUDENTISED}
     return Completeness(table, {"C_minus_K": c, "M_minus_K": m, "model": model},
                         f_model, tr, settings, cancelled)

@@ -84,12 +84,13 @@ def spread(per_prompt: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
             for k, v in per_prompt.items()}
 
 
-def worst_prompts(dataset, per_prompt: dict[str, np.ndarray], k: int = 10):
-    """The k prompts where the circuit falls furthest below the model (f_M − f_C largest)."""
+def worst_prompts(dataset, per_prompt: dict[str, np.ndarray], k: int = 10, metric: str = "logit_diff"):
+    """The k prompts where the circuit falls furthest below the model (f_M − f_C largest; under KL, where
+    larger is worse, f_C − f_M largest)."""
     import pandas as pd
 
     gap = per_prompt["model"] - per_prompt["circuit"]
-    order = np.argsort(-gap)[:k]
+    order = np.argsort(gap if metric == "kl" else -gap)[:k]
     return pd.DataFrame({"prompt": [dataset.prompts[i] for i in order],
                          "group": [dataset.group_names[int(dataset.groups[i])] for i in order],
                          "f_M": per_prompt["model"][order], "f_C": per_prompt["circuit"][order],
@@ -314,12 +315,16 @@ def faithfulness(evaluator, circuit: Circuit, progress=None, reference_noise: bo
     sets = [NodeSet.model(), circuit_node_set(circuit, meth.positions), NodeSet.empty()]
     diffs = evaluator.logit_diffs(sets, progress, should_stop).numpy()
     per_prompt = {"model": diffs[0], "circuit": diffs[1], "empty": diffs[2]}
+    kl = getattr(meth, "metric", "logit_diff") == "kl"
     reps = [{"circuit": d[0], "empty": d[1]}
             for d in (evaluator.replicate_diffs(sets[1:], progress, should_stop) if reference_noise else [])]
     tau = ratio_threshold(per_prompt["model"])  # one τ, stated once, for every order too
     fig = faithfulness_figures(per_prompt, meth.bootstrap, meth.seed, reps, tau)
-    stats = {**fig.stats, "accuracy_model": float(np.mean(diffs[0] > 0)),
-             "accuracy_circuit": float(np.mean(diffs[1] > 0))}
+    if kl:
+        fig = _under_kl(fig)
+    # accuracy: the correct answer ahead (logit or probability difference > 0); a divergence has no such sign
+    stats = {**fig.stats, "accuracy_model": NAN if kl else float(np.mean(diffs[0] > 0)),
+             "accuracy_circuit": NAN if kl else float(np.mean(diffs[1] > 0))}
     by_order = {}  # only for a task whose prompts come in orders (IOI: ABBA, BABA)
     task = get_task(evaluator.dataset.task)
     orders = np.array([task.order_of(evaluator.dataset.group_names[g]) for g in evaluator.dataset.groups.tolist()])
@@ -328,11 +333,26 @@ def faithfulness(evaluator, circuit: Circuit, progress=None, reference_noise: bo
         if sel.any():
             part = faithfulness_figures({k: v[sel] for k, v in per_prompt.items()}, meth.bootstrap, meth.seed,
                                         [{k: v[sel] for k, v in r.items()} for r in reps], tau)
+            part = _under_kl(part) if kl else part
             by_order[order] = OrderFaithfulness._from_stats(part.stats, intervals=_intervals(part.intervals),
                                                             undefined=part.undefined, n=int(sel.sum()))
     return Faithfulness.of(stats, fig.intervals, per_prompt, by_order,
                            interval_method(meth, bool(reps) or not evaluator.replicates), spread(per_prompt), reps,
                            fig.undefined)
+
+
+KL_RATIOS = ("ratio", "median_of_ratios")  # over F(M) or f_M, which KL makes 0 on every prompt
+
+
+def _under_kl(fig: Figures) -> Figures:
+    """Under KL, F(M) = 0 by definition: the ratios over it are undefined for that reason (not because of
+    noise), and the normalised score (F(C) − F(∅)) / (F(M) − F(∅)) is the faithfulness figure (MIB's)."""
+    stats, intervals, undefined = dict(fig.stats), dict(fig.intervals), dict(fig.undefined)
+    for key in KL_RATIOS:
+        stats[key], intervals[key] = NAN, (NAN, NAN)
+        undefined[key] = ("F(M) = 0 under KL (the model against itself): read the normalised score "
+                          "(F(C) − F(∅)) / (F(M) − F(∅))")
+    return Figures(stats, intervals, undefined)
 
 
 def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0,

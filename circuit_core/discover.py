@@ -179,7 +179,7 @@ def s_inhibition_by_path_patching(evaluator, kept: dict[Head, str], scores: pd.D
     meth = evaluator.methodology
     pairs = paired_dataset(evaluator.model, replace(meth, n=min(meth.n, PATH_N)))
     r = path_patching(evaluator.model, pairs, movers, receiver_input="q", receiver_role="END", seed=meth.seed,
-                      should_stop=should_stop)
+                      should_stop=should_stop, metric=meth.metric)
     floor = max(PATH_FLOOR, PATH_PREFER * float(r.effects.nan_to_num(0.0).max()))
     return {h: float(r.effects[h]) for h in candidates if r.effects[h] >= floor and r.lo[h] > 0}
 
@@ -225,6 +225,10 @@ def discover(evaluator, threshold: float = 0.8, progress=None, should_stop=None,
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1] (got {threshold}).")
     model, dataset, meth = evaluator.model, evaluator.dataset, evaluator.methodology
+    if getattr(meth, "metric", "logit_diff") == "kl":  # the search assumes a larger F is better and F(M) > 0
+        raise ValueError("Circuit discovery prunes towards F(M) with a logit or probability difference; under KL "
+                         "(F(M) = 0, larger is worse) choose the metric logit_diff or prob_diff to discover, then "
+                         "validate the proposal under KL.")
     all_heads = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
     roles = dataset.roles
     H = len(all_heads)
@@ -329,7 +333,8 @@ def patched_start(evaluator, top_k: int, n: int | None = None, should_stop=None)
 
     meth = evaluator.methodology
     pairs = paired_dataset(evaluator.model, meth.replace(n=min(n or meth.n, meth.n)))
-    result = activation_patching(evaluator.model, pairs, "noise", seed=meth.seed, should_stop=should_stop)
+    result = activation_patching(evaluator.model, pairs, "noise", seed=meth.seed, should_stop=should_stop,
+                                  metric=meth.metric)
     return start_from_patching(result, top_k=top_k)
 
 

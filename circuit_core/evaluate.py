@@ -1,7 +1,7 @@
 """F for many node sets: the hot path every criterion stands on.
 
-F(S) = mean over prompts of logit[correct] - logit[incorrect] at END, with every head-position
-outside S replaced by its ablation value (see ablation.py). `Evaluator.logit_diffs` takes a list of
+F(S) = mean over prompts of the methodology's metric at END (metrics.py; by default logit[correct] -
+logit[incorrect]), with every head-position outside S replaced by its ablation value (see ablation.py). `Evaluator.logit_diffs` takes a list of
 node sets and returns the per-prompt values for all of them; callers use nothing else.
 
 How it avoids work, without changing any result (tests compare it with a plain hooked forward):
@@ -16,7 +16,9 @@ How it avoids work, without changing any result (tests compare it with a plain h
 - Results per set are memoised: F(M), F(∅) and the current circuit are computed once.
 - Heads ablated everywhere get no queries, keys or values; the last layer runs at END only; only
   the two answer logits are read (`blocks.py`: GPT-2 and the other decoder families it describes;
-  with parallel attention + MLP, siblings share the layer's MLP too).
+  with parallel attention + MLP, siblings share the layer's MLP too). KL and the probability difference
+  read every logit at END (still only there); KL against the clean model's log-probabilities, computed
+  once per evaluator and shared with its replicates and variants.
 Prompts are processed in chunks of similar length (`chunks`: sorted by END, fixed for the evaluator, so
 cache entries line up across calls), each cut after its last END: positions past a prompt's END cannot
 reach its answer (causal attention), so padding is not computed. No [sets, N, seq, layer, head] mask is
@@ -36,6 +38,7 @@ from .ablation import Ablation, Methodology, NodeSet, RefNoise, keep_mask, share
 from .cache import BoundedCache
 from .circuit import ALL_POSITIONS
 from .hooks import every_layer, hook_z
+from .metrics import Metric, from_logits, log_probs
 from .progress import Cancelled, Progress, StopCheck, stop_requested  # noqa: F401  (Cancelled: callers catch it from here)
 
 KEPT, ABLATED = "K", "A"  # a head kept / ablated at every position; else ("k" | "a", roles)
@@ -168,6 +171,8 @@ class Evaluator:
         direction, bias = (self.blocks.answer_direction(dataset.answer_tokens.to(self.device)) if self.blocks
                            else (None, None))
         self._direction, self._bias = (direction.cpu(), bias.cpu()) if self.blocks else (None, None)
+        self.metric = Metric(self.methodology.metric)
+        self._clean = {}  # "log_probs": the intact model's float32 [N, vocab] at END (KL only); shared by copies
 
     def _hook_names(self):
         return every_layer(self.n_layers)
@@ -186,7 +191,8 @@ class Evaluator:
 
     def logit_diffs(self, node_sets: Sequence[NodeSet], progress: Progress | None = None,
                     should_stop: StopCheck | None = None) -> torch.Tensor:
-        """Per-prompt logit differences, float64 [len(node_sets), N].
+        """Per-prompt values of the methodology's metric (by default the logit difference; the name
+        stays for that), float64 [len(node_sets), N]. `metric_values` is the same.
 
         progress(done, total) counts finished (set, chunk) pairs, chunks being the prompts grouped by
         length (`self.chunks`); should_stop() is checked between them and raises
@@ -207,13 +213,15 @@ class Evaluator:
             out[i] = got if got is not None else self._recompute(k)
         return out
 
+    metric_values = logit_diffs  # the metric's per-prompt values, whatever the metric
+
     def pending(self, node_sets: Sequence[NodeSet]) -> int:
         """How many distinct sets of `node_sets` are not memoised yet (what `logit_diffs` would compute)."""
         keys = {layer_keys(s, self.n_layers, self.n_heads) for s in node_sets}
         return sum(self._memo.get((self._memo_tag, k)) is None for k in keys)
 
     def F(self, node_sets: Sequence[NodeSet], progress: Progress | None = None) -> list[float]:
-        """Mean logit difference for each node set."""
+        """Mean of the metric for each node set."""
         return self.logit_diffs(node_sets, progress).mean(1).tolist()
 
     @property
@@ -225,6 +233,47 @@ class Evaluator:
     def empty_diffs(self) -> torch.Tensor:
         """Per-prompt logit differences with every head ablated (computed once)."""
         return self.logit_diffs([NodeSet.empty()])[0]
+
+    @property
+    def clean_log_probs(self) -> torch.Tensor:
+        """The intact model's next-token log-probabilities at END, float32 [N, vocab] (on the CPU;
+        computed once, for KL)."""
+        if "log_probs" not in self._clean:
+            out = None
+            for prompts in self.chunks:
+                logits = self._intact_logits(prompts)
+                out = out if out is not None else torch.empty(self.dataset.n, logits.shape[-1])
+                out[prompts] = log_probs(logits).float().cpu()
+            self._clean["log_probs"] = out
+        return self._clean["log_probs"]
+
+    def _intact_logits(self, prompts: torch.Tensor) -> torch.Tensor:
+        """Every logit at END of the unablated model on some prompts: [P, vocab]. Through the blocks as the
+        evaluator computes (the last layer at END only), else one plain bridge pass."""
+        with torch.no_grad():
+            if self.blocks is None:
+                tokens = self.dataset.tokens[prompts].to(self.device)
+                with self.model.lock:
+                    logits = self.model.bridge(tokens)
+                return logits[torch.arange(len(prompts)), self.end[prompts].to(logits.device)]
+            chunk, b = _Chunk(self, -1, prompts), self.blocks
+            x, last = b.embed(chunk.tokens), self.n_layers - 1
+            for layer in range(last):
+                x = b.layer(layer, x)
+            z = b.attend_at(last, x, chunk.end, None)
+            x_end = x[chunk.rows, chunk.end]
+            x_end = b.after_attn(last, x_end, b.attn_out(last, z), b.parallel_mlp(last, x_end))
+            return b.final_logits(x_end)
+
+    def _readout(self, chunk: "_Chunk", x_end: torch.Tensor) -> torch.Tensor:
+        """The metric per prompt of a chunk from the final residual at END [P, d_model] (differentiable)."""
+        if self.metric is Metric.LOGIT_DIFF:  # two logits: one dot product
+            return self.blocks.readout(x_end, chunk.direction, chunk.bias)
+        return self._from_logits(self.blocks.final_logits(x_end), chunk.prompts)
+
+    def _from_logits(self, logits: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        clean = self.clean_log_probs[prompts].to(logits.device) if self.metric is Metric.KL else None
+        return from_logits(logits, self.dataset.answer_tokens[prompts].to(logits.device), self.metric, clean)
 
     @property
     def replicates(self) -> list["Evaluator"]:
@@ -346,7 +395,7 @@ class Evaluator:
                         full = torch.zeros_like(values).index_copy(-2, active, z)
                         zeff = torch.where(chunk.keep(list(lkey), at_end)[..., None], full, zeff)
                 x = b.after_attn(layer, x, b.attn_out(layer, zeff))
-            b.readout(x, chunk.direction, chunk.bias).sum().backward()  # prompts are independent: per-prompt grads
+            self._readout(chunk, x).sum().backward()  # prompts are independent: per-prompt grads
         moves = torch.zeros(B, len(prompts), dtype=torch.float64)
         for layer, eps, at_end in leaves:
             grad = eps.grad
@@ -383,6 +432,7 @@ class Evaluator:
         out = [t for tb in self._tables for t in tb]
         out += [ds.tokens, ds.reference_tokens, ds.lengths, ds.answer_tokens, ds.groups, *ds.positions.values()]
         out += [t for t in (ds.reference_groups, ds.reference_lengths, self._direction, self._bias) if t is not None]
+        out += list(self._clean.values())
         return out
 
     def memory_bytes(self) -> int:
@@ -512,9 +562,17 @@ class Evaluator:
         mlp_out = self.blocks.parallel_mlp(layer, x_end)
         for lkey, members in groups.items():
             out = self.blocks.after_attn(layer, x_end, self._attn_out(chunk, layer, lkey, z, union, True), mlp_out)
-            diffs = self.blocks.readout(out, chunk.direction, chunk.bias)
+            diffs = self._readout(chunk, out) if not self._intact_kl(lkey, members) else self._zeros(chunk)
             for k in members:
                 finished(k, chunk.prompts, diffs)
+
+    def _intact_kl(self, lkey, members) -> bool:
+        """KL of the intact model: 0 by definition (P_S is P_model), not a float error away from it."""
+        return (self.metric is Metric.KL and all(st == KEPT for st in lkey)
+                and all(st == KEPT for k in members for lk in k for st in lk))
+
+    def _zeros(self, chunk: "_Chunk") -> torch.Tensor:
+        return torch.zeros(len(chunk.prompts), dtype=torch.float64)
 
     def _active_heads(self, groups: dict) -> torch.Tensor:
         """Heads not ablated everywhere in at least one group: only they need attention."""
@@ -556,11 +614,13 @@ class Evaluator:
                 hooks.append((hook_z(layer),
                               lambda z, hook, keep=keep.to(self.device)[..., None], v=values[:, :, layer].to(self.device):
                               torch.where(keep, z, v.to(z.dtype))))
+            if self.metric is Metric.KL and not hooks:  # the intact model: KL 0 by definition
+                finished(key, prompts, torch.zeros(len(prompts), dtype=torch.float64))
+                continue
             with self.model.lock:
                 logits = self.model.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
             end = logits[rows, self.end[prompts]].cpu()
-            ans = self.dataset.answer_tokens[prompts]
-            finished(key, prompts, end.gather(1, ans[:, :1])[:, 0] - end.gather(1, ans[:, 1:])[:, 0])
+            finished(key, prompts, self._from_logits(end, prompts))
 
 
 def _keeps(state) -> tuple[bool, frozenset]:

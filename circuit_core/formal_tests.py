@@ -203,20 +203,24 @@ def equivalence_test(evaluator, circuit: Circuit, *, epsilon: float = 0.1, alpha
                      progress: Progress | None = None, should_stop: StopCheck | None = None) -> FormalTest:
     """TOST on d = f_C − f_M with margin ε·|F(M)|: reject → C and M agree within the tolerance."""
     pos = evaluator.methodology.positions
-    f = _diffs(evaluator, [NodeSet.model(), NodeSet(circuit.nodes(pos), label="C")], progress, should_stop)
+    kl = getattr(evaluator.methodology, "metric", "logit_diff") == "kl"
+    sets = [NodeSet.model(), NodeSet(circuit.nodes(pos), label="C")] + ([NodeSet.empty()] if kl else [])
+    f = _diffs(evaluator, sets, progress, should_stop)
     f_model, d = float(f[0].mean()), f[1] - f[0]
-    margin = epsilon * abs(f_model)
+    # the margin's scale: |F(M)|, or under KL (F(M) = 0) F(∅) − F(M)
+    scale, scale_name = (float(f[2].mean()) - f_model, "F(∅) − F(M)") if kl else (abs(f_model), "|F(M)|")
+    margin = epsilon * abs(scale)
     r = tost_paired(d, margin)
     verdict = _verdict(r["p"], alpha)
     half = _t_quantile(1 - alpha, len(d) - 1) * r["se"] if r["se"] == r["se"] else float("nan")
-    rel = f"{epsilon:.0%} of |F(M)| = {margin:.3f}"
+    rel = f"{epsilon:.0%} of {scale_name} = {margin:.3f}"
     return FormalTest(
         "equivalence", f"the circuit and the model differ by at least ε = {rel}: |E[f_C − f_M]| ≥ {margin:.3f}",
         r["t"], r["p"], alpha, verdict, verdict == REJECT, "TOST t = min(t_lower, −t_upper)",
         (f"passes: C and M agree within ±{rel} ({1 - 2 * alpha:.0%} interval of the mean difference inside the margin)"
          if verdict == REJECT else f"fails: not shown that C and M agree within ±{rel}"),
         {"epsilon": epsilon, "margin": margin, "F_model": f_model, "F_circuit": float(f[1].mean()),
-         "mean_difference": r["mean"], "relative_difference": r["mean"] / abs(f_model) if f_model else float("nan"),
+         "mean_difference": r["mean"], "relative_difference": r["mean"] / abs(scale) if scale else float("nan"),
          "se": r["se"], "t_lower": r["t_lower"], "t_upper": r["t_upper"], "n": len(d),
          "interval": [r["mean"] - half, r["mean"] + half], "interval_level": 1 - 2 * alpha,
          "share_circuit_above_model": float(np.mean(d > 0)), "share_tied": float(np.mean(d == 0))})

@@ -26,7 +26,7 @@ import pandas as pd
 from .ablation import NodeSet
 from .circuit import Circuit, Head, head_name
 from .completeness import (FCache, SettingsFigures, _frame, _rows_per_prompt, abs_columns, c_minus, frame_records, heads_label,
-                           pct_of, relative_threshold, replicate_values, trace_frame)
+                           metric_scale, pct_of, relative_threshold, replicate_values, trace_frame)
 from .criteria import interval_method
 from .resampling import STUDENTISED, diff_intervals
 from .progress import Progress, StopCheck, share
@@ -197,6 +197,8 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
 
     model = cache.get([NodeSet.model()])[0]
     f_model = float(model.mean())
+    scale, scale_settings = metric_scale(evaluator, cache, model)
+    f_scale = scale_settings["scale_value"]
     base = cache.get([c_minus(circuit, ks[v][0], pos) for v in heads])
     knocked = cache.get([c_minus(circuit, ks[v][0] | {v}, pos) for v in heads])
     d = knocked.mean(1) - base.mean(1)
@@ -207,7 +209,8 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
                 for r in replicate_values(evaluator, sets, share(own, n_sets, n_noise, n_sets + n_noise), should_stop)]
     d_lo, d_hi = diff_intervals(knocked, base, meth.bootstrap, meth.seed, replicates=reps)
     lo, hi = abs_columns(d_lo, d_hi)
-    thr, thr_hi, why = relative_threshold(threshold_pct, model, meth.bootstrap, meth.seed)
+    thr, thr_hi, why = relative_threshold(threshold_pct, scale, meth.bootstrap, meth.seed,
+                                          scale_settings["scale"].strip("|"))
     table = pd.DataFrame({
         Cols.HEAD: [head_name(v) for v in heads],
         Cols.CLASS: [circuit.class_of(v).name for v in heads],
@@ -217,13 +220,13 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
         Cols.F_C_MINUS_K_AND_V: knocked.mean(1),
         Cols.D: d, Cols.D_LO: d_lo, Cols.D_HI: d_hi,
         Cols.SCORE: np.abs(d),
-        Cols.PCT_OF_F_M: pct_of(np.abs(d), f_model),
+        Cols.PCT_OF_F_M: pct_of(np.abs(d), f_scale),  # under KL: % of F(∅) − F(M) (the column keeps its name)
         Cols.CI_LOW: lo,
         Cols.CI_HIGH: hi,
-        Cols.CI_LOW_PCT: pct_of(lo, f_model),
-        Cols.CI_HIGH_PCT: pct_of(hi, f_model),
+        Cols.CI_LOW_PCT: pct_of(lo, f_scale),
+        Cols.CI_HIGH_PCT: pct_of(hi, f_scale),
         Cols.VERDICT: [at_least(a, b, thr, thr_hi).value for a, b in zip(d_lo, d_hi)],
-        Cols.BELOW_THRESHOLD: pct_of(np.abs(d), f_model) < threshold_pct,  # the point estimate alone: not a verdict
+        Cols.BELOW_THRESHOLD: pct_of(np.abs(d), f_scale) < threshold_pct,  # the point estimate alone: not a verdict
         Cols.SELECTION_SCORE: [sel_scores.get(v, np.nan) for v in heads],
     })
     tr = trace_frame(trace, circuit)
@@ -231,6 +234,7 @@ def minimality(evaluator, circuit: Circuit, *, k_source: str = "file", threshold
         tr.insert(0, "head", [head_name(heads[i]) for i in tr.pop("search")])
         tr["run"] += 1
     settings = {"k_source": k_source, "threshold_pct": threshold_pct, "no_verdict": why, "threshold_abs": [thr, thr_hi], "seed": seed,
+                **scale_settings,
                 "bootstrap": meth.bootstrap,
                 "interval_method": interval_method(meth, bool(reps) or not evaluator.replicates) + STUDENTISED}
     if k_source == "search":

@@ -1,8 +1,10 @@
 """Finding candidate heads by patching (Wang et al. 2022; the ARENA IOI notebook), on any task.
 
 Each clean prompt is paired with its corrupted twin (the task's reference prompt built with
-`ref_per_group=0`: for IOI the paper's p_ABC, aligned token for token). The metric is the task's
-logit difference at END; F_clean and F_corrupted are its means on the two prompt sets.
+`ref_per_group=0`: for IOI the paper's p_ABC, aligned token for token). The metric is the
+methodology's at END (metrics.py: by default the task's logit difference; under KL each run is held
+to the clean run's next-token distribution, so F_clean = 0); F_clean and F_corrupted are its means on
+the two prompt sets, and the normalised effects below read the same for every metric.
 
 - Activation patching, per head and position role (and "*": every position):
   - "denoise" runs the corrupted prompts and puts in one head's clean output z at that position:
@@ -47,6 +49,7 @@ from .hooks import every_layer, hook_qkv
 from .progress import raise_if_stopped
 from .resampling import prompt_counts_torch
 from .intervals import Interval
+from .metrics import Metric, from_logits, log_probs
 
 DIRECTIONS = ("denoise", "noise")
 INPUTS = ("q", "k", "v", "qkv")
@@ -84,6 +87,11 @@ class Patching:
     @property
     def interval_method(self) -> str:
         return self.settings.get("interval_method", "")
+
+    @property
+    def metric(self) -> str:
+        """What F is (metrics.py); a result from before the choice existed: the logit difference."""
+        return self.settings.get("metric", Metric.LOGIT_DIFF.value)
 
     def frame(self) -> pd.DataFrame:
         """Long form for charts: layer, head, name, position, effect, lo, hi."""
@@ -167,6 +175,28 @@ def _result(kind: str, direction: str, roles: list[str], patched: torch.Tensor, 
                           F_int, n, dataset.task, receivers, settings)
 
 
+class _Readout:
+    """The metric from full logits at END, per prompt; under KL against the clean run's log-probabilities,
+    which `clean` records as the clean run is read (it is always read first)."""
+
+    def __init__(self, metric: str, dataset):
+        self.metric, self.answers, self.n = Metric(metric), dataset.answer_tokens, dataset.n
+        self.clean_lp: torch.Tensor | None = None
+
+    def clean(self, logits: torch.Tensor, rows) -> torch.Tensor:
+        if self.metric is Metric.KL:
+            lp = log_probs(logits)
+            if self.clean_lp is None:
+                self.clean_lp = torch.empty(self.n, lp.shape[-1], dtype=lp.dtype, device=lp.device)
+            self.clean_lp[rows.to(lp.device)] = lp
+        return self(logits, rows)
+
+    def __call__(self, logits: torch.Tensor, rows) -> torch.Tensor:
+        """logits [k·P, vocab]: k patches of prompts `rows` stacked in blocks."""
+        clean = self.clean_lp[rows.to(self.clean_lp.device)] if self.metric is Metric.KL else None
+        return from_logits(logits, self.answers[rows.cpu()].to(logits.device), self.metric, clean)
+
+
 class _Steps:
     """Progress (done, total) after each batch; Cancelled before a batch once should_stop() says so."""
 
@@ -208,8 +238,9 @@ def _attend(b, layer: int, x: torch.Tensor):
 class _Runner:
     """Forward passes of the model's blocks with the pieces patching needs."""
 
-    def __init__(self, model, dataset):
+    def __init__(self, model, dataset, metric: str = Metric.LOGIT_DIFF.value):
         self.b, self.device = model.blocks, model.device
+        self.readout = _Readout(metric, dataset)
         self.L, self.H = model.n_layers, model.n_heads
         self.end = dataset.positions["END"].to(self.device)
         answers = dataset.answer_tokens.to(self.device)
@@ -231,10 +262,14 @@ class _Runner:
         out["resid"].append(x)
         return out
 
-    def metric(self, x_end: torch.Tensor, rows) -> torch.Tensor:
-        """Logit difference from the final residual at END [B, d] of prompts `rows` (repeated in blocks)."""
-        reps = len(x_end) // len(rows)
-        return self.b.readout(x_end, self.direction[rows].repeat(reps, 1), self.bias[rows].repeat(reps)).double()
+    def metric(self, x_end: torch.Tensor, rows, clean: bool = False) -> torch.Tensor:
+        """The metric from the final residual at END [B, d] of prompts `rows` (repeated in blocks); clean:
+        this is the clean run (KL's reference)."""
+        if self.readout.metric is Metric.LOGIT_DIFF:  # two logits: one dot product
+            reps = len(x_end) // len(rows)
+            return self.b.readout(x_end, self.direction[rows].repeat(reps, 1), self.bias[rows].repeat(reps)).double()
+        logits = self.b.final_logits(x_end)
+        return (self.readout.clean(logits, rows) if clean else self.readout(logits, rows)).double()
 
     def at_end(self, x: torch.Tensor, rows) -> torch.Tensor:
         return x[torch.arange(len(x), device=x.device), self.end[rows]]
@@ -371,9 +406,10 @@ def _hooked_per(model, dataset, batch_size: int) -> int:
     return max(1, min(batch_size, LOGITS_BUDGET // (S * V)) // model.n_heads)
 
 
-def _hooked_run(model, dataset, tokens: torch.Tensor, rows, hooks=(), grab=()):
+def _hooked_run(model, dataset, tokens: torch.Tensor, rows, hooks=(), grab=(), readout: _Readout | None = None,
+                clean: bool = False):
     """Metric per row of tokens (prompts `rows`, repeated in blocks) from one hooked pass, and the
-    activations at hook points `grab` (after `hooks` changed them)."""
+    activations at hook points `grab` (after `hooks` changed them). clean: the clean run (KL's reference)."""
     store = {}
     keep = lambda act, hook: store.__setitem__(hook.name, act.detach().clone())
     with model.lock, torch.no_grad():
@@ -381,8 +417,8 @@ def _hooked_run(model, dataset, tokens: torch.Tensor, rows, hooks=(), grab=()):
     reps = len(tokens) // len(rows)
     end = dataset.positions["END"][rows].repeat(reps)
     at = logits[torch.arange(len(logits)), end.to(logits.device)].double().cpu()
-    ans = dataset.answer_tokens[rows].repeat(reps, 1)
-    return at.gather(1, ans[:, :1])[:, 0] - at.gather(1, ans[:, 1:])[:, 0], store
+    readout = readout or _Readout(Metric.LOGIT_DIFF.value, dataset)
+    return (readout.clean(at, rows) if clean else readout(at, rows)).double(), store
 
 
 def _one_head_each(H: int, where: torch.Tensor) -> torch.Tensor:
@@ -394,9 +430,11 @@ def _one_head_each(H: int, where: torch.Tensor) -> torch.Tensor:
 # --- activation patching -------------------------------------------------------------------------------
 def activation_patching(model, dataset, direction: str = "denoise", roles: list[str] | None = None,
                         batch_size: int = 512, bootstrap: int = 1000, seed: int = 0,
-                        progress=None, should_stop=None) -> Patching:
+                        progress=None, should_stop=None, metric: str = Metric.LOGIT_DIFF.value) -> Patching:
     """Every head at every role (and "*"), patched alone; see the module doc. batch_size: rows per forward
-    pass (heads × prompts). progress(done, total) counts batches; should_stop() -> Cancelled."""
+    pass (heads × prompts). progress(done, total) counts batches; should_stop() -> Cancelled. metric: what F
+    is (metrics.py)."""
+    Metric(metric)
     if direction not in DIRECTIONS:
         raise PatchingError(f"direction must be one of {', '.join(DIRECTIONS)} (got {direction!r})")
     _check_paired(dataset)
@@ -408,14 +446,14 @@ def activation_patching(model, dataset, direction: str = "denoise", roles: list[
     fast = _fast(model)
     with torch.no_grad():
         patched, clean, corrupted = (_activation_blocks if fast else _activation_hooked)(
-            model, dataset, direction, roles, batch_size, steps)
+            model, dataset, direction, roles, batch_size, steps, metric)
     return _result("activation", direction, roles, patched, clean, corrupted, dataset, bootstrap, seed,
-                   settings={"engine": "blocks" if fast else "hooks"})
+                   settings={"engine": "blocks" if fast else "hooks", "metric": metric})
 
 
-def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
+def _activation_blocks(model, dataset, direction, roles, batch_size, steps, metric):
     L, H, n = model.n_layers, model.n_heads, dataset.n
-    r, b = _Runner(model, dataset), model.blocks
+    r, b = _Runner(model, dataset, metric), model.blocks
     per = max(1, batch_size // H)  # prompts per batch: all H heads of a layer stacked
     steps.total = L * len(roles) * len(range(0, n, per))
     patched = torch.zeros(L, H, len(roles), n, dtype=torch.float64)
@@ -425,7 +463,7 @@ def _activation_blocks(model, dataset, direction, roles, batch_size, steps):
         end = r.end[dev_rows]
         S = int(end.max()) + 1  # positions after every END cannot reach the metric
         clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
-        clean_m[rows] = r.metric(r.at_end(clean["resid"][-1], dev_rows), dev_rows).cpu()
+        clean_m[rows] = r.metric(r.at_end(clean["resid"][-1], dev_rows), dev_rows, clean=True).cpu()
         corr_m[rows] = r.metric(r.at_end(corr["resid"][-1], dev_rows), dev_rows).cpu()
         base, source = (corr, clean) if direction == "denoise" else (clean, corr)
         for i, role in enumerate(roles):
@@ -468,18 +506,19 @@ def _groups(G: int, n: int):
         yield slice(start, min(G, start + per))
 
 
-def _activation_hooked(model, dataset, direction, roles, batch_size, steps):
+def _activation_hooked(model, dataset, direction, roles, batch_size, steps, metric):
     """The same through hooked bridge passes on `hook_z` (any architecture TransformerLens hooks per head)."""
     L, H, n = model.n_layers, model.n_heads, dataset.n
     names = _hook_names(model, every_layer(L))
+    readout = _Readout(metric, dataset)
     per = _hooked_per(model, dataset, batch_size)
     steps.total = L * len(roles) * len(range(0, n, per))
     patched = torch.zeros(L, H, len(roles), n, dtype=torch.float64)
     clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     for rows in _chunks(n, per):
         tokens, ref = dataset.tokens[rows], dataset.reference_tokens[rows]
-        clean_m[rows], clean_z = _hooked_run(model, dataset, tokens, rows, grab=names)
-        corr_m[rows], corr_z = _hooked_run(model, dataset, ref, rows, grab=names)
+        clean_m[rows], clean_z = _hooked_run(model, dataset, tokens, rows, grab=names, readout=readout, clean=True)
+        corr_m[rows], corr_z = _hooked_run(model, dataset, ref, rows, grab=names, readout=readout)
         base_tokens, source = (ref, clean_z) if direction == "denoise" else (tokens, corr_z)
         for i, role in enumerate(roles):
             mask = _one_head_each(H, _positions_mask(dataset, role, rows, tokens.shape[1], model.device)).flatten(0, 1)
@@ -487,7 +526,7 @@ def _activation_hooked(model, dataset, direction, roles, batch_size, steps):
                 steps.before()
                 src = source[names[layer]].repeat(H, 1, 1, 1)
                 put = lambda z, hook, src=src: torch.where(mask, src.to(z.dtype), z)
-                m, _ = _hooked_run(model, dataset, base_tokens.repeat(H, 1), rows, [(names[layer], put)])
+                m, _ = _hooked_run(model, dataset, base_tokens.repeat(H, 1), rows, [(names[layer], put)], readout=readout)
                 patched[layer, :, i, rows] = m.view(H, len(rows))
                 steps.after()
     return patched, clean_m, corr_m
@@ -512,12 +551,13 @@ def parse_receivers(text: str) -> list[Head] | str:
 
 def path_patching(model, dataset, receivers, receiver_input: str = "qkv", receiver_role: str | None = None,
                   batch_size: int = 512, bootstrap: int = 1000, seed: int = 0, progress=None,
-                  should_stop=None) -> Patching:
+                  should_stop=None, metric: str = Metric.LOGIT_DIFF.value) -> Patching:
     """Each sender head's effect through `receivers` only: "logits" (the direct path: the final residual at
     END) or a list of (layer, head) whose `receiver_input` (q, k, v or qkv) is patched, at `receiver_role`
     only or (None) every position. See the module doc; each sender reaches the receivers in later layers than
     its own; senders in or after the last receiver's layer: NaN."""
     _check_paired(dataset)
+    Metric(metric)
     L, H = model.n_layers, model.n_heads
     to_logits = receivers == "logits"
     if not to_logits:
@@ -534,18 +574,19 @@ def path_patching(model, dataset, receivers, receiver_input: str = "qkv", receiv
     fast = _fast(model)
     with torch.no_grad():
         patched, clean, corrupted = (_path_blocks if fast else _path_hooked)(
-            model, dataset, receivers, receiver_input, None if to_logits else receiver_role, until, batch_size, steps)
+            model, dataset, receivers, receiver_input, None if to_logits else receiver_role, until, batch_size, steps,
+            metric)
     label = "logits" if to_logits else f"{receiver_input} of {', '.join(map(head_name, receivers))}" + (
         f" at {receiver_role}" if receiver_role else "")
     return _result("path", "noise", [], patched, clean, corrupted, dataset, bootstrap, seed, receivers=label,
-                   settings={"engine": "blocks" if fast else "hooks",
+                   settings={"engine": "blocks" if fast else "hooks", "metric": metric,
                              "receiver_input": "" if to_logits else receiver_input,
                              "receiver_position": receiver_role or ALL_POSITIONS})
 
 
-def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until, batch_size, steps):
+def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until, batch_size, steps, metric):
     L, H, n = model.n_layers, model.n_heads, dataset.n
-    b, r = model.blocks, _Runner(model, dataset)
+    b, r = model.blocks, _Runner(model, dataset, metric)
     to_logits = receivers == "logits"
     per = max(1, batch_size // H)  # senders of a layer stacked: H × prompts per batch
     steps.total = until * len(range(0, n, per))
@@ -556,7 +597,7 @@ def _path_blocks(model, dataset, receivers, receiver_input, receiver_role, until
         end = r.end[dev_rows]
         S = int(end.max()) + 1  # positions after every END cannot reach the metric
         clean, corr = (r.run(t[rows, :S].to(r.device)) for t in (dataset.tokens, dataset.reference_tokens))
-        clean_m[rows] = r.metric(r.at_end(clean["resid"][-1], dev_rows), dev_rows).cpu()
+        clean_m[rows] = r.metric(r.at_end(clean["resid"][-1], dev_rows), dev_rows, clean=True).cpu()
         corr_m[rows] = r.metric(r.at_end(corr["resid"][-1], dev_rows), dev_rows).cpu()
         if to_logits:  # attention frozen: a position's residual depends on itself only, so END suffices
             w, at = _Window(end, end, S), None
@@ -616,7 +657,7 @@ def _mixer(b, seen: dict, receivers, receiver_input: str, at: torch.Tensor, n: i
     return mix
 
 
-def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, until, batch_size, steps):
+def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, until, batch_size, steps, metric):
     """The same through hooked bridge passes: (b) freezes every `hook_z` from the sender's layer on, (c)
     patches the `hook_q` / `hook_k` / `hook_v` of the receivers after the sender's layer."""
     L, H, n = model.n_layers, model.n_heads, dataset.n
@@ -625,14 +666,16 @@ def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, until
     inputs = {} if to_logits else {(l, c): hook_qkv(l, c) for l in sorted({l for l, _ in receivers})
                                    for c in "qkv" if c in receiver_input}
     _hook_names(model, list(inputs.values()))
+    readout = _Readout(metric, dataset)
     per = _hooked_per(model, dataset, batch_size)
     steps.total = until * len(range(0, n, per))
     patched = torch.full((L, H, n), float("nan"), dtype=torch.float64)
     clean_m, corr_m = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     for rows in _chunks(n, per):
         tokens, P = dataset.tokens[rows], len(rows)
-        clean_m[rows], clean_z = _hooked_run(model, dataset, tokens, rows, grab=z_names)
-        corr_m[rows], corr_z = _hooked_run(model, dataset, dataset.reference_tokens[rows], rows, grab=z_names)
+        clean_m[rows], clean_z = _hooked_run(model, dataset, tokens, rows, grab=z_names, readout=readout, clean=True)
+        corr_m[rows], corr_z = _hooked_run(model, dataset, dataset.reference_tokens[rows], rows, grab=z_names,
+                                           readout=readout)
         where = None if receiver_role is None else _positions_mask(dataset, receiver_role, rows, tokens.shape[1],
                                                                     model.device).repeat(H, 1)
         # (b) batch block k: sender (layer, k) corrupted; from its layer on every other head's z clean
@@ -644,11 +687,12 @@ def _path_hooked(model, dataset, receivers, receiver_input, receiver_role, until
                                   clean_z[z_names[layer]].repeat(H, 1, 1, 1))]
             frozen += [clean_z[z_names[j]].repeat(H, 1, 1, 1) for j in range(layer + 1, L)]
             hooks = [(z_names[j], lambda z, hook, v=v: v.to(z.dtype)) for j, v in zip(range(layer, L), frozen)]
-            m, seen = _hooked_run(model, dataset, tokens.repeat(H, 1), rows, hooks, grab=list(later.values()))
+            m, seen = _hooked_run(model, dataset, tokens.repeat(H, 1), rows, hooks, grab=list(later.values()),
+                                  readout=readout)
             if not to_logits:  # (c) the clean run, only the later receivers' inputs from (b)
                 hooks = [(name, _put_heads(seen[name], [h for l2, h in receivers if l2 == l], where, H))
                          for (l, _), name in later.items()]
-                m, _ = _hooked_run(model, dataset, tokens.repeat(H, 1), rows, hooks)
+                m, _ = _hooked_run(model, dataset, tokens.repeat(H, 1), rows, hooks, readout=readout)
             patched[layer, :, rows] = m.view(H, P)
             steps.after()
     return patched, clean_m, corr_m

@@ -147,7 +147,7 @@ def validate(evaluator, circuit: Circuit, spec: ValidationSpec = ValidationSpec(
                          n_permutations=spec.permutations, progress=own("formal tests"),
                          should_stop=should_stop) if spec.formal_tests else None
     tick(len(names))
-    verdicts = verdict_summary(f, c, m, spec.faithfulness_tolerance_pct)
+    verdicts = verdict_summary(f, c, m, spec.faithfulness_tolerance_pct, evaluator.methodology.metric)
     return Validation(evaluator, circuit, spec, f, c, m, b, tests, verdicts)
 
 
@@ -161,6 +161,7 @@ def describe_methodology(methodology, model_name: str | None = None, circuit: Ci
     """The methodology in one line, as every page's caption and the CLI print it: the model and the
     circuit when given, the prompts (and the smallest group, when known), the references, the ablation
     and where the circuit's heads are kept."""
+    from .metrics import metric_label
     from .tasks import get_task
 
     m, task = methodology, get_task(methodology.task)
@@ -173,6 +174,8 @@ def describe_methodology(methodology, model_name: str | None = None, circuit: Ci
     parts = ([model_name] if model_name else []) + [m.task.upper(), prompts, ref,
                                                      ABLATION_WORDS[m.ablation].format(group=task.group_label[0]),
                                                      "circuit positions" if m.positions == "circuit" else "all positions"]
+    if getattr(m, "metric", "logit_diff") != "logit_diff":  # the default goes unsaid, as it always did
+        parts.append(f"F = {metric_label(m.metric)}")
     if circuit is not None:
         parts.append(f"circuit '{circuit.name}' ({len(circuit.heads)} heads)")
     return " · ".join(parts)

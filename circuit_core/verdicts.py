@@ -16,6 +16,8 @@ import math
 from enum import Enum
 from typing import Iterable
 
+from .metrics import Metric
+
 
 class Verdict(str, Enum):
     PASSES = "passes"
@@ -85,28 +87,30 @@ def abs_interval(lo: float, hi: float) -> tuple[float, float]:
 FAITHFULNESS_TOLERANCE_PCT = 20.0  # the gap F(M) − F(C) must stay within this % of |F(M)| to pass
 
 
-def faithfulness_verdict(f, tolerance_pct: float = FAITHFULNESS_TOLERANCE_PCT) -> Verdict:
+def faithfulness_verdict(f, tolerance_pct: float = FAITHFULNESS_TOLERANCE_PCT, metric: str = "logit_diff") -> Verdict:
     """Faithfulness from the interval of the gap F(M) − F(C) against ±tolerance_pct % of |F(M)|
-    (20%: F(C)/F(M) between 0.8 and 1.2 throughout the interval)."""
+    (20%: F(C)/F(M) between 0.8 and 1.2 throughout the interval). Under KL (F(M) = 0) the scale is
+    F(∅) − F(M): the circuit's KL within 20% of the empty circuit's, a normalised score of at least 0.8."""
     lo, hi = f.intervals["gap"]
-    return at_most(lo, hi, tolerance_pct / 100 * abs(f.stats["F_model"]))
+    scale = f.stats["F_model_minus_empty"] if metric == "kl" else f.stats["F_model"]
+    return at_most(lo, hi, tolerance_pct / 100 * abs(scale))
 
 
 def verdict_summary(faithfulness=None, completeness=None, minimality=None,
-                    faithfulness_tolerance_pct: float = FAITHFULNESS_TOLERANCE_PCT) -> dict:
+                    faithfulness_tolerance_pct: float = FAITHFULNESS_TOLERANCE_PCT, metric: str = "logit_diff") -> dict:
     """{criterion: {"verdict", "rule"}} for the criteria given, and "overall" (for records and --strict)."""
-    out = {}
+    out, scale = {}, Metric(metric).scale_name
     if faithfulness is not None:
-        out["faithfulness"] = {"verdict": faithfulness_verdict(faithfulness, faithfulness_tolerance_pct).value,
-                               "rule": f"95% interval of F(M) − F(C) within ±{faithfulness_tolerance_pct:g}% of |F(M)|"}
+        out["faithfulness"] = {"verdict": faithfulness_verdict(faithfulness, faithfulness_tolerance_pct, metric).value,
+                               "rule": f"95% interval of F(M) − F(C) within ±{faithfulness_tolerance_pct:g}% of {scale}"}
     if completeness is not None:
         tol = completeness.settings.get("tolerance_pct")
         out["completeness"] = {"verdict": completeness.verdict.value,
-                               "rule": f"every K: 95% interval of F(C\\K) − F(M\\K) within ±{tol:g}% of |F(M)|"}
+                               "rule": f"every K: 95% interval of F(C\\K) − F(M\\K) within ±{tol:g}% of {scale}"}
     if minimality is not None:
         out["minimality"] = {"verdict": minimality.verdict.value,
                              "rule": f"every head: 95% interval of F(C\\(K∪v)) − F(C\\K) beyond "
-                                     f"±{minimality.threshold_pct:g}% of |F(M)|"}
+                                     f"±{minimality.threshold_pct:g}% of {scale}"}
     out["overall"] = overall(v["verdict"] for v in out.values()).value
     return out
 

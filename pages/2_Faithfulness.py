@@ -5,6 +5,7 @@ import streamlit as st
 
 from circuit_core.ablation import Ablation, PositionScope
 from circuit_core.criteria import TAU_SHARE, breakdown_by_group, undefined_reason, worst_prompts
+from circuit_core.metrics import Metric
 from circuit_core.baseline import random_circuit_baseline
 from circuit_core.tasks import get_task
 from ui.charts import baseline_histogram, by_group, distribution, intervals, style
@@ -67,15 +68,24 @@ def _said(key: str, what: str) -> str:
 
 
 n_prompts = f.n
-st.markdown(f"{_said('ratio', 'The ratio of means F(C)/F(M)')}. Per prompt, {_said('median_of_ratios', 'the median of f_C / f_M')}, "
-            f"over the prompts where the model's own logit difference clears τ = {f.median_of_ratios_tau:.3f} "
-            f"({TAU_SHARE:.0%} of the median |f_M|): **{f.median_of_ratios_excluded} of {n_prompts} prompts excluded** "
-            f"(f_M ≤ τ: near zero or wrong, where a ratio is noise). "
-            f"Gap F(M) − F(C) = {f.gap:.3f} (95% CI {f.interval('gap').lo:.3f} – {f.interval('gap').hi:.3f}). "
-            f"With every head ablated F(∅) = {f.F_empty:.3f}.")
+metric = Metric(ctx.methodology.metric)
+if metric is Metric.KL:  # F(M) = 0: the normalised score is the faithfulness figure
+    st.markdown(f"{_said('normalized', 'The normalised score (F(C) − F(∅))/(F(M) − F(∅)) = 1 − F(C)/F(∅)')}; "
+                f"{_said('ratio', 'the ratio F(C)/F(M)')}. The circuit's KL from the model is F(C) = {f.F_circuit:.3f} "
+                f"nats (95% CI {f.interval('F_circuit').lo:.3f} – {f.interval('F_circuit').hi:.3f}); with every head "
+                f"ablated F(∅) = {f.F_empty:.3f} nats.")
+else:
+    st.markdown(f"{_said('ratio', 'The ratio of means F(C)/F(M)')}. Per prompt, "
+                f"{_said('median_of_ratios', 'the median of f_C / f_M')}, "
+                f"over the prompts where the model's own {metric.short} clears τ = {f.median_of_ratios_tau:.3f} "
+                f"({TAU_SHARE:.0%} of the median |f_M|): **{f.median_of_ratios_excluded} of {n_prompts} prompts excluded** "
+                f"(f_M ≤ τ: near zero or wrong, where a ratio is noise). "
+                f"Gap F(M) − F(C) = {f.gap:.3f} (95% CI {f.interval('gap').lo:.3f} – {f.interval('gap').hi:.3f}). "
+                f"With every head ablated F(∅) = {f.F_empty:.3f}.")
 
-st.altair_chart(style(distribution(f.per_prompt, get_task(ctx.methodology.task).metric)), width="stretch")
-st.caption("Each prompt's logit difference: the model, the circuit alone, and every head ablated. "
+st.altair_chart(style(distribution(f.per_prompt, metric.what(get_task(ctx.methodology.task).metric), metric.unit,
+                                   metric.short)), width="stretch")
+st.caption(f"Each prompt's {metric.short}: the model, the circuit alone, and every head ablated. "
            "A faithful circuit's distribution lies on the model's, not only its mean.")
 q = pd.DataFrame(f.quartiles(), columns=["run", "25%", "median", "75%"])
 if len(q):
@@ -83,15 +93,16 @@ if len(q):
 
 per_prompt = f.per_prompt
 st.subheader("Worst prompts")
-st.dataframe(worst_prompts(ev.dataset, per_prompt).style.format({"f_M": "{:.3f}", "f_C": "{:.3f}", "f_M − f_C": "{:.3f}"}),
+st.dataframe(worst_prompts(ev.dataset, per_prompt, metric=metric.value).style.format({"f_M": "{:.3f}", "f_C": "{:.3f}", "f_M − f_C": "{:.3f}"}),
              hide_index=True, width="stretch")
-st.caption("The prompts where the circuit falls furthest below the model (logit differences in nats).")
+st.caption(f"The prompts where the circuit falls furthest from the model ({metric.label}).")
 
 task = get_task(ctx.methodology.task)
 st.subheader(task.breakdown_label)
 reps = f.replicates
 st.altair_chart(style(by_group(breakdown_by_group(ev.dataset, per_prompt, ctx.methodology.bootstrap,
-                                                  ctx.methodology.seed, reps), task.group_label[0])), width="stretch")
+                                                  ctx.methodology.seed, reps), task.group_label[0],
+                               f"mean {metric.abbr} ({metric.unit})")), width="stretch")
 st.caption("Intervals per group: bootstrap over the group's prompts"
            + (f", jointly with {len(reps)} replicates of the reference set." if reps else
               " (reference-set noise not included)."))

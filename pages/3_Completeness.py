@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from circuit_core.completeness import TOLERANCE_PCT, Cols as CC, completeness, completeness_in_stages
+from circuit_core.metrics import Metric
 from circuit_core.selection import SELECTION_N, Selection
 from circuit_core.verdicts import overall
 from ui.charts import completeness_scatter, style, verdict_badge, verdict_cell
@@ -21,8 +22,10 @@ st.markdown("For K ⊆ C, **C\\K** ablates K's heads everywhere (on top of every
             "the 95% interval of the signed difference: **passes** when it lies within ±tolerance, **fails** when "
             "it lies wholly outside, **undecided** when it straddles the tolerance.")
 
+# what the % figures are a share of: F(M), or under KL (F(M) = 0) F(∅) − F(M)
+scale_name = Metric(ctx.methodology.metric).scale_name.strip("|")
 c0, c1, c2, c3, c4, c5 = st.columns(6)
-tolerance = c0.number_input("Tolerance (% of F(M))", 0.0, 1000.0, TOLERANCE_PCT, step=1.0, key="cmp_tol")
+tolerance = c0.number_input(f"Tolerance (% of {scale_name})", 0.0, 1000.0, TOLERANCE_PCT, step=1.0, key="cmp_tol")
 n_random = c1.number_input("Random K sets", 0, 200, 10, key="cmp_random", help="each head in with probability ½")
 k = c2.number_input("Greedy: candidates per step", 1, 50, 10, key="cmp_k")
 steps = c3.number_input("Greedy: steps", 1, 30, 10, key="cmp_steps")
@@ -83,9 +86,9 @@ if greedy is not None:
     table = pd.concat([table, greedy.table[greedy.table[CC.FAMILY] == "greedy"]], ignore_index=True)
 st.altair_chart(style(completeness_scatter(table)), width="stretch")
 
-f_model = fixed.F_model
+f_model = fixed.F_model if scale_name == "F(M)" else fixed.scale
 verdict = overall([fixed.verdict] + ([greedy.verdict] if greedy is not None else []))
-st.markdown(f"{verdict_badge('Completeness', verdict.value)} at ±{tolerance:g}% of F(M) = {f_model:.3f}: "
+st.markdown(f"{verdict_badge('Completeness', verdict.value)} at ±{tolerance:g}% of {scale_name} = {f_model:.3f}: "
     + {"passes": "every K's interval lies within the tolerance.",
        "fails": "some K's whole interval lies outside the tolerance.",
        "undecided": fixed.no_verdict or "no K fails, but some K's interval straddles the tolerance."
@@ -100,14 +103,14 @@ show = worst.assign(**{CC.K: worst[CC.K].apply(lambda k: ", ".join(k) or "∅"),
     [CC.FAMILY, CC.NAME, CC.K, CC.F_C_MINUS_K, CC.F_M_MINUS_K, CC.D, "95% CI of diff", CC.INCOMPLETENESS_PCT, CC.VERDICT,
      CC.SELECTION_INCOMPLETENESS]]
 st.dataframe(show.rename(columns={CC.F_C_MINUS_K: "F(C\\K)", CC.F_M_MINUS_K: "F(M\\K)", CC.D: "diff",
-                                  CC.INCOMPLETENESS_PCT: "|diff| % of F(M)",
+                                  CC.INCOMPLETENESS_PCT: f"|diff| % of {scale_name}",
                                   CC.SELECTION_INCOMPLETENESS: "|diff| on selection prompts"}).style.format(
-    {"F(C\\K)": "{:.3f}", "F(M\\K)": "{:.3f}", "diff": "{:.3f}", "|diff| % of F(M)": "{:.1f}",
+    {"F(C\\K)": "{:.3f}", "F(M\\K)": "{:.3f}", "diff": "{:.3f}", f"|diff| % of {scale_name}": "{:.1f}",
      "|diff| on selection prompts": "{:.3f}"}, na_rep="").map(verdict_cell, subset=[CC.VERDICT]),
     hide_index=True, width="stretch")
 top = worst.iloc[0]
 st.markdown(f"Largest incompleteness: **{top[CC.INCOMPLETENESS]:.3f}** ({top[CC.INCOMPLETENESS_PCT]:.1f}% of "
-            f"F(M) = {f_model:.3f}) for K = {', '.join(top[CC.K]) or '∅'} ({top[CC.FAMILY]}; {top[CC.VERDICT]}).")
+            f"{scale_name} = {f_model:.3f}) for K = {', '.join(top[CC.K]) or '∅'} ({top[CC.FAMILY]}; {top[CC.VERDICT]}).")
 if greedy is None and greedy_job is None:
     st.info("Greedy sets are not shown yet: run the greedy search above.")
 elif greedy is not None and greedy.cancelled:

@@ -1,6 +1,7 @@
 """Minimality: does every head of the circuit matter?"""
 import streamlit as st
 
+from circuit_core.metrics import Metric
 from circuit_core.minimality import minimality, minimality_in_stages
 from circuit_core.selection import SELECTION_N, Selection
 from ui.charts import minimality_bars, style, verdict_badge, verdict_cell
@@ -13,15 +14,17 @@ ctx = sidebar()
 ev = require_evaluator(ctx)
 st.title("Minimality")
 st.caption(methodology_caption(ctx))
+# what the % figures are a share of: F(M), or under KL (F(M) = 0) F(∅) − F(M)
+scale_name = Metric(ctx.methodology.metric).scale_name.strip("|")
 st.markdown("For each head v, some K ⊆ C \\\\ {v} should make **|F(C\\\\(K∪{v})) − F(C\\\\K)|** large: removing v "
-            "matters once K is gone. Shown as % of F(M). Each head gets a verdict from the 95% interval of the "
+            f"matters once K is gone. Shown as % of {scale_name}. Each head gets a verdict from the 95% interval of the "
             "signed difference: **passes** when it lies beyond ±threshold, **fails** (a passenger) when it lies "
             "within, **undecided** when it straddles the threshold.")
 c1, c2 = st.columns([3, 1])
 labels = {"file": "the circuit file's K (class rule where it has none)", "class": "class rule: K = rest of v's class",
           "search": "search: greedy K maximising the score"}
 source = c1.radio("K for each head", list(labels), format_func=labels.get, horizontal=True, key="min_source")
-threshold = c2.number_input("Threshold (% of F(M))", 0.0, 100.0, 1.0, step=0.5, key="min_threshold")
+threshold = c2.number_input(f"Threshold (% of {scale_name})", 0.0, 100.0, 1.0, step=0.5, key="min_threshold")
 cj = circuit_json(ctx.circuit)
 circuit = ctx.circuit
 selection = Selection()
@@ -51,7 +54,7 @@ def score_heads(job):
 
 def draw_partial(job):
     if job.partial:
-        st.altair_chart(style(minimality_bars(job.partial[-1].table, circuit, threshold)), width="stretch")
+        st.altair_chart(style(minimality_bars(job.partial[-1].table, circuit, threshold, scale_name)), width="stretch")
         st.caption("Filling in class by class, then the reference set's noise in the error bars. "
                    f"Error bars so far: {job.partial[-1].interval_method}.")
 
@@ -65,10 +68,11 @@ run_log.log("minimality", ctx, run_log.minimality_summary(result), result.to_dic
 if result.cancelled:
     st.info("The search was stopped: each head shows the best K found before that.")
 
-st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold)), width="stretch")
+st.altair_chart(style(minimality_bars(result.table, ctx.circuit, threshold, scale_name)), width="stretch")
 st.caption(f"Error bars: 95% intervals, {result.interval_method}.")
 flagged, undecided = result.flagged, result.undecided
-st.markdown(f"{verdict_badge('Minimality', result.verdict.value)} at {threshold:g}% of F(M) = {result.F_model:.3f}: "
+st.markdown(f"{verdict_badge('Minimality', result.verdict.value)} at {threshold:g}% of {scale_name} = "
+            f"{result.F_model if scale_name == 'F(M)' else result.scale:.3f}: "
     + (f"{len(flagged)} head(s) fail — their whole interval lies under the threshold: {', '.join(flagged)}. "
        if flagged else "")
     + (f"{len(undecided)} head(s) undecided — their interval straddles it: {', '.join(undecided)}."
@@ -82,8 +86,8 @@ cols = ["head", "class", "K", "k_source", "F_C_minus_K", "F_C_minus_K_and_v", "d
         "verdict"] + (["selection_score"] if source == "search" else [])
 st.dataframe(t[cols].rename(
     columns={"F_C_minus_K": "F(C\\K)", "F_C_minus_K_and_v": "F(C\\(K∪{v}))", "d": "diff",
-             "pct_of_F_M": "|diff| % of F(M)", "selection_score": "|diff| on selection prompts"}).style.format(
-    {"F(C\\K)": "{:.3f}", "F(C\\(K∪{v}))": "{:.3f}", "diff": "{:.3f}", "|diff| % of F(M)": "{:.1f}",
+             "pct_of_F_M": f"|diff| % of {scale_name}", "selection_score": "|diff| on selection prompts"}).style.format(
+    {"F(C\\K)": "{:.3f}", "F(C\\(K∪{v}))": "{:.3f}", "diff": "{:.3f}", f"|diff| % of {scale_name}": "{:.1f}",
      "|diff| on selection prompts": "{:.3f}"}, na_rep="").map(verdict_cell, subset=["verdict"]),
     hide_index=True, width="stretch")
 if source == "search":

@@ -101,13 +101,13 @@ def patching_job(ctx: Context, metric: str, target: str, n: int = PATCH_N, seed:
 
     model = ctx.model
     meth = Selection(n, selection_seed(ctx) if seed is None else seed).methodology(ctx.methodology)
-    key_meth = (meth.task, meth.n, meth.seed, meth.mode, meth.prepend_bos)
+    key_meth = (meth.task, meth.n, meth.seed, meth.mode, meth.prepend_bos, meth.metric)
     if metric in (PATCH_NOISE, PATCH_DENOISE):
         direction = "noise" if metric == PATCH_NOISE else "denoise"
         return jobs.start(("patching", ctx.model_key, key_meth, direction), f"Activation patching ({direction})",
                           lambda job: pt.activation_patching(model, pt.paired_dataset(model, meth), direction,
                                                              seed=meth.seed, progress=job.progress,
-                                                             should_stop=job.should_stop))
+                                                             should_stop=job.should_stop, metric=meth.metric))
     if metric == PATH_LOGITS:
         receivers, role, what = "logits", None, "the logits"
     else:
@@ -116,7 +116,8 @@ def patching_job(ctx: Context, metric: str, target: str, n: int = PATCH_N, seed:
         what = f"'{target}'"
     return jobs.start(("path", ctx.model_key, key_meth, str(receivers), role), f"Path patching into {what}",
                       lambda job: pt.path_patching(model, pt.paired_dataset(model, meth), receivers, "qkv", role,
-                                                   seed=meth.seed, progress=job.progress, should_stop=job.should_stop))
+                                                   seed=meth.seed, progress=job.progress, should_stop=job.should_stop,
+                                                   metric=meth.metric))
 
 
 def strongest_outside(scores: pd.DataFrame, circuit, k: int) -> list[tuple[int, int]]:

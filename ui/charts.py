@@ -57,26 +57,28 @@ def head_grid(cells: pd.DataFrame, circuit, metric: str, selection=None) -> alt.
                             autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
-def distribution(per_prompt: dict[str, list[float]], metric: str = "logit difference at END") -> alt.Chart:
-    """Per-prompt logit differences for model, circuit and empty circuit; `metric`: the task's."""
+def distribution(per_prompt: dict[str, list[float]], metric: str = "logit difference at END", unit: str = "nats",
+                 short: str = "logit difference") -> alt.Chart:
+    """Per-prompt values of F for model, circuit and empty circuit; `metric`: what F is, in words (the
+    task's logit difference, or metrics.Metric.what), `short`: the title's name for it."""
     rows = [{"which": k, "logit diff": v} for k, vs in per_prompt.items() for v in vs]
     df = pd.DataFrame(rows)
     return alt.Chart(df).transform_density("logit diff", groupby=["which"], as_=["logit diff", "density"]).mark_area(
         opacity=0.45).encode(
-        x=alt.X("logit diff:Q", title=f"{metric}, per prompt (nats)"),
+        x=alt.X("logit diff:Q", title=f"{metric}, per prompt ({unit})"),
         y=alt.Y("density:Q", title="density", stack=None),  # overlaid, not stacked
         color=alt.Color("which:N", title="run", scale=alt.Scale(domain=["model", "circuit", "empty"],
                                                                 range=["#4c78a8", "#f58518", "#9d9d9d"])),
-    ).properties(height=280, title="Per-prompt logit difference")
+    ).properties(height=280, title=f"Per-prompt {short}")
 
 
-def by_group(frame: pd.DataFrame, group: str = "group") -> alt.Chart:
+def by_group(frame: pd.DataFrame, group: str = "group", y_title: str = "mean logit diff (nats)") -> alt.Chart:
     """Mean logit difference per group of prompts (`group`: the task's word for one, e.g. "template"),
     model vs circuit, with 95% intervals (lo, hi). Group names are shown whole, at an angle."""
     base = alt.Chart(frame[frame.which != "empty"]).encode(
         x=alt.X("group:N", title=group, sort=None, axis=alt.Axis(labelLimit=0, labelAngle=-40)), xOffset="which:N")
     bars = base.mark_bar().encode(
-        y=alt.Y("F:Q", title="mean logit diff (nats)"),
+        y=alt.Y("F:Q", title=y_title),
         color=alt.Color("which:N", title="run", scale=alt.Scale(domain=["model", "circuit"], range=["#4c78a8", "#f58518"])),
         tooltip=["group", "which", alt.Tooltip("F:Q", format=".3f"), alt.Tooltip("lo:Q", format=".3f"),
                  alt.Tooltip("hi:Q", format=".3f"), "n"],
@@ -180,17 +182,19 @@ def head_order(table: pd.DataFrame, circuit) -> list[str]:
     return [r["head"] for r in sorted(table[["head", "class"]].to_dict("records"), key=key)]
 
 
-def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.Chart:
-    """A bar per head: |F(C\\(K∪{v})) − F(C\\K)| as % of F(M), coloured by class, with the threshold."""
+def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float, scale: str = "F(M)") -> alt.Chart:
+    """A bar per head: |F(C\\(K∪{v})) − F(C\\K)| as % of F(M) (`scale`: under KL F(∅) − F(M)), coloured by
+    class, with the threshold."""
     df = table.copy()
     df["K members"] = df[MC.K].apply(lambda k: ", ".join(k) if isinstance(k, (list, tuple)) and k else "∅")
     order = head_order(df, circuit)
     bars = alt.Chart(df).mark_bar().encode(
         x=alt.X(f"{MC.HEAD}:N", title="head", sort=order),
-        y=alt.Y(f"{MC.PCT_OF_F_M}:Q", title="score (% of F(M))"),
+        y=alt.Y(f"{MC.PCT_OF_F_M}:Q", title=f"score (% of {scale})"),
         color=alt.Color(f"{MC.CLASS}:N", title="class", scale=class_scale(circuit)),
         tooltip=[MC.HEAD, MC.CLASS, alt.Tooltip("K members:N", title="K"), MC.K_SOURCE,
-                 alt.Tooltip(f"{MC.PCT_OF_F_M}:Q", format=".2f", title="% of F(M)"), alt.Tooltip(f"{MC.SCORE}:Q", format=".3f")],
+                 alt.Tooltip(f"{MC.PCT_OF_F_M}:Q", format=".2f", title=f"% of {scale}"),
+                 alt.Tooltip(f"{MC.SCORE}:Q", format=".3f")],
     )
     rule = alt.Chart(pd.DataFrame({"t": [threshold_pct]})).mark_rule(color="#d62728", strokeDash=[6, 3],
                                                                      strokeWidth=2).encode(y="t:Q")
@@ -206,7 +210,7 @@ def minimality_bars(table: pd.DataFrame, circuit, threshold_pct: float) -> alt.C
             x=alt.X(f"{MC.HEAD}:N", sort=order), y="top:Q", text="mark:N",
             color=alt.Color(f"{MC.VERDICT}:N", title="verdict (✓ passes, ? undecided, ✗ fails)", scale=VERDICT_COLORS)))
     return alt.layer(*layers).resolve_scale(color="independent").properties(
-        height=380, title=f"Minimality with 95% intervals (dashed line: {threshold_pct:g}% of F(M))")
+        height=380, title=f"Minimality with 95% intervals (dashed line: {threshold_pct:g}% of {scale})")
 
 
 def baseline_histogram(F_random, F_circuit: float, F_model: float) -> alt.Chart:

@@ -63,8 +63,10 @@ def headline(ctx: Context, f: Faithfulness, previous: Faithfulness | None = None
     cols = st.columns(4)
     from circuit_core.tasks import get_task
 
-    cols[0].metric("F(M) — model", f"{f.F_model:.3f}",
-                   help=f"mean {get_task(ctx.methodology.task).metric}, nothing ablated")
+    from circuit_core.metrics import Metric
+
+    what = Metric(ctx.methodology.metric).what(get_task(ctx.methodology.task).metric)
+    cols[0].metric("F(M) — model", f"{f.F_model:.3f}", help=f"mean {what}, nothing ablated")
     cols[0].caption(ci(f, "F_model"))
     delta = None if previous is None else f"{f.F_circuit - previous.F_circuit:+.3f} since last edit"
     cols[1].metric("F(C) — circuit", f"{f.F_circuit:.3f}", delta)

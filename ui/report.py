@@ -23,6 +23,7 @@ import pandas as pd
 from circuit_core.completeness import Cols as CC
 from circuit_core.criteria import Faithfulness, undefined_reason
 from circuit_core.minimality import Cols as MC
+from circuit_core.metrics import Metric
 from circuit_core.validate import ValidationSpec
 from ui import format as fmt
 from ui.charts import baseline_histogram, by_group, completeness_scatter, distribution, minimality_bars, style
@@ -71,7 +72,7 @@ def build_report(ev, circuit, caption: str, n_baseline: int = REPORT_BASELINE, p
     f = v.faithfulness
     groups = breakdown_by_group(ev.dataset, f.per_prompt, ev.methodology.bootstrap, ev.methodology.seed, f.replicates)
     return Report(circuit, ev.model.describe(), caption, f, v.completeness, v.minimality, v.baseline, groups,
-                  worst_prompts(ev.dataset, f.per_prompt), v.record(), v.verdicts)
+                  worst_prompts(ev.dataset, f.per_prompt, metric=ev.methodology.metric), v.record(), v.verdicts)
 
 
 def _task(r: Report):
@@ -81,21 +82,30 @@ def _task(r: Report):
 
 
 def _task_metric(r: Report) -> str:
-    return _task(r).metric
+    return _metric(r).what(_task(r).metric)
+
+
+def _metric(r: Report) -> Metric:
+    """The record's metric (a record from before the choice: the logit difference)."""
+    return Metric(r.record.get("methodology", {}).get("metric", Metric.LOGIT_DIFF.value))
+
+
+def _scale(r: Report) -> str:
+    return _metric(r).scale_name.strip("|")
 
 
 def figures(r: Report) -> dict[str, alt.Chart]:
     """The report's charts, by file stem, in reading order."""
     out = {"circuit": circuit_diagram(r.circuit, r.model.get("n_layers")),
-           "per_prompt": distribution(r.faithfulness.per_prompt, _task_metric(r))}
+           "per_prompt": distribution(r.faithfulness.per_prompt, _task_metric(r), _metric(r).unit, _metric(r).short)}
     if r.group_table is not None:
-        out["by_group"] = by_group(r.group_table, _task(r).group_label[0])
+        out["by_group"] = by_group(r.group_table, _task(r).group_label[0], f"mean {_metric(r).abbr} ({_metric(r).unit})")
     if r.baseline is not None and not undefined_reason(r.faithfulness, "ratio"):  # F/F(M) needs a defined F(M)
         out["baseline"] = baseline_histogram(r.baseline.F_random, r.baseline.F_circuit, r.baseline.F_model)
     if r.completeness is not None:
         out["completeness"] = completeness_scatter(r.completeness.table)
     if r.minimality is not None:
-        out["minimality"] = minimality_bars(r.minimality.table, r.circuit, r.minimality.threshold_pct)
+        out["minimality"] = minimality_bars(r.minimality.table, r.circuit, r.minimality.threshold_pct, _scale(r))
     return {k: style(v.properties(width=760)) for k, v in out.items()}
 
 
@@ -162,19 +172,22 @@ def formal_test_rows(tests) -> list[tuple[str, ...]]:
 def summary_lines(r: Report) -> list[str]:
     f = r.faithfulness
     value, ci = _ratio(f, "ratio")
+    normalised, n_ci = _ratio(f, "normalized")
     lines = [f"Faithfulness: the circuit keeps {value} ({ci}) of the model's logit difference F(M) = {fmt.num(f.F_model)}."
              if value != "undefined" else
+             f"Faithfulness under KL (F(M) = 0): the normalised score (F(C)−F(∅))/(F(M)−F(∅)) is {normalised} ({n_ci}); "
+             f"F(C) = {fmt.num(f.F_circuit)}, F(∅) = {fmt.num(f.F_empty)} nats." if _metric(r) is Metric.KL else
              f"Faithfulness: F(C)/F(M) is undefined ({ci}); F(C) = {fmt.num(f.F_circuit)}, F(M) = {fmt.num(f.F_model)}."]
     if r.completeness is not None:
         top = r.completeness.table.sort_values(CC.INCOMPLETENESS, ascending=False).iloc[0]
         lines.append(f"Completeness {r.completeness.verdict.value} (every K within "
-                     f"±{r.completeness.tolerance_pct:g}% of F(M)?): the largest "
+                     f"±{r.completeness.tolerance_pct:g}% of {_scale(r)}?): the largest "
                      f"|F(C\\K) − F(M\\K)| is {fmt.num(top[CC.INCOMPLETENESS])} "
-                     f"({top[CC.INCOMPLETENESS_PCT]:.1f}% of F(M)) for K = {', '.join(top[CC.K]) or '∅'} ({top[CC.NAME]}).")
+                     f"({top[CC.INCOMPLETENESS_PCT]:.1f}% of {_scale(r)}) for K = {', '.join(top[CC.K]) or '∅'} ({top[CC.NAME]}).")
     if r.minimality is not None:
         flagged, undecided = r.minimality.flagged, r.minimality.undecided
         lines.append(f"Minimality {r.minimality.verdict.value}: {len(flagged)} of {len(r.minimality.table)} heads fail "
-                     f"(whole interval under {r.minimality.threshold_pct:g}% of F(M))"
+                     f"(whole interval under {r.minimality.threshold_pct:g}% of {_scale(r)})"
                      + (f" ({', '.join(flagged)})" if flagged else "") + f", {len(undecided)} undecided"
                      + (f" ({', '.join(undecided)})." if undecided else "."))
     if r.baseline is not None:
@@ -229,12 +242,12 @@ def to_html(r: Report) -> str:
         parts += ["<h3>Against random circuits of the same shape</h3>", f"<figure>{figs['baseline']}</figure>"]
     if r.completeness is not None:
         parts += ["<h2>Completeness</h2>", f"<figure>{figs['completeness']}</figure>",
-                  _table(("K", "members", "F(C\\K)", "F(M\\K)", "|difference|", "95% interval", "% of F(M)", "verdict"),
+                  _table(("K", "members", "F(C\\K)", "F(M\\K)", "|difference|", "95% interval", f"% of {_scale(r)}", "verdict"),
                          completeness_rows(r)),
                   f"<p class='caption'>Intervals: {e(r.completeness.interval_method)}.</p>"]
     if r.minimality is not None:
         parts += ["<h2>Minimality</h2>", f"<figure>{figs['minimality']}</figure>",
-                  _table(("head", "class", "score (% of F(M))", "95% interval", "verdict"), minimality_rows(r))]
+                  _table(("head", "class", f"score (% of {_scale(r)})", "95% interval", "verdict"), minimality_rows(r))]
     parts += evidence_html(r)
     b64 = base64.b64encode(record.encode()).decode()
     parts += ["<h2>Run record</h2><p>Everything needed to recompute these figures (schema in the project's README): "

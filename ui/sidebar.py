@@ -13,6 +13,7 @@ import logging
 import streamlit as st
 
 from circuit_core.ablation import Ablation, Methodology, PositionScope, RefNoise
+from circuit_core.metrics import Metric
 from circuit_core.circuit import Circuit, CircuitError
 from circuit_core.editing import History
 from circuit_core.interchange import read_circuit
@@ -183,10 +184,14 @@ def _methodology(session: Session) -> Methodology:
                                  "mean-pooled: over all reference prompts. resample: one other reference prompt. zero.")
     positions = sb.selectbox("Positions", [p.value for p in PositionScope], key=W.METHODOLOGY["positions"],
                              help="circuit: heads kept only at their class position (the paper); all: everywhere.")
+    metric = sb.selectbox("Metric", [m.value for m in Metric], key=W.METHODOLOGY["metric"],
+                          help="What F reads at END. logit_diff: logit[correct] − logit[incorrect] (the paper). kl: "
+                               "KL(P_model ‖ P_S) of the next token, in nats (ACDC, MIB): 0 for the model. "
+                               "prob_diff: prob[correct] − prob[incorrect].")
     if "address" in session.warnings:
         sb.warning(session.warnings["address"])
     return Methodology(task=task, n=int(n), seed=int(seed), mode=mode, ablation=ablation, positions=positions,
-                       ref_per_group=int(ref), ref_replicates=int(reps), ref_noise=noise)
+                       ref_per_group=int(ref), ref_replicates=int(reps), ref_noise=noise, metric=metric)
 
 
 # --- the circuit ----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from circuit_core.ablation import Ablation, Methodology, PositionScope, RefNoise
+from circuit_core.metrics import Metric
 from circuit_core.tasks import REGISTRY
 
 HUB = "hub name…"  # any model TransformerLens supports, by its hub name
@@ -50,8 +51,9 @@ METHODOLOGY_PARAMS = {
     "noise": ("ref_noise", lambda v: v in [r.value for r in RefNoise]),
     "ablation": ("ablation", lambda v: v in [a.value for a in Ablation]),
     "positions": ("positions", lambda v: v in [p.value for p in PositionScope]),
+    "metric": ("metric", lambda v: v in [m.value for m in Metric]),
 }
-_TEXT_FIELDS = {"task", "mode", "ablation", "positions", "ref_noise"}
+_TEXT_FIELDS = {"task", "mode", "ablation", "positions", "ref_noise", "metric"}
 
 
 def methodology_from_query(query: Mapping[str, str], base: Methodology | None = None) -> tuple[Methodology, list[str]]:
