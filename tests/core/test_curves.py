@@ -242,3 +242,13 @@ def test_activation_ranking_scores_each_head_at_its_kept_position(tiny_ev):
     assert where[(2, 1)] == "END" and where[(0, 0)] == "*"
     finite = [s for s in r.scores if s is not None]
     assert finite == sorted(finite, reverse=True)
+
+
+def test_attribution_ranking_under_kl_uses_the_logit_difference(tiny_ev):
+    """KL's gradient is 0 at the full model, so attribution under KL would score every head 0 and rank them
+    in their given order; the ranking takes the logit difference's attribution, and says so."""
+    where = curves.head_positions(tiny_ev.n_layers, tiny_ev.n_heads, None, "all")
+    kl_ev = tiny_ev.model.evaluators.get(tiny_ev.methodology.replace(metric="kl"))
+    under_kl = curves.rank_by_attribution(kl_ev, where)
+    assert under_kl.items == curves.rank_by_attribution(tiny_ev, where).items
+    assert "logit difference" in under_kl.note and any(abs(s) > 1e-6 for s in under_kl.scores)
