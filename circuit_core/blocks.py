@@ -71,6 +71,12 @@ class Blocks:
         """Every head's z [..., head, d_head] through the output projection, plus its bias."""
         raise NotImplementedError
 
+    def attend_inputs(self, layer: int, inputs, heads: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
+        """z of `heads` whose queries, keys and values read three residuals (inputs: x_q, x_k, x_v, each
+        [P, S, d_model], normalised apart): [P, S, heads, d_head], or [P, heads, d_head] at one query
+        position per row (`end`). For edge-level circuits: a receiver's input without some senders."""
+        raise NotImplementedError
+
     def heads_out(self, layer: int, z: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         """Some heads' z [..., len(heads), d_head] through their rows of the output projection (no bias)."""
         raise NotImplementedError
@@ -260,6 +266,20 @@ class GPT2Blocks(Blocks):
         k, v = kv.permute(2, 0, 3, 1, 4)  # [P, heads, S, d_head]
         visible = torch.arange(x.shape[1], device=x.device)[None, :] <= end[:, None]  # [P, S]
         z = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=visible[:, None, None, :], scale=self.scale)
+        return z[:, :, 0]
+
+    def attend_inputs(self, layer: int, inputs, heads: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
+        lw = self.layers[layer]
+        W, b = lw.W_qkv[:, :, heads], lw.b_qkv[:, heads]
+        q, k, v = ((self.norm(x, lw.ln1) @ W[:, i].reshape(W.shape[0], -1)).view(*x.shape[:-1], *b.shape[1:]) + b[i]
+                   for i, x in enumerate(inputs))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [P, heads, S, d_head]
+        if end is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale).transpose(1, 2)
+        rows = torch.arange(len(q), device=q.device)
+        visible = torch.arange(k.shape[2], device=q.device)[None, :] <= end[:, None]
+        z = F.scaled_dot_product_attention(q[rows, :, end][:, :, None], k, v, attn_mask=visible[:, None, None, :],
+                                           scale=self.scale)
         return z[:, :, 0]
 
     def attn_out(self, layer: int, z: torch.Tensor) -> torch.Tensor:
@@ -535,6 +555,21 @@ class DecoderBlocks(Blocks):
         k = self._rotate(k, torch.arange(S, device=x.device))
         z = self._attention(layer, q[:, :, None], k.transpose(1, 2), v.transpose(1, 2),
                             self._visible(layer, end, S)[:, None, None, :])
+        return z[:, :, 0]
+
+    def attend_inputs(self, layer: int, inputs, heads: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
+        ln = self.layers[layer].ln1
+        h_q, h_k, h_v = (ln(x) for x in inputs)
+        S = h_k.shape[1]
+        positions = torch.arange(S, device=h_k.device)
+        k = self._rotate(self._project(layer, h_k, heads)[..., 0, :, :], positions).transpose(1, 2)
+        v = self._project(layer, h_v, heads)[..., 1, :, :].transpose(1, 2)
+        if end is None:
+            q = self._rotate(self._queries(layer, h_q, heads), positions)
+            return self._attention(layer, q.transpose(1, 2), k, v, self._visible(layer, positions, S)).transpose(1, 2)
+        rows = torch.arange(len(h_q), device=h_q.device)
+        q = self._rotate(self._queries(layer, h_q[rows, end], heads), end)  # [P, heads, d]
+        z = self._attention(layer, q[:, :, None], k, v, self._visible(layer, end, S)[:, None, None, :])
         return z[:, :, 0]
 
     def attn_out(self, layer: int, z: torch.Tensor) -> torch.Tensor:
