@@ -33,6 +33,8 @@ CIRCUIT = {"classes": [
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def arch(request, tmp_path_factory):
+    if request.param == "gpt2":  # the session's tiny GPT-2 (conftest), shared with the other tests
+        return "gpt2", request.getfixturevalue("tiny_model"), request.getfixturevalue("tiny_hf")
     return build(tmp_path_factory, request.param)
 
 
@@ -125,8 +127,8 @@ def reference_diffs(parts, tokens, end, answers, keep, values, removed) -> torch
         for l in range(len(parts.layers)):
             zs = []
             for h in range(parts.H):
-                inputs = [x - sum((sent[s] for s, r, c in removed if r == (l, h) and c == x_), torch.zeros_like(x))
-                          for x_ in "qkv"]
+                inputs = [x - sum(sent[s] for s, r, c in removed if r == (l, h) and c == x_)
+                          if any(r == (l, h) and c == x_ for _, r, c in removed) else x for x_ in "qkv"]
                 zs.append(parts.head_z(l, h, *inputs))
             z = torch.stack(zs, 2)
             k, v = keep[:, :, l, :, None], values[:, :, l].to(z.dtype)
@@ -159,8 +161,9 @@ def every_edge(c: Circuit) -> list[Edge]:
 
 
 def with_edges(c: Circuit, edges) -> Circuit:
-    return Circuit.from_dict({**c.to_dict(), "edges": None if edges is None else [e.to_dict() for e in edges]}) \
-        if edges is not None else Circuit.from_dict({k: v for k, v in c.to_dict().items() if k != "edges"})
+    """c with this edge list (None: none, the node-level circuit)."""
+    d = {k: v for k, v in c.to_dict().items() if k != "edges"}
+    return Circuit.from_dict(d if edges is None else {**d, "edges": [e.to_dict() for e in edges]})
 
 
 def random_edge_circuits(count: int, seed: int) -> list[Circuit]:
@@ -192,7 +195,7 @@ def test_edge_sets_equal_the_independent_computation(arch, ablation):
     ev = Evaluator(model, ds, meth, max_rows=7)
     circuits = random_edge_circuits(4, seed=len(ablation))
     sets = [NodeSet.model(), circuit_node_set(Circuit.from_dict(CIRCUIT))]
-    sets += [circuit_node_set(c, scope.value) for scope in PositionScope for c in circuits]
+    sets += [circuit_node_set(c, scope) for c, scope in zip(circuits, ["circuit", "all", "all", "circuit"])]
     got = ev.logit_diffs(sets)
     want = reference(name, hf, ev, sets)
     assert (got - want).abs().max() < 1e-4, name
@@ -289,3 +292,36 @@ def test_edge_effects_have_intervals(tiny_model):
     assert (table["ci_low"] <= table["effect"]).all() and (table["effect"] <= table["ci_high"]).all()
     f_c = ev.logit_diffs([circuit_node_set(c)]).mean()
     assert abs(float(table["F_C"].iloc[0]) - float(f_c)) < 1e-9
+
+
+# --- EAP-IG / MIB graphs ---------------------------------------------------------------------------
+def test_an_eap_ig_graph_with_edges_round_trips_and_evaluates_with_them(tiny_model):
+    from circuit_core.interchange import from_eap_graph, graph_cfg, to_eap_graph
+
+    cfg = graph_cfg(tiny_model)
+    c = Circuit.from_dict(CIRCUIT)
+    graph = to_eap_graph(c, cfg, keep_circuit=False)  # node-level: every edge among the heads in the graph
+    out = ["a0.h1->a1.h2<v>", "a1.h2->a2.h0<q>", "a0.h3->a2.h3<k>", "a2.h3->logits", "input->a1.h0<q>", "m0->a2.h0<k>"]
+    for name in out:
+        graph["edges"][name]["in_graph"] = False
+    imported = from_eap_graph(graph, position="END")
+    got = imported.circuit
+    assert got.edges is not None
+    assert removed_edges(got) == {((0, 1), (1, 2), "v"), ((1, 2), (2, 0), "q"), ((0, 3), (2, 3), "k"),
+                                  ((2, 3), LOGITS, "out")}
+    assert any("2 edge(s) from the input or an MLP" in w for w in imported.warnings)
+    for keep_circuit in (False, True):
+        again = from_eap_graph(to_eap_graph(got, cfg, keep_circuit=keep_circuit), position="END").circuit
+        assert again.head_edges() == got.head_edges()
+    ds = build_dataset("ioi", tiny_model.tokenizer, **METH.dataset_kwargs())
+    ev = Evaluator(tiny_model, ds, METH.replace(positions="all"))
+    node_level = with_edges(got, None)
+    f = ev.logit_diffs([circuit_node_set(got, "all"), circuit_node_set(node_level, "all")]).mean(1)
+    assert abs(float(f[0] - f[1])) > 1e-4
+
+
+def test_a_node_level_graph_imports_without_an_edge_list(tiny_model):
+    from circuit_core.interchange import from_eap_graph, graph_cfg, to_eap_graph
+
+    c = Circuit.from_dict(CIRCUIT)
+    assert from_eap_graph(to_eap_graph(c, graph_cfg(tiny_model), keep_circuit=False)).circuit.edges is None
