@@ -23,13 +23,16 @@ circuits/ioi-eap-ig.json is one):
   (MIB-shared-task README), so scores are optional here.
 
 This tool's circuits are attention heads kept at a position, with MLPs and embeddings never ablated
-(Wang et al. 2022). So an import takes the heads with `in_graph` true as one class at a position the
-caller names, and says in its warnings what it could not carry (MLP membership, edge-level detail,
-neurons). An export writes every node: heads in_graph for members, `input`, the MLPs and `logits` in
+(Wang et al. 2022), and optionally a list of the head -> head (q, k, v) and head -> logits edges kept
+among them (circuit.py). So an import takes the heads with `in_graph` true as one class at a position
+the caller names, their in-graph head -> head and head -> logits edges as its edge list when some edge
+between them is out (none: node-level), and says in its warnings what it could not carry (MLP
+membership, edges from the input or MLPs or into MLPs, neurons). An export writes every node: heads in_graph for members, `input`, the MLPs and `logits` in
 the graph; and (edges=True) every edge of the model, in_graph when both its ends are: the node-level
 circuit EAP-IG's README describes ("for every node in the circuit, all of its outgoing edges are also
 in the circuit"), which EAP-IG's `evaluate_graph` (it prunes nodes without in-graph edges) evaluates
-as these heads. Edge scores are written as 0.0 (these circuits have none; `from_json` needs the
+as these heads; a circuit with an edge list writes its head -> head and head -> logits edges in_graph
+as listed. Edge scores are written as 0.0 (these circuits have none; `from_json` needs the
 field). EAP-IG graphs keep a node at every position: what EAP-IG evaluates is the circuit with
 positions "all". The circuit itself travels along under the extra key "circuit" (ignored by EAP-IG),
 so our classes and positions survive a round trip.
