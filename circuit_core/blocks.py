@@ -41,6 +41,7 @@ class Blocks:
     d_head: int
     parallel: bool = False  # attention and MLP read the same input (the MLP's part: `parallel_mlp`)
     final_softcap: float | None = None  # logits = cap * tanh(logits / cap): not linear in the residual
+    additive_heads: bool = True  # each head's output enters the residual as z W_O (no norm after attention)
 
     # --- construction -----------------------------------------------------------------------------
     @staticmethod
@@ -393,6 +394,7 @@ class DecoderBlocks(Blocks):
         self.n_layers = len(layers)
         self.n_heads, self.d_head = layers[0].W_O.shape[:2]
         self.group = self.n_heads // layers[0].W_KV.shape[2]  # query heads per key/value head
+        self.additive_heads = all(lw.ln1_post is None for lw in layers)
 
     # --- construction -----------------------------------------------------------------------------
     @classmethod

@@ -257,10 +257,8 @@ class Evaluator:
         node_sets = list(node_sets)
         out = torch.empty(len(node_sets), self.dataset.n, dtype=torch.float64)
         keys = [(layer_keys(s, self.n_layers, self.n_heads)) for s in node_sets]
-        if self.blocks is None and any(map(has_edges, keys)):
-            raise NotImplementedError(
-                "Edge-level circuits (removed edges) need the blocks engine (blocks.py: GPT-2 and the decoder "
-                "families it describes); this model runs on hooks, which replace head outputs, not head inputs.")
+        if any(map(has_edges, keys)):
+            self._check_edges()
         todo: dict = {}
         for i, k in enumerate(keys):
             if self._memo.get((self._memo_tag, k)) is None:
@@ -272,6 +270,17 @@ class Evaluator:
             got = self._memo.get((self._memo_tag, k))
             out[i] = got if got is not None else self._recompute(k)
         return out
+
+    def _check_edges(self):
+        if self.blocks is None:
+            raise NotImplementedError(
+                "Edge-level circuits (removed edges) need the blocks engine (blocks.py: GPT-2 and the decoder "
+                "families it describes); this model runs on hooks, which replace head outputs, not head inputs.")
+        if not self.blocks.additive_heads:
+            raise NotImplementedError(
+                "Edge-level circuits need each head's output to enter the residual as z W_O; this model normalises "
+                "the attention output before the residual (Gemma-2's post-attention norm), so one head's part of it "
+                "is not defined on its own.")
 
     def pending(self, node_sets: Sequence[NodeSet]) -> int:
         """How many distinct sets of `node_sets` are not memoised yet (what `logit_diffs` would compute)."""

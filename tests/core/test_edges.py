@@ -325,3 +325,20 @@ def test_a_node_level_graph_imports_without_an_edge_list(tiny_model):
 
     c = Circuit.from_dict(CIRCUIT)
     assert from_eap_graph(to_eap_graph(c, graph_cfg(tiny_model), keep_circuit=False)).circuit.edges is None
+
+
+def test_the_demo_edge_preset_runs_in_the_cli(capsys):
+    from circuit_core.cli import main
+
+    assert main(["faithfulness", "--model", "demo", "--circuit", "data/circuits/ioi-demo-edges.json", "--n", "20",
+                 "--bootstrap", "50", "--ref-per-group", "4", "--ref-replicates", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "6 heads, 18 of 42 edges between them kept" in out and "F(C) / F(M)" in out
+
+
+def test_a_post_attention_norm_refuses_edge_sets(tiny_model, monkeypatch):
+    ds = build_dataset("ioi", tiny_model.tokenizer, **METH.dataset_kwargs())
+    ev = Evaluator(tiny_model, ds, METH)
+    monkeypatch.setattr(ev.blocks, "additive_heads", False)
+    with pytest.raises(NotImplementedError, match="post-attention norm"):
+        ev.logit_diffs([circuit_node_set(with_edges(Circuit.from_dict(CIRCUIT), []))])
