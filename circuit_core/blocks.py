@@ -272,8 +272,9 @@ class GPT2Blocks(Blocks):
     def attend_inputs(self, layer: int, inputs, heads: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
         lw = self.layers[layer]
         W, b = lw.W_qkv[:, :, heads], lw.b_qkv[:, heads]
-        q, k, v = ((self.norm(x, lw.ln1) @ W[:, i].reshape(W.shape[0], -1)).view(*x.shape[:-1], *b.shape[1:]) + b[i]
-                   for i, x in enumerate(inputs))
+        normed = _normed(inputs, lambda x: self.norm(x, lw.ln1))
+        q, k, v = ((h @ W[:, i].reshape(W.shape[0], -1)).view(*h.shape[:-1], *b.shape[1:]) + b[i]
+                   for i, h in enumerate(normed))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [P, heads, S, d_head]
         if end is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale).transpose(1, 2)
@@ -560,8 +561,7 @@ class DecoderBlocks(Blocks):
         return z[:, :, 0]
 
     def attend_inputs(self, layer: int, inputs, heads: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
-        ln = self.layers[layer].ln1
-        h_q, h_k, h_v = (ln(x) for x in inputs)
+        h_q, h_k, h_v = _normed(inputs, self.layers[layer].ln1)
         S = h_k.shape[1]
         positions = torch.arange(S, device=h_k.device)
         k = self._rotate(self._project(layer, h_k, heads)[..., 0, :, :], positions).transpose(1, 2)
@@ -659,6 +659,16 @@ class DecoderBlocks(Blocks):
             "parallel attention + MLP or extra norms; use attend / attend_at / after_attn (blocks.py).")
 
     qkv = mlp = _older_seam
+
+
+def _normed(inputs, norm) -> list[torch.Tensor]:
+    """norm of each input, computed once for inputs that are the same tensor (an input with no removed edge
+    is the residual itself)."""
+    out = []
+    for i, x in enumerate(inputs):
+        same = next((j for j in range(i) if inputs[j] is x), None)
+        out.append(out[same] if same is not None else norm(x))
+    return out
 
 
 def _linear_pairs(component, weight: torch.Tensor | None, bias: torch.Tensor | None) -> list[tuple]:

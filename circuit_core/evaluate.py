@@ -643,17 +643,18 @@ class Evaluator:
         """The union heads' z, with each receiver of removed edges recomputed from its corrected inputs:
         for input c, the residual x minus its removed senders' (output − ablation value)."""
         z = z.clone()
+        alike: dict = {}  # receivers with the same removed edges read the same inputs (a class's heads)
         for i, h in enumerate(union.tolist()):
-            st = lkey[h]
-            if not _edged(st):
-                continue
+            if _edged(lkey[h]):
+                alike.setdefault(lkey[h][2], []).append((i, h))
+        at = (chunk.end if end is None else end) if at_end else None
+        for removed, members in alike.items():
             inputs = []
             for c in ("q", "k", "v"):
-                removed = [s for s, x_ in st[2] if x_ == c]
-                inputs.append(x - self._removed_sum(removed, senders) if removed else x)
-            head = torch.tensor([h], device=self.device)
-            at = (chunk.end if end is None else end) if at_end else None
-            z[..., i, :] = self.blocks.attend_inputs(layer, inputs, head, at)[..., 0, :]
+                from_ = [s for s, x_ in removed if x_ == c]
+                inputs.append(x - self._removed_sum(from_, senders) if from_ else x)
+            heads = torch.tensor([h for _, h in members], device=self.device)
+            z[..., [i for i, _ in members], :] = self.blocks.attend_inputs(layer, inputs, heads, at)
         return z
 
     def _sender_deltas(self, chunk: _Chunk, layer: int, lkey: tuple, z, union: torch.Tensor, heads: list,

@@ -197,8 +197,8 @@ def test_edge_sets_equal_the_independent_computation(arch, ablation):
     sets = [NodeSet.model(), circuit_node_set(Circuit.from_dict(CIRCUIT))]
     sets += [circuit_node_set(c, scope) for c, scope in zip(circuits, ["circuit", "all", "all", "circuit"])]
     got = ev.logit_diffs(sets)
-    want = reference(name, hf, ev, sets)
-    assert (got - want).abs().max() < 1e-4, name
+    want = reference(name, hf, ev, sets[2:])  # the node sets are held to Hugging Face in test_architectures
+    assert (got[2:] - want).abs().max() < 1e-4, name
     assert (got[2:] - got[1]).abs().max() > 1e-3  # removed edges move F: not a comparison of equal numbers
 
 
@@ -210,12 +210,12 @@ def test_removing_one_edge_changes_f_as_the_independent_computation(arch):
     ev = Evaluator(model, ds, METH)
     c = with_edges(Circuit.from_dict(CIRCUIT), every_edge(Circuit.from_dict(CIRCUIT)))
     full = circuit_node_set(c)
-    f_full = ev.logit_diffs([full])[0]
+    f_full, ref_full = ev.logit_diffs([full])[0], reference(name, hf, ev, [full])[0]
     for edge in [Edge("1.2", "2.0", "q"), Edge("1.0", "2.3", "k"), Edge("0.1", "1.2", "v"), Edge("0.3", "2.0", "v"),
                  Edge("2.3", LOGITS, "out"), Edge("1.2", LOGITS, "out")]:
         s = circuit_node_set(with_edges(c, [e for e in c.edges if e != edge]))
         got = f_full - ev.logit_diffs([s])[0]
-        want = reference(name, hf, ev, [full])[0] - reference(name, hf, ev, [s])[0]
+        want = ref_full - reference(name, hf, ev, [s])[0]
         assert (got - want).abs().max() < 1e-4, (name, edge)
         assert got.abs().max() > 1e-4, (name, edge)  # each of these edges matters on some prompt
 
@@ -266,10 +266,10 @@ def test_linear_reference_noise_follows_the_exact_replicates_for_edge_sets(tiny_
     scaled by 0.01, the linear moves of edge sets agree with evaluating them under every replicate."""
     from test_architectures import shrunk
 
-    meth = METH.replace(ref_replicates=4)
+    meth = METH.replace(ref_replicates=2)
     ds = build_dataset("ioi", tiny_model.tokenizer, **meth.dataset_kwargs())
     c = Circuit.from_dict(CIRCUIT)
-    sets = [circuit_node_set(x) for x in random_edge_circuits(3, seed=1)] + [circuit_node_set(with_edges(
+    sets = [circuit_node_set(x) for x in random_edge_circuits(1, seed=1)] + [circuit_node_set(with_edges(
         c, [e for e in every_edge(c) if e.receiver != LOGITS]))]
     linear = shrunk(Evaluator(tiny_model, ds, meth), 0.01)
     exact = shrunk(Evaluator(tiny_model, ds, meth.replace(ref_noise="exact")), 0.01)
