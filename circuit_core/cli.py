@@ -772,6 +772,40 @@ def add_test_options(p: argparse.ArgumentParser) -> None:
 COMMANDS["test"] = cmd_test
 
 
+def cmd_evidence(args) -> int:
+    """Each class's evidence (circuit_core/evidence.py) on --n prompt pairs; the record's results.evidence."""
+    from types import SimpleNamespace
+
+    from .evidence import circuit_evidence
+    from .patching import paired_dataset
+    from .report import run_record, save_record
+
+    methodology, circuit = prepare(args)
+    model = open_model(args)
+    circuit = open_circuit(args, model, circuit)
+    prompts = tuple(int(x) for x in args.prompts.replace(",", " ").split())
+    dataset = paired_dataset(model, methodology)
+    e = circuit_evidence(model, dataset, circuit, prompts, bootstrap=args.bootstrap, seed=args.seed,
+                         progress=progress_bar("edges"))
+    print(f"Evidence for '{circuit.name}' on {model.name}, task {dataset.task}: {dataset.n} prompt pairs, "
+          f"{e.n_tokens} name tokens, {e.n_sequences} random sequences; 95% intervals")
+    for ce in e.classes:
+        print(f"  {ce.name} ({', '.join(ce.heads)} at {ce.position})")
+        for c in ce.copy:
+            print(f"    {c.head:>6} {c.label:<20} {c.score:6.1%}  [{c.interval.lo:.1%}, {c.interval.hi:.1%}]")
+        for r in ce.roles:
+            print(f"    {r.head:>6} {r.metric:<20} {r.score:6.3f}  [{r.interval.lo:.3f}, {r.interval.hi:.3f}]")
+        for x in ce.incoming:
+            print(f"    {x.edge.label():<40} {x.effect:+.3f}  [{x.interval.lo:+.3f}, {x.interval.hi:+.3f}]")
+    if args.out:
+        ev = SimpleNamespace(methodology=methodology, model=model, dataset=dataset)  # what run_record reads
+        print(f"Run record written to {save_record(run_record(ev, circuit, {'evidence': e.to_dict()}), args.out)}")
+    return 0
+
+
+COMMANDS["evidence"] = cmd_evidence
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m circuit_core",
                     description="Validate a transformer circuit by mean ablation (Wang et al. 2022).")
@@ -842,6 +876,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "minimality, beats random circuits; null, statistic, p-value, verdict")
     add_common(p)
     add_test_options(p)
+    p = sub.add_parser("evidence", help="each class's attention, copy scores, role scores and incoming edges' "
+                                        "path-patching effects, with 95%% intervals")
+    add_common(p)
+    p.add_argument("--prompts", default="0,1,2", help="prompts whose attention is shown one by one (default 0,1,2)")
+    p.set_defaults(n=20, ref_per_group=0)  # prompt pairs: every edge costs hooked passes over them
     return parser
 
 

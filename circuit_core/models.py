@@ -155,6 +155,9 @@ class LoadedModel:
             "d_vocab": int(cfg.d_vocab),
             "device": self.device,
             "dtype": self.dtype,
+            # Which path computed the numbers: the engine (blocks.py), or the hooked forward pass when the
+            # engine does not describe this model or its self-check failed (same numbers, slower).
+            "engine": "blocks" if self.blocks is not None else "hooks",
         }
 
 

@@ -16,6 +16,7 @@ from circuit_core.attribution import ESTIMATE, EXACT
 from ui.background import (PATCH_DENOISE, PATCH_N, PATCH_NOISE, PATCHING, agreement_note, background, background_caption,
                            background_metrics, estimate_unavailable, selection_seed, selection_seed_key, strongest_outside)
 from ui.circuits import AlreadySaved, save_circuit
+from ui.edges import edge_panel
 from ui.sidebar import sidebar
 from ui.state import methodology_caption, require_evaluator
 
@@ -276,3 +277,5 @@ with right:
         (st.success if said[0] == "success" else st.error)(said[1])
     st.caption(f"{len(circuit.heads)} heads in {len(circuit.classes)} classes: "
                + ", ".join(f"{c.name} ({len(c.heads)})" for c in circuit.classes))
+
+edge_panel(ctx, commit)  # the class diagram with its edges, each weighted by its path-patching effect

@@ -5,6 +5,8 @@ from ui import format as fmt
 from ui import jobs
 from ui.report import _ratio, build_report, completeness_rows, figures, headline_rows, membership_rows, minimality_rows, \
     summary_lines, to_bundle, to_html
+from ui.edges import evidence_job
+from ui.report import edge_rows, evidence_figures, evidence_lines, with_evidence
 from ui.sidebar import sidebar
 from ui.state import circuit_json, methodology_caption, require_evaluator
 
@@ -26,10 +28,32 @@ report = jobs.show(job)
 if report is None:
     st.stop()
 
+EVIDENCE_PROMPTS = "evidence_prompts"
+ev_job = evidence_job(ctx, circuit, ctx.session.widget(EVIDENCE_PROMPTS, "0, 1, 2"))
+if not ev_job.running and ev_job.result is not None:
+    report = with_evidence(report, ev_job.result)  # the downloads and the record carry it from here on
+
 STEPS = ["The circuit", "Faithfulness", "Completeness", "Minimality", "Against random circuits"]
+EVIDENCE_STEPS = ["Edges"] + [f"Evidence: {c.name}" for c in circuit.classes if c.heads]
+STEPS = STEPS + EVIDENCE_STEPS
+
+
+def show_evidence_step(i: int) -> None:
+    """A slide of the edge diagram (i = 0) or of one class's evidence."""
+    st.header(EVIDENCE_STEPS[i])
+    if report.evidence is None:
+        jobs.show(ev_job)
+        return
+    figs = evidence_figures(report)
+    name = "edges" if i == 0 else f"evidence_{[c.name for c in circuit.classes].index(EVIDENCE_STEPS[i][10:]) + 1}"
+    if name in figs:
+        st.altair_chart(figs[name], width="stretch" if i == 0 else "content")
+    st.caption(evidence_lines(report)[-1 if i == 0 else 0])
 
 
 def show_step(i: int) -> None:
+    if i >= len(STEPS) - len(EVIDENCE_STEPS):
+        return show_evidence_step(i - (len(STEPS) - len(EVIDENCE_STEPS)))
     figs = {k: v.properties(height=330) for k, v in figures(report).items()}  # a slide: one screen high
     st.header(f"{STEPS[i]}")
     if i == 0:
@@ -70,7 +94,7 @@ if present:
     html, body, [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] {font-size: 1.45rem !important;}
     h2 {font-size: 2.6rem !important;} [data-testid="stMetricValue"] {font-size: 3.4rem !important;}
     </style>""", unsafe_allow_html=True)
-    step = ctx.session.present_step
+    step = min(ctx.session.present_step, len(STEPS) - 1)  # another circuit may have fewer classes
     # The buttons sit above the slide, so a step always opens at its top
     b1, b2, b3, b4 = st.columns([1.4, 5, 1.4, 1.6], vertical_alignment="center")
     if b1.button("← Back", disabled=step == 0, width="stretch"):
@@ -126,4 +150,26 @@ def show_formal_tests() -> None:
         st.table({h: [r[i] for r in rows] for i, h in enumerate(FORMAL_TEST_HEADER)})
 
 
+def show_evidence() -> None:
+    """The edge diagram and each class's evidence figures, from their own job."""
+    st.subheader("Evidence for each class")
+    st.text_input("Prompts shown one by one (indices)", "0, 1, 2", key=EVIDENCE_PROMPTS,
+                  help="Up to 6 prompt indices; the attention means use every prompt pair of the evidence.")
+    if report.evidence is None:
+        jobs.show(ev_job)
+        return
+    for line in evidence_lines(report):
+        st.caption(line)
+    figs = evidence_figures(report)
+    if "edges" in figs:
+        st.altair_chart(figs["edges"], width="stretch")
+        rows = edge_rows(report)
+        st.table({h: [r[i] for r in rows] for i, h in enumerate(("edge", "in the circuit", "effect", "95% interval"))})
+    for i, ce in enumerate(report.evidence.classes):
+        if f"evidence_{i + 1}" in figs:
+            with st.expander(f"{ce.name}: {', '.join(ce.heads)} at {ce.position}", expanded=i == 0):
+                st.altair_chart(figs[f"evidence_{i + 1}"], width="content")
+
+
+show_evidence()
 show_formal_tests()

@@ -6,12 +6,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # ui's modules from the bottom up; a module may import its own layer's and those below.
 UI_LAYERS = [
-    {"format", "view", "serve", "circuits", "diagram", "charts"},  # no Streamlit
+    {"format", "view", "serve", "circuits", "diagram", "charts", "evidence_charts"},  # no Streamlit
     {"report"},  # no Streamlit: the lab-meeting report from charts and format
     {"session"},  # the one object in Streamlit's session state
     {"state"},  # the page's Context and the shared cached resources
     {"jobs", "runs"},
-    {"sidebar", "headline", "background"},
+    {"sidebar", "headline", "background", "edges"},
 ]
 NO_STREAMLIT = UI_LAYERS[0] | UI_LAYERS[1]
 

@@ -42,6 +42,7 @@ class Report:
     worst: pd.DataFrame | None = None  # worst_prompts
     record: dict = field(default_factory=dict)  # the run record (circuit_core.report.run_record)
     verdicts: dict = field(default_factory=dict)  # circuit_core.verdicts.verdict_summary
+    evidence: object | None = None  # circuit_core.evidence.CircuitEvidence (`with_evidence`)
 
     @property
     def title(self) -> str:
@@ -234,6 +235,7 @@ def to_html(r: Report) -> str:
     if r.minimality is not None:
         parts += ["<h2>Minimality</h2>", f"<figure>{figs['minimality']}</figure>",
                   _table(("head", "class", "score (% of F(M))", "95% interval", "verdict"), minimality_rows(r))]
+    parts += evidence_html(r)
     b64 = base64.b64encode(record.encode()).decode()
     parts += ["<h2>Run record</h2><p>Everything needed to recompute these figures (schema in the project's README): "
               f"<a download='run-record.json' href='data:application/json;base64,{b64}'>run-record.json</a>.</p>",
@@ -251,6 +253,7 @@ def to_markdown(r: Report, figure_dir: str = "figures") -> str:
     for name in ("by_group", "baseline", "completeness", "minimality"):
         if name in figures_names(r):
             out += ["", f"![{name}]({figure_dir}/{name}.svg)"]
+    out += evidence_markdown(r, figure_dir)
     return "\n".join(out) + "\n"
 
 
@@ -268,8 +271,87 @@ def to_bundle(r: Report) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("report.md", to_markdown(r))
-        for name, chart in figures(r).items():
+        for name, chart in {**figures(r), **evidence_figures(r)}.items():
             z.writestr(f"figures/{name}.svg", svg(chart))
             z.writestr(f"figures/{name}.png", png(chart))
         z.writestr("run-record.json", json.dumps(r.record, indent=1, allow_nan=True))
     return buf.getvalue()
+
+
+# --- the evidence for each class and the edges (circuit_core.evidence) ----------------------------------------
+def with_evidence(r: Report, evidence) -> Report:
+    """The report with each class's evidence, also in its run record (results.evidence)."""
+    import dataclasses
+
+    record = {**r.record, "results": {**r.record.get("results", {}), "evidence": evidence.to_dict()}}
+    return dataclasses.replace(r, evidence=evidence, record=record)
+
+
+def evidence_figures(r: Report) -> dict[str, alt.Chart]:
+    """The edge diagram with effects, then one figure per class, by file stem (none without evidence)."""
+    from ui.diagram import edge_diagram
+    from ui.evidence_charts import class_evidence_chart
+
+    ev = r.evidence
+    if ev is None:
+        return {}
+    out = {}
+    if ev.edges is not None:
+        out["edges"] = style(edge_diagram(r.circuit, ev.edges, None, r.model.get("n_layers")).properties(width=760))
+    for i, ce in enumerate(ev.classes):
+        if ce.heads:
+            out[f"evidence_{i + 1}"] = style(class_evidence_chart(ce, ev))
+    return out
+
+
+def evidence_lines(r: Report) -> list[str]:
+    """What the evidence figures rest on, in words (shared by the HTML, the Markdown and the page)."""
+    ev = r.evidence
+    lines = [f"Attention: probability from each named position (query) to each (key), per head: the mean over "
+             f"{ev.n_prompts} prompts with a 95% bootstrap interval over prompts (in the tooltip), and prompts "
+             + ", ".join(f"{i} ({t!r})" for i, t in zip(ev.prompts, ev.prompt_texts)) + " one by one."]
+    if ev.settings.get("copy_scores", True):
+        lines.append(f"Copy scores (Wang et al. 2022, §3.3): the share of {ev.n_tokens} name tokens whose embedding after "
+                     f"layer 0's MLP, through the head's OV circuit (or its negative), the final norm and the "
+                     f"unembedding, lands in the top {ev.settings.get('copy_k', 5)} logits; 95% Wilson interval over names.")
+    else:
+        lines.append("Copy scores: not available for this architecture (blocks.py does not describe it).")
+    lines.append(f"Previous-token, duplicate-token and induction scores on {ev.n_sequences} sequences of repeated "
+                 "random tokens; 95% bootstrap interval over sequences.")
+    if ev.edges is not None:
+        e = ev.edges
+        lines.append(f"Edges: the share of F(clean) − F(corrupted) = {fmt.num(e.F_clean)} − {fmt.num(e.F_corrupted)} "
+                     f"lost when the sender's heads, patched together from the corrupted twin (every other head "
+                     f"frozen), reach only the receiver's input ({e.method}); {e.n} prompt pairs, 95% "
+                     f"{e.interval_method}. Dashed grey edges are not in the circuit.")
+    return lines
+
+
+def edge_rows(r: Report) -> list[tuple[str, ...]]:
+    kept = set(r.circuit.edges) if r.circuit.edges is not None else set(r.circuit.all_edges())
+    return [(e.edge.label(), "kept" if e.edge in kept else "removed",
+             "no path" if e.effect != e.effect else fmt.num(e.effect),
+             "" if e.effect != e.effect else f"[{fmt.num(e.interval.lo)}, {fmt.num(e.interval.hi)}]")
+            for e in r.evidence.edges.edges]
+
+
+def evidence_html(r: Report) -> list[str]:
+    if r.evidence is None:
+        return []
+    e = html.escape
+    figs = {k: svg(v) for k, v in evidence_figures(r).items()}
+    parts = ["<h2>Evidence for each class</h2>"] + [f"<p class='caption'>{e(s)}</p>" for s in evidence_lines(r)]
+    if "edges" in figs:
+        parts += ["<h3>Edges</h3>", f"<figure>{figs['edges']}</figure>",
+                  _table(("edge", "in the circuit", "effect", "95% interval"), edge_rows(r))]
+    for i, ce in enumerate(r.evidence.classes):
+        if f"evidence_{i + 1}" in figs:
+            parts += [f"<h3>{e(ce.name)}</h3>", f"<figure>{figs[f'evidence_{i + 1}']}</figure>"]
+    return parts
+
+
+def evidence_markdown(r: Report, figure_dir: str) -> list[str]:
+    if r.evidence is None:
+        return []
+    out = ["", "## Evidence for each class"] + [f"- {s}" for s in evidence_lines(r)]
+    return out + [f"\n![{name}]({figure_dir}/{name}.svg)" for name in evidence_figures(r)]

@@ -129,7 +129,9 @@ def _model(session: Session, serve: ServeConfig | None, choices: list[str]):
         sb.warning(notice)
     if choice == demo_choice and session.warnings.get("fallback"):
         sb.warning(session.warnings["fallback"])
-    sb.caption(f"{model.describe()['architecture']} · {model.n_layers} layers × {model.n_heads} heads · {model.device}")
+    facts = model.describe()
+    slow = "" if facts["engine"] == "blocks" else " · hooked path (the fast engine does not cover this model: slower)"
+    sb.caption(f"{facts['architecture']} · {model.n_layers} layers × {model.n_heads} heads · {model.device}{slow}")
     return ref, model, model_key
 
 

@@ -13,6 +13,14 @@ def test_local_folder_loads_through_the_bridge(tiny_model):
     assert "blocks.2.attn.hook_z" in tiny_model.bridge.hook_dict
     facts = tiny_model.describe()
     assert facts["architecture"] == "GPT2LMHeadModel" and facts["n_heads"] == 4
+    assert facts["engine"] == "blocks"  # the record says which path computed its numbers
+
+
+def test_a_model_the_engine_does_not_take_says_so(tiny_model, monkeypatch):
+    from circuit_core.models import LoadedModel
+
+    monkeypatch.setattr(LoadedModel, "blocks", property(lambda self: None))
+    assert tiny_model.describe()["engine"] == "hooks"
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
