@@ -17,6 +17,9 @@ How it avoids work, without changing any result (tests compare it with a plain h
 - Heads ablated everywhere get no queries, keys or values; the last layer runs at END only; only
   the two answer logits are read (`blocks.py`: GPT-2 and the other decoder families it describes;
   with parallel attention + MLP, siblings share the layer's MLP too).
+- Edge-level sets (NodeSet.removed_edges): a receiver's removed edges are part of its layer's key; the
+  senders' (z − value) are carried down the tree per prefix, and the receiver's q, k, v are computed from
+  the residual less those (README, "Edges"). Node sets never enter that code.
 Prompts are processed in chunks of similar length (`chunks`: sorted by END, fixed for the evaluator, so
 cache entries line up across calls), each cut after its last END: positions past a prompt's END cannot
 reach its answer (causal attention), so padding is not computed. No [sets, N, seq, layer, head] mask is
@@ -115,7 +118,7 @@ def node_state(state):
     return state[1] if _edged(state) else state
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=4096)
 def key_senders(key: tuple) -> frozenset:
     """The heads some removed edge of a set's key sends from: their outputs are kept while walking."""
     out = set()
