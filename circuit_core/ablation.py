@@ -98,11 +98,16 @@ class NodeSet:
     With complement=True the meaning flips: every node is kept except `nodes`. So the full
     model M is NodeSet(complement=True), the empty circuit is NodeSet(), and M\\K is
     NodeSet(K, complement=True).
+
+    removed_edges: head edges (sender (layer, head), receiver (layer, head) or "logits", input "q", "k",
+    "v" or "out") that carry the sender's ablation value instead of its output into the receiver while
+    both ends are kept (circuit.py, "edges"). An edge with an ablated end changes nothing.
     """
 
     nodes: frozenset = field(default_factory=frozenset)
     complement: bool = False
     label: str = ""
+    removed_edges: frozenset = field(default_factory=frozenset)
 
     @classmethod
     def model(cls, label: str = "M") -> "NodeSet":

@@ -10,7 +10,7 @@ F(C with h toggled) − F(C) for every head through the evaluator (sharing layer
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,8 @@ def attribution(ev: Evaluator, node_set: NodeSet, progress: Progress | None = No
     if ev.blocks is None:
         raise NotImplementedError("Attribution needs a model that blocks.py describes.")
     roles = tuple(ev.dataset.positions) + (ALL_POSITIONS,)
-    key = layer_keys(node_set, ev.n_layers, ev.n_heads)
+    # The estimate is node-level: a circuit's removed edges are left out of it (its exact values keep them).
+    key = layer_keys(replace(node_set, removed_edges=frozenset()), ev.n_layers, ev.n_heads)
     scores = torch.zeros(ev.n_layers, ev.n_heads, len(roles), dtype=torch.float64)
     diffs = torch.empty(ev.dataset.n, dtype=torch.float64)
     n = ev.dataset.n

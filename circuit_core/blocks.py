@@ -41,6 +41,7 @@ class Blocks:
     d_head: int
     parallel: bool = False  # attention and MLP read the same input (the MLP's part: `parallel_mlp`)
     final_softcap: float | None = None  # logits = cap * tanh(logits / cap): not linear in the residual
+    additive_heads: bool = True  # each head's output enters the residual as z W_O (no norm after attention)
 
     # --- construction -----------------------------------------------------------------------------
     @staticmethod
@@ -69,6 +70,12 @@ class Blocks:
 
     def attn_out(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         """Every head's z [..., head, d_head] through the output projection, plus its bias."""
+        raise NotImplementedError
+
+    def attend_inputs(self, layer: int, inputs, heads: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
+        """z of `heads` whose queries, keys and values read three residuals (inputs: x_q, x_k, x_v, each
+        [P, S, d_model], normalised apart): [P, S, heads, d_head], or [P, heads, d_head] at one query
+        position per row (`end`). For edge-level circuits: a receiver's input without some senders."""
         raise NotImplementedError
 
     def heads_out(self, layer: int, z: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
@@ -262,6 +269,21 @@ class GPT2Blocks(Blocks):
         z = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=visible[:, None, None, :], scale=self.scale)
         return z[:, :, 0]
 
+    def attend_inputs(self, layer: int, inputs, heads: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
+        lw = self.layers[layer]
+        W, b = lw.W_qkv[:, :, heads], lw.b_qkv[:, heads]
+        normed = _normed(inputs, lambda x: self.norm(x, lw.ln1))
+        q, k, v = ((h @ W[:, i].reshape(W.shape[0], -1)).view(*h.shape[:-1], *b.shape[1:]) + b[i]
+                   for i, h in enumerate(normed))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [P, heads, S, d_head]
+        if end is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale).transpose(1, 2)
+        rows = torch.arange(len(q), device=q.device)
+        visible = torch.arange(k.shape[2], device=q.device)[None, :] <= end[:, None]
+        z = F.scaled_dot_product_attention(q[rows, :, end][:, :, None], k, v, attn_mask=visible[:, None, None, :],
+                                           scale=self.scale)
+        return z[:, :, 0]
+
     def attn_out(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         """Every head's z [..., head, d_head] through W_O, plus b_O."""
         lw = self.layers[layer]
@@ -373,6 +395,7 @@ class DecoderBlocks(Blocks):
         self.n_layers = len(layers)
         self.n_heads, self.d_head = layers[0].W_O.shape[:2]
         self.group = self.n_heads // layers[0].W_KV.shape[2]  # query heads per key/value head
+        self.additive_heads = all(lw.ln1_post is None for lw in layers)
 
     # --- construction -----------------------------------------------------------------------------
     @classmethod
@@ -537,6 +560,20 @@ class DecoderBlocks(Blocks):
                             self._visible(layer, end, S)[:, None, None, :])
         return z[:, :, 0]
 
+    def attend_inputs(self, layer: int, inputs, heads: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
+        h_q, h_k, h_v = _normed(inputs, self.layers[layer].ln1)
+        S = h_k.shape[1]
+        positions = torch.arange(S, device=h_k.device)
+        k = self._rotate(self._project(layer, h_k, heads)[..., 0, :, :], positions).transpose(1, 2)
+        v = self._project(layer, h_v, heads)[..., 1, :, :].transpose(1, 2)
+        if end is None:
+            q = self._rotate(self._queries(layer, h_q, heads), positions)
+            return self._attention(layer, q.transpose(1, 2), k, v, self._visible(layer, positions, S)).transpose(1, 2)
+        rows = torch.arange(len(h_q), device=h_q.device)
+        q = self._rotate(self._queries(layer, h_q[rows, end], heads), end)  # [P, heads, d]
+        z = self._attention(layer, q[:, :, None], k, v, self._visible(layer, end, S)[:, None, None, :])
+        return z[:, :, 0]
+
     def attn_out(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         lw = self.layers[layer]
         out = z.flatten(-2) @ lw.W_O.flatten(0, 1)
@@ -622,6 +659,16 @@ class DecoderBlocks(Blocks):
             "parallel attention + MLP or extra norms; use attend / attend_at / after_attn (blocks.py).")
 
     qkv = mlp = _older_seam
+
+
+def _normed(inputs, norm) -> list[torch.Tensor]:
+    """norm of each input, computed once for inputs that are the same tensor (an input with no removed edge
+    is the residual itself)."""
+    out = []
+    for i, x in enumerate(inputs):
+        same = next((j for j in range(i) if inputs[j] is x), None)
+        out.append(out[same] if same is not None else norm(x))
+    return out
 
 
 def _linear_pairs(component, weight: torch.Tensor | None, bias: torch.Tensor | None) -> list[tuple]:

@@ -36,6 +36,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {' '.join(message.split())}\n")
 
 
+
+def _size(circuit) -> str:
+    """'6 heads', or with an edge list '6 heads, 10 of 27 edges between them kept'."""
+    if circuit.edges is None:
+        return f"{len(circuit.heads)} heads"
+    from .criteria import removed_edges
+
+    kept = len(circuit.head_edges())
+    return f"{len(circuit.heads)} heads, {kept} of {kept + len(removed_edges(circuit))} edges between them kept"
+
 def whole(low: int = 0, high: int | None = None):
     """An argparse type: a whole number in [low, high], refused with a one-line message before any work."""
     def parse(text: str) -> int:
@@ -293,7 +303,7 @@ def cmd_faithfulness(args) -> int:
 
     model, circuit, ev = _evaluator(args)
     f = faithfulness(ev, circuit, progress_bar("faithfulness"))
-    print(f"Faithfulness of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}")
+    print(f"Faithfulness of '{circuit.name}' ({_size(circuit)}) on {model.name}")
     print(f"  {methodology_line(ev)}")
     print_faithfulness(f, task=ev.methodology.task)
     baseline = _baseline(args, ev, circuit)
@@ -441,7 +451,7 @@ def _save(args, ev, circuit, results: dict) -> None:
 def cmd_completeness(args) -> int:
     model, circuit, ev = _evaluator(args)
     c = _completeness(args, ev, circuit)
-    print(f"Completeness of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}: |F(C\\K) - F(M\\K)|")
+    print(f"Completeness of '{circuit.name}' ({_size(circuit)}) on {model.name}: |F(C\\K) - F(M\\K)|")
     print(f"  {methodology_line(ev)}")
     print_completeness(c)
     _save(args, ev, circuit, {"completeness": c.to_dict()})
@@ -451,7 +461,7 @@ def cmd_completeness(args) -> int:
 def cmd_minimality(args) -> int:
     model, circuit, ev = _evaluator(args)
     m = _minimality(args, ev, circuit)
-    print(f"Minimality of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}: |F(C\\(K∪{{v}})) - F(C\\K)|")
+    print(f"Minimality of '{circuit.name}' ({_size(circuit)}) on {model.name}: |F(C\\(K∪{{v}})) - F(C\\K)|")
     print(f"  {methodology_line(ev)}")
     print_minimality(m)
     _save(args, ev, circuit, {"minimality": m.to_dict()})
@@ -478,7 +488,7 @@ def cmd_validate(args) -> int:
 
     model, circuit, ev = _evaluator(args)
     spec = validation_spec(args)  # a bad selection seed is refused before any work
-    print(f"Validation of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}")
+    print(f"Validation of '{circuit.name}' ({_size(circuit)}) on {model.name}")
     print(f"  {methodology_line(ev)}")
     v = validate(ev, circuit, spec, stage_progress=progress_bar)
     print("Faithfulness")
@@ -746,7 +756,7 @@ def cmd_test(args) -> int:
     from .formal_tests import formal_tests, formal_tests_to_json
 
     model, circuit, ev = _evaluator(args)
-    print(f"Formal tests of '{circuit.name}' ({len(circuit.heads)} heads) on {model.name}, α = {args.alpha:g}")
+    print(f"Formal tests of '{circuit.name}' ({_size(circuit)}) on {model.name}, α = {args.alpha:g}")
     print(f"  {methodology_line(ev)}")
     tests = _formal_tests(args, ev, circuit)
     _save(args, ev, circuit, {"tests": formal_tests_to_json(tests)})

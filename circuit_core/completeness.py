@@ -28,7 +28,7 @@ import pandas as pd
 from .ablation import NodeSet
 from .metrics import Metric, scale_values
 from .circuit import Circuit, CircuitError, Head, head_name, parse_head, snippet
-from .criteria import interval_method
+from .criteria import interval_method, removed_edges
 from .resampling import STUDENTISED, diff_intervals, mean_intervals
 from .progress import Progress, StopCheck, share
 from .search import Search, best_per_run, budget, greedy_search
@@ -48,7 +48,8 @@ def c_minus(circuit: Circuit, K: Iterable[Head], positions: str = "circuit") -> 
     """C\\K: the circuit's nodes except K's heads, so K is ablated at every position."""
     K = set(K)
     label = "C\\{" + ",".join(heads_label(K, circuit)) + "}"
-    return NodeSet(frozenset(n for n in circuit.nodes(positions) if n[:2] not in K), label=label)
+    return NodeSet(frozenset(n for n in circuit.nodes(positions) if n[:2] not in K), label=label,
+                   removed_edges=frozenset(e for e in removed_edges(circuit) if e[0] not in K and e[1] not in K))
 
 
 def m_minus(circuit: Circuit, K: Iterable[Head], positions: str = "circuit") -> NodeSet:

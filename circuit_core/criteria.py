@@ -8,7 +8,7 @@ from functools import partial
 import numpy as np
 
 from .ablation import NodeSet
-from .circuit import Circuit
+from .circuit import HEAD_INPUTS, LOGITS, OUT, Circuit
 from .resampling import bootstrap_draws, group_bootstrap_means, percentile_interval
 from .tasks import get_task
 from .intervals import Interval
@@ -24,8 +24,52 @@ DENOMINATORS = {"ratio": ("F_model", "F(M)"), "normalized": ("F_model_minus_empt
 
 
 def circuit_node_set(circuit: Circuit, positions: str = "circuit", label: str = "C") -> NodeSet:
-    """C: the circuit's heads, each kept at its class's position (or everywhere, positions='all')."""
-    return NodeSet(circuit.nodes(positions), label=label)
+    """C: the circuit's heads, each kept at its class's position (or everywhere, positions='all'), with
+    the edges among them that its edge list leaves out removed (none without an edge list)."""
+    return NodeSet(circuit.nodes(positions), label=label, removed_edges=removed_edges(circuit))
+
+
+def removed_edges(circuit: Circuit) -> frozenset:
+    """The head -> head (q, k, v) and head -> logits edges among the circuit's heads that its edge list
+    does not keep, as (sender, receiver or "logits", input); empty without an edge list."""
+    kept = circuit.head_edges()
+    if kept is None:
+        return frozenset()
+    heads = circuit.heads
+    every = {(s, r, x) for s in heads for r in heads if s[0] < r[0] for x in HEAD_INPUTS}
+    every |= {(s, LOGITS, OUT) for s in heads}
+    return frozenset(every - kept)
+
+
+def edge_effects(evaluator, circuit: Circuit, reference_noise: bool = True, progress=None, should_stop=None):
+    """Edge minimality: for each listed edge e, F(C) − F(C without e) with a 95% interval (prompts
+    resampled, paired, and with the methodology's reference replicates the reference set too), as a table
+    with columns edge, F_C, F_C_minus_edge, effect, ci_low, ci_high, pct_of_F_M. A circuit without an
+    edge list has none listed: an empty table."""
+    import pandas as pd
+
+    from .editing import toggle_edge
+    from .resampling import diff_intervals
+
+    cols = ["edge", "F_C", "F_C_minus_edge", "effect", "ci_low", "ci_high", "pct_of_F_M"]
+    if not circuit.edges:
+        return pd.DataFrame(columns=cols)
+    pos = evaluator.methodology.positions
+    sets = [circuit_node_set(circuit, pos)] + [circuit_node_set(toggle_edge(circuit, e), pos, f"C−({e.label()})")
+                                               for e in circuit.edges]
+    diffs = evaluator.logit_diffs([NodeSet.model()] + sets, progress, should_stop).numpy()
+    model, f = diffs[0], diffs[1:]
+    full = np.repeat(f[:1], len(circuit.edges), 0)
+    reps = []
+    if reference_noise and evaluator.replicates:
+        reps = [(r[:1].repeat(len(circuit.edges), 0), r[1:]) for r in evaluator.replicate_diffs(sets, None, should_stop)]
+    meth = evaluator.methodology
+    lo, hi = diff_intervals(full, f[1:], meth.bootstrap, meth.seed, replicates=reps)
+    effect = full.mean(1) - f[1:].mean(1)
+    f_model = float(model.mean())
+    return pd.DataFrame({"edge": [e.label() for e in circuit.edges], "F_C": full.mean(1),
+                         "F_C_minus_edge": f[1:].mean(1), "effect": effect, "ci_low": lo, "ci_high": hi,
+                         "pct_of_F_M": 100 * effect / abs(f_model) if f_model else np.nan})
 
 
 def ratio_threshold(model: np.ndarray) -> float:
@@ -374,6 +418,6 @@ def breakdown_by_group(dataset, per_prompt: dict[str, np.ndarray], n_boot: int =
     return pd.DataFrame(rows)
 
 
-__all__ = ["Faithfulness", "FaithfulnessFigures", "OrderFaithfulness", "Figures", "STAT_KEYS", "faithfulness", "faithfulness_figures", "circuit_node_set", "faithfulness_stats",
+__all__ = ["edge_effects", "removed_edges", "Faithfulness", "FaithfulnessFigures", "OrderFaithfulness", "Figures", "STAT_KEYS", "faithfulness", "faithfulness_figures", "circuit_node_set", "faithfulness_stats",
            "breakdown_by_group", "median_of_ratios",
            "ratio_threshold", "straddles_zero", "undefined_reason", "spread", "worst_prompts", "TAU_SHARE"]

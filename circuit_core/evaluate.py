@@ -19,6 +19,9 @@ How it avoids work, without changing any result (tests compare it with a plain h
   with parallel attention + MLP, siblings share the layer's MLP too). KL and the probability difference
   read every logit at END (still only there); KL against the clean model's log-probabilities, computed
   once per evaluator and shared with its replicates and variants.
+- Edge-level sets (NodeSet.removed_edges): a receiver's removed edges are part of its layer's key; the
+  senders' (z − value) are carried down the tree per prefix, and the receiver's q, k, v are computed from
+  the residual less those (README, "Edges"). Node sets never enter that code.
 Prompts are processed in chunks of similar length (`chunks`: sorted by END, fixed for the evaluator, so
 cache entries line up across calls), each cut after its last END: positions past a prompt's END cannot
 reach its answer (causal attention), so padding is not computed. No [sets, N, seq, layer, head] mask is
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -54,7 +58,11 @@ REF_NOISE_PROMPTS = 32
 
 
 def layer_keys(node_set: NodeSet, n_layers: int, n_heads: int) -> tuple:
-    """One hashable key per layer: the state of each head (KEPT, ABLATED, ("k", roles), ("a", roles))."""
+    """One hashable key per layer: the state of each head (KEPT, ABLATED, ("k", roles), ("a", roles)).
+
+    With removed edges (NodeSet.removed_edges) a kept receiver's state becomes (EDGED, its state, frozenset
+    of (sender, input)), so its layer's key, and every later one's prefix, differ from the node set's; removed
+    edges into the logits add one more key after the last layer: (LOGITS, frozenset of senders)."""
     roles: dict[tuple[int, int], set] = {}
     for (l, h, role) in node_set.nodes:
         roles.setdefault((l, h), set()).add(role)
@@ -71,7 +79,64 @@ def layer_keys(node_set: NodeSet, n_layers: int, n_heads: int) -> tuple:
             else:
                 state.append(("a" if node_set.complement else "k", frozenset(r)))
         keys.append(tuple(state))
+    if node_set.removed_edges:
+        _add_edges(keys, node_set.removed_edges, n_layers, n_heads)
     return tuple(keys)
+
+
+EDGED, LOGITS_KEY = "e", "logits"  # a kept head with removed incoming edges; removed edges into the logits
+
+
+def _add_edges(keys: list, removed, n_layers: int, n_heads: int) -> None:
+    """Put each removed edge whose ends are both kept somewhere into its receiver's state (in place)."""
+    into, logits = {}, set()
+    for sender, receiver, x in removed:
+        (sl, sh) = sender
+        if not (0 <= sl < n_layers and 0 <= sh < n_heads):
+            raise ValueError(f"Edge sender {sl}.{sh} does not exist in this model.")
+        if keys[sl][sh] == ABLATED:
+            continue  # an ablated sender already sends its ablation value everywhere
+        if receiver == LOGITS_KEY:
+            logits.add(sender)
+            continue
+        rl, rh = receiver
+        if not (0 <= rl < n_layers and 0 <= rh < n_heads) or x not in ("q", "k", "v"):
+            raise ValueError(f"Edge {sl}.{sh} -> {rl}.{rh} ({x}) does not exist in this model.")
+        if sl < rl and keys[rl][rh] != ABLATED:
+            into.setdefault((rl, rh), set()).add((sender, x))
+    for (rl, rh), ins in into.items():
+        row = list(keys[rl])
+        row[rh] = (EDGED, row[rh], frozenset(ins))
+        keys[rl] = tuple(row)
+    if logits:
+        keys.append((LOGITS_KEY, frozenset(logits)))
+
+
+def _edged(state) -> bool:
+    return isinstance(state, tuple) and len(state) == 3 and state[0] == EDGED
+
+
+def node_state(state):
+    """A head's state without its removed edges (what the keep-mask reads)."""
+    return state[1] if _edged(state) else state
+
+
+@lru_cache(maxsize=4096)
+def key_senders(key: tuple) -> frozenset:
+    """The heads some removed edge of a set's key sends from: their outputs are kept while walking."""
+    out = set()
+    for lkey in key:
+        if lkey and lkey[0] == LOGITS_KEY:
+            out.update(lkey[1])
+            continue
+        for st in lkey:
+            if _edged(st):
+                out.update(s for s, _ in st[2])
+    return frozenset(out)
+
+
+def has_edges(key: tuple) -> bool:
+    return bool(key_senders(key))
 
 
 class _Chunk:
@@ -201,6 +266,8 @@ class Evaluator:
         node_sets = list(node_sets)
         out = torch.empty(len(node_sets), self.dataset.n, dtype=torch.float64)
         keys = [(layer_keys(s, self.n_layers, self.n_heads)) for s in node_sets]
+        if any(map(has_edges, keys)):
+            self._check_edges()
         todo: dict = {}
         for i, k in enumerate(keys):
             if self._memo.get((self._memo_tag, k)) is None:
@@ -214,6 +281,17 @@ class Evaluator:
         return out
 
     metric_values = logit_diffs  # the metric's per-prompt values, whatever the metric
+
+    def _check_edges(self):
+        if self.blocks is None:
+            raise NotImplementedError(
+                "Edge-level circuits (removed edges) need the blocks engine (blocks.py: GPT-2 and the decoder "
+                "families it describes); this model runs on hooks, which replace head outputs, not head inputs.")
+        if not self.blocks.additive_heads:
+            raise NotImplementedError(
+                "Edge-level circuits need each head's output to enter the residual as z W_O; this model normalises "
+                "the attention output before the residual (Gemma-2's post-attention norm), so one head's part of it "
+                "is not defined on its own.")
 
     def pending(self, node_sets: Sequence[NodeSet]) -> int:
         """How many distinct sets of `node_sets` are not memoised yet (what `logit_diffs` would compute)."""
@@ -367,23 +445,31 @@ class Evaluator:
     def _linear_shift(self, key: tuple) -> torch.Tensor:
         """[B, N]: each prompt's first-order move under each replicate, its group's mean over the sample."""
         prompts, chunk, prefix = self._noise()
-        B, n, b = len(self._replicate_tables), self.dataset.n, self.blocks
-        first = next((l for l, lk in enumerate(key) if any(st != KEPT for st in lk)), None)
+        B, n, b, L = len(self._replicate_tables), self.dataset.n, self.blocks, self.n_layers
+        senders = key_senders(key)
+        first = next((l for l, lk in enumerate(key[:L]) if any(st != KEPT for st in lk)), None)
+        if senders:  # a removed edge's sender reads the values where it is not kept, even in an intact layer
+            first = min(s[0] for s in senders) if first is None else min(first, min(s[0] for s in senders))
         if first is None:  # the intact model ablates nothing: no reference noise
             return torch.zeros(B, n, dtype=torch.float64)
         leaves = []  # (layer, perturbation of the values, at END only)
+        deltas = {}  # removed edges' senders: z − (values + eps) where kept
         with torch.enable_grad():
             x = prefix[first]
-            for layer in range(first, self.n_layers):
-                lkey, at_end = key[layer], layer == self.n_layers - 1
+            for layer in range(first, L):
+                lkey, at_end = key[layer], layer == L - 1
+                need = sorted(h for l, h in senders if l == layer)
                 active = torch.tensor([h for h in range(self.n_heads) if lkey[h] != ABLATED], dtype=torch.long,
                                       device=self.device)
+                x_in = x
                 if at_end:
                     z = b.attend_at(layer, x, chunk.end, active) if len(active) else None
                     x = x[chunk.rows, chunk.end]
                 else:
                     z = b.attend(layer, x, active) if len(active) else None
-                if all(st == KEPT for st in lkey):
+                if any(map(_edged, lkey)):
+                    z = self._edge_z(chunk, layer, x_in, lkey, active, z, deltas, at_end)
+                if all(st == KEPT for st in lkey) and not need:
                     zeff = z
                 else:
                     values = chunk.row_values(layer)[chunk.row_of]
@@ -394,7 +480,12 @@ class Evaluator:
                     if z is not None:
                         full = torch.zeros_like(values).index_copy(-2, active, z)
                         zeff = torch.where(chunk.keep(list(lkey), at_end)[..., None], full, zeff)
+                    if need:
+                        deltas.update(self._sender_deltas(chunk, layer, lkey, z, active, need, at_end, values + eps))
                 x = b.after_attn(layer, x, b.attn_out(layer, zeff))
+            if len(key) > L:  # removed edges into the logits
+                at_end = {s: (d if s[0] == L - 1 else d[chunk.rows, chunk.end]) for s, d in deltas.items()}
+                x = x - self._removed_sum(key[L][1], at_end)
             self._readout(chunk, x).sum().backward()  # prompts are independent: per-prompt grads
         moves = torch.zeros(B, len(prompts), dtype=torch.float64)
         for layer, eps, at_end in leaves:
@@ -518,21 +609,27 @@ class Evaluator:
                     best = (x, oid, first)
         return best
 
-    def _visit(self, chunk: _Chunk, layer: int, x: torch.Tensor, pid: int, keys: list, finished, inherited=None):
+    def _visit(self, chunk: _Chunk, layer: int, x: torch.Tensor, pid: int, keys: list, finished, inherited=None,
+               senders=None):
         """Depth first: x is the residual entering `layer`, shared by every set in `keys`; `inherited`:
-        (prefix id, start), a cached prefix whose residual entering `layer` equals x before `start`."""
+        (prefix id, start), a cached prefix whose residual entering `layer` equals x before `start`;
+        `senders`: (layer, head) -> z minus ablation value where kept, of the heads below `layer` that
+        the sets' removed edges send from (the same for every set of this prefix)."""
+        senders = senders or {}
         groups: dict = {}
         for k in keys:
             groups.setdefault(k[layer], []).append(k)
         if layer == self.n_layers - 1:
-            return self._last_layer(chunk, x, groups, finished)
+            return self._last_layer(chunk, x, groups, finished, senders)
         union = self._active_heads(groups)
         z = mlp_out = None
         for lkey, members in groups.items():
             cid = self._prefix(pid, lkey)
-            x_next, passed = self._residuals.get((self._id, chunk.index, cid)), None
+            x_next, passed, zl = self._residuals.get((self._id, chunk.index, cid)), None, None
+            need = sorted({s[1] for k in members for s in key_senders(k) if s[0] == layer})
+            edged = any(map(_edged, lkey))
             if x_next is None:
-                base = self._base(chunk, layer, pid, lkey, inherited)
+                base = None if edged or need else self._base(chunk, layer, pid, lkey, inherited)
                 if base is not None:  # only the positions from `start` on are computed
                     x_base, bid, start = base
                     passed = (bid, start)
@@ -547,24 +644,82 @@ class Evaluator:
                 else:
                     if z is None and len(union):
                         z = self.blocks.attend(layer, x, union)
+                    zl = self._edge_z(chunk, layer, x, lkey, union, z, senders) if edged else z
                     if mlp_out is None:  # parallel attention + MLP: the MLP's part is the siblings' too
                         mlp_out = self.blocks.parallel_mlp(layer, x)
-                    x_next = self.blocks.after_attn(layer, x, self._attn_out(chunk, layer, lkey, z, union, False),
+                    x_next = self.blocks.after_attn(layer, x, self._attn_out(chunk, layer, lkey, zl, union, False),
                                                     mlp_out)
                 self._residuals.put((self._id, chunk.index, cid), x_next)
-            self._visit(chunk, layer + 1, x_next, cid, members, finished, passed)
+            child = senders
+            if need:  # this layer's senders: their outputs as computed in this prefix
+                if zl is None:
+                    if z is None:
+                        z = self.blocks.attend(layer, x, union)
+                    zl = self._edge_z(chunk, layer, x, lkey, union, z, senders) if edged else z
+                child = {**senders, **self._sender_deltas(chunk, layer, lkey, zl, union, need, False)}
+            self._visit(chunk, layer + 1, x_next, cid, members, finished, passed, child)
 
-    def _last_layer(self, chunk: _Chunk, x, groups: dict, finished):
+    def _last_layer(self, chunk: _Chunk, x, groups: dict, finished, senders=None):
         layer = self.n_layers - 1
         union = self._active_heads(groups)
         z = self.blocks.attend_at(layer, x, chunk.end, union) if len(union) else None
         x_end = x[chunk.rows, chunk.end]
         mlp_out = self.blocks.parallel_mlp(layer, x_end)
         for lkey, members in groups.items():
-            out = self.blocks.after_attn(layer, x_end, self._attn_out(chunk, layer, lkey, z, union, True), mlp_out)
-            diffs = self._readout(chunk, out) if not self._intact_kl(lkey, members) else self._zeros(chunk)
+            zl = self._edge_z(chunk, layer, x, lkey, union, z, senders, True) if any(map(_edged, lkey)) else z
+            out = self.blocks.after_attn(layer, x_end, self._attn_out(chunk, layer, lkey, zl, union, True), mlp_out)
+            by_logits: dict = {}
             for k in members:
-                finished(k, chunk.prompts, diffs)
+                by_logits.setdefault(k[self.n_layers][1] if len(k) > self.n_layers else None, []).append(k)
+            for removed, ks in by_logits.items():
+                final = out
+                if removed is not None:
+                    last = sorted(h for l, h in removed if l == layer)
+                    at_end = {**{s: d[chunk.rows, chunk.end] for s, d in senders.items() if s[0] < layer},
+                              **(self._sender_deltas(chunk, layer, lkey, zl, union, last, True) if last else {})}
+                    final = out - self._removed_sum(removed, at_end)
+                diffs = self._zeros(chunk) if self._intact_kl(lkey, ks) else self._readout(chunk, final)
+                for k in ks:
+                    finished(k, chunk.prompts, diffs)
+
+    # --- removed edges ---------------------------------------------------------------------------
+    def _removed_sum(self, senders, deltas: dict) -> torch.Tensor:
+        """Σ over `senders` of their (output − ablation value) in the residual: their deltas through W_O."""
+        total = 0
+        for (l, h) in sorted(senders):
+            head = torch.tensor([h], device=self.device)
+            total = total + self.blocks.heads_out(l, deltas[(l, h)][..., None, :], head)
+        return total
+
+    def _edge_z(self, chunk: _Chunk, layer: int, x: torch.Tensor, lkey: tuple, union: torch.Tensor, z, senders: dict,
+                at_end: bool = False, end=None):
+        """The union heads' z, with each receiver of removed edges recomputed from its corrected inputs:
+        for input c, the residual x minus its removed senders' (output − ablation value)."""
+        z = z.clone()
+        alike: dict = {}  # receivers with the same removed edges read the same inputs (a class's heads)
+        for i, h in enumerate(union.tolist()):
+            if _edged(lkey[h]):
+                alike.setdefault(lkey[h][2], []).append((i, h))
+        at = (chunk.end if end is None else end) if at_end else None
+        for removed, members in alike.items():
+            inputs = []
+            for c in ("q", "k", "v"):
+                from_ = [s for s, x_ in removed if x_ == c]
+                inputs.append(x - self._removed_sum(from_, senders) if from_ else x)
+            heads = torch.tensor([h for _, h in members], device=self.device)
+            z[..., [i for i, _ in members], :] = self.blocks.attend_inputs(layer, inputs, heads, at)
+        return z
+
+    def _sender_deltas(self, chunk: _Chunk, layer: int, lkey: tuple, z, union: torch.Tensor, heads: list,
+                       at_end: bool, values=None) -> dict:
+        """(layer, head) -> z − ablation value where the head is kept, 0 elsewhere: [P, S, d_head] (or
+        [P, d_head] at END). values: this layer's values of every head (default: the chunk's)."""
+        cols = [union.tolist().index(h) for h in heads]
+        idx = torch.tensor(heads, dtype=torch.long, device=self.device)
+        v = chunk.head_values(layer, idx, at_end) if values is None else values[..., idx, :]
+        keep = chunk.keep([lkey[h] for h in heads], at_end)[..., None]
+        d = torch.where(keep, z[..., cols, :] - v, 0.0)
+        return {(layer, h): d[..., j, :] for j, h in enumerate(heads)}
 
     def _intact_kl(self, lkey, members) -> bool:
         """KL of the intact model: 0 by definition (P_S is P_model), not a float error away from it."""
@@ -640,6 +795,8 @@ def _first_difference(chunk, a: tuple, b: tuple, limit: int) -> int:
     for sa, sb in zip(a, b):
         if sa == sb:
             continue
+        if _edged(sa) or _edged(sb):  # another input to a head: its output differs wherever it attends
+            return 0
         (ea, ra), (eb, rb) = _keeps(sa), _keeps(sb)
         if ea != eb:  # one keeps all but some roles, the other only some: they differ almost everywhere
             return 0
@@ -673,7 +830,7 @@ def layer_mask(states, positions: dict, n: int, seq: int) -> torch.Tensor:
     device = next(iter(positions.values())).device
     rows = torch.arange(n, device=device)
     cols = []
-    for st in states:
+    for st in map(node_state, states):
         if st in (KEPT, ABLATED):
             cols.append(torch.full((n, seq), st == KEPT, device=device))
             continue

@@ -57,6 +57,7 @@ from .ablation import NodeSet
 from .baseline import random_circuits
 from .circuit import ALL_POSITIONS, Circuit, head_name
 from .completeness import c_minus
+from .criteria import circuit_node_set, removed_edges
 from .progress import Cancelled, Progress, StopCheck, stop_requested
 
 
@@ -204,7 +205,7 @@ def equivalence_test(evaluator, circuit: Circuit, *, epsilon: float = 0.1, alpha
     """TOST on d = f_C − f_M with margin ε·|F(M)|: reject → C and M agree within the tolerance."""
     pos = evaluator.methodology.positions
     kl = getattr(evaluator.methodology, "metric", "logit_diff") == "kl"
-    sets = [NodeSet.model(), NodeSet(circuit.nodes(pos), label="C")] + ([NodeSet.empty()] if kl else [])
+    sets = [NodeSet.model(), circuit_node_set(circuit, pos)] + ([NodeSet.empty()] if kl else [])
     f = _diffs(evaluator, sets, progress, should_stop)
     f_model, d = float(f[0].mean()), f[1] - f[0]
     # the margin's scale: |F(M)|, or under KL (F(M) = 0) F(∅) − F(M)
@@ -293,8 +294,9 @@ def minimality_test(evaluator, circuit: Circuit, *, n_random: int = 100, seed: i
         return FormalTest("minimality", null, float("nan"), float("nan"), alpha, NOT_REJECTED, None,
                           "weakest head's |F(C) − F(C\\{v})|", f"not run: {why}", {"skipped": why})
     nodes = circuit.nodes(meth.positions)
-    sets = ([NodeSet(nodes, label="C")] + [c_minus(circuit, {v}, meth.positions) for v in heads]
-            + [NodeSet(nodes | {u}, label="C+" + _node_name(u)) for u in extra])
+    removed = removed_edges(circuit)
+    sets = ([circuit_node_set(circuit, meth.positions)] + [c_minus(circuit, {v}, meth.positions) for v in heads]
+            + [NodeSet(nodes | {u}, label="C+" + _node_name(u), removed_edges=removed) for u in extra])
     F = _diffs(evaluator, sets, progress, should_stop).mean(1)
     effects, reference = np.abs(F[0] - F[1 : 1 + m]), np.abs(F[1 + m :] - F[0])
     raw = np.array([rank_p_value(e, reference) for e in effects])
@@ -333,7 +335,7 @@ def beats_random_test(evaluator, circuit: Circuit, *, n_random: int = 100, seed:
     seed = meth.seed if seed is None else seed
     # The same draws as the report's random-circuit baseline (same seed): the evaluator memoises them.
     sets = random_circuits(circuit, evaluator.n_layers, evaluator.n_heads, n_random, seed, meth.positions)
-    F = _diffs(evaluator, [NodeSet.model(), NodeSet(circuit.nodes(meth.positions), label="C")] + sets,
+    F = _diffs(evaluator, [NodeSet.model(), circuit_node_set(circuit, meth.positions)] + sets,
                progress, should_stop).mean(1)
     f_model, f_circuit, f_random = float(F[0]), float(F[1]), F[2:]
     p = rank_p_value(f_circuit, f_random)

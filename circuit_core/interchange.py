@@ -23,13 +23,16 @@ circuits/ioi-eap-ig.json is one):
   (MIB-shared-task README), so scores are optional here.
 
 This tool's circuits are attention heads kept at a position, with MLPs and embeddings never ablated
-(Wang et al. 2022). So an import takes the heads with `in_graph` true as one class at a position the
-caller names, and says in its warnings what it could not carry (MLP membership, edge-level detail,
-neurons). An export writes every node: heads in_graph for members, `input`, the MLPs and `logits` in
+(Wang et al. 2022), and optionally a list of the head -> head (q, k, v) and head -> logits edges kept
+among them (circuit.py). So an import takes the heads with `in_graph` true as one class at a position
+the caller names, their in-graph head -> head and head -> logits edges as its edge list when some edge
+between them is out (none: node-level), and says in its warnings what it could not carry (MLP
+membership, edges from the input or MLPs or into MLPs, neurons). An export writes every node: heads in_graph for members, `input`, the MLPs and `logits` in
 the graph; and (edges=True) every edge of the model, in_graph when both its ends are: the node-level
 circuit EAP-IG's README describes ("for every node in the circuit, all of its outgoing edges are also
 in the circuit"), which EAP-IG's `evaluate_graph` (it prunes nodes without in-graph edges) evaluates
-as these heads. Edge scores are written as 0.0 (these circuits have none; `from_json` needs the
+as these heads; a circuit with an edge list writes its head -> head and head -> logits edges in_graph
+as listed. Edge scores are written as 0.0 (these circuits have none; `from_json` needs the
 field). EAP-IG graphs keep a node at every position: what EAP-IG evaluates is the circuit with
 positions "all". The circuit itself travels along under the extra key "circuit" (ignored by EAP-IG),
 so our classes and positions survive a round trip.
@@ -41,7 +44,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .circuit import Circuit, CircuitClass, CircuitError, Head
+from .circuit import LOGITS, Circuit, CircuitClass, CircuitError, Edge, Head, head_name, parse_head
 
 CIRCUIT_KEY = "circuit"  # our circuit JSON, carried along; EAP-IG's from_json reads only cfg/nodes/edges
 HEAD = re.compile(r"a(\d{1,6})\.h(\d{1,6})")  # bounded: no 5,000-digit int() to parse
@@ -109,7 +112,16 @@ def to_eap_graph(circuit: Circuit, cfg: dict, edges: bool = True, head_scores: d
             nodes[n]["score"] = float(head_scores[(int(m[1]), int(m[2]))])
     d = {"cfg": dict(cfg), "nodes": nodes, "edges": {}}
     if edges:
-        d["edges"] = {edge_name(p, c, x): {"score": 0.0, "in_graph": in_graph[p] and in_graph[c]}
+        listed = circuit.head_edges()  # None: every edge between two nodes in the graph
+        names = {} if listed is None else {(head_node(s), "logits" if r == LOGITS else head_node(r), None if r == LOGITS else x)
+                                           for s, r, x in listed}
+
+        def kept(p, c, x):
+            if listed is not None and HEAD.fullmatch(p) and (c == "logits" or HEAD.fullmatch(c)):
+                return (p, c, x) in names
+            return in_graph[p] and in_graph[c]
+
+        d["edges"] = {edge_name(p, c, x): {"score": 0.0, "in_graph": kept(p, c, x)}
                       for p, c, x in graph_edges(n_layers, n_heads, bool(cfg.get("parallel_attn_mlp", False)))}
     if keep_circuit:
         d[CIRCUIT_KEY] = circuit.to_dict()
@@ -212,11 +224,13 @@ def _is_edge(parent: tuple, child: tuple, qkv: str | None, parallel: bool) -> bo
 
 
 def _read_edges(edges, n_layers: int, n_heads: int, parallel: bool, kept_nodes: set[str]):
-    """(|Σ outgoing edge scores| per head, edges out of the graph between two kept nodes)."""
+    """(|Σ outgoing edge scores| per head, edges out of the graph between two kept nodes that a circuit
+    cannot carry (from input or an MLP, into an MLP), and the head -> head and head -> logits edges in the
+    graph as (sender, receiver or "logits", input))."""
     if not isinstance(edges, dict):
         raise CircuitError("Graph field 'edges' must map edge names to {\"score\": ..., \"in_graph\": ...}.")
     sums: dict[Head, float] = {}
-    dropped = 0
+    dropped, head_edges = 0, set()
     for name, info in edges.items():
         m = EDGE.fullmatch(str(name))
         if not m:
@@ -231,8 +245,14 @@ def _read_edges(edges, n_layers: int, n_heads: int, parallel: bool, kept_nodes: 
         score = _score(info.get("score"), where)
         if parent[0] == "head" and score is not None:
             sums[parent[1]] = sums.get(parent[1], 0.0) + score
-        dropped += not kept and m[1] in kept_nodes and m[2] in kept_nodes
-    return {h: abs(s) for h, s in sums.items()}, dropped
+        between_kept = m[1] in kept_nodes and m[2] in kept_nodes
+        if parent[0] == "head" and child[0] in ("head", "logits"):  # an edge a circuit's edge list carries
+            edge = (parent[1], child[1] if child[0] == "head" else "logits", m[3] or "out")
+            if kept:
+                head_edges.add(edge)
+        else:
+            dropped += not kept and between_kept
+    return {h: abs(s) for h, s in sums.items()}, dropped, head_edges
 
 
 def from_eap_graph(d, position: str = "END", name: str = "imported EAP-IG graph", class_name: str = "imported",
@@ -256,7 +276,7 @@ def from_eap_graph(d, position: str = "END", name: str = "imported EAP-IG graph"
     parallel = d["cfg"].get("parallel_attn_mlp", False)
     if not isinstance(parallel, bool):
         raise CircuitError(f"Graph cfg.parallel_attn_mlp must be true or false (got {str(parallel)[:40]!r}).")
-    edge_scores, dropped = _read_edges(d.get("edges", {}), n_layers, n_heads, parallel, kept_nodes)
+    edge_scores, dropped, head_edges = _read_edges(d.get("edges", {}), n_layers, n_heads, parallel, kept_nodes)
     mlps_out = [layer for layer in range(n_layers) if layer not in mlps_in]
     warnings = []
     if mlps_out:
@@ -264,20 +284,41 @@ def from_eap_graph(d, position: str = "END", name: str = "imported EAP-IG graph"
                         f"ablated): the graph leaves out {len(mlps_out)} of {n_layers} MLPs "
                         f"({', '.join(f'm{layer}' for layer in mlps_out[:6])}{', …' if len(mlps_out) > 6 else ''}).")
     if dropped:
-        warnings.append(f"Edge-level detail dropped: {dropped} edge(s) between nodes in the graph are out of it; "
-                        "here a head in the circuit keeps all its connections.")
+        warnings.append(f"Edge-level detail dropped: {dropped} edge(s) from the input or an MLP, or into an MLP, "
+                        "between nodes in the graph are out of it; here embeddings and MLPs keep all their "
+                        "connections (only head -> head and head -> logits edges are a circuit's).")
     if neurons:
         warnings.append("Neuron-level membership is not represented: a head counts as in when its node is.")
+    edge_list = _edge_list(head_edges, set(heads))
+    if len(edge_list) < len(_every_head_edge(heads)):  # EAP-IG: an edge the file does not list is out too
+        warnings.append(f"Edges: the graph keeps {len(edge_list)} of the {len(_every_head_edge(heads))} head -> head and "
+                        "head -> logits edges among its heads; the circuit lists them as its edges.")
+    else:
+        edge_list = None  # every edge among the heads: the node-level circuit
     circuit = _carried_circuit(d, heads, warnings)
     if circuit is None:
         warnings.append(f"Positions: EAP-IG keeps nodes at every position; the imported heads are kept at "
                         f"{position}.")
         circuit = Circuit(name=name, classes=[CircuitClass(class_name, position, sorted(heads))], task=task,
-                          notes=f"Imported from an EAP-IG graph ({n_layers} layers x {n_heads} heads).")
+                          notes=f"Imported from an EAP-IG graph ({n_layers} layers x {n_heads} heads).",
+                          edges=edge_list)
     scores = scores or edge_scores
     if not any(scores.values()):  # all zero, as in an export of ours: no ranking to draw a ROC from
         scores = {}
     return Imported(circuit, scores, warnings, dict(d["cfg"]))
+
+
+def _every_head_edge(heads) -> set:
+    return ({(s, r, x) for s in heads for r in heads if s[0] < r[0] for x in "qkv"}
+            | {(s, "logits", "out") for s in heads})
+
+
+def _edge_list(head_edges: set, heads: set) -> list[Edge]:
+    """The graph's head -> head and head -> logits edges between heads of the circuit, as its edge list."""
+    out = [Edge(head_name(s), LOGITS if r == "logits" else head_name(r), x) for s, r, x in head_edges
+           if s in heads and (r == "logits" or r in heads)]
+    return sorted(out, key=lambda e: (parse_head(e.sender), e.receiver == LOGITS,
+                                      () if e.receiver == LOGITS else parse_head(e.receiver), e.input))
 
 
 def _carried_circuit(d: dict, heads: list[Head], warnings: list[str]) -> Circuit | None:

@@ -47,7 +47,7 @@ def _read_header(path: str, mtime: int, size: int) -> dict | None:
         if not isinstance(d, dict):
             return None
         heads = sum(len(c.get("heads", [])) for c in d.get("classes", []) if isinstance(c, dict))
-        return {"task": d.get("task"), "model": d.get("model"), "heads": heads}
+        return {"task": d.get("task"), "model": d.get("model"), "heads": heads, "edges": "edges" in d}
     except (OSError, ValueError, TypeError, AttributeError):
         return None
 
@@ -80,8 +80,10 @@ def default_circuit_choice(model, files: dict[str, Path], task: str = "ioi") -> 
     view is never an error about a circuit the user did not pick, nor another shape's circuit."""
     want = "demo" if model.source == "demo" else model.name
     shape = (model.n_layers, model.n_heads)
-    # Within each rule the largest circuit first: the paper's full claim before its naive baseline.
-    heads = dict(sorted(((k, _header(p) or {}) for k, p in files.items()), key=lambda kv: -(kv[1].get("heads") or 0)))
+    # Within each rule the largest circuit first: the paper's full claim before its naive baseline; at one
+    # size the node-level claim before an edge list that refines it.
+    heads = dict(sorted(((k, _header(p) or {}) for k, p in files.items()),
+                        key=lambda kv: (-(kv[1].get("heads") or 0), bool(kv[1].get("edges")))))
     for key, head in heads.items():
         if head.get("model") == want and _fits(files[key], model, task):
             return key, None

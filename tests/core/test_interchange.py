@@ -102,7 +102,9 @@ def test_a_hand_made_graph_imports():
     assert imp.head_scores == {(0, 1): pytest.approx(0.75), (0, 2): pytest.approx(0.125), (1, 0): pytest.approx(2.0)}
     text = " ".join(imp.warnings)
     assert "MLP" in text and "m0" in text and "1 of 2 MLPs" in text
-    assert "1 edge(s)" in text  # a0.h1->logits: both ends kept, the edge is not
+    # a0.h1->logits is out, and so are the unlisted a0.h1->a1.h0 <q> and <k>: the circuit lists its edges
+    assert [e.label() for e in c.edges] == ["0.1 → 1.0 (v)", "1.0 → logits"]
+    assert "keeps 2 of the 5" in text and "from the input or an MLP" not in text
     imp.check_fits(2, 3)
     with pytest.raises(CircuitError, match="2 layers x 3 heads"):
         imp.check_fits(4, 4)

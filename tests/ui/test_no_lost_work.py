@@ -22,6 +22,7 @@ from circuit_core.models import DEMO_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted((ROOT / "data" / "circuits").glob("*.json"))
+DEMO_CIRCUIT = ROOT / "data" / "circuits" / "ioi-demo.json"  # the demo model's default circuit
 
 
 def button(at: AppTest, label: str):
@@ -41,7 +42,7 @@ def saved_dir(tmp_path, monkeypatch):
 
 # --- saving -----------------------------------------------------------------------------------------
 def test_save_refuses_to_overwrite_unless_told(saved_dir):
-    c = load_circuit(PRESETS[0])
+    c = load_circuit(DEMO_CIRCUIT)
     path = circuits.save_circuit(c, "mine")
     with pytest.raises(circuits.AlreadySaved):
         circuits.save_circuit(remove_head(c, c.heads[0]), "mine")
@@ -52,7 +53,7 @@ def test_save_refuses_to_overwrite_unless_told(saved_dir):
 
 
 def test_distinct_names_never_share_a_file(saved_dir):
-    c = load_circuit(PRESETS[0])
+    c = load_circuit(DEMO_CIRCUIT)
     names = ["my circuit", "my-circuit", "my_circuit", "my circuit (2)", "My.circuit+v2"]
     paths = [circuits.save_circuit(c, n) for n in names]
     assert len(set(paths)) == len(names) and all(load_circuit(p).name == n for p, n in zip(paths, names))
@@ -65,7 +66,7 @@ def test_distinct_names_never_share_a_file(saved_dir):
 
 
 def test_saving_keeps_the_edited_circuit_as_it_is(saved_dir):
-    c = load_circuit(PRESETS[0])
+    c = load_circuit(DEMO_CIRCUIT)
     before = c.to_dict()
     circuits.save_circuit(c, "a copy")
     assert c.to_dict() == before and load_circuit(saved_dir / "a copy.json").name == "a copy"
@@ -109,7 +110,7 @@ def upload(at: AppTest, file_name: str, circuit: dict) -> AppTest:
 
 def test_each_upload_keeps_its_own_history(dash):
     at = dash.open("dashboard.py")
-    demo = load_circuit(PRESETS[0]).to_dict()
+    demo = load_circuit(DEMO_CIRCUIT).to_dict()
     upload(at, "first.json", {**demo, "name": "first"})
     assert dash.session(at).view.circuit_from == "uploaded: first"
     first = dash.history(at, "uploaded: first")
@@ -143,13 +144,13 @@ def test_a_reload_brings_back_the_edited_circuit(dash):
     assert dash.session(fresh).view.model.choice == "demo"
     restored = dash.history(fresh)
     assert restored.current.to_dict() == history.current.to_dict()
-    assert restored.can_undo and restored.past[0].to_dict() == load_circuit(PRESETS[0]).to_dict()
+    assert restored.can_undo and restored.past[0].to_dict() == load_circuit(DEMO_CIRCUIT).to_dict()
     assert next(m.value for m in fresh.metric if m.label.startswith("F(C)")) == f_c
 
 
 def test_a_reload_brings_back_an_upload(dash):
     at = dash.open("dashboard.py")
-    upload(at, "mine.json", {**load_circuit(PRESETS[0]).to_dict(), "name": "mine"})
+    upload(at, "mine.json", {**load_circuit(DEMO_CIRCUIT).to_dict(), "name": "mine"})
     fresh = dash.open("dashboard.py", query=dict(at.query_params))
     assert dash.session(fresh).view.circuit_from == "uploaded: mine"
     assert dash.history(fresh, "uploaded: mine").current.name == "mine"
@@ -196,7 +197,7 @@ def test_links_round_trip_presets_and_random_edits(preset):
 
 
 def test_links_reject_anything_else_with_a_circuit_error():
-    text = encode_circuit(load_circuit(PRESETS[0]))
+    text = encode_circuit(load_circuit(DEMO_CIRCUIT))
     rng = random.Random(0)
     bad = [text[:n] for n in (0, 3, 10, len(text) // 2, len(text) - 1)]
     bad += ["c2." + text[3:], text + "=", text.replace("c1.", "c1.!")]
@@ -339,7 +340,7 @@ def test_upload_errors_show_where_the_page_starts_and_the_page_goes_on(dash):
     assert not at.exception
     assert any("broken" in e.value and "not taken in" in e.value for e in at.main.error)  # not only the sidebar
     assert at.metric  # the figures stay
-    demo = load_circuit(PRESETS[0]).to_dict()
+    demo = load_circuit(DEMO_CIRCUIT).to_dict()
     far = {**demo, "name": "too big", "classes": [{**demo["classes"][0], "heads": [[10, 0]]}]}
     upload(at, "far.json", far)
     assert not at.exception and not at.error
@@ -354,7 +355,7 @@ def test_a_model_that_cannot_be_had_keeps_the_address_circuit_until_it_is_back(d
     import shutil
 
     folder = tmp_path / "my-model"
-    demo = load_circuit(PRESETS[0])
+    demo = load_circuit(DEMO_CIRCUIT)
     edited = remove_head(demo, demo.heads[0])
     query = {**dash.view(folder=str(folder), circuit_from="preset: ioi-demo").to_query(), "circuit": encode_circuit(edited)}
     at = dash.open("dashboard.py", query=query)
