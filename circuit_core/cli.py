@@ -806,6 +806,10 @@ position and every other head at every position."""
 
 def _graph(args):
     """The EAP-IG graph whose head scores rank the heads (--ranking graph), read before the model loads."""
+    if args.items == "edges" and args.ranking not in (None, "graph"):
+        raise UsageError("--items edges ranks by the edge scores of an EAP-IG graph: --ranking graph --graph FILE")
+    if args.items == "edges":
+        args.ranking = "graph"
     if args.ranking != "graph":
         if args.graph:
             raise UsageError("--graph is for --ranking graph")
@@ -813,6 +817,11 @@ def _graph(args):
     if not (args.graph or args.circuit):
         raise UsageError("--ranking graph needs an EAP-IG graph: --graph FILE (or --circuit FILE when it is one)")
     graph = load_any(args.graph or args.circuit)
+    if args.items == "edges":
+        if not getattr(graph, "edge_scores", None):
+            raise UsageError(f"{snippet(args.graph or args.circuit)} holds no scores on head -> head or head -> logits "
+                             "edges to rank the edges by")
+        return graph
     if not graph.head_scores:
         raise UsageError(f"{snippet(args.graph or args.circuit)} holds no per-head scores (node or edge scores of an "
                          "EAP-IG graph) to rank by; give one with --graph")
@@ -859,7 +868,7 @@ def print_curve(c, out=None) -> None:
 def cmd_curve(args) -> int:
     import time
 
-    from .curves import head_curve
+    from .curves import edge_curve, head_curve, model_edges, rank_edges_by_graph
     from .evaluate import build_evaluator
 
     methodology, circuit = prepare(args)
@@ -869,11 +878,17 @@ def cmd_curve(args) -> int:
     circuit = open_circuit(args, model, circuit) if args.circuit else None
     ev = build_evaluator(model, methodology)
     start = time.perf_counter()
-    ranking = _ranking(args, ev, circuit, graph)
+    if args.items == "edges":
+        graph.check_fits(ev.n_layers, ev.n_heads)
+        print("Ranking edges by the scores stored in the graph")
+        ranking = rank_edges_by_graph(graph.edge_scores, model_edges(ev.n_layers, ev.n_heads), args.absolute)
+    else:
+        ranking = _ranking(args, ev, circuit, graph)
     print(f"  {ranking.note}; top 10: {', '.join(ranking.names()[:10])}")
-    c = head_curve(ev, ranking, circuit, args.random_orders, progress=progress_bar("curve"))
+    curve = edge_curve if args.items == "edges" else head_curve
+    c = curve(ev, ranking, circuit, args.random_orders, progress=progress_bar("curve"))
     took = time.perf_counter() - start
-    print(f"Faithfulness curve along the {c.ranking} ranking of {c.n_items} heads on {model.name}"
+    print(f"Faithfulness curve along the {c.ranking} ranking of {c.n_items} {args.items} on {model.name}"
           + (f" (circuit '{circuit.name}')" if circuit else ""))
     print(f"  {methodology_line(ev)}")
     print_curve(c)
@@ -891,6 +906,10 @@ def add_curve_options(p: argparse.ArgumentParser) -> None:
                         "corrupted twins), discovery (circuit discovery's pruning order; costly), graph (the scores "
                         "stored in an EAP-IG graph: --graph, or --circuit when it is one)")
     p.add_argument("--graph", default=None, help="EAP-IG / MIB graph JSON whose per-head scores rank the heads")
+    p.add_argument("--items", choices=("heads", "edges"), default="heads",
+                   help="what the curve grows by: heads (default) or edges (head -> head at q/k/v and head -> logits; "
+                        "ranked by an EAP-IG graph's edge scores, --graph; every other edge among the kept heads "
+                        "removed)")
     p.add_argument("--absolute", action="store_true",
                    help="rank by |score| (MIB's abs=True, what its CMD table reads) instead of the signed score")
     p.add_argument("--random-orders", type=whole(0, 100), default=RANDOM_ORDERS,
@@ -916,7 +935,7 @@ def cmd_evidence(args) -> int:
     prompts = tuple(int(x) for x in args.prompts.replace(",", " ").split())
     dataset = paired_dataset(model, methodology)
     e = circuit_evidence(model, dataset, circuit, prompts, bootstrap=args.bootstrap, seed=args.seed,
-                         progress=progress_bar("edges"))
+                         progress=progress_bar("edges"), metric=methodology.metric)
     print(f"Evidence for '{circuit.name}' on {model.name}, task {dataset.task}: {dataset.n} prompt pairs, "
           f"{e.n_tokens} name tokens, {e.n_sequences} random sequences; 95% intervals")
     for ce in e.classes:

@@ -29,7 +29,7 @@ from typing import Callable, Hashable, Sequence
 import numpy as np
 
 from .ablation import NodeSet, PositionScope
-from .circuit import ALL_POSITIONS, Circuit, Head, head_name
+from .circuit import ALL_POSITIONS, HEAD_INPUTS, LOGITS, OUT, Circuit, Head, head_name
 from .criteria import interval_method
 from .intervals import Interval
 from .progress import raise_if_stopped
@@ -77,7 +77,14 @@ class Ranking:
         return self.items[:k]
 
     def names(self) -> list[str]:
-        return [head_name(i) if isinstance(i, tuple) and len(i) == 2 else str(i) for i in self.items]
+        def name(i) -> str:
+            if isinstance(i, tuple) and len(i) == 2:
+                return head_name(i)
+            if isinstance(i, tuple) and len(i) == 3:  # an edge
+                s, r, x = i
+                return f"{head_name(s)}→{'logits' if r == LOGITS else head_name(r) + '<' + x + '>'}"
+            return str(i)
+        return [name(i) for i in self.items]
 
 
 def order_by(scores: dict[Hashable, float | None], source: str, absolute: bool = False, note: str = "") -> Ranking:
@@ -157,6 +164,50 @@ def rank_by_graph(head_scores: dict[Head, float], all_heads: Sequence[Head]) -> 
         raise ValueError("the graph has no per-head scores to rank by (node scores, or edge scores)")
     scores = {h: head_scores.get(h) for h in all_heads}
     return order_by(scores, "graph", True, "scores stored in the EAP-IG graph")
+
+
+# --- edges -----------------------------------------------------------------------------------------------
+def model_edges(n_layers: int, n_heads: int) -> list[tuple]:
+    """Every edge a circuit's edge list can hold, on this model: head -> later head at q, k or v, and head ->
+    logits, as (sender, receiver or "logits", input). (Embedding and MLP edges are always kept here, so they
+    are not items; MIB's graphs count them too.)"""
+    heads = [(l, h) for l in range(n_layers) for h in range(n_heads)]
+    return ([(s, r, x) for s in heads for r in heads if s[0] < r[0] for x in HEAD_INPUTS]
+            + [(s, LOGITS, OUT) for s in heads])
+
+
+def edge_keep(where: dict[Head, str]) -> Callable[[Sequence[tuple]], NodeSet]:
+    """The `keep` of an edge ranking: the top-k edges' ends kept as nodes (each head where `where` says), and
+    every other edge among those nodes removed, as EAP-IG's evaluate_graph does (README, "Edges")."""
+    def keep(items: Sequence[tuple]) -> NodeSet:
+        kept = set(items)
+        nodes = {s for s, _, _ in kept} | {r for _, r, _ in kept if r != LOGITS}
+        every = {(s, r, x) for s in nodes for r in nodes if s[0] < r[0] for x in HEAD_INPUTS}
+        every |= {(s, LOGITS, OUT) for s in nodes}
+        return NodeSet(frozenset((l, h, where[(l, h)]) for l, h in nodes), label=f"top {len(items)} edges",
+                       removed_edges=frozenset(every - kept))
+    return keep
+
+
+def rank_edges_by_graph(edge_scores: dict[tuple, float], all_edges: Sequence[tuple], absolute: bool = False) -> Ranking:
+    """The edge scores stored in an EAP-IG / MIB graph (interchange: head -> head and head -> logits edges);
+    edges without one go last."""
+    if not edge_scores:
+        raise ValueError("the graph has no scores on its head -> head or head -> logits edges to rank by")
+    return order_by({e: edge_scores.get(e) for e in all_edges}, "graph", absolute,
+                    "edge scores stored in the EAP-IG graph" + (" (|score|)" if absolute else ""))
+
+
+def edge_curve(ev, ranking: Ranking, circuit: Circuit | None = None, random_orders: int = RANDOM_ORDERS,
+               progress=None, should_stop=None) -> Curve:
+    """`faithfulness_curve` over the model's head edges (`model_edges`): at each fraction the top-k edges and
+    their ends, every other edge among those ends removed."""
+    model = ev.model
+    where = head_positions(model.n_layers, model.n_heads, circuit, ev.methodology.positions)
+    every = model_edges(model.n_layers, model.n_heads)
+    return faithfulness_curve(ev, ranking, edge_keep(where), len(every), "edges",
+                              positions_text(circuit, ev.methodology.positions), random_orders,
+                              all_items=every, progress=progress, should_stop=should_stop)
 
 
 def random_rankings(items: Sequence[Hashable], orders: int, seed: int) -> list[Ranking]:
@@ -404,7 +455,7 @@ def ranked_curve(ev, source: str = DEFAULT_SOURCE, circuit: Circuit | None = Non
     return head_curve(ev, ranking, circuit, random_orders, progress, should_stop)
 
 
-__all__ = ["ranked_curve", "FRACTIONS", "SOURCES", "DEFAULT_SOURCE", "RANDOM_ORDERS", "mib_k", "trapezoid", "cpr", "cmd", "Ranking",
+__all__ = ["ranked_curve", "edge_curve", "edge_keep", "model_edges", "rank_edges_by_graph", "FRACTIONS", "SOURCES", "DEFAULT_SOURCE", "RANDOM_ORDERS", "mib_k", "trapezoid", "cpr", "cmd", "Ranking",
            "order_by", "head_positions", "head_keep", "rank_by_attribution", "rank_by_activation", "rank_by_discovery",
            "rank_by_graph", "random_rankings", "Area", "CurvePoint", "Baseline", "Curve", "curve_sets",
            "faithfulness_curve", "curve_figures", "rank_heads", "head_curve", "positions_text"]

@@ -35,6 +35,7 @@ import torch
 
 from .circuit import ALL_POSITIONS, LOGITS, OUT, Circuit, Edge, Head, head_name, parse_head
 from .intervals import Interval
+from .metrics import Metric
 
 COPY_K = 5  # the paper's top-5
 DEFAULT_PROMPTS = (0, 1, 2)  # prompts whose attention is shown one by one
@@ -331,14 +332,14 @@ def role_scores(model, heads: list[Head], n_seqs: int = 20, seed: int = 0, boots
 # --- edges: joint path patching ------------------------------------------------------------------------------
 def edge_effects(model, dataset, circuit: Circuit, edges: list[Edge] | None = None, bootstrap: int = 1000,
                  seed: int = 0, batch_size: int = 256, progress=None, should_stop=None,
-                 hooked: bool = False) -> EdgeEffects:
+                 hooked: bool = False, metric: str = "logit_diff") -> EdgeEffects:
     """Every edge's effect (circuit.edges, or all_edges() when it has none), on the dataset's prompt pairs:
     see the module doc. Each sender's heads are patched together; edges with no sender head below a
     receiver head carry nothing (NaN). GPT-2-style models run through blocks.py (no hooks, no unembedding:
     (b) only recomputes MLPs, every head being frozen; (c) runs from the first receiver's layer on); other
     architectures, or hooked=True, take hooked bridge passes, which give the same numbers more slowly.
     batch_size: rows (senders × prompts) per pass."""
-    from .patching import _check_paired, _chunks, _fast, _result, _Steps
+    from .patching import _check_paired, _chunks, _fast, _Readout as _FullReadout, _result, _Steps
 
     _check_paired(dataset)
     edges = list(edges if edges is not None else (circuit.edges if circuit.edges is not None else circuit.all_edges()))
@@ -354,14 +355,17 @@ def edge_effects(model, dataset, circuit: Circuit, edges: list[Edge] | None = No
     patched = torch.full((len(edges), dataset.n), float("nan"), dtype=torch.float64)
     clean_m = torch.zeros(dataset.n, dtype=torch.float64)
     corr_m = torch.zeros(dataset.n, dtype=torch.float64)
+    readout = _FullReadout(metric, dataset)  # the metric from logits; under KL it keeps the clean log-probs
     for rows in _chunks(dataset.n, per):
-        clean_m[rows], corr_m[rows], from_b, seen = sender_runs(model, dataset, circuit, senders, groups, rows, steps)
+        clean_m[rows], corr_m[rows], from_b, seen = sender_runs(model, dataset, circuit, senders, groups, rows, steps,
+                                                                readout)
         for i, e in enumerate(edges):
             if e.receiver == LOGITS:
                 patched[i, rows] = from_b[senders.index(e.sender)]
         for (receiver, x), members in groups.items():
             steps.before()
-            m = receiver_run(model, dataset, circuit, receiver, x, [edges[i] for i in members], senders, seen, rows)
+            m = receiver_run(model, dataset, circuit, receiver, x, [edges[i] for i in members], senders, seen, rows,
+                             readout)
             for j, i in enumerate(members):
                 patched[i, rows] = m[j]
             steps.after()
@@ -371,8 +375,9 @@ def edge_effects(model, dataset, circuit: Circuit, edges: list[Edge] | None = No
                            () if e.receiver == LOGITS else tuple(map(head_name, circuit.heads_of(e.receiver))))
                 for i, e in enumerate(edges))
     how = "blocks" if fast else "hooked passes"
+    of = "" if metric == "logit_diff" else f"; metric {Metric(metric).label}"
     return EdgeEffects(out, result.F_clean, result.F_corrupted, dataset.n,
-                       f"joint path patching (a sender's heads together), {how}")
+                       f"joint path patching (a sender's heads together), {how}{of}")
 
 
 def _reaches(circuit: Circuit, e: Edge) -> bool:
@@ -395,7 +400,7 @@ def _receiver_role(circuit: Circuit, receiver: str) -> str | None:
     return None if cls is None or cls.position == ALL_POSITIONS else cls.position
 
 
-def _sender_runs(model, dataset, circuit, senders, groups, rows, steps):
+def _sender_runs(model, dataset, circuit, senders, groups, rows, steps, readout):
     """Clean and corrupted metrics, then run (b) for every sender at once (block g: sender g's heads take
     their corrupted z, every other head its clean z): its metric (the logits edges) and the receivers'
     inputs it produced (hook_q / hook_k / hook_v of the receiver layers)."""
@@ -408,8 +413,8 @@ def _sender_runs(model, dataset, circuit, senders, groups, rows, steps):
     _hook_names(model, wanted)
     steps.before()
     tokens = dataset.tokens[rows]
-    clean, clean_z = _hooked_run(model, dataset, tokens, rows, grab=z_names)
-    corr, corr_z = _hooked_run(model, dataset, dataset.reference_tokens[rows], rows, grab=z_names)
+    clean, clean_z = _hooked_run(model, dataset, tokens, rows, grab=z_names, readout=readout, clean=True)
+    corr, corr_z = _hooked_run(model, dataset, dataset.reference_tokens[rows], rows, grab=z_names, readout=readout)
     mask = torch.zeros(G, 1, 1, L, H, 1, dtype=torch.bool, device=model.device)  # [sender, P, S, layer, head, 1]
     for g, s in enumerate(senders):
         for l, h in circuit.heads_of(s):
@@ -417,12 +422,12 @@ def _sender_runs(model, dataset, circuit, senders, groups, rows, steps):
     hooks = [(z_names[l], lambda z, hook, l=l: torch.where(
         mask[:, :, :, l].expand(G, P, *z.shape[1:3], 1).flatten(0, 1),
         corr_z[z_names[l]].repeat(G, 1, 1, 1), clean_z[z_names[l]].repeat(G, 1, 1, 1)).to(z.dtype)) for l in range(L)]
-    from_b, seen = _hooked_run(model, dataset, tokens.repeat(G, 1), rows, hooks, grab=wanted)
+    from_b, seen = _hooked_run(model, dataset, tokens.repeat(G, 1), rows, hooks, grab=wanted, readout=readout)
     steps.after()
     return clean, corr, from_b.view(G, P), seen
 
 
-def _receiver_run(model, dataset, circuit, receiver, x, edges, senders, seen, rows) -> torch.Tensor:
+def _receiver_run(model, dataset, circuit, receiver, x, edges, senders, seen, rows, readout) -> torch.Tensor:
     """(c): the clean run with only the receiver's input x (q: at its position) taken from (b), one block per
     edge (its sender's block of (b)); the metric [edges, P]."""
     from .hooks import hook_qkv
@@ -440,7 +445,7 @@ def _receiver_run(model, dataset, circuit, receiver, x, edges, senders, seen, ro
         name = hook_qkv(l, x)
         sent = seen[name].view(len(senders), P, *seen[name].shape[1:])[blocks].flatten(0, 1)
         hooks.append((name, _put_heads(sent, [h for l2, h in heads if l2 == l], where, H)))
-    m, _ = _hooked_run(model, dataset, tokens.repeat(G, 1), rows, hooks)
+    m, _ = _hooked_run(model, dataset, tokens.repeat(G, 1), rows, hooks, readout=readout)
     return m.view(G, P)
 
 
@@ -456,19 +461,32 @@ def _clean_runs(b, tokens: torch.Tensor) -> tuple[list, list]:
 
 
 class _Readout:
-    """The task's metric from final residuals [G * P, S, d] of prompts `rows` repeated G times."""
+    """The methodology's metric from final residuals [G * P, S, d] of prompts `rows` repeated G times: the
+    logit difference as one dot product, other metrics from every logit at END (`full`, patching's readout;
+    the clean run is read first, through `clean`)."""
 
-    def __init__(self, b, dataset, rows, device):
-        self.b, self.end = b, dataset.positions["END"][rows].to(device)
+    def __init__(self, b, dataset, rows, device, full=None):
+        self.b, self.end, self.rows, self.full = b, dataset.positions["END"][rows].to(device), rows, full
         self.direction, self.bias = (t.to(device) for t in b.answer_direction(dataset.answer_tokens[rows].to(device)))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def _at(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         reps = len(x) // len(self.end)
-        at = x[torch.arange(len(x), device=x.device), self.end.repeat(reps)]
-        return self.b.readout(at, self.direction.repeat(reps, 1), self.bias.repeat(reps)).double().cpu()
+        return x[torch.arange(len(x), device=x.device), self.end.repeat(reps)], reps
+
+    def clean(self, x: torch.Tensor) -> torch.Tensor:
+        if self.full is None or self.full.metric is Metric.LOGIT_DIFF:
+            return self(x)
+        at, _ = self._at(x)
+        return self.full.clean(self.b.final_logits(at).double(), self.rows).double().cpu()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        at, reps = self._at(x)
+        if self.full is None or self.full.metric is Metric.LOGIT_DIFF:
+            return self.b.readout(at, self.direction.repeat(reps, 1), self.bias.repeat(reps)).double().cpu()
+        return self.full(self.b.final_logits(at).double(), self.rows).double().cpu()  # blocks of P: from_logits
 
 
-def _sender_runs_blocks(model, dataset, circuit, senders, groups, rows, steps):
+def _sender_runs_blocks(model, dataset, circuit, senders, groups, rows, steps, readout):
     """_sender_runs through GPT2Blocks: with every head frozen, (b) is the clean residual plus the senders'
     output differences, each layer's MLP recomputed; no attention runs at all."""
     b, dev, G, P = model.blocks, model.device, len(senders), len(rows)
@@ -476,7 +494,7 @@ def _sender_runs_blocks(model, dataset, circuit, senders, groups, rows, steps):
     with torch.no_grad():
         clean_x, clean_z = _clean_runs(b, dataset.tokens[rows].to(dev))
         corr_x, corr_z = _clean_runs(b, dataset.reference_tokens[rows].to(dev))
-        read = _Readout(b, dataset, rows, dev)
+        read = _Readout(b, dataset, rows, dev, readout)
         mask = torch.zeros(G, b.n_layers, b.n_heads, dtype=clean_x[0].dtype, device=dev)
         for g, s in enumerate(senders):
             for l, h in circuit.heads_of(s):
@@ -486,12 +504,12 @@ def _sender_runs_blocks(model, dataset, circuit, senders, groups, rows, steps):
             seen.append(x)
             z = clean_z[layer][None] + mask[:, layer, None, None, :, None] * (corr_z[layer] - clean_z[layer])[None]
             x = b.mlp(layer, x + b.attn_out(layer, z.flatten(0, 1)))
-        out = read(clean_x[-1]), read(corr_x[-1]), read(x).view(G, P), {"b": seen, "clean": clean_x, "read": read}
+        out = read.clean(clean_x[-1]), read(corr_x[-1]), read(x).view(G, P), {"b": seen, "clean": clean_x, "read": read}
     steps.after()
     return out
 
 
-def _receiver_run_blocks(model, dataset, circuit, receiver, x_in, edges, senders, seen, rows) -> torch.Tensor:
+def _receiver_run_blocks(model, dataset, circuit, receiver, x_in, edges, senders, seen, rows, readout) -> torch.Tensor:
     """_receiver_run through GPT2Blocks: the clean run from the receiver's first layer on, its input x_in
     (q: at its position) taken from (b)'s residual entering its layer."""
     import torch.nn.functional as F
@@ -523,7 +541,7 @@ def _receiver_run_blocks(model, dataset, circuit, receiver, x_in, edges, senders
 # --- everything for a circuit ----------------------------------------------------------------------------
 def circuit_evidence(model, dataset, circuit: Circuit, prompts=DEFAULT_PROMPTS, edges: bool = True,
                      n_seqs: int = 20, bootstrap: int = 1000, seed: int = 0, progress=None,
-                     should_stop=None) -> CircuitEvidence:
+                     should_stop=None, metric: str = "logit_diff") -> CircuitEvidence:
     """Every class's evidence (module doc) on `dataset` (paired with its corrupted twins when `edges`)."""
     heads = circuit.heads
     attention = attention_evidence(model, dataset, heads, prompts, bootstrap, seed)
@@ -534,7 +552,7 @@ def circuit_evidence(model, dataset, circuit: Circuit, prompts=DEFAULT_PROMPTS, 
         copies = {}
     roles = role_scores(model, heads, n_seqs, seed, bootstrap)
     effects = edge_effects(model, dataset, circuit, bootstrap=bootstrap, seed=seed, progress=progress,
-                           should_stop=should_stop) if edges else None
+                           should_stop=should_stop, metric=metric) if edges else None
     classes = tuple(ClassEvidence(
         c.name, c.position, tuple(map(head_name, c.heads)),
         tuple(a for h in c.heads for a in attention[h]), tuple(s for h in c.heads for s in copies.get(h, ())),

@@ -137,6 +137,9 @@ class Imported:
     head_scores: dict[Head, float] = field(default_factory=dict)  # importance per head, for the ROC
     warnings: list[str] = field(default_factory=list)
     cfg: dict | None = None  # the graph's cfg (None: the file was our own circuit JSON)
+    # The graph's score of each head -> head and head -> logits edge (sender, receiver or "logits", input),
+    # signed as written: what a faithfulness curve over edges ranks by.
+    edge_scores: dict[tuple, float] = field(default_factory=dict)
 
     def check_fits(self, n_layers: int, n_heads: int) -> None:
         """CircuitError when the graph was made for a model of another shape."""
@@ -230,7 +233,7 @@ def _read_edges(edges, n_layers: int, n_heads: int, parallel: bool, kept_nodes: 
     if not isinstance(edges, dict):
         raise CircuitError("Graph field 'edges' must map edge names to {\"score\": ..., \"in_graph\": ...}.")
     sums: dict[Head, float] = {}
-    dropped, head_edges = 0, set()
+    dropped, head_edges, edge_scores = 0, set(), {}
     for name, info in edges.items():
         m = EDGE.fullmatch(str(name))
         if not m:
@@ -250,9 +253,11 @@ def _read_edges(edges, n_layers: int, n_heads: int, parallel: bool, kept_nodes: 
             edge = (parent[1], child[1] if child[0] == "head" else "logits", m[3] or "out")
             if kept:
                 head_edges.add(edge)
+            if score is not None:
+                edge_scores[edge] = score
         else:
             dropped += not kept and between_kept
-    return {h: abs(s) for h, s in sums.items()}, dropped, head_edges
+    return {h: abs(s) for h, s in sums.items()}, dropped, head_edges, edge_scores
 
 
 def from_eap_graph(d, position: str = "END", name: str = "imported EAP-IG graph", class_name: str = "imported",
@@ -276,7 +281,8 @@ def from_eap_graph(d, position: str = "END", name: str = "imported EAP-IG graph"
     parallel = d["cfg"].get("parallel_attn_mlp", False)
     if not isinstance(parallel, bool):
         raise CircuitError(f"Graph cfg.parallel_attn_mlp must be true or false (got {str(parallel)[:40]!r}).")
-    edge_scores, dropped, head_edges = _read_edges(d.get("edges", {}), n_layers, n_heads, parallel, kept_nodes)
+    edge_scores, dropped, head_edges, scored_edges = _read_edges(d.get("edges", {}), n_layers, n_heads, parallel,
+                                                                 kept_nodes)
     mlps_out = [layer for layer in range(n_layers) if layer not in mlps_in]
     warnings = []
     if mlps_out:
@@ -305,7 +311,8 @@ def from_eap_graph(d, position: str = "END", name: str = "imported EAP-IG graph"
     scores = scores or edge_scores
     if not any(scores.values()):  # all zero, as in an export of ours: no ranking to draw a ROC from
         scores = {}
-    return Imported(circuit, scores, warnings, dict(d["cfg"]))
+    return Imported(circuit, scores, warnings, dict(d["cfg"]),
+                    {e: v for e, v in scored_edges.items() if math.isfinite(v)} if any(scored_edges.values()) else {})
 
 
 def _every_head_edge(heads) -> set:

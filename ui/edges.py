@@ -27,12 +27,12 @@ def edges_job(ctx: Context, n: int = EVIDENCE_PAIRS) -> jobs.Job:
     meth = Selection(n, selection_seed(ctx)).methodology(ctx.methodology)
     candidates = candidate_edges(circuit)
     classes = json.dumps([[c.name, c.position, sorted(c.heads)] for c in circuit.classes])
-    key = ("edges", ctx.model_key, (meth.task, meth.n, meth.seed, meth.mode, meth.prepend_bos), classes,
+    key = ("edges", ctx.model_key, (meth.task, meth.n, meth.seed, meth.mode, meth.prepend_bos, meth.metric), classes,
            tuple(map(edge_id, candidates)))
     jobs.stop_others("edges", key)
     return jobs.start(key, "Path patching every edge", lambda job: edge_effects(
         model, pt.paired_dataset(model, meth), circuit, candidates, seed=meth.seed, progress=job.progress,
-        should_stop=job.should_stop))
+        should_stop=job.should_stop, metric=meth.metric))
 
 
 def evidence_job(ctx: Context, circuit, prompts_text: str = "0, 1, 2", n: int = EVIDENCE_PAIRS) -> jobs.Job:
@@ -49,7 +49,7 @@ def evidence_job(ctx: Context, circuit, prompts_text: str = "0, 1, 2", n: int = 
     model = ctx.model
     return jobs.start(key, "Gathering the evidence for each class", lambda job: circuit_evidence(
         model, pt.paired_dataset(model, meth), circuit, prompts or (0,), seed=meth.seed, progress=job.progress,
-        should_stop=job.should_stop))
+        should_stop=job.should_stop, metric=meth.metric))
 
 
 def edge_panel(ctx: Context, commit) -> None:

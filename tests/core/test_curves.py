@@ -252,3 +252,45 @@ def test_attribution_ranking_under_kl_uses_the_logit_difference(tiny_ev):
     under_kl = curves.rank_by_attribution(kl_ev, where)
     assert under_kl.items == curves.rank_by_attribution(tiny_ev, where).items
     assert "logit difference" in under_kl.note and any(abs(s) > 1e-6 for s in under_kl.scores)
+
+
+# --- edges ----------------------------------------------------------------------------------------------
+def test_an_edge_curve_point_is_the_circuit_of_its_top_edges(tiny_ev):
+    """The top-k edges kept are the circuit whose classes hold their ends and whose edge list is them: the same
+    F as evaluating that circuit, and the full edge list is M."""
+    from circuit_core.circuit import Circuit, CircuitClass, Edge, head_name
+    from circuit_core.criteria import circuit_node_set
+
+    L, H = tiny_ev.n_layers, tiny_ev.n_heads
+    where = curves.head_positions(L, H, None, "all")
+    every = curves.model_edges(L, H)
+    assert len(every) == sum(3 * H * H * (L - 1 - l) for l in range(L)) + L * H
+    rng = np.random.default_rng(4)
+    top = [every[i] for i in rng.permutation(len(every))[:15]]
+    ends = sorted({s for s, _, _ in top} | {r for _, r, _ in top if r != "logits"})
+    circuit = Circuit("top", [CircuitClass(head_name(h), "*", [h]) for h in ends],
+                      edges=[Edge(head_name(s), r if r == "logits" else head_name(r), x) for s, r, x in top])
+    keep = curves.edge_keep(where)
+    got, want = tiny_ev.F([keep(top), circuit_node_set(circuit, "all")])
+    assert got == pytest.approx(want, abs=1e-9)
+    assert not keep(every).removed_edges and tiny_ev.F([keep(every)]) == pytest.approx(tiny_ev.F([NodeSet.model()]))
+
+
+def test_cli_edge_curve_ranks_by_a_graphs_edge_scores(tmp_path, capsys):
+    from circuit_core.interchange import edge_name, from_eap_graph, to_eap_graph
+
+    circuit = load_circuit("data/circuits/ioi-demo.json")
+    graph = to_eap_graph(circuit, {"n_layers": 4, "n_heads": 4, "d_model": 64, "parallel_attn_mlp": False})
+    graph["edges"][edge_name("a2.h2", "logits")]["score"] = 5.0
+    graph["edges"][edge_name("a1.h1", "a2.h2", "q")]["score"] = -3.0
+    imported = from_eap_graph(graph)
+    assert imported.edge_scores[((2, 2), "logits", "out")] == 5.0 and imported.edge_scores[((1, 1), (2, 2), "q")] == -3.0
+    path, out = tmp_path / "graph.json", tmp_path / "curve.json"
+    path.write_text(json.dumps(graph))
+    assert main(["curve", "--model", "demo", "--items", "edges", "--graph", str(path), "--absolute", "--n", "20",
+                 "--bootstrap", "20", "--ref-replicates", "0", "--random-orders", "1", "--out", str(out)]) == 0
+    cur = json.loads(out.read_text())["results"]["curve"]
+    assert cur["items"] == "edges" and cur["order"][:2] == ["2.2→logits", "1.1→2.2<q>"]
+    assert cur["n_items"] == len(curves.model_edges(4, 4)) and cur["points"][-1]["f"] == pytest.approx(1.0, abs=0.05)
+    assert main(["curve", "--model", "demo", "--items", "edges", "--ranking", "attribution"]) == 2
+    assert "--ranking graph" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from circuit_core.metrics import Metric
 from circuit_core.circuit import LOGITS, Circuit, CircuitClass, Edge
 from circuit_core.evidence import (CircuitEvidence, attention_evidence, circuit_evidence, copy_scores, edge_effects,
                                    name_tokens, role_scores, wilson)
@@ -166,3 +167,21 @@ def test_the_blocks_path_gives_the_hooked_passes_numbers(tiny_model, paired):
     for a, b in zip(fast.edges, slow.edges):
         assert a.edge == b.edge
         assert a.effect == pytest.approx(b.effect, rel=1e-3, abs=1e-5), a.edge.label()
+
+
+@pytest.mark.parametrize("metric", ["kl", "prob_diff"])
+def test_edge_effects_follow_the_metric_on_both_paths(tiny_model, paired, metric):
+    """Under KL or the probability difference an edge's effect is path patching's under that metric, through
+    the blocks and through hooked passes alike."""
+    circuit = _two_classes((0, 1), (2, 3))
+    fast = edge_effects(tiny_model, paired, circuit, bootstrap=100, metric=metric)
+    slow = edge_effects(tiny_model, paired, circuit, bootstrap=100, metric=metric, hooked=True, batch_size=20)
+    ref = path_patching(tiny_model, paired, [(2, 3)], "v", None, bootstrap=100, metric=metric)
+    logits = path_patching(tiny_model, paired, "logits", bootstrap=100, metric=metric)
+    for got in (fast, slow):
+        assert got.F_clean == pytest.approx(ref.F_clean, abs=1e-5) and Metric(metric).label in got.method
+        assert got.of(Edge("A", "B", "v")).effect == pytest.approx(float(ref.effects[0, 1]), rel=1e-3, abs=1e-5)
+        assert got.of(Edge("A", LOGITS, "out")).effect == pytest.approx(float(logits.effects[0, 1]), rel=1e-3, abs=1e-5)
+    if metric == "kl":
+        assert fast.F_clean == pytest.approx(0.0, abs=1e-6)
+    assert fast.F_clean != pytest.approx(edge_effects(tiny_model, paired, circuit, bootstrap=100).F_clean)
