@@ -7,12 +7,13 @@ import json
 import streamlit as st
 
 from circuit_core.circuit import CircuitError
+from circuit_core.criteria import edge_effects as removal_effects
 from circuit_core.editing import toggle_edge
 from circuit_core.evidence import EVIDENCE_PAIRS, edge_effects
 from ui import jobs
 from ui.charts import style
 from ui.diagram import candidate_edges, edge_diagram, edge_id, kept_edges
-from ui.state import Context
+from ui.state import Context, circuit_json, get_evaluator
 
 
 def edges_job(ctx: Context, n: int = EVIDENCE_PAIRS) -> jobs.Job:
@@ -101,6 +102,34 @@ def edge_panel(ctx: Context, commit) -> None:
             _apply(commit, new)
         st.caption(f"{len(kept)} of {len(candidates)} edges kept" + (" (no edge list: every edge)"
                                                                      if circuit.edges is None else "") + ".")
+        if circuit.edges:
+            removal_table(ctx)
+
+
+def removal_job(ctx: Context) -> jobs.Job:
+    """criteria.edge_effects on the report prompts: what removing each kept edge does to F(C)."""
+    circuit, meth = ctx.circuit, ctx.methodology
+    key = ("edge-removal", ctx.model_key, meth, circuit_json(circuit))
+    jobs.stop_others("edge-removal", key)
+    ev = get_evaluator(ctx.model_key, meth)
+    return jobs.start(key, "Removing each kept edge", lambda job: removal_effects(
+        ev, circuit, progress=job.progress, should_stop=job.should_stop))
+
+
+def removal_table(ctx: Context) -> None:
+    """Each kept edge's F(C) − F(C without it), with its 95% interval: the change a click on it would make."""
+    job = removal_job(ctx)
+    job.wait(1.0)
+    if job.running or job.result is None:
+        jobs.show(job, wait=0)
+        return
+    table = job.result
+    shown = table.assign(**{"F(C) − F(C without it)": [
+        f"{e:+.3f} [{lo:+.3f}, {hi:+.3f}]" for e, lo, hi in zip(table.effect, table.ci_low, table.ci_high)]})
+    st.dataframe(shown[["edge", "F(C) − F(C without it)"]], hide_index=True, width="stretch")
+    st.caption("Removing one kept edge at a time, on the report prompts: the change in F(C) with its 95% interval "
+               "(prompts resampled, paired, with the reference set's replicates). An interval that excludes 0 "
+               "says the circuit needs that edge.")
 
 
 def _apply(commit, new) -> None:

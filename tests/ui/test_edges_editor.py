@@ -48,3 +48,22 @@ def test_the_diagram_draws_removed_edges_apart_and_every_effect_with_its_interva
     assert (frame[frame.kept].sign == "helps the task").all()
     spec = edge_diagram(edited, effects).to_dict()
     assert spec["layer"][0]["encoding"]["strokeDash"]["value"] == [5, 4]  # removed: dashed (kept: solid)
+
+
+def test_a_circuit_with_an_edge_list_shows_what_removing_each_edge_does_with_its_interval(dash):
+    """The demo's edge preset: the editor lists, for each kept edge, F(C) − F(C without it) with its 95% interval,
+    the figures criteria.edge_effects gives."""
+    from circuit_core.criteria import edge_effects as removal_effects
+    from ui.state import get_evaluator
+
+    at = dash.open("pages/1_Circuit_editor.py", dash.view(circuit_from="preset: ioi-demo-edges", n=40))
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    job = dash.job(at, "edge-removal")
+    assert job.wait(240) and job.error is None, job.error
+    at.run()
+    circuit = dash.history(at, "preset: ioi-demo-edges").current
+    table = next(d.value for d in at.dataframe if "F(C) − F(C without it)" in d.value.columns)
+    assert list(table.edge) == [e.label() for e in circuit.edges]
+    want = removal_effects(get_evaluator("demo", job.key[2]), circuit)
+    for text, e, lo, hi in zip(table["F(C) − F(C without it)"], want.effect, want.ci_low, want.ci_high):
+        assert text == f"{e:+.3f} [{lo:+.3f}, {hi:+.3f}]"
