@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .circuit import ALL_POSITIONS, LOGITS, OUT, Circuit, Edge, Head, head_name, parse_head
+from .hooks import hook_pattern
 from .intervals import Interval
 from .metrics import Metric
 
@@ -234,7 +235,7 @@ def attention_evidence(model, dataset, heads: list[Head], prompts=DEFAULT_PROMPT
 
     roles = [r for r in dataset.positions]
     layers = sorted({l for l, _ in heads})
-    names = {l: f"blocks.{l}.attn.hook_pattern" for l in layers}
+    names = {l: hook_pattern(l) for l in layers}
     _check_hooks(model, list(names.values()))
     R, n = len(roles), dataset.n
     values = torch.zeros(len(heads), R, R, n, dtype=torch.float64)  # [head, query, key, prompt]
@@ -311,7 +312,7 @@ def role_scores(model, heads: list[Head], n_seqs: int = 20, seed: int = 0, boots
     first = 1 if model.tokenizer.bos_token_id is not None else 0
     T = (tokens.shape[1] - first) // 2
     layers = sorted({l for l, _ in heads})
-    names = {l: f"blocks.{l}.attn.hook_pattern" for l in layers}
+    names = {l: hook_pattern(l) for l in layers}
     _check_hooks(model, list(names.values()))
     store = {}
     with model.lock, torch.no_grad():
