@@ -120,15 +120,17 @@ def rank_by_attribution(ev, where: dict[Head, str], absolute: bool = False, shou
     from .attribution import attribution
     from .metrics import Metric
 
-    of = ""
     if Metric(ev.methodology.metric) is Metric.KL:
-        # KL is at its minimum (0) at the full model, so its gradient there is 0 and every score would be
-        # 0: rank by the logit difference's attribution instead (same prompts, same ablation values).
-        ev = ev.model.evaluators.get(ev.methodology.replace(metric=Metric.LOGIT_DIFF.value))
-        of = " of the logit difference (KL's gradient is 0 at the full model)"
+        # KL is at its minimum (0) at the full model, so its gradient there is 0 and every score would be 0.
+        # Take the other end instead: at ∅, each head's first-order drop in KL when it alone is restored.
+        att = attribution(ev, NodeSet.empty(), should_stop=should_stop)
+        scores = {h: -att.at(h, r) for h, r in where.items()}
+        return order_by(scores, "attribution", absolute, f"attribution patching at ∅ (KL's gradient is 0 at the full "
+                        f"model): the drop in KL when a head alone is restored, on N={ev.dataset.n} prompts "
+                        f"(seed {ev.methodology.seed})")
     att = attribution(ev, NodeSet.model(), should_stop=should_stop)
     scores = {h: att.at(h, r) for h, r in where.items()}
-    return order_by(scores, "attribution", absolute, f"attribution patching{of} at M on N={ev.dataset.n} prompts "
+    return order_by(scores, "attribution", absolute, f"attribution patching at M on N={ev.dataset.n} prompts "
                     f"(seed {ev.methodology.seed})")
 
 

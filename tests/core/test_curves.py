@@ -244,14 +244,19 @@ def test_activation_ranking_scores_each_head_at_its_kept_position(tiny_ev):
     assert finite == sorted(finite, reverse=True)
 
 
-def test_attribution_ranking_under_kl_uses_the_logit_difference(tiny_ev):
-    """KL's gradient is 0 at the full model, so attribution under KL would score every head 0 and rank them
-    in their given order; the ranking takes the logit difference's attribution, and says so."""
+def test_attribution_ranking_under_kl_is_taken_at_the_empty_circuit(tiny_ev):
+    """KL's gradient is 0 at the full model, so attribution there would score every head 0 and rank them in
+    their given order; under KL the ranking is each head's first-order drop in KL when restored at ∅."""
+    from circuit_core.attribution import attribution
+
     where = curves.head_positions(tiny_ev.n_layers, tiny_ev.n_heads, None, "all")
     kl_ev = tiny_ev.model.evaluators.get(tiny_ev.methodology.replace(metric="kl"))
-    under_kl = curves.rank_by_attribution(kl_ev, where)
-    assert under_kl.items == curves.rank_by_attribution(tiny_ev, where).items
-    assert "logit difference" in under_kl.note and any(abs(s) > 1e-6 for s in under_kl.scores)
+    at_m = attribution(kl_ev, NodeSet.model())
+    assert all(abs(at_m.at(h, r)) < 1e-6 for h, r in where.items())  # the reason
+    r = curves.rank_by_attribution(kl_ev, where)
+    att = attribution(kl_ev, NodeSet.empty())
+    want = sorted(where, key=lambda h: att.at(h, where[h]))  # most negative dKL first: restoring it helps most
+    assert list(r.items) == want and "∅" in r.note and max(map(abs, r.scores)) > 1e-3
 
 
 # --- edges ----------------------------------------------------------------------------------------------
