@@ -138,18 +138,8 @@ def weight_bytes(model) -> int:
     tensors = [t for m in model.bridge.modules() for t in (*m._parameters.values(), *m._buffers.values())
                if isinstance(t, torch.Tensor)]
     tensors += list(model.bridge.original_model.parameters())
-    blocks = model.blocks
-    if blocks is not None:
-        def walk(obj, depth=0):
-            if isinstance(obj, torch.Tensor):
-                tensors.append(obj)
-            elif isinstance(obj, (list, tuple)):
-                for x in obj:
-                    walk(x, depth)
-            elif hasattr(obj, "__dict__") and depth < 3:
-                for x in vars(obj).values():
-                    walk(x, depth + 1)
-        walk(blocks)
+    if model.blocks is not None:
+        tensors += model.blocks.held_tensors()
     for t in tensors:
         st = t.untyped_storage()
         seen[st.data_ptr()] = st.nbytes()

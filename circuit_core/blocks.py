@@ -51,6 +51,24 @@ class Blocks:
         blocks = GPT2Blocks.from_model(model)
         return blocks if blocks is not None else DecoderBlocks.from_model(model)
 
+    def held_tensors(self) -> list[torch.Tensor]:
+        """Every tensor these blocks hold (in attributes, lists and the small objects they keep), for
+        counting the weights' storage once (bench.memory, tests/core/test_memory.py)."""
+        out = []
+
+        def walk(obj, depth=0):
+            if isinstance(obj, torch.Tensor):
+                out.append(obj)
+            elif isinstance(obj, (list, tuple)):
+                for x in obj:
+                    walk(x, depth)
+            elif hasattr(obj, "__dict__") and depth < 3:
+                for x in vars(obj).values():
+                    walk(x, depth + 1)
+
+        walk(self)
+        return out
+
     # --- what every implementation gives ------------------------------------------------------------
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -351,10 +351,7 @@ def _parse_class(i: int, c) -> CircuitClass:
     for key in ("name", "position", "heads"):
         if key not in c:
             raise CircuitError(f"{where} has no '{key}'.")
-    bad = [k for k in c if k not in CLASS_FIELDS]
-    if bad:
-        raise CircuitError(f"{where} has unknown field(s): {', '.join(sorted(map(snippet, bad)))} "
-                           f"(known: {', '.join(CLASS_FIELDS)}).")
+    _known_fields(c, CLASS_FIELDS, where)
     name = _text(c, "name", where, required=True)
     position = _text(c, "position", where, required=True)
     if not isinstance(c["heads"], list):
@@ -391,6 +388,13 @@ def _parse_minimality_k(mk) -> dict[Head, list[Head]]:
     return out
 
 
+def _known_fields(d: dict, known: tuple, where: str) -> None:
+    bad = [k for k in d if k not in known]
+    if bad:
+        raise CircuitError(f"{where} has unknown field(s): {', '.join(sorted(map(snippet, bad)))} "
+                           f"(known: {', '.join(known)}).")
+
+
 def _parse_edges(value, present: bool) -> list[Edge] | None:
     if not present:
         return None
@@ -404,14 +408,9 @@ def _parse_edges(value, present: bool) -> list[Edge] | None:
         where = f"edge #{i + 1}"
         if not isinstance(e, dict):
             raise CircuitError(f"{where} must be an object with 'from', 'to' and 'input', not {snippet(e)}.")
-        bad = [k for k in e if k not in EDGE_FIELDS]
-        if bad:
-            raise CircuitError(f"{where} has unknown field(s): {', '.join(sorted(map(snippet, bad)))} "
-                               f"(known: {', '.join(EDGE_FIELDS)}).")
+        _known_fields(e, EDGE_FIELDS, where)
         sender = _text(e, "from", where, required=True)
         receiver = _text(e, "to", where, required=True)
-        if sender is None or receiver is None:
-            raise CircuitError(f"{where} needs 'from' and 'to'.")
         if sender == LOGITS:
             raise CircuitError(f"{where}: '{LOGITS}' can only receive an edge.")
         default = OUT if receiver == LOGITS else None

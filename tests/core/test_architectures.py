@@ -74,24 +74,31 @@ def hf_head_outputs(hf, tokens: torch.Tensor, n_heads: int) -> torch.Tensor:
     return torch.stack([store[l].view(*tokens.shape, n_heads, -1) for l in range(len(store))], 2)
 
 
-def hf_logit_diffs(hf, tokens, end, answers, keep, values, n_heads: int) -> torch.Tensor:
-    """logit[correct] - logit[wrong] at END with z replaced by `values` where not `keep` [N, seq, layer, head]."""
-    def replace(mod, args, l):
-        z = args[0].view(*tokens.shape, n_heads, -1)
-        z = torch.where(keep[:, :, l, :, None], z, values[:, :, l].to(z.dtype))
-        return (z.reshape(*tokens.shape, -1),)
+def hf_end_logits(hf, tokens, end, keep=None, values=None, n_heads: int = 0) -> torch.Tensor:
+    """Every logit at END, float64, with z replaced by `values` where not `keep` [N, seq, layer, head]."""
+    handles = []
+    if keep is not None:
+        def replace(mod, args, l):
+            z = args[0].view(*tokens.shape, n_heads, -1)
+            z = torch.where(keep[:, :, l, :, None], z, values[:, :, l].to(z.dtype))
+            return (z.reshape(*tokens.shape, -1),)
 
-    handles = [m.register_forward_pre_hook(lambda mod, args, l=l: replace(mod, args, l))
-               for l, m in enumerate(output_projections(hf))]
+        handles = [m.register_forward_pre_hook(lambda mod, args, l=l: replace(mod, args, l))
+                   for l, m in enumerate(output_projections(hf))]
     try:
         with torch.no_grad():
             logits = hf(tokens).logits
     finally:
         for h in handles:
             h.remove()
+    return logits[torch.arange(len(tokens)), end].double()
+
+
+def hf_logit_diffs(hf, tokens, end, answers, keep, values, n_heads: int) -> torch.Tensor:
+    """logit[correct] - logit[wrong] at END with z replaced by `values` where not `keep` [N, seq, layer, head]."""
+    at_end = hf_end_logits(hf, tokens, end, keep, values, n_heads)
     rows = torch.arange(len(tokens))
-    at_end = logits[rows, end]
-    return (at_end[rows, answers[:, 0]] - at_end[rows, answers[:, 1]]).double()
+    return at_end[rows, answers[:, 0]] - at_end[rows, answers[:, 1]]
 
 
 def test_the_fast_engine_is_used(arch):

@@ -166,23 +166,6 @@ def _storages(tensors) -> dict[int, int]:
     return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
 
 
-def _block_tensors(blocks) -> list[torch.Tensor]:
-    out = []
-
-    def walk(obj, depth=0):
-        if isinstance(obj, torch.Tensor):
-            out.append(obj)
-        elif isinstance(obj, (list, tuple)):
-            for x in obj:
-                walk(x, depth)
-        elif hasattr(obj, "__dict__") and depth < 3:
-            for x in vars(obj).values():
-                walk(x, depth + 1)
-
-    walk(blocks)
-    return out
-
-
 def _bridge_tensors(bridge) -> list[torch.Tensor]:
     return [t for m in bridge.modules() for t in m._parameters.values() if isinstance(t, torch.Tensor)]
 
@@ -232,7 +215,7 @@ def test_the_weights_are_held_once(arch_folder):
     model = load_model(str(folder), device="cpu")
     hf = _storages(model.bridge.original_model.parameters())
     bridge = _storages(_bridge_tensors(model.bridge))
-    blocks = _storages(_block_tensors(model.blocks))
+    blocks = _storages(model.blocks.held_tensors())
     everything = {**hf, **bridge, **blocks}
     weights = sum(p.numel() * p.element_size() for p in _stock_bridge(folder).original_model.parameters())
     extra_blocks = sum(v for k, v in blocks.items() if k not in {**hf, **bridge})

@@ -26,7 +26,7 @@ from circuit_core.models import DEMO_MODEL_DIR, load_model
 from circuit_core.patching import activation_patching, paired_dataset, path_patching
 from circuit_core.tasks import build_dataset
 
-from test_architectures import CIRCUIT, build, output_projections, shrunk
+from test_architectures import CIRCUIT, build, hf_end_logits, shrunk
 from test_engine import random_sets
 from test_reference_noise import moves, node_sets
 
@@ -47,26 +47,6 @@ def family(request, tmp_path_factory):
     if request.param == "demo":
         return request.getfixturevalue("demo")
     return (*build(tmp_path_factory, request.param), CIRCUIT)
-
-
-def hf_end_logits(hf, tokens, end, keep=None, values=None, n_heads: int = 0) -> torch.Tensor:
-    """Every logit at END, float64, with z replaced by `values` where not `keep` [N, seq, layer, head]."""
-    handles = []
-    if keep is not None:
-        def replace(mod, args, l):
-            z = args[0].view(*tokens.shape, n_heads, -1)
-            z = torch.where(keep[:, :, l, :, None], z, values[:, :, l].to(z.dtype))
-            return (z.reshape(*tokens.shape, -1),)
-
-        handles = [m.register_forward_pre_hook(lambda mod, args, l=l: replace(mod, args, l))
-                   for l, m in enumerate(output_projections(hf))]
-    try:
-        with torch.no_grad():
-            logits = hf(tokens).logits
-    finally:
-        for h in handles:
-            h.remove()
-    return logits[torch.arange(len(tokens)), end].double()
 
 
 def plain_metric(metric: str, logits: torch.Tensor, clean: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
