@@ -306,7 +306,7 @@ def role_scores(model, heads: list[Head], n_seqs: int = 20, seed: int = 0, boots
                 ) -> dict[Head, list[RoleScore]]:
     """heads.py's previous-token, duplicate-token and induction scores per random sequence, then the mean
     and a bootstrap interval over sequences (the means equal heads.repeated_token_scores')."""
-    from .heads import DUP, IND, PREV, _check_hooks, repeated_tokens
+    from .heads import _check_hooks, repeated_tokens, role_diagonals
 
     tokens = repeated_tokens(model, n_seqs, None, seed)
     first = 1 if model.tokenizer.bos_token_id is not None else 0
@@ -320,9 +320,7 @@ def role_scores(model, heads: list[Head], n_seqs: int = 20, seed: int = 0, boots
             (name, lambda p, hook: store.__setitem__(hook.name, p.detach().double().cpu())) for name in names.values()])
     out = {}
     for l, h in heads:
-        p = store[names[l]][:, h]  # [seq, q, k]
-        per_seq = {PREV: p.diagonal(-1, -2, -1)[:, first:].mean(-1), DUP: p.diagonal(-T, -2, -1)[:, first:].mean(-1),
-                   IND: p.diagonal(-(T - 1), -2, -1)[:, first + 1:].mean(-1)}
+        per_seq = role_diagonals(store[names[l]][:, h], first, T)  # [seq] each
         out[(l, h)] = []
         for metric, v in per_seq.items():
             lo, hi = _bootstrap_means(v, bootstrap, seed)

@@ -83,6 +83,14 @@ def repeated_tokens(model, n_seqs: int = 20, length: int | None = None, seed: in
     return torch.cat(parts, 1)
 
 
+def role_diagonals(pattern: torch.Tensor, first: int, T: int) -> dict[str, torch.Tensor]:
+    """The three scores per sequence and head [batch, head] from attention [batch, head, query, key] on
+    repeated tokens whose first copy starts at `first` and has T tokens (diagonal(-d)[..., k] = pattern[k + d, k])."""
+    return {PREV: pattern.diagonal(-1, -2, -1)[..., first:].mean(-1),
+            DUP: pattern.diagonal(-T, -2, -1)[..., first:].mean(-1),
+            IND: pattern.diagonal(-(T - 1), -2, -1)[..., first + 1:].mean(-1)}
+
+
 def repeated_token_scores(model, n_seqs: int = 20, length: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Previous-token, duplicate-token and induction scores for every head (see module doc)."""
     tokens = repeated_tokens(model, n_seqs, length, seed)
@@ -94,11 +102,8 @@ def repeated_token_scores(model, n_seqs: int = 20, length: int | None = None, se
 
     def grab(pattern, hook):  # pattern [batch, head, query, key]
         layer = hook_layer(hook.name)
-        p = pattern.detach().float().cpu()
-        # diagonal(-d)[..., k] = pattern[k + d, k]
-        scores[PREV][layer] = p.diagonal(-1, -2, -1)[..., first:].mean((0, 2))
-        scores[DUP][layer] = p.diagonal(-T, -2, -1)[..., first:].mean((0, 2))
-        scores[IND][layer] = p.diagonal(-(T - 1), -2, -1)[..., first + 1:].mean((0, 2))
+        for m, v in role_diagonals(pattern.detach().float().cpu(), first, T).items():
+            scores[m][layer] = v.mean(0)
         return pattern
 
     with model.lock, torch.no_grad():
